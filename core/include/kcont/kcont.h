@@ -1,0 +1,367 @@
+// kcont.h -- kernel-style continuations, levels and per-CPU dispatch.
+//
+// Model
+// -----
+// A *continuation* (struct kcont) is a small record owned by its caller,
+// usually embedded in a long-lived object: a function fn(obj, env, status),
+// the env the caller bound at init, the object and status saved when it was
+// deferred, and the *target* context in which it must run.  Whoever completes
+// an operation runs the continuation -- now, if the target is the current
+// context (or the continuation is *immediate*), or later, by deferring it to
+// the queue of its target context.  Nothing sleeps per operation.
+//
+// A *level* is a named priority domain (clock, bio, net, serial, softclock,
+// softbio, softnet, softserial, and any registered before kcont_start).
+// Levels are never compared.  Each level has a *dispatch rank* that says
+// which pending level a CPU serves first, and masking is a separate thing:
+// an explicit level_set held with spl_block() and released with splx().
+//
+// A *context* is {level, kind}: kind is interrupt (run by the CPU's
+// dispatcher thread, must not block) or thread (run by a worker thread per
+// {level, CPU}, may block).  The current context is thread-local state that
+// only the framework sets.
+//
+// A *CPU* is a dispatcher thread with one io_uring ring.  It owns a queue
+// per {level, interrupt} and a worker per {level, thread}; other threads
+// hand it work through its inbox (lock-free MPSC), ringing its doorbell only
+// on the empty->non-empty transition while it sleeps.
+//
+// States
+// ------
+//   idle     -- initialised, on no queue; may be deferred or chained.
+//   chained  -- on a kcq, waiting for the event that runs the chain.
+//   pending  -- on a CPU queue or inbox, waiting to be dispatched.
+//   running  -- its function is executing (it may be pending again at the
+//               same time if it was deferred while running).
+// Deferring a pending continuation coalesces: kcont_defer returns false and
+// the first deferral's object and status stand.  Chaining a continuation
+// that is not idle is refused.  The framework never touches a continuation
+// after calling its function: the function may free, re-init or re-defer it.
+//
+// Allocation
+// ----------
+// Nothing in this header allocates after kcont_start, except where a
+// function says "thread context; may allocate" (establishing a worker).
+// Continuations live in caller memory; kcont_pool hands out preallocated
+// ones for the few places that need one per event.
+//
+// Locking
+// -------
+// A kc's state word is the shared field: every transition is a single
+// atomic compare-and-swap (with a generation count against ABA), so two
+// deferrals of one continuation never link it twice.  Local queues are touched only by their dispatcher; inboxes are
+// Treiber stacks detached whole by their one consumer (no ABA); a kcq is a
+// short spinlocked list.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace kc {
+
+inline constexpr int max_levels = 32;
+inline constexpr int max_cpus = 64;
+
+// ---------------------------------------------------------------- levels
+
+// A registered level.  Handles are small integers; compare them only for
+// identity, never with < or <=.
+struct level {
+  uint8_t id = 0xff;
+  friend bool operator==(level, level) = default;
+};
+
+// Built-in levels.  Hard levels are where completions are reaped (clock:
+// timer ticks, bio: block I/O, net: sockets, serial: free for users); soft
+// levels are where deferred work runs.
+inline constexpr level LVL_CLOCK{0};
+inline constexpr level LVL_BIO{1};
+inline constexpr level LVL_NET{2};
+inline constexpr level LVL_SERIAL{3};
+inline constexpr level LVL_SOFTCLOCK{4};
+inline constexpr level LVL_SOFTBIO{5};
+inline constexpr level LVL_SOFTNET{6};
+inline constexpr level LVL_SOFTSERIAL{7};
+
+// An explicit set of levels (a mask).  Sets are built from levels, never
+// from ranges of levels.
+class level_set {
+ public:
+  constexpr level_set() = default;
+  constexpr level_set(std::initializer_list<level> ls) {
+    for (level l : ls) add(l);
+  }
+  constexpr level_set &add(level l) {
+    bits_ |= 1u << l.id;
+    return *this;
+  }
+  constexpr level_set &remove(level l) {
+    bits_ &= ~(1u << l.id);
+    return *this;
+  }
+  constexpr bool contains(level l) const { return (bits_ >> l.id) & 1u; }
+  constexpr bool empty() const { return bits_ == 0; }
+  constexpr uint32_t bits() const { return bits_; }
+  static constexpr level_set from_bits(uint32_t b) {
+    level_set s;
+    s.bits_ = b;
+    return s;
+  }
+  friend constexpr bool operator==(level_set, level_set) = default;
+
+ private:
+  uint32_t bits_ = 0;
+};
+
+// Registers a level named `name` with dispatch rank `rank` (higher ranks are
+// served first when several levels are pending on a CPU; equal ranks are
+// served in registration order).  Thread context, before kcont_start only.
+// Returns 0 and stores the handle, or EEXIST (name taken), ENOSPC (32 levels
+// already), EBUSY (system running), EINVAL (empty name).
+int kcont_level_register(const char *name, int rank, level *out);
+
+// Looks a level up by name; returns false when none is registered.
+bool kcont_level_lookup(const char *name, level *out);
+
+// The name and rank of a registered level ("?" and 0 for an unknown handle).
+const char *kcont_level_name(level l);
+int kcont_level_rank(level l);
+
+// Number of registered levels (ids 0 .. count-1).
+int kcont_level_count();
+
+// ---------------------------------------------------------------- contexts
+
+enum class kind : uint8_t { interrupt = 0, thread = 1 };
+
+// The context code runs in.  `valid` is false on threads the framework does
+// not own (main(), test threads, your own threads).
+struct context {
+  level lvl{};
+  kind k = kind::interrupt;
+  bool valid = false;
+  friend bool operator==(context, context) = default;
+};
+
+// Any CPU (no binding).
+inline constexpr int16_t KC_CPU_ANY = -1;
+
+// Where a continuation runs.  `immediate` means "call me directly wherever
+// the event is completed, I am quick"; when an immediate continuation has to
+// be deferred anyway (kcont_defer, or run from a thread kcont does not own)
+// it goes to {lvl, k}.
+struct target {
+  level lvl = LVL_SOFTSERIAL;
+  kind k = kind::interrupt;
+  bool immediate = false;
+  int16_t cpu = KC_CPU_ANY;
+
+  static constexpr target at(level l, kind k = kind::interrupt,
+                             int16_t cpu = KC_CPU_ANY) {
+    return target{l, k, false, cpu};
+  }
+  static constexpr target in_thread(level l, int16_t cpu = KC_CPU_ANY) {
+    return target{l, kind::thread, false, cpu};
+  }
+  // Immediate; deferred falls back to {fallback, interrupt}.
+  static constexpr target now(level fallback = LVL_SOFTSERIAL) {
+    return target{fallback, kind::interrupt, true, KC_CPU_ANY};
+  }
+};
+
+// The calling thread's context.  Any context.
+context kcont_current_context();
+
+// The calling thread's CPU index, or -1 on a thread kcont does not own.
+int kcont_current_cpu();
+
+// True while the caller runs in interrupt kind (dispatcher thread).
+bool kcont_in_interrupt();
+
+// ---------------------------------------------------------------- kcont
+
+using kc_fn = void (*)(void *obj, void *env, int status);
+
+enum class kc_state : uint8_t { idle, chained, pending, running };
+
+// The continuation record.  Treat the fields as private; use the functions.
+struct kcont {
+  kc_fn fn = nullptr;
+  void *env = nullptr;
+  std::atomic<void *> obj{nullptr};  // saved by defer/run
+  std::atomic<int> status{0};        // saved by defer/run
+  target tgt{};
+  std::atomic<uint32_t> st{0};  // internal: state (low byte), generation
+  kcont *next = nullptr;        // intrusive link (queue, inbox or kcq)
+  kcont *prev = nullptr;        // kcq back link
+  void *chain = nullptr;        // kcq this kc is chained on
+
+  kcont() = default;
+  kcont(const kcont &) = delete;
+  kcont &operator=(const kcont &) = delete;
+};
+
+// Initialises `kc` to call fn(obj, env, status) in target `t`.  Any context;
+// never allocates.  Returns 0, EBUSY if kc is pending, chained or being
+// cancelled (re-init needs it idle), or EINVAL (null fn, unknown level, CPU
+// out of range).  For a thread-kind target the worker must exist: see
+// kcont_establish.
+int kcont_init(kcont *kc, kc_fn fn, void *env, target t);
+
+// Makes sure the worker thread for {level, thread} exists on `cpu` (or on
+// every CPU for KC_CPU_ANY).  Thread context only; may allocate and create
+// threads.  Returns 0, EINVAL, ENXIO (system not running), EDEADLK (called
+// from interrupt context), or an errno from thread creation.
+int kcont_establish(level l, int cpu = KC_CPU_ANY);
+
+// Queues kc to its target context with (obj, status) saved in it.  Returns
+// true if it is now pending; false if it was already pending or chained (a
+// pending one coalesces: it will run once, with its first obj/status; the
+// event is counted as coalesced).  Any context, any thread; never blocks and
+// never allocates.  Unbound continuations go to the caller's CPU (a thread
+// kcont does not own picks one by the CPU it runs on).
+bool kcont_defer(kcont *kc, void *obj, int status);
+
+// Removes a pending kc from its queue so it will not run: returns true if it
+// was pending and is now cancelled, false otherwise (idle, chained, already
+// running or run).  A cancelled kc may be deferred again at once; before it
+// is freed or re-initialised call kcont_drain.  Any context.
+bool kcont_cancel(kcont *kc);
+
+// Waits until kc is neither pending nor running on any CPU (a chained kc
+// stays chained: remove it with kcq_remove first).  Thread context only
+// (returns EDEADLK in interrupt context); 0 on success.
+int kcont_drain(kcont *kc);
+
+// A snapshot of kc's state (running is reported while its function
+// executes, unless it is also pending).  Any context.
+kc_state kcont_state(const kcont *kc);
+
+// ---------------------------------------------------------------- kcq
+
+// The chain of continuations hung off an object with a pending operation.
+// Safe to use from any CPU and any context; the lock is held only for list
+// splicing, never while a continuation runs.
+struct kcq {
+  std::atomic<uint32_t> lock{0};
+  kcont *head = nullptr;
+  kcont *tail = nullptr;
+  uint32_t count = 0;
+
+  kcq() = default;
+  kcq(const kcq &) = delete;
+  kcq &operator=(const kcq &) = delete;
+};
+
+// Chains an idle kc on q.  Returns 0, or EBUSY if kc is not idle (chaining
+// a queued continuation is refused).  Any context.
+int kcq_enqueue(kcq *q, kcont *kc);
+
+// Unchains kc from q; returns true if it was chained there.  Any context.
+bool kcq_remove(kcq *q, kcont *kc);
+
+// Completes the event: takes every continuation off q and, for each, with
+// (obj, status) saved in it, calls it now if it is immediate or its target
+// is exactly the current context (same level, same kind, a CPU it may run
+// on, level not masked here, nesting below 4), and otherwise defers it to
+// its target.  Returns how many it took.  Any context.
+int kcq_run(kcq *q, void *obj, int status);
+
+// Like kcq_run for the first continuation only (wakeup_one).  Returns 1 if
+// one was taken, 0 if q was empty.
+int kcq_run_one(kcq *q, void *obj, int status);
+
+// Number of continuations chained (a snapshot).  Any context.
+uint32_t kcq_count(kcq *q);
+
+// ---------------------------------------------------------------- masks
+
+// Holds dispatch of the levels in `set` on the calling CPU and returns the
+// previous mask.  Levels not in the set are not affected.  Must be called on
+// a dispatcher thread (interrupt kind); elsewhere it returns the empty set
+// and does nothing.
+level_set spl_block(level_set set);
+
+// Restores a mask returned by spl_block; held work of newly unmasked levels
+// runs when the current handler returns.  Dispatcher thread only.
+void splx(level_set saved);
+
+// The calling CPU's current mask.
+level_set spl_current();
+
+// ---------------------------------------------------------------- pools
+
+// A fixed pool of continuations, filled in thread context at creation.  Get
+// and put are lock-free and never allocate.
+struct kcont_pool;
+
+// Creates a pool of `n` continuations that all call fn/env at target t.
+// Thread context; allocates.  Returns nullptr on bad arguments.
+kcont_pool *kcont_pool_create(size_t n, kc_fn fn, void *env, target t);
+// Takes an idle continuation; nullptr when the pool is empty.  Any context.
+kcont *kcont_pool_get(kcont_pool *p);
+// Returns a continuation taken from p (typically from its own function).
+void kcont_pool_put(kcont_pool *p, kcont *kc);
+// Number of continuations currently available (snapshot).
+size_t kcont_pool_available(kcont_pool *p);
+// Destroys the pool: every continuation must have been returned.  Thread
+// context.
+void kcont_pool_destroy(kcont_pool *p);
+
+// ---------------------------------------------------------------- system
+
+struct config {
+  int cpus = 0;          // dispatcher threads; 0 = one per online core
+  bool pin = false;      // pin dispatcher i (and its workers) to core i
+  unsigned ring_entries = 256;
+  unsigned tick_ns = 1000000;  // callout tick (hz = 1e9 / tick_ns)
+};
+
+// Starts the dispatchers (and their rings).  Thread context, not from a
+// kcont thread.  Returns 0, EBUSY (already running), EINVAL, or the errno
+// of the failing io_uring/eventfd/thread call; `err` (if given) gets a
+// human-readable reason such as "io_uring_queue_init: Operation not
+// permitted (is io_uring disabled by kernel.io_uring_disabled?)".
+int kcont_start(const config &cfg, std::string *err = nullptr);
+
+// Stops every dispatcher and worker after they run what is pending.  Thread
+// context, not from a kcont thread.  Continuations still chained are left
+// alone.
+void kcont_stop();
+
+bool kcont_running();
+int kcont_ncpus();
+
+// ---------------------------------------------------------------- stats
+
+struct level_stats {
+  uint64_t deferred = 0;   // linked on this queue
+  uint64_t run = 0;        // functions called from this queue
+  uint64_t direct = 0;     // called directly by kcq_run (immediate/exact)
+  uint64_t coalesced = 0;  // deferrals of an already pending kc
+  uint64_t cancelled = 0;  // removed by kcont_cancel
+  uint64_t max_depth = 0;  // deepest the queue has been
+  uint64_t max_latency_ns = 0;  // defer -> dispatch, sampled 1 batch in 8
+};
+
+struct cpu_stats {
+  uint64_t loops = 0;       // dispatcher loop iterations
+  uint64_t sleeps = 0;      // times it blocked in the ring
+  uint64_t doorbells = 0;   // wake-ups other threads sent it (syscalls)
+  uint64_t inbox_items = 0; // items received through the inbox
+};
+
+// Reads the counters of {cpu, level, kind}.  Any context; values are
+// relaxed snapshots taken while the system runs.
+level_stats kcont_stats(int cpu, level l, kind k);
+cpu_stats kcont_cpu_stats(int cpu);
+
+// Total doorbells (eventfd writes and futex wakes) sent since start.
+uint64_t kcont_doorbells_total();
+
+// A printable table of all non-zero counters.  Thread context (allocates).
+std::string kcont_stats_format();
+
+}  // namespace kc

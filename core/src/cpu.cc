@@ -1,0 +1,707 @@
+// cpu.cc -- dispatchers, workers, inboxes, doorbells, masks, start/stop.
+//
+// Model: each CPU is one dispatcher thread that owns an io_uring ring and a
+// FIFO queue per {level, interrupt}.  Its loop is
+//
+//   1. reap completions: each CQE's user_data is a kc::completion whose
+//      handler runs in hard-interrupt context {completion::lvl, interrupt};
+//   2. move what other threads sent through the inbox onto local queues;
+//   3. run pending queues of unmasked levels, highest dispatch slot (rank)
+//      first, re-checking for completions and inbox work every 64 calls;
+//   4. flush submissions; and only when nothing unmasked is pending, sleep
+//      in io_uring_submit_and_wait() until a completion arrives.
+//
+// The doorbell is an eventfd with a read always armed on the ring.  A
+// producer rings it only when its push made the inbox non-empty *and* the
+// dispatcher has announced it is going to sleep (`sleeping`), which gives
+// the usual Dekker pair: the dispatcher stores `sleeping` then re-reads the
+// inbox; the producer pushes then reads `sleeping`, both seq_cst, so either
+// the dispatcher sees the item or the producer sees it asleep.  No polling
+// and no lost wake-ups.
+//
+// Each {level, thread} on a CPU has a worker thread, created by
+// kcont_establish.  Workers consume their own inbox and sleep on a futex
+// word with the same Dekker handshake.  They may block; they are not
+// affected by spl masks (masks hold interrupt-kind dispatch only, as spl
+// holds interrupts and not threads in a kernel).
+//
+// Masks: spl_block/splx change the CPU's held set; held levels stay queued
+// and run as soon as a handler unmasks them.  Blocking one level never
+// blocks another: masks are sets, and levels are never compared.
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <future>
+#include <new>
+#include <string>
+
+#include "internal.h"
+
+namespace kc {
+namespace detail {
+
+namespace {
+
+void futex_wait(std::atomic<uint32_t> *w, uint32_t val) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t *>(w), FUTEX_WAIT_PRIVATE, val,
+          nullptr, nullptr, 0);
+}
+void futex_wake(std::atomic<uint32_t> *w) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t *>(w), FUTEX_WAKE_PRIVATE, 1,
+          nullptr, nullptr, 0);
+}
+
+// CPU and worker records live for the whole process and are reused across
+// kcont_start/kcont_stop, because executors are looked up by pointer.
+cpu *g_cpu_store[max_cpus];
+worker *g_worker_store[max_cpus][max_levels];
+
+void ring_doorbell(cpu *c) {
+  if (c->sleeping.load(std::memory_order_seq_cst) &&
+      c->sleeping.exchange(false, std::memory_order_seq_cst)) {
+    uint64_t one = 1;
+    ssize_t r = write(c->efd, &one, sizeof one);
+    (void)r;
+    c->doorbells.fetch_add(1, std::memory_order_relaxed);
+    sys().doorbells.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void wake_worker(worker *w) {
+  if (w->sleeping.load(std::memory_order_seq_cst) &&
+      w->sleeping.exchange(0, std::memory_order_seq_cst)) {
+    futex_wake(&w->sleeping);
+    sys().doorbells.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+// Dispatcher only.
+inline void local_link(cpu *c, kcont *kc) {
+  const uint8_t lid = kc->tgt.lvl.id;
+  const uint8_t slot = sys().levels[lid].slot;
+  local_queue &q = c->queues[slot];
+  kc->next = nullptr;
+  if (q.tail) {
+    q.tail->next = kc;
+  } else {
+    q.head = kc;
+    c->pending |= 1u << slot;
+    if ((++q.sample & 63) == 0) q.stamp = now_ns();
+  }
+  q.tail = kc;
+  qstats &st = c->stats[lid][0];
+  bump(st.deferred);
+  raise_max(st.max_depth, ++q.depth);
+}
+
+void drain_inbox(cpu *c) {
+  kcont *l = c->in.take_fifo();
+  uint64_t n = 0;
+  while (l) {
+    kcont *k = l;
+    l = l->next;
+    local_link(c, k);
+    n++;
+  }
+  if (n) bump(c->inbox_items, n);
+}
+
+struct reaped {
+  completion *comp;
+  int res;
+  uint32_t flags;
+};
+
+// Returns the number of completions handled.
+unsigned reap(cpu *c) {
+  reaped batch[64];
+  unsigned n = 0, head;
+  io_uring_cqe *cqe;
+  io_uring_for_each_cqe(&c->ring, head, cqe) {
+    batch[n++] = {static_cast<completion *>(io_uring_cqe_get_data(cqe)), cqe->res,
+                  cqe->flags};
+    if (n == 64) break;
+  }
+  if (n == 0) return 0;
+  io_uring_cq_advance(&c->ring, n);
+  executor &ex = c->ex;
+  for (unsigned i = 0; i < n; i++) {
+    completion *comp = batch[i].comp;
+    if (!comp || !comp->fn) continue;
+    ex.in_context = true;
+    ex.cur_level = comp->lvl;
+    ex.cur_kind = kind::interrupt;
+    comp->fn(comp, batch[i].res, batch[i].flags);
+    ex.in_context = false;
+  }
+  return n;
+}
+
+void run_soft(cpu *c) {
+  executor &ex = c->ex;
+  unsigned budget = 64;
+  for (;;) {
+    const uint32_t ready = c->pending & ~c->spl_slots;
+    if (!ready) return;
+    const int slot = 31 - __builtin_clz(ready);
+    local_queue &q = c->queues[slot];
+    kcont *kc = q.head;
+    q.head = kc->next;
+    if (!q.head) {
+      q.tail = nullptr;
+      c->pending &= ~(1u << slot);
+    }
+    q.depth--;
+    const uint8_t lid = sys().slot_to_level[slot];
+    qstats &st = c->stats[lid][0];
+    if (q.stamp) {
+      raise_max(st.max_latency_ns, now_ns() - q.stamp);
+      q.stamp = 0;
+    }
+    ex.in_context = true;
+    ex.cur_level = level{lid};
+    ex.cur_kind = kind::interrupt;
+    if (call_direct(&ex, kc))
+      bump(st.run);
+    else
+      bump(st.cancelled);
+    ex.in_context = false;
+    if (--budget == 0) {
+      if (io_uring_cq_ready(&c->ring) || !c->in.empty()) return;
+      budget = 64;
+    }
+  }
+}
+
+void doorbell_done(completion *comp, int, uint32_t) {
+  // Re-arm the read on the eventfd; it is submitted with the next flush.
+  cpu *c = reinterpret_cast<cpu *>(reinterpret_cast<char *>(comp) -
+                                   offsetof(cpu, doorbell_comp));
+  io_uring_sqe *sqe = kcont_ring_sqe();
+  if (!sqe) return;
+  io_uring_prep_read(sqe, c->efd, &c->efd_buf, sizeof c->efd_buf, 0);
+  io_uring_sqe_set_data(sqe, &c->doorbell_comp);
+}
+
+void pin_to(int i) {
+  long ncores = sysconf(_SC_NPROCESSORS_ONLN);
+  if (ncores <= 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(i % ncores, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+std::string errstr(const char *what, int err) {
+  std::string s = what;
+  s += ": ";
+  s += std::strerror(err);
+  if (err == EPERM || err == ENOSYS)
+    s += " (io_uring is unavailable: check kernel.io_uring_disabled, seccomp "
+         "or container policy; kcont needs io_uring)";
+  return s;
+}
+
+void dispatcher_main(cpu *c, std::promise<std::string> *ready) {
+  auto &s = sys();
+  c->ex.c = c;
+  c->ex.dispatcher = true;
+  set_thread_executor(&c->ex);
+  if (s.cfg.pin) pin_to(c->id);
+  {
+    char name[16];
+    std::snprintf(name, sizeof name, "kcont-cpu%d", c->id);
+    pthread_setname_np(pthread_self(), name);
+  }
+  io_uring_params p{};
+  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN;
+  int r = io_uring_queue_init_params(s.cfg.ring_entries, &c->ring, &p);
+  if (r == -EINVAL) {  // older kernel: no single-issuer / coop taskrun
+    p = io_uring_params{};
+    r = io_uring_queue_init_params(s.cfg.ring_entries, &c->ring, &p);
+  }
+  if (r < 0) {
+    ready->set_value(errstr("io_uring_queue_init", -r));
+    return;
+  }
+  c->ring_ok = true;
+  c->efd = eventfd(0, EFD_CLOEXEC);
+  if (c->efd < 0) {
+    int e = errno;
+    io_uring_queue_exit(&c->ring);
+    c->ring_ok = false;
+    ready->set_value(errstr("eventfd", e));
+    return;
+  }
+  c->doorbell_comp.fn = doorbell_done;
+  c->doorbell_comp.lvl = LVL_SERIAL;
+  doorbell_done(&c->doorbell_comp, 0, 0);
+  if (int e = callout_cpu_init(c); e != 0) {
+    io_uring_queue_exit(&c->ring);
+    close(c->efd);
+    c->ring_ok = false;
+    ready->set_value(errstr("callout init", e));
+    return;
+  }
+  r = io_uring_submit(&c->ring);
+  if (r < 0) {
+    callout_cpu_fini(c);
+    io_uring_queue_exit(&c->ring);
+    close(c->efd);
+    c->ring_ok = false;
+    ready->set_value(errstr("io_uring_submit", -r));
+    return;
+  }
+  ready->set_value(std::string());
+
+  for (;;) {
+    bump(c->loops);
+    reap(c);
+    if (!c->in.empty()) drain_inbox(c);
+    run_soft(c);
+    if (io_uring_sq_ready(&c->ring)) io_uring_submit(&c->ring);
+    if (c->pending & ~c->spl_slots) continue;
+    if (io_uring_cq_ready(&c->ring)) continue;
+    if (c->stop.load(std::memory_order_acquire) && c->in.empty()) break;
+    c->sleeping.store(true, std::memory_order_seq_cst);
+    if (!c->in.empty() || io_uring_cq_ready(&c->ring) ||
+        c->stop.load(std::memory_order_seq_cst)) {
+      c->sleeping.store(false, std::memory_order_relaxed);
+      continue;
+    }
+    bump(c->sleeps);
+    io_uring_submit_and_wait(&c->ring, 1);
+    c->sleeping.store(false, std::memory_order_relaxed);
+  }
+  callout_cpu_fini(c);
+  io_uring_queue_exit(&c->ring);
+  c->ring_ok = false;
+  close(c->efd);
+  c->efd = -1;
+  set_thread_executor(nullptr);
+}
+
+void worker_main(worker *w) {
+  w->ex.c = w->c;
+  w->ex.dispatcher = false;
+  set_thread_executor(&w->ex);
+  if (sys().cfg.pin) pin_to(w->c->id);
+  {
+    char name[16];
+    std::snprintf(name, sizeof name, "kc%d-%.10s", w->c->id, kcont_level_name(w->lvl));
+    pthread_setname_np(pthread_self(), name);
+  }
+  const uint8_t lid = w->lvl.id;
+  qstats &st = w->c->stats[lid][1];
+  for (;;) {
+    kcont *l = w->in.take_fifo();
+    if (l) {
+      uint64_t n = 0;
+      for (kcont *k = l; k; k = k->next) n++;
+      bump(st.deferred, n);
+      raise_max(st.max_depth, n);
+      while (l) {
+        kcont *kc = l;
+        l = l->next;
+        w->ex.in_context = true;
+        w->ex.cur_level = w->lvl;
+        w->ex.cur_kind = kind::thread;
+        if (call_direct(&w->ex, kc))
+          bump(st.run);
+        else
+          bump(st.cancelled);
+        w->ex.in_context = false;
+      }
+      continue;
+    }
+    if (w->stop.load(std::memory_order_acquire)) break;
+    w->sleeping.store(1, std::memory_order_seq_cst);
+    if (!w->in.empty() || w->stop.load(std::memory_order_seq_cst)) {
+      w->sleeping.store(0, std::memory_order_relaxed);
+      continue;
+    }
+    futex_wait(&w->sleeping, 1);
+    w->sleeping.store(0, std::memory_order_relaxed);
+  }
+  set_thread_executor(nullptr);
+}
+
+void reset_cpu(cpu *c, int id) {
+  c->id = id;
+  for (auto &q : c->queues) q = local_queue{};
+  c->pending = 0;
+  c->spl_slots = 0;
+  c->in.head.store(nullptr);
+  c->sleeping.store(false);
+  c->stop.store(false);
+  for (auto &w : c->workers) w.store(nullptr);
+  for (auto &row : c->stats)
+    for (auto &q : row)
+      for (auto *a : {&q.deferred, &q.run, &q.direct, &q.coalesced, &q.cancelled,
+                      &q.max_depth, &q.max_latency_ns})
+        a->store(0);
+  for (auto *a : {&c->loops, &c->sleeps, &c->doorbells, &c->inbox_items}) a->store(0);
+}
+
+bool system_idle() {
+  auto &s = sys();
+  for (int i = 0; i < s.ncpus; i++) {
+    cpu *c = s.cpus[i];
+    if (!c->in.empty() || !c->sleeping.load()) return false;
+    for (auto &wp : c->workers) {
+      worker *w = wp.load();
+      if (w && (!w->in.empty() || !w->sleeping.load())) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool link_pending(kcont *kc) {
+  auto &s = sys();
+  int c = kc->tgt.cpu != KC_CPU_ANY ? kc->tgt.cpu : home_cpu();
+  cpu *cp = (c >= 0 && c < s.ncpus && s.running.load(std::memory_order_relaxed))
+                ? s.cpus[c]
+                : nullptr;
+  if (cp && kc->tgt.k == kind::thread) {
+    worker *w = cp->workers[kc->tgt.lvl.id].load(std::memory_order_acquire);
+    if (w) {
+      if (w->in.push(kc)) wake_worker(w);
+      return true;
+    }
+  } else if (cp) {
+    executor *ex = tl_exec;
+    if (ex && ex->dispatcher && ex->c == cp) {
+      local_link(cp, kc);
+    } else if (cp->in.push(kc)) {
+      ring_doorbell(cp);
+    }
+    return true;
+  }
+  kc->st.store(st_with(kc->st.load(rlx), ST_IDLE), std::memory_order_release);
+  return false;
+}
+
+}  // namespace detail
+
+using namespace detail;
+
+// ------------------------------------------------------------ ring API
+
+io_uring_sqe *kcont_ring_sqe() {
+  executor *ex = tl_exec;
+  if (!ex || !ex->dispatcher) return nullptr;
+  io_uring *r = &ex->c->ring;
+  io_uring_sqe *sqe = io_uring_get_sqe(r);
+  if (!sqe) {
+    io_uring_submit(r);
+    sqe = io_uring_get_sqe(r);
+  }
+  return sqe;
+}
+
+io_uring *kcont_ring() {
+  executor *ex = tl_exec;
+  return ex && ex->dispatcher ? &ex->c->ring : nullptr;
+}
+
+int kcont_ring_submit() {
+  executor *ex = tl_exec;
+  if (!ex || !ex->dispatcher) return -EPERM;
+  return io_uring_submit(&ex->c->ring);
+}
+
+// ------------------------------------------------------------ masks
+
+level_set spl_block(level_set set) {
+  executor *ex = tl_exec;
+  if (!ex || !ex->dispatcher) return level_set{};
+  cpu *c = ex->c;
+  level_set prev = levels_of_slots(c->spl_slots);
+  c->spl_slots |= slots_of(set);
+  return prev;
+}
+
+void splx(level_set saved) {
+  executor *ex = tl_exec;
+  if (!ex || !ex->dispatcher) return;
+  ex->c->spl_slots = slots_of(saved);
+}
+
+level_set spl_current() {
+  executor *ex = tl_exec;
+  if (!ex || !ex->dispatcher) return level_set{};
+  return levels_of_slots(ex->c->spl_slots);
+}
+
+// ------------------------------------------------------------ workers
+
+int kcont_establish(level l, int cpu_index) {
+  auto &s = sys();
+  if (l.id >= kcont_level_count()) return EINVAL;
+  if (kcont_in_interrupt()) return EDEADLK;
+  std::lock_guard<std::mutex> g(s.admin);
+  if (!s.running.load()) return ENXIO;
+  if (cpu_index != KC_CPU_ANY && (cpu_index < 0 || cpu_index >= s.ncpus)) return EINVAL;
+  int lo = cpu_index == KC_CPU_ANY ? 0 : cpu_index;
+  int hi = cpu_index == KC_CPU_ANY ? s.ncpus : cpu_index + 1;
+  for (int i = lo; i < hi; i++) {
+    cpu *c = s.cpus[i];
+    if (c->workers[l.id].load()) continue;
+    worker *&w = g_worker_store[i][l.id];
+    if (!w) {
+      w = new (std::nothrow) worker;
+      if (!w) return ENOMEM;
+    }
+    w->c = c;
+    w->lvl = l;
+    w->in.head.store(nullptr);
+    w->sleeping.store(0);
+    w->stop.store(false);
+    try {
+      w->th = std::thread(worker_main, w);
+    } catch (const std::system_error &e) {
+      return e.code().value() ? e.code().value() : EAGAIN;
+    }
+    c->workers[l.id].store(w, std::memory_order_release);
+  }
+  return 0;
+}
+
+// ------------------------------------------------------------ start/stop
+
+int kcont_start(const config &cfg, std::string *err) {
+  ensure_builtin_levels();
+  auto &s = sys();
+  auto fail = [&](int e, const std::string &why) {
+    if (err) *err = why;
+    return e;
+  };
+  if (tl_exec && tl_exec->c) return fail(EDEADLK, "kcont_start called from a kcont thread");
+  std::lock_guard<std::mutex> g(s.admin);
+  if (s.running.load()) return fail(EBUSY, "kcont is already running");
+  int n = cfg.cpus;
+  if (n < 0 || n > max_cpus) return fail(EINVAL, "cpus must be between 0 and 64");
+  if (n == 0) {
+    long h = sysconf(_SC_NPROCESSORS_ONLN);
+    n = h > 0 ? int(std::min<long>(h, max_cpus)) : 1;
+  }
+  if (cfg.ring_entries < 8 || cfg.ring_entries > 32768)
+    return fail(EINVAL, "ring_entries must be between 8 and 32768");
+  if (cfg.tick_ns < 10000) return fail(EINVAL, "tick_ns must be at least 10000");
+  assign_slots();
+  s.cfg = cfg;
+  s.ncpus = n;
+  s.doorbells.store(0);
+  // Defers issued by dispatchers during start-up (callout set-up) must link.
+  s.running.store(true);
+  std::string first_error;
+  int started = 0;
+  for (int i = 0; i < n; i++) {
+    cpu *&c = g_cpu_store[i];
+    if (!c) {
+      c = new (std::nothrow) cpu;
+      if (!c) {
+        first_error = "out of memory";
+        break;
+      }
+    }
+    reset_cpu(c, i);
+    s.cpus[i] = c;
+    std::promise<std::string> ready;
+    auto fut = ready.get_future();
+    try {
+      c->th = std::thread(dispatcher_main, c, &ready);
+    } catch (const std::system_error &e) {
+      first_error = std::string("creating dispatcher thread: ") + e.what();
+      break;
+    }
+    std::string why = fut.get();
+    if (!why.empty()) {
+      c->th.join();
+      first_error = why;
+      break;
+    }
+    started++;
+  }
+  if (!first_error.empty()) {
+    for (int i = 0; i < started; i++) {
+      cpu *c = s.cpus[i];
+      c->stop.store(true);
+      ring_doorbell(c);
+      uint64_t one = 1;
+      ssize_t r = write(c->efd, &one, sizeof one);
+      (void)r;
+      c->th.join();
+    }
+    s.running.store(false);
+    s.ncpus = 0;
+    return fail(EIO, "kcont_start: " + first_error);
+  }
+  return 0;
+}
+
+void kcont_stop() {
+  auto &s = sys();
+  if (tl_exec && tl_exec->c) return;
+  std::lock_guard<std::mutex> g(s.admin);
+  if (!s.running.load()) return;
+  // Let in-flight work finish: wait (bounded) until every dispatcher and
+  // worker is asleep with an empty inbox, twice in a row.
+  int quiet = 0;
+  for (int i = 0; i < 2000 && quiet < 2; i++) {
+    quiet = system_idle() ? quiet + 1 : 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  s.running.store(false);
+  for (int i = 0; i < s.ncpus; i++) {
+    cpu *c = s.cpus[i];
+    for (auto &wp : c->workers) {
+      worker *w = wp.load();
+      if (!w) continue;
+      w->stop.store(true, std::memory_order_seq_cst);
+      w->sleeping.store(0, std::memory_order_seq_cst);
+      futex_wake(&w->sleeping);
+      w->th.join();
+      wp.store(nullptr);
+    }
+  }
+  for (int i = 0; i < s.ncpus; i++) {
+    cpu *c = s.cpus[i];
+    c->stop.store(true, std::memory_order_seq_cst);
+    uint64_t one = 1;
+    ssize_t r = write(c->efd, &one, sizeof one);
+    (void)r;
+    c->th.join();
+    s.cpus[i] = nullptr;
+  }
+  s.ncpus = 0;
+}
+
+bool kcont_running() { return sys().running.load(); }
+int kcont_ncpus() { return sys().ncpus; }
+
+// ------------------------------------------------------------ stats
+
+level_stats kcont_stats(int cpu_index, level l, kind k) {
+  auto &s = sys();
+  level_stats out;
+  if (cpu_index < 0 || cpu_index >= max_cpus || l.id >= max_levels) return out;
+  cpu *c = g_cpu_store[cpu_index];
+  if (!c) return out;
+  const qstats &q = c->stats[l.id][int(k)];
+  auto ld = [](const std::atomic<uint64_t> &a) { return a.load(std::memory_order_relaxed); };
+  out.deferred = ld(q.deferred);
+  out.run = ld(q.run);
+  out.direct = ld(q.direct);
+  out.coalesced = ld(q.coalesced);
+  out.cancelled = ld(q.cancelled);
+  out.max_depth = ld(q.max_depth);
+  out.max_latency_ns = ld(q.max_latency_ns);
+  (void)s;
+  return out;
+}
+
+cpu_stats kcont_cpu_stats(int cpu_index) {
+  cpu_stats out;
+  if (cpu_index < 0 || cpu_index >= max_cpus || !g_cpu_store[cpu_index]) return out;
+  cpu *c = g_cpu_store[cpu_index];
+  out.loops = c->loops.load(std::memory_order_relaxed);
+  out.sleeps = c->sleeps.load(std::memory_order_relaxed);
+  out.doorbells = c->doorbells.load(std::memory_order_relaxed);
+  out.inbox_items = c->inbox_items.load(std::memory_order_relaxed);
+  return out;
+}
+
+uint64_t kcont_doorbells_total() { return sys().doorbells.load(std::memory_order_relaxed); }
+
+std::string kcont_stats_format() {
+  std::string out;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-4s %-12s %-4s %12s %12s %10s %10s %10s %9s %12s\n",
+                "cpu", "level", "kind", "deferred", "run", "direct", "coalesced",
+                "cancelled", "maxdepth", "maxlat_ns");
+  out += line;
+  int ncpu = 0;
+  for (int i = 0; i < max_cpus; i++)
+    if (g_cpu_store[i]) ncpu = i + 1;
+  for (int i = 0; i < ncpu; i++) {
+    for (int l = 0; l < kcont_level_count(); l++) {
+      for (int k = 0; k < 2; k++) {
+        level_stats st = kcont_stats(i, level{uint8_t(l)}, kind(k));
+        if (!st.deferred && !st.run && !st.direct && !st.coalesced && !st.cancelled)
+          continue;
+        std::snprintf(line, sizeof line,
+                      "%-4d %-12s %-4s %12llu %12llu %10llu %10llu %10llu %9llu %12llu\n", i,
+                      kcont_level_name(level{uint8_t(l)}), k ? "thr" : "intr",
+                      (unsigned long long)st.deferred, (unsigned long long)st.run,
+                      (unsigned long long)st.direct, (unsigned long long)st.coalesced,
+                      (unsigned long long)st.cancelled, (unsigned long long)st.max_depth,
+                      (unsigned long long)st.max_latency_ns);
+        out += line;
+      }
+    }
+    cpu_stats cs = kcont_cpu_stats(i);
+    std::snprintf(line, sizeof line,
+                  "cpu%d: loops %llu sleeps %llu doorbells %llu inbox_items %llu\n", i,
+                  (unsigned long long)cs.loops, (unsigned long long)cs.sleeps,
+                  (unsigned long long)cs.doorbells, (unsigned long long)cs.inbox_items);
+    out += line;
+  }
+  return out;
+}
+
+}  // namespace kc
+
+// ------------------------------------------------------------ debug guard
+//
+// In debug builds (KCONT_DEBUG_ALLOC) any operator new on a dispatcher
+// thread while a handler or continuation runs -- interrupt context -- aborts
+// with a message naming the level: "no allocation after establish time".
+#ifdef KCONT_DEBUG_ALLOC
+#include <cstdlib>
+namespace {
+[[noreturn]] void alloc_in_interrupt() {
+  auto *ex = kc::detail::tl_exec;
+  std::fprintf(stderr,
+               "kcont: allocation in interrupt context (cpu %d, level %s): "
+               "continuations and buffers must be allocated at establish time\n",
+               ex && ex->c ? ex->c->id : -1, kc::kcont_level_name(ex ? ex->cur_level : kc::level{}));
+  std::abort();
+}
+inline void check_alloc() {
+  auto *ex = kc::detail::tl_exec;
+  if (ex && ex->dispatcher && ex->in_context) alloc_in_interrupt();
+}
+}  // namespace
+void *operator new(std::size_t n) {
+  check_alloc();
+  if (void *p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void *operator new[](std::size_t n) {
+  check_alloc();
+  if (void *p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void *operator new(std::size_t n, const std::nothrow_t &) noexcept {
+  check_alloc();
+  return std::malloc(n ? n : 1);
+}
+void *operator new[](std::size_t n, const std::nothrow_t &) noexcept {
+  check_alloc();
+  return std::malloc(n ? n : 1);
+}
+void operator delete(void *p) noexcept { std::free(p); }
+void operator delete[](void *p) noexcept { std::free(p); }
+void operator delete(void *p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void *p, std::size_t) noexcept { std::free(p); }
+#endif

@@ -1,0 +1,656 @@
+// kcont.cc -- continuations, chains (kcq), levels, executors and pools.
+//
+// Model: a continuation moves idle -> pending (kcont_defer) or idle ->
+// chained (kcq_enqueue); a chained one is taken by kcq_run and either
+// called on the spot or made pending; a pending one is popped by its
+// dispatcher or worker, set idle, and called.  Every one of those moves is a
+// compare-and-swap on kcont::st, so exactly one party wins each race:
+//
+//   defer    IDLE -> PENDING (then link), CANCELLED -> REVIVING -> PENDING
+//   pop      PENDING -> IDLE (then call), CANCELLED -> IDLE (then skip)
+//   cancel   PENDING -> CANCELLED (the kc stays linked until popped)
+//   chain    IDLE -> CHAINED (under the kcq lock)
+//   kcq_run  CHAINED -> IDLE (under the kcq lock, then call or defer)
+//
+// A cancelled continuation is unlinked lazily by its consumer; deferring it
+// again revives it in place, and kcont_drain waits for the consumer to pass
+// it.  Before a consumer flips PENDING -> IDLE it publishes the kc in its
+// executor's `running` slot, so kcont_drain, which reads the state first and
+// the slots second, can never see "idle and not running" while the function
+// is about to run.
+//
+// Levels are registered before kcont_start; at start each gets a dispatch
+// slot so that "the highest pending slot" is the highest-ranked pending
+// level.  Slots are an implementation of ranks, never exposed as an order
+// between levels.
+#include <errno.h>
+#include <sched.h>
+#include <time.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <thread>
+
+#include "internal.h"
+
+namespace kc {
+namespace detail {
+
+system_state g_sys;
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// ------------------------------------------------------------ executors
+
+namespace {
+constexpr int max_executors = 1024;
+std::atomic<executor *> g_execs[max_executors];
+std::atomic<int> g_nexec{0};
+
+// Foreign threads get a record from this fixed table the first time they
+// call kcq_run; it is returned when the thread exits.
+executor g_foreign[max_executors / 2];
+
+struct foreign_slot {
+  executor *ex = nullptr;
+  ~foreign_slot() {
+    if (ex) ex->in_use.store(false, std::memory_order_release);
+  }
+};
+}  // namespace
+
+thread_local executor *tl_exec = nullptr;
+thread_local foreign_slot tl_foreign;
+
+executor *current_executor() { return tl_exec; }
+
+void register_executor(executor *ex) {
+  // Records are never removed: the table holds every executor ever used
+  // (bounded by max_executors; dispatchers and workers reuse their records
+  // across restarts because they are looked up by pointer first).
+  int n = g_nexec.load(std::memory_order_acquire);
+  for (int i = 0; i < n; i++)
+    if (g_execs[i].load(std::memory_order_relaxed) == ex) return;
+  static std::mutex m;
+  std::lock_guard<std::mutex> g(m);
+  n = g_nexec.load(std::memory_order_relaxed);
+  for (int i = 0; i < n; i++)
+    if (g_execs[i].load(std::memory_order_relaxed) == ex) return;
+  if (n >= max_executors) return;
+  g_execs[n].store(ex, std::memory_order_relaxed);
+  g_nexec.store(n + 1, std::memory_order_release);
+}
+
+void set_thread_executor(executor *ex) {
+  if (ex) register_executor(ex);
+  tl_exec = ex;
+}
+
+executor *current_or_foreign_executor() {
+  if (tl_exec) return tl_exec;
+  if (tl_foreign.ex) return tl_foreign.ex;
+  for (auto &f : g_foreign) {
+    bool expect = false;
+    if (f.in_use.compare_exchange_strong(expect, true)) {
+      f.c = nullptr;
+      f.dispatcher = false;
+      f.depth = 0;
+      f.in_context = false;
+      register_executor(&f);
+      tl_foreign.ex = &f;
+      return &f;
+    }
+  }
+  return nullptr;
+}
+
+void for_each_executor(void (*fn)(executor *, void *), void *arg) {
+  int n = g_nexec.load(std::memory_order_acquire);
+  for (int i = 0; i < n; i++) fn(g_execs[i].load(std::memory_order_relaxed), arg);
+}
+
+bool kc_is_running(const kcont *kc) {
+  int n = g_nexec.load(std::memory_order_acquire);
+  for (int i = 0; i < n; i++) {
+    executor *ex = g_execs[i].load(std::memory_order_relaxed);
+    for (auto &r : ex->running)
+      if (r.load(std::memory_order_acquire) == kc) return true;
+  }
+  return false;
+}
+
+// ------------------------------------------------------------ levels
+
+uint32_t slots_of(level_set s) {
+  uint32_t out = 0, b = s.bits();
+  while (b) {
+    int id = __builtin_ctz(b);
+    b &= b - 1;
+    if (id < max_levels && sys().levels[id].used) out |= 1u << sys().levels[id].slot;
+  }
+  return out;
+}
+
+level_set levels_of_slots(uint32_t slots) {
+  level_set s;
+  while (slots) {
+    int sl = __builtin_ctz(slots);
+    slots &= slots - 1;
+    s.add(level{sys().slot_to_level[sl]});
+  }
+  return s;
+}
+
+namespace {
+struct builtin_levels {
+  builtin_levels() {
+    // Ranks: hard levels above soft ones; within each group the classic
+    // NetBSD service order (serial, clock, net, bio / serial, net, bio,
+    // clock).  Ranks choose service order only; they never mask.
+    static const struct {
+      const char *name;
+      int rank;
+    } b[] = {{"clock", 70},     {"bio", 50},     {"net", 60},
+             {"serial", 80},    {"softclock", 10}, {"softbio", 20},
+             {"softnet", 30},   {"softserial", 40}};
+    auto &s = sys();
+    for (const auto &e : b) {
+      level_info &li = s.levels[s.nlevels++];
+      std::snprintf(li.name, sizeof li.name, "%s", e.name);
+      li.rank = e.rank;
+      li.used = true;
+    }
+  }
+};
+}  // namespace
+
+void ensure_builtin_levels() { static builtin_levels once; }
+
+// Assigns dispatch slots by rank (ties: registration order first).
+void assign_slots() {
+  auto &s = sys();
+  for (int i = 0; i < s.nlevels; i++) {
+    int below = 0;
+    for (int j = 0; j < s.nlevels; j++) {
+      if (j == i) continue;
+      if (s.levels[j].rank < s.levels[i].rank ||
+          (s.levels[j].rank == s.levels[i].rank && j > i))
+        below++;
+    }
+    s.levels[i].slot = uint8_t(below);
+    s.slot_to_level[below] = uint8_t(i);
+  }
+}
+
+// ------------------------------------------------------------ linking
+
+int home_cpu() {
+  executor *ex = tl_exec;
+  if (ex && ex->c) return ex->c->id;
+  int n = sys().ncpus;
+  int c = sched_getcpu();
+  if (c < 0) c = 0;
+  return n > 0 ? c % n : 0;
+}
+
+bool is_exact_context(const executor *ex, const kcont *kc) {
+  if (!ex->in_context || ex->c == nullptr) return false;
+  const target &t = kc->tgt;
+  if (t.lvl != ex->cur_level || t.k != ex->cur_kind) return false;
+  if (t.cpu != KC_CPU_ANY && t.cpu != ex->c->id) return false;
+  if (t.k == kind::interrupt && (ex->c->spl_slots & slot_bit(t.lvl))) return false;
+  return true;
+}
+
+}  // namespace detail
+
+using namespace detail;
+
+// ------------------------------------------------------------ levels API
+
+int kcont_level_register(const char *name, int rank, level *out) {
+  ensure_builtin_levels();
+  auto &s = sys();
+  if (!name || !*name || std::strlen(name) >= sizeof(level_info::name)) return EINVAL;
+  std::lock_guard<std::mutex> g(s.admin);
+  if (s.running.load()) return EBUSY;
+  for (int i = 0; i < s.nlevels; i++)
+    if (std::strcmp(s.levels[i].name, name) == 0) return EEXIST;
+  if (s.nlevels >= max_levels) return ENOSPC;
+  level_info &li = s.levels[s.nlevels];
+  std::snprintf(li.name, sizeof li.name, "%s", name);
+  li.rank = rank;
+  li.used = true;
+  if (out) *out = level{uint8_t(s.nlevels)};
+  s.nlevels++;
+  return 0;
+}
+
+bool kcont_level_lookup(const char *name, level *out) {
+  ensure_builtin_levels();
+  auto &s = sys();
+  for (int i = 0; i < s.nlevels; i++)
+    if (name && std::strcmp(s.levels[i].name, name) == 0) {
+      if (out) *out = level{uint8_t(i)};
+      return true;
+    }
+  return false;
+}
+
+const char *kcont_level_name(level l) {
+  ensure_builtin_levels();
+  if (l.id >= max_levels || !sys().levels[l.id].used) return "?";
+  return sys().levels[l.id].name;
+}
+
+int kcont_level_rank(level l) {
+  ensure_builtin_levels();
+  if (l.id >= max_levels || !sys().levels[l.id].used) return 0;
+  return sys().levels[l.id].rank;
+}
+
+int kcont_level_count() {
+  ensure_builtin_levels();
+  return sys().nlevels;
+}
+
+// ------------------------------------------------------------ contexts
+
+context kcont_current_context() {
+  executor *ex = tl_exec;
+  if (!ex || !ex->in_context || !ex->c) return context{};
+  return context{ex->cur_level, ex->cur_kind, true};
+}
+
+int kcont_current_cpu() {
+  executor *ex = tl_exec;
+  return ex && ex->c ? ex->c->id : -1;
+}
+
+bool kcont_in_interrupt() {
+  executor *ex = tl_exec;
+  return ex && ex->dispatcher;
+}
+
+// ------------------------------------------------------------ kcont
+
+int kcont_init(kcont *kc, kc_fn fn, void *env, target t) {
+  ensure_builtin_levels();
+  if (!kc || !fn) return EINVAL;
+  if (t.lvl.id >= sys().nlevels) return EINVAL;
+  if (t.cpu != KC_CPU_ANY && (t.cpu < 0 || t.cpu >= max_cpus)) return EINVAL;
+  if (st_of(kc->st.load(std::memory_order_acquire)) != ST_IDLE) return EBUSY;
+  kc->fn = fn;
+  kc->env = env;
+  kc->obj.store(nullptr, rlx);
+  kc->status.store(0, rlx);
+  kc->tgt = t;
+  kc->next = kc->prev = nullptr;
+  kc->chain = nullptr;
+  // A thread target needs its worker; create it here when we may.
+  if (t.k == kind::thread && sys().running.load() && !kcont_in_interrupt()) {
+    int e = kcont_establish(t.lvl, t.cpu);
+    if (e != 0 && e != ENXIO) return e;
+  }
+  return 0;
+}
+
+bool kcont_defer(kcont *kc, void *obj, int status) {
+  if (!sys().running.load(rlx)) return false;
+  uint32_t w = kc->st.load(rlx);
+  for (;;) {
+    switch (st_of(w)) {
+      case ST_IDLE:
+        if (kc->st.compare_exchange_weak(w, st_with(w, ST_PENDING),
+                                         std::memory_order_acquire, rlx)) {
+          kc->obj.store(obj, rlx);
+          kc->status.store(status, rlx);
+          return link_pending(kc);
+        }
+        continue;  // w now holds the current word
+      case ST_CANCELLED:
+        // Still linked where it was cancelled: revive it in place.  The
+        // generation changes so a consumer that read the old fields cannot
+        // claim it with them.
+        if (kc->st.compare_exchange_weak(w, st_with(w + ST_GEN, ST_REVIVING),
+                                         std::memory_order_acquire, rlx)) {
+          kc->obj.store(obj, rlx);
+          kc->status.store(status, rlx);
+          kc->st.store(st_with(w + ST_GEN, ST_PENDING), std::memory_order_release);
+          return true;
+        }
+        continue;
+      case ST_PENDING:
+      case ST_REVIVING: {
+        int c = kc->tgt.cpu != KC_CPU_ANY ? kc->tgt.cpu : home_cpu();
+        if (c < sys().ncpus && sys().cpus[c])
+          sys().cpus[c]->stats[kc->tgt.lvl.id][int(kc->tgt.k)].coalesced.fetch_add(1, rlx);
+        return false;
+      }
+      default:
+        return false;  // chained: the event will run it
+    }
+  }
+}
+
+bool kcont_cancel(kcont *kc) {
+  uint32_t w = kc->st.load(rlx);
+  for (;;) {
+    switch (st_of(w)) {
+      case ST_PENDING:
+        if (kc->st.compare_exchange_weak(w, st_with(w, ST_CANCELLED),
+                                         std::memory_order_acq_rel, rlx))
+          return true;
+        continue;
+      case ST_REVIVING:  // a deferral is finishing; it stores PENDING next
+        cpu_relax();
+        w = kc->st.load(rlx);
+        continue;
+      default:
+        return false;
+    }
+  }
+}
+
+namespace {
+bool pendingish(uint32_t w) {
+  uint32_t s = st_of(w);
+  return s == ST_PENDING || s == ST_CANCELLED || s == ST_REVIVING;
+}
+}  // namespace
+
+int kcont_drain(kcont *kc) {
+  if (kcont_in_interrupt()) return EDEADLK;
+  executor *self = tl_exec;
+  if (self)
+    for (int i = 0; i < self->depth; i++)
+      if (self->running[i].load(rlx) == kc) return EDEADLK;  // draining itself
+  int spins = 0;
+  for (;;) {
+    // State first, running slots second, state again: see the file comment.
+    if (!pendingish(kc->st.load(std::memory_order_acquire)) && !kc_is_running(kc) &&
+        !pendingish(kc->st.load(std::memory_order_acquire)))
+      return 0;
+    if (++spins < 100)
+      std::this_thread::yield();
+    else
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+kc_state kcont_state(const kcont *kc) {
+  switch (st_of(kc->st.load(std::memory_order_acquire))) {
+    case ST_CHAINED:
+      return kc_state::chained;
+    case ST_PENDING:
+    case ST_REVIVING:
+      return kc_state::pending;
+    default:
+      return kc_is_running(kc) ? kc_state::running : kc_state::idle;
+  }
+}
+
+namespace detail {
+
+// Calls a PENDING continuation that the caller owns (popped off a queue or
+// taken off a chain) in the caller's executor.  PENDING -> IDLE wins the
+// race against kcont_cancel; a cancelled one is set idle and skipped.  The
+// fields are read before the claim and the claim compares the generation,
+// so a cancel-and-revive in between can never run stale fields.  The
+// continuation is published in ex->running before the claim (kcont_drain).
+bool call_direct(executor *ex, kcont *kc) {
+  int d = ex->depth++;
+  ex->running[d].store(kc, rlx);
+  bool call = false;
+  kc_fn fn;
+  void *obj, *env;
+  int status;
+  for (;;) {
+    uint32_t w = kc->st.load(std::memory_order_acquire);
+    uint32_t s = st_of(w);
+    if (s == ST_PENDING) {
+      fn = kc->fn;
+      env = kc->env;
+      obj = kc->obj.load(rlx);
+      status = kc->status.load(rlx);
+      if (kc->st.compare_exchange_strong(w, st_with(w, ST_IDLE), std::memory_order_seq_cst,
+                                         rlx)) {
+        call = true;
+        break;
+      }
+    } else if (s == ST_CANCELLED) {
+      if (kc->st.compare_exchange_strong(w, st_with(w, ST_IDLE), std::memory_order_seq_cst,
+                                         rlx))
+        break;
+    } else {
+      cpu_relax();  // ST_REVIVING: the reviver stores PENDING next
+    }
+  }
+  if (call) fn(obj, env, status);
+  ex->running[d].store(nullptr, std::memory_order_release);
+  ex->depth--;
+  return call;
+}
+
+}  // namespace detail
+
+// ------------------------------------------------------------ kcq
+
+namespace {
+void kcq_unlink_locked(kcq *q, kcont *kc) {
+  if (kc->prev)
+    kc->prev->next = kc->next;
+  else
+    q->head = kc->next;
+  if (kc->next)
+    kc->next->prev = kc->prev;
+  else
+    q->tail = kc->prev;
+  kc->next = kc->prev = nullptr;
+  kc->chain = nullptr;
+  q->count--;
+}
+
+// Finishes what kcq_run took: call now where the context is exact, defer
+// otherwise.  Each kc in `list` is PENDING (taken off the chain under its
+// lock, so a concurrent kcont_defer coalesces), obj/status set, unlinked.
+void run_taken(kcont *list) {
+  executor *ex = nullptr;
+  bool have_ex = false;
+  while (list) {
+    kcont *kc = list;
+    list = kc->next;
+    kc->next = nullptr;
+    if (!have_ex) {
+      ex = current_or_foreign_executor();
+      have_ex = true;
+    }
+    bool now = ex && ex->depth < max_nesting &&
+               (kc->tgt.immediate || is_exact_context(ex, kc));
+    if (now) {
+      if (ex->c)
+        ex->c->stats[kc->tgt.lvl.id][int(kc->tgt.k)].direct.fetch_add(
+            1, std::memory_order_relaxed);
+      call_direct(ex, kc);
+    } else {
+      link_pending(kc);
+    }
+  }
+}
+}  // namespace
+
+namespace {
+bool chain_claim(kcont *kc) {
+  uint32_t w = kc->st.load(rlx);
+  while (st_of(w) == ST_IDLE)
+    if (kc->st.compare_exchange_weak(w, st_with(w, ST_CHAINED), std::memory_order_acq_rel, rlx))
+      return true;
+  return false;
+}
+}  // namespace
+
+int kcq_enqueue(kcq *q, kcont *kc) {
+  spinlock g(q->lock);
+  if (!chain_claim(kc)) return EBUSY;
+  kc->next = nullptr;
+  kc->prev = q->tail;
+  if (q->tail)
+    q->tail->next = kc;
+  else
+    q->head = kc;
+  q->tail = kc;
+  kc->chain = q;
+  q->count++;
+  return 0;
+}
+
+bool kcq_remove(kcq *q, kcont *kc) {
+  spinlock g(q->lock);
+  uint32_t w = kc->st.load(std::memory_order_acquire);
+  if (st_of(w) != ST_CHAINED || kc->chain != q) return false;
+  kcq_unlink_locked(q, kc);
+  kc->st.store(st_with(w, ST_IDLE), std::memory_order_release);
+  return true;
+}
+
+namespace {
+int kcq_take(kcq *q, void *obj, int status, bool one,
+             bool (*match)(kcont *, void *), void *key) {
+  kcont *list = nullptr, **tail = &list;
+  int n = 0;
+  {
+    spinlock g(q->lock);
+    kcont *kc = q->head;
+    while (kc) {
+      kcont *next = kc->next;
+      if (!match || match(kc, key)) {
+        kcq_unlink_locked(q, kc);
+        kc->obj.store(obj, rlx);
+        kc->status.store(status, rlx);
+        // CHAINED -> PENDING: ours now; a concurrent kcont_defer coalesces.
+        kc->st.store(st_with(kc->st.load(rlx), ST_PENDING), std::memory_order_release);
+        *tail = kc;
+        tail = &kc->next;
+        n++;
+        if (one) break;
+      }
+      kc = next;
+    }
+  }
+  run_taken(list);
+  return n;
+}
+}  // namespace
+
+int kcq_run(kcq *q, void *obj, int status) {
+  return kcq_take(q, obj, status, false, nullptr, nullptr);
+}
+
+int kcq_run_one(kcq *q, void *obj, int status) {
+  return kcq_take(q, obj, status, true, nullptr, nullptr);
+}
+
+uint32_t kcq_count(kcq *q) {
+  spinlock g(q->lock);
+  return q->count;
+}
+
+namespace detail {
+// For sleepq: chain kc with its wait channel saved as obj (under the lock,
+// so a refused chain never touches a pending kc's fields).
+int kcq_enqueue_keyed(kcq *q, kcont *kc, const void *key) {
+  spinlock g(q->lock);
+  if (!chain_claim(kc)) return EBUSY;
+  kc->obj.store(const_cast<void *>(key), rlx);
+  kc->next = nullptr;
+  kc->prev = q->tail;
+  if (q->tail)
+    q->tail->next = kc;
+  else
+    q->head = kc;
+  q->tail = kc;
+  kc->chain = q;
+  q->count++;
+  return 0;
+}
+
+static bool match_key(kcont *kc, void *key) { return kc->obj.load(rlx) == key; }
+
+int kcq_run_keyed(kcq *q, const void *key, int status, bool one) {
+  return kcq_take(q, const_cast<void *>(key), status, one, match_key,
+                  const_cast<void *>(key));
+}
+}  // namespace detail
+
+// ------------------------------------------------------------ pools
+
+struct kcont_pool {
+  kcont *items = nullptr;
+  size_t n = 0;
+  std::atomic<uint32_t> lock{0};
+  kcont **free = nullptr;
+  size_t nfree = 0;
+};
+
+kcont_pool *kcont_pool_create(size_t n, kc_fn fn, void *env, target t) {
+  if (n == 0 || !fn) return nullptr;
+  auto *p = new (std::nothrow) kcont_pool;
+  if (!p) return nullptr;
+  p->items = new (std::nothrow) kcont[n];
+  p->free = new (std::nothrow) kcont *[n];
+  if (!p->items || !p->free) {
+    delete[] p->items;
+    delete[] p->free;
+    delete p;
+    return nullptr;
+  }
+  p->n = n;
+  for (size_t i = 0; i < n; i++) {
+    if (kcont_init(&p->items[i], fn, env, t) != 0) {
+      delete[] p->items;
+      delete[] p->free;
+      delete p;
+      return nullptr;
+    }
+    p->free[i] = &p->items[n - 1 - i];
+  }
+  p->nfree = n;
+  return p;
+}
+
+kcont *kcont_pool_get(kcont_pool *p) {
+  spinlock g(p->lock);
+  return p->nfree ? p->free[--p->nfree] : nullptr;
+}
+
+void kcont_pool_put(kcont_pool *p, kcont *kc) {
+  spinlock g(p->lock);
+  if (kc >= p->items && kc < p->items + p->n && p->nfree < p->n) p->free[p->nfree++] = kc;
+}
+
+size_t kcont_pool_available(kcont_pool *p) {
+  spinlock g(p->lock);
+  return p->nfree;
+}
+
+void kcont_pool_destroy(kcont_pool *p) {
+  if (!p) return;
+  for (size_t i = 0; i < p->n; i++) kcont_drain(&p->items[i]);
+  delete[] p->items;
+  delete[] p->free;
+  delete p;
+}
+
+}  // namespace kc

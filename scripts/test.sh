@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds, and runs every test.
+#   1. debug build (allocation guard on) -- all unit and race tests;
+#   2. AddressSanitizer + UndefinedBehaviorSanitizer build -- the same tests;
+#   3. ThreadSanitizer build -- the same tests (the concurrency core).
+# Exits non-zero on any failure.  KCONT_TEST_STAGES="debug asan tsan" picks
+# stages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+kcont_ensure_deps
+
+stages=${KCONT_TEST_STAGES:-"debug asan tsan"}
+ok=0
+fail=0
+run_stage() {
+  local name=$1 dir=$2
+  shift 2
+  echo "=== kcont tests: $name ==="
+  cmake -S . -B "$dir" -G Ninja -DKCONT_BENCH=OFF "$@" >/dev/null
+  ninja -C "$dir" -j"$(kcont_jobs)"
+  if ctest --test-dir "$dir" --output-on-failure -j1; then
+    ok=$((ok + 1))
+  else
+    fail=$((fail + 1))
+  fi
+}
+for s in $stages; do
+  case $s in
+    debug) run_stage debug build-debug -DCMAKE_BUILD_TYPE=Debug ;;
+    asan) UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+          run_stage "asan+ubsan" build-asan -DCMAKE_BUILD_TYPE=Debug \
+            -DKCONT_SANITIZE=address,undefined ;;
+    tsan) TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+          run_stage tsan build-tsan -DCMAKE_BUILD_TYPE=Debug -DKCONT_SANITIZE=thread ;;
+    *) echo "unknown stage $s" >&2; exit 2 ;;
+  esac
+done
+echo "test stages: $ok passed, $fail failed"
+[ "$fail" -eq 0 ]
