@@ -38,10 +38,13 @@ enum : uint32_t {
   ST_REVIVING = 4,   // a cancelled kc being deferred again (transient)
 };
 
-inline constexpr uint32_t ST_MASK = 0xff;
-inline constexpr uint32_t ST_GEN = 0x100;
-inline uint32_t st_of(uint32_t w) { return w & ST_MASK; }
-inline uint32_t st_with(uint32_t w, uint32_t st) { return (w & ~ST_MASK) | st; }
+// The state word: state in the low byte, a 56-bit generation above it that
+// changes on every claim for a call and every revival, so that no observer
+// can mistake "idle again after another run" for "still idle" (ABA).
+inline constexpr uint64_t ST_MASK = 0xff;
+inline constexpr uint64_t ST_GEN = 0x100;
+inline uint32_t st_of(uint64_t w) { return uint32_t(w & ST_MASK); }
+inline uint64_t st_with(uint64_t w, uint32_t st) { return (w & ~ST_MASK) | st; }
 inline constexpr std::memory_order rlx = std::memory_order_relaxed;
 
 inline void bump(std::atomic<uint64_t> &c, uint64_t n = 1) {

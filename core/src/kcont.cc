@@ -7,17 +7,20 @@
 // compare-and-swap on kcont::st, so exactly one party wins each race:
 //
 //   defer    IDLE -> PENDING (then link), CANCELLED -> REVIVING -> PENDING
-//   pop      PENDING -> IDLE (then call), CANCELLED -> IDLE (then skip)
+//   pop      PENDING -> IDLE (new generation; then call),
+//            CANCELLED -> IDLE (then skip)
 //   cancel   PENDING -> CANCELLED (the kc stays linked until popped)
-//   chain    IDLE -> CHAINED (under the kcq lock)
-//   kcq_run  CHAINED -> IDLE (under the kcq lock, then call or defer)
+//   chain    IDLE -> CHAINED (CAS, under the kcq lock)
+//   kcq_run  CHAINED -> PENDING (a store under the kcq lock, which owns
+//            chained continuations; then call it or link it)
 //
 // A cancelled continuation is unlinked lazily by its consumer; deferring it
 // again revives it in place, and kcont_drain waits for the consumer to pass
 // it.  Before a consumer flips PENDING -> IDLE it publishes the kc in its
-// executor's `running` slot, so kcont_drain, which reads the state first and
-// the slots second, can never see "idle and not running" while the function
-// is about to run.
+// executor's `running` slot, so kcont_drain, which reads the state word,
+// then the slots, then the state word again (and requires it unchanged,
+// generation included), can never see "idle and not running" while a
+// function is about to run or has re-deferred itself.
 //
 // Levels are registered before kcont_start; at start each gets a dispatch
 // slot so that "the highest pending slot" is the highest-ranked pending
@@ -309,7 +312,7 @@ int kcont_init(kcont *kc, kc_fn fn, void *env, target t) {
 
 bool kcont_defer(kcont *kc, void *obj, int status) {
   if (!sys().running.load(rlx)) return false;
-  uint32_t w = kc->st.load(rlx);
+  uint64_t w = kc->st.load(rlx);
   for (;;) {
     switch (st_of(w)) {
       case ST_IDLE:
@@ -346,7 +349,7 @@ bool kcont_defer(kcont *kc, void *obj, int status) {
 }
 
 bool kcont_cancel(kcont *kc) {
-  uint32_t w = kc->st.load(rlx);
+  uint64_t w = kc->st.load(rlx);
   for (;;) {
     switch (st_of(w)) {
       case ST_PENDING:
@@ -365,7 +368,7 @@ bool kcont_cancel(kcont *kc) {
 }
 
 namespace {
-bool pendingish(uint32_t w) {
+bool pendingish(uint64_t w) {
   uint32_t s = st_of(w);
   return s == ST_PENDING || s == ST_CANCELLED || s == ST_REVIVING;
 }
@@ -379,9 +382,11 @@ int kcont_drain(kcont *kc) {
       if (self->running[i].load(rlx) == kc) return EDEADLK;  // draining itself
   int spins = 0;
   for (;;) {
-    // State first, running slots second, state again: see the file comment.
-    if (!pendingish(kc->st.load(std::memory_order_acquire)) && !kc_is_running(kc) &&
-        !pendingish(kc->st.load(std::memory_order_acquire)))
+    // State first, running slots second, the same state word again: see
+    // the file comment.  The generation makes "idle, after another run
+    // started" differ from "idle".
+    uint64_t w1 = kc->st.load(std::memory_order_acquire);
+    if (!pendingish(w1) && !kc_is_running(kc) && kc->st.load(std::memory_order_acquire) == w1)
       return 0;
     if (++spins < 100)
       std::this_thread::yield();
@@ -418,15 +423,15 @@ bool call_direct(executor *ex, kcont *kc) {
   void *obj, *env;
   int status;
   for (;;) {
-    uint32_t w = kc->st.load(std::memory_order_acquire);
+    uint64_t w = kc->st.load(std::memory_order_acquire);
     uint32_t s = st_of(w);
     if (s == ST_PENDING) {
       fn = kc->fn;
       env = kc->env;
       obj = kc->obj.load(rlx);
       status = kc->status.load(rlx);
-      if (kc->st.compare_exchange_strong(w, st_with(w, ST_IDLE), std::memory_order_seq_cst,
-                                         rlx)) {
+      if (kc->st.compare_exchange_strong(w, st_with(w + ST_GEN, ST_IDLE),
+                                         std::memory_order_seq_cst, rlx)) {
         call = true;
         break;
       }
@@ -493,7 +498,7 @@ void run_taken(kcont *list) {
 
 namespace {
 bool chain_claim(kcont *kc) {
-  uint32_t w = kc->st.load(rlx);
+  uint64_t w = kc->st.load(rlx);
   while (st_of(w) == ST_IDLE)
     if (kc->st.compare_exchange_weak(w, st_with(w, ST_CHAINED), std::memory_order_acq_rel, rlx))
       return true;
@@ -518,7 +523,7 @@ int kcq_enqueue(kcq *q, kcont *kc) {
 
 bool kcq_remove(kcq *q, kcont *kc) {
   spinlock g(q->lock);
-  uint32_t w = kc->st.load(std::memory_order_acquire);
+  uint64_t w = kc->st.load(std::memory_order_acquire);
   if (st_of(w) != ST_CHAINED || kc->chain != q) return false;
   kcq_unlink_locked(q, kc);
   kc->st.store(st_with(w, ST_IDLE), std::memory_order_release);

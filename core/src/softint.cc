@@ -69,6 +69,8 @@ softint *softint_establish(level lvl, void (*func)(void *), void *arg, kind k) {
 
 bool softint_schedule_cpu(softint *si, int cpu) {
   if (!si || cpu < 0 || cpu >= si->ncpus) return false;
+  // Once dying is visible, stay off `users` so disestablish sees it drain.
+  if (si->dying.load(std::memory_order_relaxed)) return false;
   si->users.fetch_add(1, std::memory_order_seq_cst);
   bool ok = false;
   if (!si->dying.load(std::memory_order_seq_cst)) ok = kcont_defer(&si->kcs[cpu], nullptr, 0);

@@ -29,9 +29,12 @@ class KcontTest : public ::testing::Test {
 template <class P>
 bool eventually(P pred, int seconds = 30) {
   auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  while (!pred()) {
+  for (int i = 0; !pred(); i++) {
     if (std::chrono::steady_clock::now() > end) return pred();
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (i < 2000)
+      std::this_thread::yield();
+    else
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   return true;
 }

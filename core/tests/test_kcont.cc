@@ -1,5 +1,6 @@
 // Basic semantics of continuations, chains, pools and typed binding.
 #include <errno.h>
+#include <pthread.h>
 
 #include "fixture.h"
 #include "kcont/bind.h"
@@ -191,21 +192,17 @@ TEST_F(KcontTest, RunCallsImmediateNowAndDefersTheRest) {
 }
 
 TEST_F(KcontTest, ExactContextMeansSameLevelSameKindAllowedCpuUnmasked) {
-  std::atomic<int> inside{0}, total{0};
-  std::atomic<bool> in{false};
-  auto fn = [](void *, void *env, int) {
-    auto *p = static_cast<std::pair<std::atomic<int> *, std::atomic<bool> *> *>(env);
-    (void)p;
-  };
-  (void)fn;
+  // Each continuation records whether it ran on the thread that called
+  // kcq_run, during that call.
   struct ctx {
-    std::atomic<int> *inside, *total;
-    std::atomic<bool> *in;
-  } cx{&inside, &total, &in};
+    std::atomic<int> inside{0}, total{0};
+    std::atomic<bool> in{false};
+    std::atomic<pthread_t> caller{};
+  } cx;
   auto f = [](void *, void *env, int) {
     auto *c = static_cast<ctx *>(env);
-    if (c->in->load()) (*c->inside)++;
-    (*c->total)++;
+    if (c->in.load() && pthread_equal(c->caller.load(), pthread_self())) c->inside++;
+    c->total++;
   };
   kcont wrong_kind, wrong_cpu, masked;
   kcont_init(&wrong_kind, f, &cx, target::in_thread(LVL_SOFTNET, 0));
@@ -218,16 +215,17 @@ TEST_F(KcontTest, ExactContextMeansSameLevelSameKindAllowedCpuUnmasked) {
   on_cpu(
       0,
       [&] {
-        in = true;
+        cx.caller = pthread_self();
+        cx.in = true;
         kcq_run(&q1, nullptr, 0);
         level_set s = spl_block({LVL_SOFTNET});
         kcq_run(&q2, nullptr, 0);
-        in = false;
+        cx.in = false;
         splx(s);
       },
       LVL_SOFTNET);
-  ASSERT_TRUE(eventually([&] { return total.load() == 3; }));
-  EXPECT_EQ(inside.load(), 0);
+  ASSERT_TRUE(eventually([&] { return cx.total.load() == 3; }));
+  EXPECT_EQ(cx.inside.load(), 0);
   kcont_drain(&wrong_kind);
   kcont_drain(&wrong_cpu);
   kcont_drain(&masked);

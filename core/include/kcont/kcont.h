@@ -193,7 +193,7 @@ struct kcont {
   std::atomic<void *> obj{nullptr};  // saved by defer/run
   std::atomic<int> status{0};        // saved by defer/run
   target tgt{};
-  std::atomic<uint32_t> st{0};  // internal: state (low byte), generation
+  std::atomic<uint64_t> st{0};  // internal: state (low byte), generation
   kcont *next = nullptr;        // intrusive link (queue, inbox or kcq)
   kcont *prev = nullptr;        // kcq back link
   void *chain = nullptr;        // kcq this kc is chained on
