@@ -365,6 +365,17 @@ bool system_idle() {
 
 }  // namespace
 
+bool workers_ready(level l, int cpu_index) {
+  auto &s = sys();
+  if (!s.running.load(std::memory_order_acquire)) return false;
+  int lo = cpu_index == KC_CPU_ANY ? 0 : cpu_index;
+  int hi = cpu_index == KC_CPU_ANY ? s.ncpus : cpu_index + 1;
+  if (lo < 0 || hi > s.ncpus) return false;
+  for (int i = lo; i < hi; i++)
+    if (!s.cpus[i]->workers[l.id].load(std::memory_order_acquire)) return false;
+  return true;
+}
+
 bool link_pending(kcont *kc) {
   auto &s = sys();
   int c = kc->tgt.cpu != KC_CPU_ANY ? kc->tgt.cpu : home_cpu();
@@ -660,48 +671,3 @@ std::string kcont_stats_format() {
 }
 
 }  // namespace kc
-
-// ------------------------------------------------------------ debug guard
-//
-// In debug builds (KCONT_DEBUG_ALLOC) any operator new on a dispatcher
-// thread while a handler or continuation runs -- interrupt context -- aborts
-// with a message naming the level: "no allocation after establish time".
-#ifdef KCONT_DEBUG_ALLOC
-#include <cstdlib>
-namespace {
-[[noreturn]] void alloc_in_interrupt() {
-  auto *ex = kc::detail::tl_exec;
-  std::fprintf(stderr,
-               "kcont: allocation in interrupt context (cpu %d, level %s): "
-               "continuations and buffers must be allocated at establish time\n",
-               ex && ex->c ? ex->c->id : -1, kc::kcont_level_name(ex ? ex->cur_level : kc::level{}));
-  std::abort();
-}
-inline void check_alloc() {
-  auto *ex = kc::detail::tl_exec;
-  if (ex && ex->dispatcher && ex->in_context) alloc_in_interrupt();
-}
-}  // namespace
-void *operator new(std::size_t n) {
-  check_alloc();
-  if (void *p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void *operator new[](std::size_t n) {
-  check_alloc();
-  if (void *p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void *operator new(std::size_t n, const std::nothrow_t &) noexcept {
-  check_alloc();
-  return std::malloc(n ? n : 1);
-}
-void *operator new[](std::size_t n, const std::nothrow_t &) noexcept {
-  check_alloc();
-  return std::malloc(n ? n : 1);
-}
-void operator delete(void *p) noexcept { std::free(p); }
-void operator delete[](void *p) noexcept { std::free(p); }
-void operator delete(void *p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void *p, std::size_t) noexcept { std::free(p); }
-#endif

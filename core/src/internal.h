@@ -216,6 +216,9 @@ inline uint32_t slot_bit(level l) { return 1u << sys().levels[l.id].slot; }
 uint32_t slots_of(level_set s);
 level_set levels_of_slots(uint32_t slots);
 
+// True when the {l, thread} worker exists on `cpu` (every CPU for ANY).
+bool workers_ready(level l, int cpu);
+
 // Picks the CPU an unbound continuation deferred by the caller goes to.
 int home_cpu();
 

@@ -302,8 +302,10 @@ int kcont_init(kcont *kc, kc_fn fn, void *env, target t) {
   kc->tgt = t;
   kc->next = kc->prev = nullptr;
   kc->chain = nullptr;
-  // A thread target needs its worker; create it here when we may.
-  if (t.k == kind::thread && sys().running.load() && !kcont_in_interrupt()) {
+  // A thread target needs its worker; create it here when we may (the
+  // check is lock-free when the workers already exist).
+  if (t.k == kind::thread && sys().running.load() && !kcont_in_interrupt() &&
+      !workers_ready(t.lvl, t.cpu)) {
     int e = kcont_establish(t.lvl, t.cpu);
     if (e != 0 && e != ENXIO) return e;
   }
@@ -376,7 +378,7 @@ bool pendingish(uint64_t w) {
 
 int kcont_drain(kcont *kc) {
   if (kcont_in_interrupt()) return EDEADLK;
-  executor *self = tl_exec;
+  executor *self = tl_exec ? tl_exec : tl_foreign.ex;
   if (self)
     for (int i = 0; i < self->depth; i++)
       if (self->running[i].load(rlx) == kc) return EDEADLK;  // draining itself

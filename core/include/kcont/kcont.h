@@ -47,9 +47,10 @@
 //
 // Locking
 // -------
-// A kc's state word is the shared field: every transition is a single
-// atomic compare-and-swap (with a generation count against ABA), so two
-// deferrals of one continuation never link it twice.  Local queues are touched only by their dispatcher; inboxes are
+// A kc's state word is the shared field: every transition out of idle,
+// pending or cancelled is an atomic compare-and-swap (with a generation
+// count against ABA), so two deferrals of one continuation never link it
+// twice; a chained continuation belongs to its kcq's lock.  Local queues are touched only by their dispatcher; inboxes are
 // Treiber stacks detached whole by their one consumer (no ABA); a kcq is a
 // short spinlocked list.
 #pragma once
@@ -119,7 +120,7 @@ class level_set {
 // served first when several levels are pending on a CPU; equal ranks are
 // served in registration order).  Thread context, before kcont_start only.
 // Returns 0 and stores the handle, or EEXIST (name taken), ENOSPC (32 levels
-// already), EBUSY (system running), EINVAL (empty name).
+// already), EBUSY (system running), EINVAL (null, empty or 32+ characters).
 int kcont_level_register(const char *name, int rank, level *out);
 
 // Looks a level up by name; returns false when none is registered.
@@ -149,9 +150,10 @@ struct context {
 inline constexpr int16_t KC_CPU_ANY = -1;
 
 // Where a continuation runs.  `immediate` means "call me directly wherever
-// the event is completed, I am quick"; when an immediate continuation has to
-// be deferred anyway (kcont_defer, or run from a thread kcont does not own)
-// it goes to {lvl, k}.
+// the event is completed -- any thread, any context -- I am quick".  When an
+// immediate continuation has to be deferred anyway (kcont_defer, nesting of
+// direct calls at its limit of 4, or no executor record left for a foreign
+// thread) it goes to {lvl, k}.
 struct target {
   level lvl = LVL_SOFTSERIAL;
   kind k = kind::interrupt;
@@ -203,25 +205,29 @@ struct kcont {
   kcont &operator=(const kcont &) = delete;
 };
 
-// Initialises `kc` to call fn(obj, env, status) in target `t`.  Any context;
-// never allocates.  Returns 0, EBUSY if kc is pending, chained or being
-// cancelled (re-init needs it idle), or EINVAL (null fn, unknown level, CPU
-// out of range).  For a thread-kind target the worker must exist: see
-// kcont_establish.
+// Initialises `kc` to call fn(obj, env, status) in target `t`.  Any context.
+// Returns 0, EBUSY if kc is pending, chained or being cancelled (re-init
+// needs it idle), or EINVAL (null fn, unknown level, CPU out of range).  For
+// a thread-kind target whose worker does not exist yet, called in thread
+// context while kcont runs, it establishes the worker (kcont_establish: may
+// allocate and create a thread, and returns its errors); otherwise it never
+// allocates.
 int kcont_init(kcont *kc, kc_fn fn, void *env, target t);
 
 // Makes sure the worker thread for {level, thread} exists on `cpu` (or on
 // every CPU for KC_CPU_ANY).  Thread context only; may allocate and create
 // threads.  Returns 0, EINVAL, ENXIO (system not running), EDEADLK (called
-// from interrupt context), or an errno from thread creation.
+// from interrupt context), ENOMEM, or an errno from thread creation.
 int kcont_establish(level l, int cpu = KC_CPU_ANY);
 
 // Queues kc to its target context with (obj, status) saved in it.  Returns
-// true if it is now pending; false if it was already pending or chained (a
-// pending one coalesces: it will run once, with its first obj/status; the
-// event is counted as coalesced).  Any context, any thread; never blocks and
-// never allocates.  Unbound continuations go to the caller's CPU (a thread
-// kcont does not own picks one by the CPU it runs on).
+// true if it is now pending; false if it was already pending (it coalesces:
+// it will run once, with its first obj/status, and the event is counted as
+// coalesced) or chained, and also -- leaving it idle -- when kcont is not
+// running, its CPU binding is >= kcont_ncpus(), or a thread-kind target has
+// no worker.  Any context, any thread; never blocks and never allocates.
+// Unbound continuations go to the caller's CPU (a thread kcont does not own
+// picks one by the CPU it runs on).
 bool kcont_defer(kcont *kc, void *obj, int status);
 
 // Removes a pending kc from its queue so it will not run: returns true if it
@@ -231,8 +237,9 @@ bool kcont_defer(kcont *kc, void *obj, int status);
 bool kcont_cancel(kcont *kc);
 
 // Waits until kc is neither pending nor running on any CPU (a chained kc
-// stays chained: remove it with kcq_remove first).  Thread context only
-// (returns EDEADLK in interrupt context); 0 on success.
+// stays chained: remove it with kcq_remove first).  Thread context only:
+// returns EDEADLK in interrupt context or when called from kc's own
+// function; 0 on success.
 int kcont_drain(kcont *kc);
 
 // A snapshot of kc's state (running is reported while its function
@@ -279,9 +286,11 @@ uint32_t kcq_count(kcq *q);
 // ---------------------------------------------------------------- masks
 
 // Holds dispatch of the levels in `set` on the calling CPU and returns the
-// previous mask.  Levels not in the set are not affected.  Must be called on
-// a dispatcher thread (interrupt kind); elsewhere it returns the empty set
-// and does nothing.
+// previous mask.  Levels not in the set are not affected.  A mask holds the
+// interrupt-kind continuations queued at those levels; it does not hold the
+// reaping of ring completions (their handlers are the hardware interrupt;
+// what they defer is held) nor thread-kind workers.  Must be called on a
+// dispatcher thread; elsewhere it returns the empty set and does nothing.
 level_set spl_block(level_set set);
 
 // Restores a mask returned by spl_block; held work of newly unmasked levels
@@ -294,7 +303,7 @@ level_set spl_current();
 // ---------------------------------------------------------------- pools
 
 // A fixed pool of continuations, filled in thread context at creation.  Get
-// and put are lock-free and never allocate.
+// and put take a short spinlock and never allocate or block.
 struct kcont_pool;
 
 // Creates a pool of `n` continuations that all call fn/env at target t.
@@ -320,10 +329,12 @@ struct config {
 };
 
 // Starts the dispatchers (and their rings).  Thread context, not from a
-// kcont thread.  Returns 0, EBUSY (already running), EINVAL, or the errno
-// of the failing io_uring/eventfd/thread call; `err` (if given) gets a
-// human-readable reason such as "io_uring_queue_init: Operation not
-// permitted (is io_uring disabled by kernel.io_uring_disabled?)".
+// kcont thread.  Returns 0, EBUSY (already running), EINVAL (bad config),
+// EDEADLK (called from a kcont thread) or EIO (a dispatcher could not set
+// up its ring, eventfd, timer or thread); `err` (if given) gets a
+// human-readable reason such as "kcont_start: io_uring_queue_init: Operation
+// not permitted (io_uring is unavailable: check kernel.io_uring_disabled,
+// seccomp or container policy; kcont needs io_uring)".
 int kcont_start(const config &cfg, std::string *err = nullptr);
 
 // Stops every dispatcher and worker after they run what is pending.  Thread
@@ -343,7 +354,8 @@ struct level_stats {
   uint64_t coalesced = 0;  // deferrals of an already pending kc
   uint64_t cancelled = 0;  // removed by kcont_cancel
   uint64_t max_depth = 0;  // deepest the queue has been
-  uint64_t max_latency_ns = 0;  // defer -> dispatch, sampled 1 batch in 8
+  uint64_t max_latency_ns = 0;  // queued -> dispatched, interrupt kind only,
+                                // sampled on 1 empty->non-empty in 64
 };
 
 struct cpu_stats {

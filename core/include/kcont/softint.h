@@ -22,7 +22,8 @@ struct softint;
 
 // Establishes a soft interrupt that calls func(arg) in {lvl, k}.  Thread
 // context (allocates per-CPU continuations; creates workers for the thread
-// kind).  Returns nullptr when kcont is not running or arguments are bad.
+// kind).  Returns nullptr when kcont is not running, arguments are bad, or
+// it is called in interrupt context.
 softint *softint_establish(level lvl, void (*func)(void *), void *arg,
                            kind k = kind::interrupt);
 

@@ -25,13 +25,15 @@ struct work {
 
 // Creates a workqueue calling func(wk, arg) for each item, in {lvl, thread}.
 // Thread context; allocates; creates the level's workers.  Returns 0, or
-// ENXIO (kcont not running), EINVAL, ENOMEM, or a thread creation errno.
+// ENXIO (kcont not running), EINVAL, ENOMEM, EDEADLK (interrupt context), or
+// a thread creation errno.
 int workqueue_create(workqueue **wqp, const char *name,
                      void (*func)(work *, void *), void *arg, level lvl);
 
 // Enqueues wk to run on CPU `cpu` (KC_CPU_ANY: the calling CPU).  Returns
-// false if wk is already pending (nothing is done; enqueueing pending work
-// is a caller bug in NetBSD, a counted no-op here).  Any context.
+// false if wk is already pending (nothing is done: enqueueing pending work
+// is a caller bug in NetBSD, a harmless no-op here) or cpu is out of range.
+// Any context; never allocates (the workers exist since workqueue_create).
 bool workqueue_enqueue(workqueue *wq, work *wk, int cpu = KC_CPU_ANY);
 
 // Waits until wk is neither pending nor running.  Thread context.

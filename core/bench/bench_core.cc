@@ -1,0 +1,446 @@
+// bench_core.cc -- the kcont core benchmark table.
+//
+// Every row runs in this one process, one after another, so the ratios
+// compare like with like on the same machine at the same moment:
+//
+//   bare        an intrusive FIFO push + pop + indirect call (the floor)
+//   same-cpu    kcont: a continuation that re-defers itself on its CPU
+//               (defer -> dispatch -> call), inside the dispatcher
+//   kcq-run     kcont: chain one immediate continuation and run the chain
+//   cross-cpu   kcont: CPU 0 defers batches to continuations bound to CPU 1
+//   ping-pong   kcont: two continuations on two CPUs defer each other
+//   condvar     a mutex + condition variable ping-pong between two threads
+//               (classic sleep/wakeup hand-off)
+//   asio        standalone Asio io_context::post, self-re-posting handler
+//   boost.asio  Boost.Asio, the same
+//   uv-async    libuv uv_async_send from its own callback
+//
+// Each row reports ns per operation, operations per second, allocations
+// per operation (global operator new and malloc are counted in this
+// binary) and context switches per operation (getrusage, all threads).
+#include <benchmark/benchmark.h>
+#include <sys/resource.h>
+#include <uv.h>
+
+#include <asio.hpp>
+#include <atomic>
+#include <boost/asio.hpp>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kcont/kcont.h"
+
+// ------------------------------------------------------------ counting
+
+extern "C" {
+void *__libc_malloc(size_t);
+void __libc_free(void *);
+}
+static std::atomic<uint64_t> g_allocs{0};
+extern "C" void *malloc(size_t n) {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  return __libc_malloc(n);
+}
+extern "C" void free(void *p) { __libc_free(p); }
+void *operator new(size_t n) {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (void *p = __libc_malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void *operator new[](size_t n) { return operator new(n); }
+void operator delete(void *p) noexcept { __libc_free(p); }
+void operator delete[](void *p) noexcept { __libc_free(p); }
+void operator delete(void *p, size_t) noexcept { __libc_free(p); }
+void operator delete[](void *p, size_t) noexcept { __libc_free(p); }
+
+namespace {
+
+uint64_t csw_now() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return uint64_t(ru.ru_nvcsw + ru.ru_nivcsw);
+}
+
+struct row {
+  double ns_per_op = 0;
+  double allocs_per_op = 0;
+  double csw_per_op = 0;
+  double doorbells_per_op = -1;
+};
+std::map<std::string, row> g_rows;
+
+// Measures `ops` operations done by body(); records and reports them.
+struct probe {
+  benchmark::State &st;
+  uint64_t a0, c0, d0;
+  std::chrono::steady_clock::time_point t0;
+  explicit probe(benchmark::State &s)
+      : st(s), a0(g_allocs.load()), c0(csw_now()), d0(kc::kcont_doorbells_total()),
+        t0(std::chrono::steady_clock::now()) {}
+  void finish(const char *name, uint64_t ops, bool doorbells = false) {
+    auto t1 = std::chrono::steady_clock::now();
+    double secs = std::chrono::duration<double>(t1 - t0).count();
+    row r;
+    r.ns_per_op = secs * 1e9 / double(ops);
+    r.allocs_per_op = double(g_allocs.load() - a0) / double(ops);
+    r.csw_per_op = double(csw_now() - c0) / double(ops);
+    if (doorbells) r.doorbells_per_op = double(kc::kcont_doorbells_total() - d0) / double(ops);
+    g_rows[name] = r;
+    st.SetItemsProcessed(int64_t(ops));
+    st.counters["allocs/op"] = r.allocs_per_op;
+    st.counters["csw/op"] = r.csw_per_op;
+    if (doorbells) st.counters["doorbells/op"] = r.doorbells_per_op;
+  }
+};
+
+constexpr uint64_t kChain = 2000000;
+
+void start_kcont() {
+  if (kc::kcont_running()) return;
+  kc::config cfg;
+  cfg.cpus = 2;
+  cfg.pin = true;
+  std::string err;
+  if (kc::kcont_start(cfg, &err) != 0) {
+    std::fprintf(stderr, "kcont_bench: %s\n", err.c_str());
+    std::exit(1);
+  }
+}
+
+// ------------------------------------------------------------ bare floor
+
+struct node {
+  node *next;
+  void (*fn)(node *);
+  uint64_t n;
+};
+__attribute__((noinline)) void bare_fn(node *x) { x->n++; }
+
+void BM_Bare(benchmark::State &st) {
+  node nd{nullptr, nullptr, 0};
+  void (*volatile fp)(node *) = bare_fn;
+  nd.fn = fp;
+  node *head = nullptr, **tail = &head;
+  uint64_t ops = 0;
+  probe p(st);
+  for (auto _ : st) {
+    for (uint64_t i = 0; i < kChain; i++) {
+      nd.next = nullptr;
+      *tail = &nd;
+      tail = &nd.next;
+      node *x = head;
+      head = x->next;
+      if (!head) tail = &head;
+      x->fn(x);
+    }
+    ops += kChain;
+  }
+  benchmark::DoNotOptimize(nd.n);
+  p.finish("bare", ops);
+}
+
+// ------------------------------------------------------------ kcont rows
+
+struct chain {
+  kc::kcont k;
+  uint64_t left = 0;
+  std::atomic<bool> done{false};
+};
+void chain_fn(void *, void *env, int) {
+  auto *c = static_cast<chain *>(env);
+  if (--c->left)
+    kc::kcont_defer(&c->k, nullptr, 0);
+  else
+    c->done.store(true, std::memory_order_release);
+}
+
+void BM_KcontSameCpu(benchmark::State &st) {
+  start_kcont();
+  chain c;
+  kc::kcont_init(&c.k, chain_fn, &c, kc::target::at(kc::LVL_SOFTNET, kc::kind::interrupt, 1));
+  uint64_t ops = 0;
+  probe p(st);
+  for (auto _ : st) {
+    c.left = kChain;
+    c.done = false;
+    kc::kcont_defer(&c.k, nullptr, 0);
+    while (!c.done.load(std::memory_order_acquire))
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    kc::kcont_drain(&c.k);
+    ops += kChain;
+  }
+  p.finish("same-cpu", ops);
+}
+
+void BM_KcqRunImmediate(benchmark::State &st) {
+  start_kcont();
+  uint64_t hits = 0;
+  kc::kcont k;
+  kc::kcont_init(
+      &k, [](void *, void *env, int) { ++*static_cast<uint64_t *>(env); }, &hits,
+      kc::target::now());
+  kc::kcq q;
+  kc::kcq_enqueue(&q, &k);
+  kc::kcq_run(&q, nullptr, 0);  // warm-up: executor record for this thread
+  uint64_t ops = 0;
+  probe p(st);
+  for (auto _ : st) {
+    for (uint64_t i = 0; i < kChain / 4; i++) {
+      kc::kcq_enqueue(&q, &k);
+      kc::kcq_run(&q, nullptr, 0);
+    }
+    ops += kChain / 4;
+  }
+  benchmark::DoNotOptimize(hits);
+  p.finish("kcq-run", ops);
+}
+
+// CPU 0 produces: a producer continuation defers a batch of 64 consumer
+// continuations bound to CPU 1, then re-defers itself.
+struct xcpu {
+  kc::kcont producer;
+  kc::kcont consumers[64];
+  uint64_t to_send = 0;
+  std::atomic<uint64_t> received{0};
+  uint64_t sent = 0;
+};
+void xcpu_consume(void *, void *env, int) {
+  auto *x = static_cast<xcpu *>(env);
+  x->received.store(x->received.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+void xcpu_produce(void *, void *env, int) {
+  auto *x = static_cast<xcpu *>(env);
+  for (auto &k : x->consumers) {
+    if (x->sent == x->to_send) return;
+    if (kc::kcont_defer(&k, nullptr, 0)) x->sent++;
+  }
+  kc::kcont_defer(&x->producer, nullptr, 0);
+}
+
+void BM_KcontCrossCpu(benchmark::State &st) {
+  start_kcont();
+  xcpu x;
+  kc::kcont_init(&x.producer, xcpu_produce, &x,
+                 kc::target::at(kc::LVL_SOFTNET, kc::kind::interrupt, 0));
+  for (auto &k : x.consumers)
+    kc::kcont_init(&k, xcpu_consume, &x, kc::target::at(kc::LVL_SOFTNET, kc::kind::interrupt, 1));
+  uint64_t ops = 0;
+  probe p(st);
+  for (auto _ : st) {
+    x.sent = 0;
+    x.received = 0;
+    x.to_send = kChain / 2;
+    kc::kcont_defer(&x.producer, nullptr, 0);
+    while (x.received.load(std::memory_order_acquire) != x.to_send)
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    kc::kcont_drain(&x.producer);
+    ops += x.to_send;
+  }
+  for (auto &k : x.consumers) kc::kcont_drain(&k);
+  p.finish("cross-cpu", ops, true);
+}
+
+struct pingpong {
+  kc::kcont a, b;
+  uint64_t left = 0;
+  std::atomic<bool> done{false};
+};
+void pp_fn(void *, void *env, int status) {
+  auto *x = static_cast<pingpong *>(env);
+  if (--x->left == 0) {
+    x->done.store(true, std::memory_order_release);
+    return;
+  }
+  kc::kcont_defer(status ? &x->a : &x->b, nullptr, !status);
+}
+
+void BM_KcontPingPong(benchmark::State &st) {
+  start_kcont();
+  pingpong x;
+  kc::kcont_init(&x.a, pp_fn, &x, kc::target::at(kc::LVL_SOFTNET, kc::kind::interrupt, 0));
+  kc::kcont_init(&x.b, pp_fn, &x, kc::target::at(kc::LVL_SOFTNET, kc::kind::interrupt, 1));
+  uint64_t ops = 0;
+  probe p(st);
+  for (auto _ : st) {
+    x.left = kChain / 10;
+    x.done = false;
+    kc::kcont_defer(&x.a, nullptr, 0);
+    while (!x.done.load(std::memory_order_acquire))
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    kc::kcont_drain(&x.a);
+    kc::kcont_drain(&x.b);
+    ops += kChain / 10;
+  }
+  p.finish("ping-pong", ops, true);
+}
+
+// ------------------------------------------------------------ baselines
+
+void BM_CondvarPingPong(benchmark::State &st) {
+  kc::kcont_stop();  // give the two threads the two cores
+  std::mutex m;
+  std::condition_variable cv;
+  uint64_t turn = 0;  // even: ping's turn, odd: pong's
+  const uint64_t n = 100000;
+  uint64_t ops = 0;
+  probe p(st);
+  for (auto _ : st) {
+    turn = 0;
+    std::thread pong([&] {
+      std::unique_lock<std::mutex> g(m);
+      for (uint64_t i = 0; i < n; i++) {
+        cv.wait(g, [&] { return turn % 2 == 1; });
+        turn++;
+        cv.notify_one();
+      }
+    });
+    {
+      std::unique_lock<std::mutex> g(m);
+      for (uint64_t i = 0; i < n; i++) {
+        turn++;
+        cv.notify_one();
+        cv.wait(g, [&] { return turn % 2 == 0; });
+      }
+    }
+    pong.join();
+    ops += 2 * n;  // two notifications per round trip
+  }
+  p.finish("condvar", ops);
+}
+
+template <class IoContext>
+struct poster {
+  IoContext *io;
+  uint64_t left;
+  void operator()() {
+    if (--left) asio_post(*this);
+  }
+  void asio_post(poster self);
+};
+template <>
+void poster<asio::io_context>::asio_post(poster self) {
+  asio::post(*io, self);
+}
+template <>
+void poster<boost::asio::io_context>::asio_post(poster self) {
+  boost::asio::post(*io, self);
+}
+
+template <class IoContext>
+void asio_row(benchmark::State &st, const char *name) {
+  kc::kcont_stop();
+  IoContext io(1);  // concurrency hint 1: the single-threaded fast path
+  uint64_t ops = 0;
+  probe p(st);
+  for (auto _ : st) {
+    poster<IoContext> ps{&io, kChain / 4};
+    ps.asio_post(ps);
+    io.run();
+    io.restart();
+    ops += kChain / 4;
+  }
+  p.finish(name, ops);
+}
+void BM_AsioPost(benchmark::State &st) { asio_row<asio::io_context>(st, "asio"); }
+void BM_BoostAsioPost(benchmark::State &st) { asio_row<boost::asio::io_context>(st, "boost.asio"); }
+
+struct uvstate {
+  uv_async_t async;
+  uint64_t left;
+};
+void BM_UvAsync(benchmark::State &st) {
+  kc::kcont_stop();
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  uvstate s{};
+  uv_async_init(&loop, &s.async, [](uv_async_t *h) {
+    auto *x = static_cast<uvstate *>(h->data);
+    if (--x->left)
+      uv_async_send(h);
+    else
+      uv_stop(h->loop);
+  });
+  s.async.data = &s;
+  uint64_t ops = 0;
+  probe p(st);
+  for (auto _ : st) {
+    s.left = kChain / 20;
+    uv_async_send(&s.async);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ops += kChain / 20;
+  }
+  p.finish("uv-async", ops);
+  uv_close(reinterpret_cast<uv_handle_t *>(&s.async), nullptr);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+}
+
+BENCHMARK(BM_Bare)->Iterations(20);
+BENCHMARK(BM_KcontSameCpu)->Iterations(20);
+BENCHMARK(BM_KcqRunImmediate)->Iterations(10);
+BENCHMARK(BM_KcontCrossCpu)->Iterations(5);
+BENCHMARK(BM_KcontPingPong)->Iterations(3);
+BENCHMARK(BM_CondvarPingPong)->Iterations(2);
+BENCHMARK(BM_AsioPost)->Iterations(10);
+BENCHMARK(BM_BoostAsioPost)->Iterations(10);
+BENCHMARK(BM_UvAsync)->Iterations(3);
+
+void print_table() {
+  auto get = [](const char *n) -> const row * {
+    auto it = g_rows.find(n);
+    return it == g_rows.end() ? nullptr : &it->second;
+  };
+  const row *bare = get("bare"), *same = get("same-cpu");
+  std::printf("\nkcont core benchmarks -- one process, one run, 2 CPUs\n");
+  std::printf("%-12s %10s %12s %10s %9s %12s  %s\n", "row", "ns/op", "ops/s", "allocs/op",
+              "csw/op", "doorbells/op", "ratio");
+  struct line {
+    const char *name, *what;
+  } lines[] = {
+      {"bare", "baseline"},
+      {"same-cpu", "vs bare (target <= 2x)"},
+      {"kcq-run", "vs bare"},
+      {"cross-cpu", "vs bare"},
+      {"ping-pong", "vs bare"},
+      {"condvar", "kcont same-cpu is Nx faster (target >= 100x)"},
+      {"asio", "kcont same-cpu is Nx faster (target >= 10x)"},
+      {"boost.asio", "kcont same-cpu is Nx faster (target >= 10x)"},
+      {"uv-async", "kcont same-cpu is Nx faster"},
+  };
+  for (const auto &l : lines) {
+    const row *r = get(l.name);
+    if (!r) continue;
+    char ratio[96] = "";
+    if (std::string(l.name) == "bare") {
+      std::snprintf(ratio, sizeof ratio, "1.00  %s", l.what);
+    } else if (std::string(l.what).rfind("vs bare", 0) == 0 && bare) {
+      std::snprintf(ratio, sizeof ratio, "%.2fx bare  %s", r->ns_per_op / bare->ns_per_op,
+                    l.what + 7);
+    } else if (same) {
+      std::snprintf(ratio, sizeof ratio, "%.1fx  %s", r->ns_per_op / same->ns_per_op, l.what);
+    }
+    char db[16] = "-";
+    if (r->doorbells_per_op >= 0) std::snprintf(db, sizeof db, "%.5f", r->doorbells_per_op);
+    std::printf("%-12s %10.2f %12.0f %10.4f %9.4f %12s  %s\n", l.name, r->ns_per_op,
+                1e9 / r->ns_per_op, r->allocs_per_op, r->csw_per_op, db, ratio);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  kc::kcont_stop();
+  print_table();
+  return 0;
+}
