@@ -283,8 +283,8 @@ void dispatcher_main(cpu *c, std::promise<std::string> *ready) {
   callout_cpu_fini(c);
   io_uring_queue_exit(&c->ring);
   c->ring_ok = false;
-  close(c->efd);
-  c->efd = -1;
+  // The doorbell eventfd stays open: kcont_stop may still be ringing it.
+  // kcont_stop closes it after joining this thread.
   set_thread_executor(nullptr);
 }
 
@@ -552,6 +552,8 @@ int kcont_start(const config &cfg, std::string *err) {
       ssize_t r = write(c->efd, &one, sizeof one);
       (void)r;
       c->th.join();
+      close(c->efd);
+      c->efd = -1;
     }
     s.running.store(false);
     s.ncpus = 0;
@@ -592,6 +594,8 @@ void kcont_stop() {
     ssize_t r = write(c->efd, &one, sizeof one);
     (void)r;
     c->th.join();
+    close(c->efd);
+    c->efd = -1;
     s.cpus[i] = nullptr;
   }
   s.ncpus = 0;
