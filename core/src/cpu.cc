@@ -82,25 +82,6 @@ void wake_worker(worker *w) {
   }
 }
 
-// Dispatcher only.
-inline void local_link(cpu *c, kcont *kc) {
-  const uint8_t lid = kc->tgt.lvl.id;
-  const uint8_t slot = sys().levels[lid].slot;
-  local_queue &q = c->queues[slot];
-  kc->next = nullptr;
-  if (q.tail) {
-    q.tail->next = kc;
-  } else {
-    q.head = kc;
-    c->pending |= 1u << slot;
-    if ((++q.sample & 63) == 0) q.stamp = now_ns();
-  }
-  q.tail = kc;
-  qstats &st = c->stats[lid][0];
-  bump(st.deferred);
-  raise_max(st.max_depth, ++q.depth);
-}
-
 void drain_inbox(cpu *c) {
   kcont *l = c->in.take_fifo();
   uint64_t n = 0;
@@ -144,6 +125,11 @@ unsigned reap(cpu *c) {
   return n;
 }
 
+// Runs pending queues of unmasked levels, highest slot first.  A batch
+// stays on one queue while that queue is still the highest ready one, so
+// the per-level context is set once per batch, not once per call; after
+// every call it re-checks, so a higher level made pending (or this level
+// masked) by the call is honoured at once.
 void run_soft(cpu *c) {
   executor &ex = c->ex;
   unsigned budget = 64;
@@ -152,13 +138,6 @@ void run_soft(cpu *c) {
     if (!ready) return;
     const int slot = 31 - __builtin_clz(ready);
     local_queue &q = c->queues[slot];
-    kcont *kc = q.head;
-    q.head = kc->next;
-    if (!q.head) {
-      q.tail = nullptr;
-      c->pending &= ~(1u << slot);
-    }
-    q.depth--;
     const uint8_t lid = sys().slot_to_level[slot];
     qstats &st = c->stats[lid][0];
     if (q.stamp) {
@@ -168,12 +147,27 @@ void run_soft(cpu *c) {
     ex.in_context = true;
     ex.cur_level = level{lid};
     ex.cur_kind = kind::interrupt;
-    if (call_direct(&ex, kc))
-      bump(st.run);
-    else
-      bump(st.cancelled);
+    uint64_t ran = 0, skipped = 0;
+    for (;;) {
+      kcont *kc = q.head;
+      q.head = kc->next;
+      if (!q.head) {
+        q.tail = nullptr;
+        c->pending &= ~(1u << slot);
+      }
+      q.depth--;
+      if (call_direct(&ex, kc))
+        ran++;
+      else
+        skipped++;
+      if (--budget == 0) break;
+      // Still this slot, and nothing higher?  (Also false once masked.)
+      if (((c->pending & ~c->spl_slots) >> slot) != 1u) break;
+    }
     ex.in_context = false;
-    if (--budget == 0) {
+    bump(st.run, ran);
+    if (skipped) bump(st.cancelled, skipped);
+    if (budget == 0) {
       if (io_uring_cq_ready(&c->ring) || !c->in.empty()) return;
       budget = 64;
     }
@@ -378,6 +372,13 @@ bool workers_ready(level l, int cpu_index) {
 
 bool link_pending(kcont *kc) {
   auto &s = sys();
+  executor *ex = tl_exec;
+  // Fast path: a dispatcher deferring to its own CPU's interrupt queues.
+  if (ex && ex->dispatcher && kc->tgt.k == kind::interrupt &&
+      (kc->tgt.cpu == KC_CPU_ANY || kc->tgt.cpu == ex->c->id)) {
+    local_link(ex->c, kc);
+    return true;
+  }
   int c = kc->tgt.cpu != KC_CPU_ANY ? kc->tgt.cpu : home_cpu();
   cpu *cp = (c >= 0 && c < s.ncpus && s.running.load(std::memory_order_relaxed))
                 ? s.cpus[c]
@@ -389,7 +390,6 @@ bool link_pending(kcont *kc) {
       return true;
     }
   } else if (cp) {
-    executor *ex = tl_exec;
     if (ex && ex->dispatcher && ex->c == cp) {
       local_link(cp, kc);
     } else if (cp->in.push(kc)) {

@@ -129,7 +129,8 @@ struct executor {
   std::atomic<bool> in_use{false};
 };
 
-extern thread_local executor *tl_exec
+// constinit: no TLS wrapper call on the hot path.
+extern constinit thread_local executor *tl_exec
     __attribute__((tls_model("initial-exec")));
 executor *current_executor();           // may be nullptr
 executor *current_or_foreign_executor();  // registers a foreign thread
@@ -233,6 +234,25 @@ bool call_direct(executor *ex, kcont *kc);
 
 // True when kc's target is exactly the caller's context.
 bool is_exact_context(const executor *ex, const kcont *kc);
+
+// Links a pending kc on one of cpu c's local queues.  Dispatcher of c only.
+__attribute__((always_inline)) inline void local_link(cpu *c, kcont *kc) {
+  const uint8_t lid = kc->tgt.lvl.id;
+  const uint8_t slot = sys().levels[lid].slot;
+  local_queue &q = c->queues[slot];
+  kc->next = nullptr;
+  if (q.tail) {
+    q.tail->next = kc;
+  } else {
+    q.head = kc;
+    c->pending |= 1u << slot;
+    if ((++q.sample & 63) == 0) q.stamp = now_ns();
+  }
+  q.tail = kc;
+  qstats &st = c->stats[lid][0];
+  bump(st.deferred);
+  raise_max(st.max_depth, ++q.depth);
+}
 
 // callout.cc hooks, called by the dispatcher.
 int callout_cpu_init(cpu *c);

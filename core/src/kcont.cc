@@ -74,7 +74,7 @@ struct foreign_slot {
 };
 }  // namespace
 
-thread_local executor *tl_exec = nullptr;
+constinit thread_local executor *tl_exec = nullptr;
 thread_local foreign_slot tl_foreign;
 
 executor *current_executor() { return tl_exec; }
