@@ -1,8 +1,11 @@
 // Boost.Asio baseline: a handler that re-posts itself n times on a
 // single-threaded io_context (concurrency hint 1, Asio's fastest setting).
+// Boost 1.74 asio uses std::exchange without including <utility>.
+// clang-format off
 #include <utility>
-#include <boost/asio.hpp>
 #include <cstdint>
+#include <boost/asio.hpp>
+// clang-format on
 
 namespace {
 struct poster {

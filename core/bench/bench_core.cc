@@ -22,11 +22,11 @@
 #include <sys/resource.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 #include <map>
 #include <mutex>
 #include <new>
@@ -91,8 +91,12 @@ struct probe {
   uint64_t lap_ops0 = 0;
   std::vector<double> laps;
   explicit probe(benchmark::State &s)
-      : st(s), a0(g_allocs.load()), c0(csw_now()), d0(kc::kcont_doorbells_total()),
-        t0(std::chrono::steady_clock::now()), lap0(t0) {
+      : st(s),
+        a0(g_allocs.load()),
+        c0(csw_now()),
+        d0(kc::kcont_doorbells_total()),
+        t0(std::chrono::steady_clock::now()),
+        lap0(t0) {
     laps.reserve(64);
   }
   // Call at the end of each iteration with the running operation count.
@@ -403,8 +407,8 @@ void print_table() {
   };
   const row *bare = get("bare"), *same = get("same-cpu");
   std::printf("\nkcont core benchmarks -- one process, one run, 2 CPUs\n");
-  std::printf("%-12s %10s %12s %10s %9s %12s  %s\n", "row", "ns/op", "ops/s", "allocs/op",
-              "csw/op", "doorbells/op", "ratio");
+  std::printf("%-12s %10s %12s %10s %9s %12s  %s\n", "row", "ns/op", "ops/s", "allocs/op", "csw/op",
+              "doorbells/op", "ratio");
   struct line {
     const char *name, *what;
   } lines[] = {

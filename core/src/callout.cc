@@ -38,7 +38,7 @@ struct callout_cpu {
   kcont softclock_kc;
   kcont rearm_kc;
   completion timer_comp;
-  bool armed = false;                      // dispatcher-owned
+  bool armed = false;                       // dispatcher-owned
   std::atomic<uint64_t> armed_tick{~0ull};  // read by any thread
   __kernel_timespec ts{};
 };
@@ -210,11 +210,11 @@ int callout_cpu_init(cpu *c) {
   cc->done_tick = now_tick();
   cc->timer_comp.fn = hardclock;
   cc->timer_comp.lvl = LVL_CLOCK;
-  int e = kcont_init(&cc->softclock_kc, softclock, cc, target::at(LVL_SOFTCLOCK, kind::interrupt,
-                                                                   int16_t(c->id)));
+  int e = kcont_init(&cc->softclock_kc, softclock, cc,
+                     target::at(LVL_SOFTCLOCK, kind::interrupt, int16_t(c->id)));
   if (e == 0)
-    e = kcont_init(&cc->rearm_kc, rearm_fn, cc, target::at(LVL_CLOCK, kind::interrupt,
-                                                           int16_t(c->id)));
+    e = kcont_init(&cc->rearm_kc, rearm_fn, cc,
+                   target::at(LVL_CLOCK, kind::interrupt, int16_t(c->id)));
   c->co = cc;
   return e;
 }

@@ -50,12 +50,10 @@ namespace detail {
 namespace {
 
 void futex_wait(std::atomic<uint32_t> *w, uint32_t val) {
-  syscall(SYS_futex, reinterpret_cast<uint32_t *>(w), FUTEX_WAIT_PRIVATE, val,
-          nullptr, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<uint32_t *>(w), FUTEX_WAIT_PRIVATE, val, nullptr, nullptr, 0);
 }
 void futex_wake(std::atomic<uint32_t> *w) {
-  syscall(SYS_futex, reinterpret_cast<uint32_t *>(w), FUTEX_WAKE_PRIVATE, 1,
-          nullptr, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<uint32_t *>(w), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
 }
 
 // CPU and worker records live for the whole process and are reused across
@@ -106,8 +104,7 @@ unsigned reap(cpu *c) {
   unsigned n = 0, head;
   io_uring_cqe *cqe;
   io_uring_for_each_cqe(&c->ring, head, cqe) {
-    batch[n++] = {static_cast<completion *>(io_uring_cqe_get_data(cqe)), cqe->res,
-                  cqe->flags};
+    batch[n++] = {static_cast<completion *>(io_uring_cqe_get_data(cqe)), cqe->res, cqe->flags};
     if (n == 64) break;
   }
   if (n == 0) return 0;
@@ -176,8 +173,7 @@ void run_soft(cpu *c) {
 
 void doorbell_done(completion *comp, int, uint32_t) {
   // Re-arm the read on the eventfd; it is submitted with the next flush.
-  cpu *c = reinterpret_cast<cpu *>(reinterpret_cast<char *>(comp) -
-                                   offsetof(cpu, doorbell_comp));
+  cpu *c = reinterpret_cast<cpu *>(reinterpret_cast<char *>(comp) - offsetof(cpu, doorbell_comp));
   io_uring_sqe *sqe = kcont_ring_sqe();
   if (!sqe) return;
   io_uring_prep_read(sqe, c->efd, &c->efd_buf, sizeof c->efd_buf, 0);
@@ -265,8 +261,7 @@ void dispatcher_main(cpu *c, std::promise<std::string> *ready) {
     if (io_uring_cq_ready(&c->ring)) continue;
     if (c->stop.load(std::memory_order_acquire) && c->in.empty()) break;
     c->sleeping.store(true, std::memory_order_seq_cst);
-    if (!c->in.empty() || io_uring_cq_ready(&c->ring) ||
-        c->stop.load(std::memory_order_seq_cst)) {
+    if (!c->in.empty() || io_uring_cq_ready(&c->ring) || c->stop.load(std::memory_order_seq_cst)) {
       c->sleeping.store(false, std::memory_order_relaxed);
       continue;
     }
@@ -338,8 +333,8 @@ void reset_cpu(cpu *c, int id) {
   for (auto &w : c->workers) w.store(nullptr);
   for (auto &row : c->stats)
     for (auto &q : row)
-      for (auto *a : {&q.deferred, &q.run, &q.direct, &q.coalesced, &q.cancelled,
-                      &q.max_depth, &q.max_latency_ns})
+      for (auto *a : {&q.deferred, &q.run, &q.direct, &q.coalesced, &q.cancelled, &q.max_depth,
+                      &q.max_latency_ns})
         a->store(0);
   for (auto *a : {&c->loops, &c->sleeps, &c->doorbells, &c->inbox_items}) a->store(0);
 }
@@ -380,9 +375,8 @@ bool link_pending(kcont *kc) {
     return true;
   }
   int c = kc->tgt.cpu != KC_CPU_ANY ? kc->tgt.cpu : home_cpu();
-  cpu *cp = (c >= 0 && c < s.ncpus && s.running.load(std::memory_order_relaxed))
-                ? s.cpus[c]
-                : nullptr;
+  cpu *cp =
+      (c >= 0 && c < s.ncpus && s.running.load(std::memory_order_relaxed)) ? s.cpus[c] : nullptr;
   if (cp && kc->tgt.k == kind::thread) {
     worker *w = cp->workers[kc->tgt.lvl.id].load(std::memory_order_acquire);
     if (w) {
@@ -641,9 +635,9 @@ uint64_t kcont_doorbells_total() { return sys().doorbells.load(std::memory_order
 std::string kcont_stats_format() {
   std::string out;
   char line[256];
-  std::snprintf(line, sizeof line, "%-4s %-12s %-4s %12s %12s %10s %10s %10s %9s %12s\n",
-                "cpu", "level", "kind", "deferred", "run", "direct", "coalesced",
-                "cancelled", "maxdepth", "maxlat_ns");
+  std::snprintf(line, sizeof line, "%-4s %-12s %-4s %12s %12s %10s %10s %10s %9s %12s\n", "cpu",
+                "level", "kind", "deferred", "run", "direct", "coalesced", "cancelled", "maxdepth",
+                "maxlat_ns");
   out += line;
   int ncpu = 0;
   for (int i = 0; i < max_cpus; i++)
@@ -652,8 +646,7 @@ std::string kcont_stats_format() {
     for (int l = 0; l < kcont_level_count(); l++) {
       for (int k = 0; k < 2; k++) {
         level_stats st = kcont_stats(i, level{uint8_t(l)}, kind(k));
-        if (!st.deferred && !st.run && !st.direct && !st.coalesced && !st.cancelled)
-          continue;
+        if (!st.deferred && !st.run && !st.direct && !st.coalesced && !st.cancelled) continue;
         std::snprintf(line, sizeof line,
                       "%-4d %-12s %-4s %12llu %12llu %10llu %10llu %10llu %9llu %12llu\n", i,
                       kcont_level_name(level{uint8_t(l)}), k ? "thr" : "intr",

@@ -51,8 +51,7 @@ inline void bump(std::atomic<uint64_t> &c, uint64_t n = 1) {
   c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
 inline void raise_max(std::atomic<uint64_t> &c, uint64_t v) {
-  if (v > c.load(std::memory_order_relaxed))
-    c.store(v, std::memory_order_relaxed);
+  if (v > c.load(std::memory_order_relaxed)) c.store(v, std::memory_order_relaxed);
 }
 
 uint64_t now_ns();
@@ -87,8 +86,8 @@ struct inbox {
     kcont *old = head.load(std::memory_order_relaxed);
     do {
       kc->next = old;
-    } while (!head.compare_exchange_weak(old, kc, std::memory_order_seq_cst,
-                                         std::memory_order_relaxed));
+    } while (
+        !head.compare_exchange_weak(old, kc, std::memory_order_seq_cst, std::memory_order_relaxed));
     return old == nullptr;
   }
   // Detaches everything, oldest first.
@@ -103,14 +102,12 @@ struct inbox {
     }
     return r;
   }
-  bool empty() const {
-    return head.load(std::memory_order_seq_cst) == nullptr;
-  }
+  bool empty() const { return head.load(std::memory_order_seq_cst) == nullptr; }
 };
 
 struct qstats {
-  std::atomic<uint64_t> deferred{0}, run{0}, direct{0}, coalesced{0},
-      cancelled{0}, max_depth{0}, max_latency_ns{0};
+  std::atomic<uint64_t> deferred{0}, run{0}, direct{0}, coalesced{0}, cancelled{0}, max_depth{0},
+      max_latency_ns{0};
 };
 
 // A thread that runs continuations: a dispatcher, a worker, or another
@@ -130,9 +127,8 @@ struct executor {
 };
 
 // constinit: no TLS wrapper call on the hot path.
-extern constinit thread_local executor *tl_exec
-    __attribute__((tls_model("initial-exec")));
-executor *current_executor();           // may be nullptr
+extern constinit thread_local executor *tl_exec __attribute__((tls_model("initial-exec")));
+executor *current_executor();             // may be nullptr
 executor *current_or_foreign_executor();  // registers a foreign thread
 void for_each_executor(void (*fn)(executor *, void *), void *arg);
 void set_thread_executor(executor *ex);

@@ -165,9 +165,8 @@ struct builtin_levels {
     static const struct {
       const char *name;
       int rank;
-    } b[] = {{"clock", 70},     {"bio", 50},     {"net", 60},
-             {"serial", 80},    {"softclock", 10}, {"softbio", 20},
-             {"softnet", 30},   {"softserial", 40}};
+    } b[] = {{"clock", 70},     {"bio", 50},     {"net", 60},     {"serial", 80},
+             {"softclock", 10}, {"softbio", 20}, {"softnet", 30}, {"softserial", 40}};
     auto &s = sys();
     for (const auto &e : b) {
       level_info &li = s.levels[s.nlevels++];
@@ -188,8 +187,7 @@ void assign_slots() {
     int below = 0;
     for (int j = 0; j < s.nlevels; j++) {
       if (j == i) continue;
-      if (s.levels[j].rank < s.levels[i].rank ||
-          (s.levels[j].rank == s.levels[i].rank && j > i))
+      if (s.levels[j].rank < s.levels[i].rank || (s.levels[j].rank == s.levels[i].rank && j > i))
         below++;
     }
     s.levels[i].slot = uint8_t(below);
@@ -318,8 +316,8 @@ bool kcont_defer(kcont *kc, void *obj, int status) {
   for (;;) {
     switch (st_of(w)) {
       case ST_IDLE:
-        if (kc->st.compare_exchange_weak(w, st_with(w, ST_PENDING),
-                                         std::memory_order_acquire, rlx)) {
+        if (kc->st.compare_exchange_weak(w, st_with(w, ST_PENDING), std::memory_order_acquire,
+                                         rlx)) {
           kc->obj.store(obj, rlx);
           kc->status.store(status, rlx);
           return link_pending(kc);
@@ -355,8 +353,8 @@ bool kcont_cancel(kcont *kc) {
   for (;;) {
     switch (st_of(w)) {
       case ST_PENDING:
-        if (kc->st.compare_exchange_weak(w, st_with(w, ST_CANCELLED),
-                                         std::memory_order_acq_rel, rlx))
+        if (kc->st.compare_exchange_weak(w, st_with(w, ST_CANCELLED), std::memory_order_acq_rel,
+                                         rlx))
           return true;
         continue;
       case ST_REVIVING:  // a deferral is finishing; it stores PENDING next
@@ -432,14 +430,13 @@ bool call_direct(executor *ex, kcont *kc) {
       env = kc->env;
       obj = kc->obj.load(rlx);
       status = kc->status.load(rlx);
-      if (kc->st.compare_exchange_strong(w, st_with(w + ST_GEN, ST_IDLE),
-                                         std::memory_order_seq_cst, rlx)) {
+      if (kc->st.compare_exchange_strong(w, st_with(w + ST_GEN, ST_IDLE), std::memory_order_seq_cst,
+                                         rlx)) {
         call = true;
         break;
       }
     } else if (s == ST_CANCELLED) {
-      if (kc->st.compare_exchange_strong(w, st_with(w, ST_IDLE), std::memory_order_seq_cst,
-                                         rlx))
+      if (kc->st.compare_exchange_strong(w, st_with(w, ST_IDLE), std::memory_order_seq_cst, rlx))
         break;
     } else {
       cpu_relax();  // ST_REVIVING: the reviver stores PENDING next
@@ -484,12 +481,10 @@ void run_taken(kcont *list) {
       ex = current_or_foreign_executor();
       have_ex = true;
     }
-    bool now = ex && ex->depth < max_nesting &&
-               (kc->tgt.immediate || is_exact_context(ex, kc));
+    bool now = ex && ex->depth < max_nesting && (kc->tgt.immediate || is_exact_context(ex, kc));
     if (now) {
       if (ex->c)
-        ex->c->stats[kc->tgt.lvl.id][int(kc->tgt.k)].direct.fetch_add(
-            1, std::memory_order_relaxed);
+        ex->c->stats[kc->tgt.lvl.id][int(kc->tgt.k)].direct.fetch_add(1, std::memory_order_relaxed);
       call_direct(ex, kc);
     } else {
       link_pending(kc);
@@ -533,8 +528,7 @@ bool kcq_remove(kcq *q, kcont *kc) {
 }
 
 namespace {
-int kcq_take(kcq *q, void *obj, int status, bool one,
-             bool (*match)(kcont *, void *), void *key) {
+int kcq_take(kcq *q, void *obj, int status, bool one, bool (*match)(kcont *, void *), void *key) {
   kcont *list = nullptr, **tail = &list;
   int n = 0;
   {
@@ -596,8 +590,7 @@ int kcq_enqueue_keyed(kcq *q, kcont *kc, const void *key) {
 static bool match_key(kcont *kc, void *key) { return kc->obj.load(rlx) == key; }
 
 int kcq_run_keyed(kcq *q, const void *key, int status, bool one) {
-  return kcq_take(q, const_cast<void *>(key), status, one, match_key,
-                  const_cast<void *>(key));
+  return kcq_take(q, const_cast<void *>(key), status, one, match_key, const_cast<void *>(key));
 }
 }  // namespace detail
 

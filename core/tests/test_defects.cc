@@ -49,9 +49,8 @@ TEST_F(KcontTest, Defect1_LevelsAreNeverOrdered) {
     kcont ks[8];
     for (int i = 0; i < 8; i++) {
       obs[i].ctx = context{kAllBuiltin[i], kind::interrupt, true};
-      ASSERT_EQ(kcont_init(&ks[i], observe, &obs[i],
-                           target::at(kAllBuiltin[i], kind::interrupt, 0)),
-                0);
+      ASSERT_EQ(
+          kcont_init(&ks[i], observe, &obs[i], target::at(kAllBuiltin[i], kind::interrupt, 0)), 0);
     }
     level_set saved;
     on_cpu(
@@ -71,7 +70,8 @@ TEST_F(KcontTest, Defect1_LevelsAreNeverOrdered) {
     int held_idx = held.id;
     EXPECT_EQ(obs[held_idx].runs.load(), 0) << kcont_level_name(held) << " ran while held";
     // Unmask from a level other than the held one (held work cannot run).
-    on_cpu(0, [&] { splx(saved); }, held == LVL_SOFTNET ? LVL_SOFTBIO : LVL_SOFTNET);
+    on_cpu(
+        0, [&] { splx(saved); }, held == LVL_SOFTNET ? LVL_SOFTBIO : LVL_SOFTNET);
     ASSERT_TRUE(eventually([&] { return obs[held_idx].runs.load() == 1; }));
     for (auto &k : ks) kcont_drain(&k);
   }
@@ -218,8 +218,8 @@ TEST_F(KcontTest, Defect5_DoubleDeferCoalescesAndChainingQueuedIsRefused) {
   std::atomic<int> ran{0};
   kcont k;
   kcont_init(
-      &k, [](void *, void *env, int) { static_cast<std::atomic<int> *>(env)->fetch_add(1); },
-      &ran, target::at(LVL_SOFTNET, kind::interrupt, 0));
+      &k, [](void *, void *env, int) { static_cast<std::atomic<int> *>(env)->fetch_add(1); }, &ran,
+      target::at(LVL_SOFTNET, kind::interrupt, 0));
   std::atomic<int> accepted{0};
   std::atomic<bool> go{false};
   const int per = stress_iters(4000);
@@ -364,9 +364,8 @@ TEST_F(KcontTest, Defect8_OneMechanismUnderneath) {
   std::atomic<int> wq_runs{0};
   workqueue *wq = nullptr;
   ASSERT_EQ(workqueue_create(
-                &wq, "t",
-                [](work *, void *a) { static_cast<std::atomic<int> *>(a)->fetch_add(1); }, &wq_runs,
-                LVL_SOFTBIO),
+                &wq, "t", [](work *, void *a) { static_cast<std::atomic<int> *>(a)->fetch_add(1); },
+                &wq_runs, LVL_SOFTBIO),
             0);
   work wk;
   ASSERT_TRUE(workqueue_enqueue(wq, &wk, 1));
@@ -379,8 +378,8 @@ TEST_F(KcontTest, Defect8_OneMechanismUnderneath) {
   std::atomic<int> w_runs{0};
   kcont wk2;
   kcont_init(
-      &wk2, [](void *, void *a, int) { static_cast<std::atomic<int> *>(a)->fetch_add(1); },
-      &w_runs, target::at(LVL_SOFTSERIAL));
+      &wk2, [](void *, void *a, int) { static_cast<std::atomic<int> *>(a)->fetch_add(1); }, &w_runs,
+      target::at(LVL_SOFTSERIAL));
   int chan = 0;
   ASSERT_EQ(wchan_wait(&chan, &wk2), 0);
   EXPECT_EQ(wakeup(&chan), 1);

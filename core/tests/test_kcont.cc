@@ -112,7 +112,7 @@ TEST_F(KcontTest, CancelRevivedInPlaceRunsOnceWithNewArguments) {
     spl_block({LVL_SOFTNET});
     EXPECT_TRUE(kcont_defer(&k, &a, 1));
     EXPECT_TRUE(kcont_cancel(&k));
-    EXPECT_TRUE(kcont_defer(&k, &b, 2));  // revived in place
+    EXPECT_TRUE(kcont_defer(&k, &b, 2));   // revived in place
     EXPECT_FALSE(kcont_defer(&k, &a, 3));  // and pending again: coalesces
     splx(level_set{});
   });
@@ -260,7 +260,8 @@ TEST_F(KcontTest, DrainWaitsForARunningFunction) {
 
 TEST_F(KcontTest, DrainRefusedInInterruptContext) {
   kcont k;
-  kcont_init(&k, [](void *, void *, int) {}, nullptr, target::at(LVL_SOFTNET));
+  kcont_init(
+      &k, [](void *, void *, int) {}, nullptr, target::at(LVL_SOFTNET));
   int rc = 0;
   on_cpu(0, [&] { rc = kcont_drain(&k); });
   EXPECT_EQ(rc, EDEADLK);

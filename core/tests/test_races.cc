@@ -105,10 +105,10 @@ TEST_F(KcontTest, RaceDisestablishVsSchedule) {
   const int n = stress_iters(300);
   for (int i = 0; i < n; i++) {
     std::atomic<int> runs{0};
-    softint *si = softint_establish(
-        (i & 1) ? LVL_SOFTNET : LVL_SOFTCLOCK,
-        [](void *a) { static_cast<std::atomic<int> *>(a)->fetch_add(1); }, &runs,
-        (i % 4 == 3) ? kind::thread : kind::interrupt);
+    softint *si =
+        softint_establish((i & 1) ? LVL_SOFTNET : LVL_SOFTCLOCK,
+                          [](void *a) { static_cast<std::atomic<int> *>(a)->fetch_add(1); }, &runs,
+                          (i % 4 == 3) ? kind::thread : kind::interrupt);
     ASSERT_NE(si, nullptr);
     std::atomic<bool> stop{false};
     std::thread t([&] {

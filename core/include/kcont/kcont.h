@@ -50,8 +50,8 @@
 // A kc's state word is the shared field: every transition out of idle,
 // pending or cancelled is an atomic compare-and-swap (with a generation
 // count against ABA), so two deferrals of one continuation never link it
-// twice; a chained continuation belongs to its kcq's lock.  Local queues are touched only by their dispatcher; inboxes are
-// Treiber stacks detached whole by their one consumer (no ABA); a kcq is a
+// twice; a chained continuation belongs to its kcq's lock.  Local queues are touched only by their
+// dispatcher; inboxes are Treiber stacks detached whole by their one consumer (no ABA); a kcq is a
 // short spinlocked list.
 #pragma once
 
@@ -160,8 +160,7 @@ struct target {
   bool immediate = false;
   int16_t cpu = KC_CPU_ANY;
 
-  static constexpr target at(level l, kind k = kind::interrupt,
-                             int16_t cpu = KC_CPU_ANY) {
+  static constexpr target at(level l, kind k = kind::interrupt, int16_t cpu = KC_CPU_ANY) {
     return target{l, k, false, cpu};
   }
   static constexpr target in_thread(level l, int16_t cpu = KC_CPU_ANY) {
@@ -322,8 +321,8 @@ void kcont_pool_destroy(kcont_pool *p);
 // ---------------------------------------------------------------- system
 
 struct config {
-  int cpus = 0;          // dispatcher threads; 0 = one per online core
-  bool pin = false;      // pin dispatcher i (and its workers) to core i
+  int cpus = 0;      // dispatcher threads; 0 = one per online core
+  bool pin = false;  // pin dispatcher i (and its workers) to core i
   unsigned ring_entries = 256;
   unsigned tick_ns = 1000000;  // callout tick (hz = 1e9 / tick_ns)
 };
@@ -348,21 +347,21 @@ int kcont_ncpus();
 // ---------------------------------------------------------------- stats
 
 struct level_stats {
-  uint64_t deferred = 0;   // linked on this queue
-  uint64_t run = 0;        // functions called from this queue
-  uint64_t direct = 0;     // called directly by kcq_run (immediate/exact)
-  uint64_t coalesced = 0;  // deferrals of an already pending kc
-  uint64_t cancelled = 0;  // removed by kcont_cancel
-  uint64_t max_depth = 0;  // deepest the queue has been
+  uint64_t deferred = 0;        // linked on this queue
+  uint64_t run = 0;             // functions called from this queue
+  uint64_t direct = 0;          // called directly by kcq_run (immediate/exact)
+  uint64_t coalesced = 0;       // deferrals of an already pending kc
+  uint64_t cancelled = 0;       // removed by kcont_cancel
+  uint64_t max_depth = 0;       // deepest the queue has been
   uint64_t max_latency_ns = 0;  // queued -> dispatched, interrupt kind only,
                                 // sampled on 1 empty->non-empty in 64
 };
 
 struct cpu_stats {
-  uint64_t loops = 0;       // dispatcher loop iterations
-  uint64_t sleeps = 0;      // times it blocked in the ring
-  uint64_t doorbells = 0;   // wake-ups other threads sent it (syscalls)
-  uint64_t inbox_items = 0; // items received through the inbox
+  uint64_t loops = 0;        // dispatcher loop iterations
+  uint64_t sleeps = 0;       // times it blocked in the ring
+  uint64_t doorbells = 0;    // wake-ups other threads sent it (syscalls)
+  uint64_t inbox_items = 0;  // items received through the inbox
 };
 
 // Reads the counters of {cpu, level, kind}.  Any context; values are

@@ -31,8 +31,7 @@ int tsleep(const void *chan, const char *wmesg, uint64_t timeout_ns);
 // once the caller is on the channel, and re-acquires it before returning:
 // a wakeup issued under the same mutex after the caller's check can never
 // be lost.  Thread context only.
-int mtsleep(const void *chan, const char *wmesg, uint64_t timeout_ns,
-            std::mutex &interlock);
+int mtsleep(const void *chan, const char *wmesg, uint64_t timeout_ns, std::mutex &interlock);
 
 // Wakes every sleeper and continuation waiting on chan; returns how many.
 // Any context.

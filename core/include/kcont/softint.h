@@ -24,8 +24,7 @@ struct softint;
 // context (allocates per-CPU continuations; creates workers for the thread
 // kind).  Returns nullptr when kcont is not running, arguments are bad, or
 // it is called in interrupt context.
-softint *softint_establish(level lvl, void (*func)(void *), void *arg,
-                           kind k = kind::interrupt);
+softint *softint_establish(level lvl, void (*func)(void *), void *arg, kind k = kind::interrupt);
 
 // Schedules the handler on the calling CPU (a thread kcont does not own
 // picks a CPU by where it runs).  Returns false if it was already pending

@@ -27,8 +27,8 @@ struct work {
 // Thread context; allocates; creates the level's workers.  Returns 0, or
 // ENXIO (kcont not running), EINVAL, ENOMEM, EDEADLK (interrupt context), or
 // a thread creation errno.
-int workqueue_create(workqueue **wqp, const char *name,
-                     void (*func)(work *, void *), void *arg, level lvl);
+int workqueue_create(workqueue **wqp, const char *name, void (*func)(work *, void *), void *arg,
+                     level lvl);
 
 // Enqueues wk to run on CPU `cpu` (KC_CPU_ANY: the calling CPU).  Returns
 // false if wk is already pending (nothing is done: enqueueing pending work
