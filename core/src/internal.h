@@ -26,6 +26,7 @@
 
 #include "kcont/kcont.h"
 #include "kcont/ring.h"
+#include "kcont/spinlock.h"
 
 namespace kc::detail {
 
@@ -55,27 +56,6 @@ inline void raise_max(std::atomic<uint64_t> &c, uint64_t v) {
 }
 
 uint64_t now_ns();
-void cpu_relax();
-
-// A tiny test-and-test-and-set spinlock for short critical sections.
-struct spinlock {
-  std::atomic<uint32_t> &w;
-  explicit spinlock(std::atomic<uint32_t> &word) : w(word) {
-    for (;;) {
-      if (w.exchange(1, std::memory_order_acquire) == 0) return;
-      int spins = 0;
-      while (w.load(std::memory_order_relaxed) != 0) {
-        if (++spins < 64)
-          cpu_relax();
-        else
-          std::this_thread::yield();
-      }
-    }
-  }
-  ~spinlock() { w.store(0, std::memory_order_release); }
-  spinlock(const spinlock &) = delete;
-  spinlock &operator=(const spinlock &) = delete;
-};
 
 // Lock-free multi-producer, single-consumer list of continuations (a
 // Treiber stack that the consumer detaches whole, so there is no ABA).
