@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The main job, for now: builds kcont in release mode and runs the core
-# demonstration -- the benchmark table of kcont against a bare queue, a
-# condvar hand-off, Asio post and libuv async (see docs/benchmarks.md).
-# It becomes the NFS server when kcont-nfsd lands.
+# The main job, for now: builds kcont in release mode and runs the
+# demonstration -- the core benchmark table (kcont against a bare queue, a
+# condvar hand-off, Asio post and libuv async), then the buf read path
+# against a blocking pread + condvar hand-off (see docs/benchmarks.md).
+# Arguments go to the core benchmark (Google Benchmark flags).  It becomes
+# the NFS server when kcont-nfsd lands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 kcont_ensure_deps
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKCONT_TESTS=OFF -DKCONT_BENCH=ON >/dev/null
-ninja -C build -j"$(kcont_jobs)" kcont_bench
-exec ./build/core/bench/kcont_bench "$@"
+ninja -C build -j"$(kcont_jobs)" kcont_bench kcont_bench_buf
+./build/core/bench/kcont_bench "$@"
+echo
+./build/io/kcont_bench_buf
