@@ -339,6 +339,18 @@ void reset_cpu(cpu *c, int id) {
   for (auto *a : {&c->loops, &c->sleeps, &c->doorbells, &c->inbox_items}) a->store(0);
 }
 
+// Tells a dispatcher to finish, wakes it, joins it, and closes its doorbell
+// (only now: a late producer may still ring it until the thread is gone).
+void stop_dispatcher(cpu *c) {
+  c->stop.store(true, std::memory_order_seq_cst);
+  uint64_t one = 1;
+  ssize_t r = write(c->efd, &one, sizeof one);
+  (void)r;
+  c->th.join();
+  close(c->efd);
+  c->efd = -1;
+}
+
 bool system_idle() {
   auto &s = sys();
   for (int i = 0; i < s.ncpus; i++) {
@@ -538,17 +550,7 @@ int kcont_start(const config &cfg, std::string *err) {
     started++;
   }
   if (!first_error.empty()) {
-    for (int i = 0; i < started; i++) {
-      cpu *c = s.cpus[i];
-      c->stop.store(true);
-      ring_doorbell(c);
-      uint64_t one = 1;
-      ssize_t r = write(c->efd, &one, sizeof one);
-      (void)r;
-      c->th.join();
-      close(c->efd);
-      c->efd = -1;
-    }
+    for (int i = 0; i < started; i++) stop_dispatcher(s.cpus[i]);
     s.running.store(false);
     s.ncpus = 0;
     return fail(EIO, "kcont_start: " + first_error);
@@ -582,14 +584,7 @@ void kcont_stop() {
     }
   }
   for (int i = 0; i < s.ncpus; i++) {
-    cpu *c = s.cpus[i];
-    c->stop.store(true, std::memory_order_seq_cst);
-    uint64_t one = 1;
-    ssize_t r = write(c->efd, &one, sizeof one);
-    (void)r;
-    c->th.join();
-    close(c->efd);
-    c->efd = -1;
+    stop_dispatcher(s.cpus[i]);
     s.cpus[i] = nullptr;
   }
   s.ncpus = 0;

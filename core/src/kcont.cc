@@ -49,7 +49,6 @@ uint64_t now_ns() {
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
-
 // ------------------------------------------------------------ executors
 
 namespace {
@@ -498,9 +497,13 @@ bool chain_claim(kcont *kc) {
 }
 }  // namespace
 
-int kcq_enqueue(kcq *q, kcont *kc) {
+// Chains kc at q's tail, saving `key` as its obj when asked (sleepq keeps
+// the wait channel there; doing it under the lock means a refused chain
+// never touches a pending continuation's fields).
+int chain_append(kcq *q, kcont *kc, bool keyed, const void *key) {
   spinlock g(q->lock);
   if (!chain_claim(kc)) return EBUSY;
+  if (keyed) kc->obj.store(const_cast<void *>(key), rlx);
   kc->next = nullptr;
   kc->prev = q->tail;
   if (q->tail)
@@ -512,6 +515,8 @@ int kcq_enqueue(kcq *q, kcont *kc) {
   q->count++;
   return 0;
 }
+
+int kcq_enqueue(kcq *q, kcont *kc) { return chain_append(q, kc, false, nullptr); }
 
 bool kcq_remove(kcq *q, kcont *kc) {
   spinlock g(q->lock);
@@ -564,23 +569,8 @@ uint32_t kcq_count(kcq *q) {
 }
 
 namespace detail {
-// For sleepq: chain kc with its wait channel saved as obj (under the lock,
-// so a refused chain never touches a pending kc's fields).
-int kcq_enqueue_keyed(kcq *q, kcont *kc, const void *key) {
-  spinlock g(q->lock);
-  if (!chain_claim(kc)) return EBUSY;
-  kc->obj.store(const_cast<void *>(key), rlx);
-  kc->next = nullptr;
-  kc->prev = q->tail;
-  if (q->tail)
-    q->tail->next = kc;
-  else
-    q->head = kc;
-  q->tail = kc;
-  kc->chain = q;
-  q->count++;
-  return 0;
-}
+// For sleepq: chain kc with its wait channel saved as obj.
+int kcq_enqueue_keyed(kcq *q, kcont *kc, const void *key) { return chain_append(q, kc, true, key); }
 
 static bool match_key(kcont *kc, void *key) { return kc->obj.load(rlx) == key; }
 

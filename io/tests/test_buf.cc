@@ -13,24 +13,14 @@
 #include <thread>
 #include <vector>
 
+#include "fixture.h"  // core/tests: eventually(), on_cpu()
 #include "kcont/buf.h"
 
 using namespace kc;
+using kctest::eventually;
+using kctest::on_cpu;
 
 namespace {
-
-template <class P>
-bool eventually(P pred, int seconds = 30) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  for (int i = 0; !pred(); i++) {
-    if (std::chrono::steady_clock::now() > end) return pred();
-    if (i < 2000)
-      std::this_thread::yield();
-    else
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  return true;
-}
 
 // What a continuation saw.
 struct seen {
@@ -84,27 +74,6 @@ class BufTest : public ::testing::Test {
   int fd_ = -1;
   bufpool *pool_ = nullptr;
 };
-
-// Runs fn on CPU `cpu`'s dispatcher (interrupt context) and waits.
-template <class F>
-void on_cpu(int cpu, F fn) {
-  struct box {
-    F *fn;
-    std::atomic<bool> done{false};
-  } b{&fn};
-  kcont k;
-  kcont_init(
-      &k,
-      [](void *, void *env, int) {
-        auto *bx = static_cast<box *>(env);
-        (*bx->fn)();
-        bx->done = true;
-      },
-      &b, target::at(LVL_SOFTBIO, kind::interrupt, int16_t(cpu)));
-  kcont_defer(&k, nullptr, 0);
-  while (!b.done) std::this_thread::yield();
-  kcont_drain(&k);
-}
 
 }  // namespace
 
