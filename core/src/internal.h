@@ -193,6 +193,12 @@ inline uint32_t slot_bit(level l) { return 1u << sys().levels[l.id].slot; }
 uint32_t slots_of(level_set s);
 level_set levels_of_slots(uint32_t slots);
 
+// True when the caller is the dispatcher that owns CPU-private kc.
+inline bool is_owner(const kcont *kc) {
+  executor *ex = tl_exec;
+  return ex && ex->dispatcher && ex->c->id == kc->tgt.cpu;
+}
+
 // True when the {l, thread} worker exists on `cpu` (every CPU for ANY).
 bool workers_ready(level l, int cpu);
 

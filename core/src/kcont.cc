@@ -286,6 +286,8 @@ int kcont_init(kcont *kc, kc_fn fn, void *env, target t) {
   if (!kc || !fn) return EINVAL;
   if (t.lvl.id >= sys().nlevels) return EINVAL;
   if (t.cpu != KC_CPU_ANY && (t.cpu < 0 || t.cpu >= max_cpus)) return EINVAL;
+  if (t.cpu_private && (t.cpu == KC_CPU_ANY || t.k != kind::interrupt || t.immediate))
+    return EINVAL;
   if (st_of(kc->st.load(std::memory_order_acquire)) != ST_IDLE) return EBUSY;
   kc->fn = fn;
   kc->env = env;
@@ -304,8 +306,43 @@ int kcont_init(kcont *kc, kc_fn fn, void *env, target t) {
   return 0;
 }
 
+namespace {
+void count_coalesced(kcont *kc) {
+  int c = kc->tgt.cpu != KC_CPU_ANY ? kc->tgt.cpu : home_cpu();
+  if (c < sys().ncpus && sys().cpus[c])
+    sys().cpus[c]->stats[kc->tgt.lvl.id][int(kc->tgt.k)].coalesced.fetch_add(1, rlx);
+}
+
+// The owner's deferral of a CPU-private continuation: only its dispatcher
+// writes its state (others only move it out of CHAINED under a kcq lock,
+// and the owner never writes a chained one), so plain stores suffice.
+bool defer_private(kcont *kc, void *obj, int status) {
+  if (!is_owner(kc)) return false;
+  uint64_t w = kc->st.load(rlx);
+  switch (st_of(w)) {
+    case ST_IDLE:
+      kc->obj.store(obj, rlx);
+      kc->status.store(status, rlx);
+      kc->st.store(st_with(w, ST_PENDING), rlx);
+      local_link(tl_exec->c, kc);
+      return true;
+    case ST_CANCELLED:  // still linked: revive in place, new generation
+      kc->obj.store(obj, rlx);
+      kc->status.store(status, rlx);
+      kc->st.store(st_with(w + ST_GEN, ST_PENDING), std::memory_order_release);
+      return true;
+    case ST_PENDING:
+      count_coalesced(kc);
+      return false;
+    default:
+      return false;  // chained
+  }
+}
+}  // namespace
+
 bool kcont_defer(kcont *kc, void *obj, int status) {
   if (!sys().running.load(rlx)) return false;
+  if (kc->tgt.cpu_private) return defer_private(kc, obj, status);
   uint64_t w = kc->st.load(rlx);
   for (;;) {
     switch (st_of(w)) {
@@ -330,12 +367,9 @@ bool kcont_defer(kcont *kc, void *obj, int status) {
         }
         continue;
       case ST_PENDING:
-      case ST_REVIVING: {
-        int c = kc->tgt.cpu != KC_CPU_ANY ? kc->tgt.cpu : home_cpu();
-        if (c < sys().ncpus && sys().cpus[c])
-          sys().cpus[c]->stats[kc->tgt.lvl.id][int(kc->tgt.k)].coalesced.fetch_add(1, rlx);
+      case ST_REVIVING:
+        count_coalesced(kc);
         return false;
-      }
       default:
         return false;  // chained: the event will run it
     }
@@ -343,6 +377,13 @@ bool kcont_defer(kcont *kc, void *obj, int status) {
 }
 
 bool kcont_cancel(kcont *kc) {
+  if (kc->tgt.cpu_private) {
+    if (!is_owner(kc)) return false;
+    uint64_t w = kc->st.load(rlx);
+    if (st_of(w) != ST_PENDING) return false;
+    kc->st.store(st_with(w, ST_CANCELLED), std::memory_order_release);
+    return true;
+  }
   uint64_t w = kc->st.load(rlx);
   for (;;) {
     switch (st_of(w)) {
@@ -416,7 +457,18 @@ bool call_direct(executor *ex, kcont *kc) {
   kc_fn fn;
   void *obj, *env;
   int status;
-  for (;;) {
+  if (kc->tgt.cpu_private) {
+    // Only this CPU (the owner: we are its dispatcher, or kcq_run took it
+    // under the chain's lock) writes the state now: no read-modify-write.
+    uint64_t w = kc->st.load(std::memory_order_acquire);
+    fn = kc->fn;
+    env = kc->env;
+    obj = kc->obj.load(rlx);
+    status = kc->status.load(rlx);
+    call = st_of(w) == ST_PENDING;
+    kc->st.store(st_with(w + (call ? ST_GEN : 0), ST_IDLE), std::memory_order_release);
+  }
+  while (!kc->tgt.cpu_private) {
     uint64_t w = kc->st.load(std::memory_order_acquire);
     uint32_t s = st_of(w);
     if (s == ST_PENDING) {
@@ -501,6 +553,7 @@ bool chain_claim(kcont *kc) {
 // the wait channel there; doing it under the lock means a refused chain
 // never touches a pending continuation's fields).
 int chain_append(kcq *q, kcont *kc, bool keyed, const void *key) {
+  if (kc->tgt.cpu_private && !is_owner(kc)) return EPERM;
   spinlock g(q->lock);
   if (!chain_claim(kc)) return EBUSY;
   if (keyed) kc->obj.store(const_cast<void *>(key), rlx);

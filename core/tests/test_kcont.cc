@@ -329,3 +329,87 @@ TEST_F(KcontTest, StatsFormatListsActivity) {
   EXPECT_NE(s.find("softnet"), std::string::npos);
   EXPECT_GE(kcont_stats(0, LVL_SOFTNET, kind::interrupt).run, 1u);
 }
+
+// CPU-private continuations: owned by one dispatcher, plain-store fast path.
+TEST_F(KcontTest, CpuPrivateContinuationRulesAndSemantics) {
+  counter c;
+  kcont k;
+  EXPECT_EQ(
+      kcont_init(&k, count_fn, &c, target{LVL_SOFTNET, kind::interrupt, false, KC_CPU_ANY, true}),
+      EINVAL);  // must be bound
+  EXPECT_EQ(kcont_init(&k, count_fn, &c, target{LVL_SOFTNET, kind::thread, false, 1, true}),
+            EINVAL);
+  ASSERT_EQ(kcont_init(&k, count_fn, &c, target::cpu_private_to(LVL_SOFTNET, 1)), 0);
+  kcq q;
+  // Off its CPU: refused.
+  EXPECT_FALSE(kcont_defer(&k, nullptr, 0));
+  EXPECT_EQ(kcq_enqueue(&q, &k), EPERM);
+  on_cpu(0, [&] { EXPECT_FALSE(kcont_defer(&k, nullptr, 0)); });
+  EXPECT_EQ(c.n.load(), 0);
+  // On its CPU: defer, coalesce, cancel, revive -- as for any continuation.
+  int a, b;
+  on_cpu(1, [&] {
+    level_set s = spl_block({LVL_SOFTNET});
+    EXPECT_TRUE(kcont_defer(&k, &a, 1));
+    EXPECT_FALSE(kcont_defer(&k, &b, 2));  // coalesced
+    EXPECT_TRUE(kcont_cancel(&k));
+    EXPECT_FALSE(kcont_cancel(&k));
+    EXPECT_TRUE(kcont_defer(&k, &b, 3));  // revived in place
+    splx(s);
+  });
+  ASSERT_TRUE(eventually([&] { return c.n.load() == 1; }));
+  EXPECT_EQ(kcont_drain(&k), 0);
+  EXPECT_EQ(c.last_obj.load(), &b);
+  EXPECT_EQ(c.last_status.load(), 3);
+  // Chained by its owner, run from any thread: handed to its CPU.
+  on_cpu(1, [&] { EXPECT_EQ(kcq_enqueue(&q, &k), 0); });
+  EXPECT_EQ(kcq_run(&q, &a, 9), 1);
+  ASSERT_TRUE(eventually([&] { return c.n.load() == 2; }));
+  EXPECT_EQ(kcont_drain(&k), 0);
+  EXPECT_EQ(c.last_status.load(), 9);
+  EXPECT_EQ(kcont_state(&k), kc_state::idle);
+}
+
+// The owner defers and cancels while another thread runs the chain the
+// continuation is on: every accepted deferral or chain run is either run or
+// cancelled exactly once.
+TEST_F(KcontTest, RaceCpuPrivateOwnerVsRemoteChainRun) {
+  struct st {
+    kcont victim, driver;
+    kcq q;
+    std::atomic<int> ran{0}, cancelled{0}, accepted{0}, rounds{0};
+    std::atomic<int> chained{0};
+  } s;
+  kcont_init(
+      &s.victim, [](void *, void *env, int) { static_cast<st *>(env)->ran++; }, &s,
+      target::cpu_private_to(LVL_SOFTBIO, 1));
+  // The driver runs on the owner CPU: chains the victim, or defers it, and
+  // sometimes cancels it.
+  kcont_init(
+      &s.driver,
+      [](void *, void *env, int) {
+        auto *x = static_cast<st *>(env);
+        int r = x->rounds.load();
+        if (r % 2 == 0) {
+          if (kcq_enqueue(&x->q, &x->victim) == 0) x->chained++;
+        } else if (kcont_defer(&x->victim, nullptr, 0)) {
+          x->accepted++;
+        }
+        if (r % 3 == 0 && kcont_cancel(&x->victim)) x->cancelled++;
+        x->rounds++;
+      },
+      &s, target::at(LVL_SOFTNET, kind::interrupt, 1));
+  const int n = 2000;
+  int taken = 0;
+  for (int i = 0; i < n; i++) {
+    kcont_defer(&s.driver, nullptr, 0);
+    taken += kcq_run(&s.q, nullptr, 0);  // races the driver
+    ASSERT_TRUE(eventually([&] { return s.rounds.load() == i + 1; }));
+    kcont_drain(&s.driver);
+    taken += kcq_run(&s.q, nullptr, 0);  // whatever the driver chained
+    ASSERT_EQ(kcont_drain(&s.victim), 0);
+    ASSERT_EQ(s.ran.load() + s.cancelled.load(), s.accepted.load() + taken);
+  }
+  EXPECT_EQ(taken, s.chained.load());
+  EXPECT_GT(s.ran.load(), 0);
+}

@@ -154,21 +154,34 @@ inline constexpr int16_t KC_CPU_ANY = -1;
 // immediate continuation has to be deferred anyway (kcont_defer, nesting of
 // direct calls at its limit of 4, or no executor record left for a foreign
 // thread) it goes to {lvl, k}.
+//
+// A *CPU-private* continuation (target::cpu_private_to) belongs to one CPU's
+// dispatcher, like NetBSD's per-CPU softint handles: only code running on
+// that dispatcher may defer it, chain it, cancel it or re-initialise it
+// (elsewhere those calls are refused: false / EPERM).  Any thread may still
+// run a chain it is on (kcq_run, wakeup), which hands it to its CPU, and
+// drain it or read its state.  In exchange its defer, dispatch and cancel
+// use plain stores instead of atomic read-modify-writes.
 struct target {
   level lvl = LVL_SOFTSERIAL;
   kind k = kind::interrupt;
   bool immediate = false;
   int16_t cpu = KC_CPU_ANY;
+  bool cpu_private = false;
 
   static constexpr target at(level l, kind k = kind::interrupt, int16_t cpu = KC_CPU_ANY) {
-    return target{l, k, false, cpu};
+    return target{l, k, false, cpu, false};
   }
   static constexpr target in_thread(level l, int16_t cpu = KC_CPU_ANY) {
-    return target{l, kind::thread, false, cpu};
+    return target{l, kind::thread, false, cpu, false};
   }
   // Immediate; deferred falls back to {fallback, interrupt}.
   static constexpr target now(level fallback = LVL_SOFTSERIAL) {
-    return target{fallback, kind::interrupt, true, KC_CPU_ANY};
+    return target{fallback, kind::interrupt, true, KC_CPU_ANY, false};
+  }
+  // CPU-private: {l, interrupt} on `cpu`, owned by that CPU's dispatcher.
+  static constexpr target cpu_private_to(level l, int16_t cpu) {
+    return target{l, kind::interrupt, false, cpu, true};
   }
 };
 
@@ -204,9 +217,11 @@ struct kcont {
   kcont &operator=(const kcont &) = delete;
 };
 
-// Initialises `kc` to call fn(obj, env, status) in target `t`.  Any context.
+// Initialises `kc` to call fn(obj, env, status) in target `t`.  Any context
+// (a CPU-private continuation that is already in use: its CPU only).
 // Returns 0, EBUSY if kc is pending, chained or being cancelled (re-init
-// needs it idle), or EINVAL (null fn, unknown level, CPU out of range).  For
+// needs it idle), or EINVAL (null fn, unknown level, CPU out of range, or a
+// CPU-private target that is unbound, thread kind or immediate).  For
 // a thread-kind target whose worker does not exist yet, called in thread
 // context while kcont runs, it establishes the worker (kcont_establish: may
 // allocate and create a thread, and returns its errors); otherwise it never
@@ -224,14 +239,15 @@ int kcont_establish(level l, int cpu = KC_CPU_ANY);
 // it will run once, with its first obj/status, and the event is counted as
 // coalesced) or chained, and also -- leaving it idle -- when kcont is not
 // running, its CPU binding is >= kcont_ncpus(), or a thread-kind target has
-// no worker.  Any context, any thread; never blocks and never allocates.
+// no worker, or a CPU-private kc is deferred off its CPU.  Any context, any
+// thread; never blocks and never allocates.
 // Unbound continuations go to the caller's CPU (a thread kcont does not own
 // picks one by the CPU it runs on).
 bool kcont_defer(kcont *kc, void *obj, int status);
 
 // Removes a pending kc from its queue so it will not run: returns true if it
 // was pending and is now cancelled, false otherwise (idle, chained, already
-// running or run).  A cancelled kc may be deferred again at once; before it
+// running or run, or a CPU-private kc cancelled off its CPU).  A cancelled kc may be deferred again at once; before it
 // is freed or re-initialised call kcont_drain.  Any context.
 bool kcont_cancel(kcont *kc);
 
@@ -261,8 +277,9 @@ struct kcq {
   kcq &operator=(const kcq &) = delete;
 };
 
-// Chains an idle kc on q.  Returns 0, or EBUSY if kc is not idle (chaining
-// a queued continuation is refused).  Any context.
+// Chains an idle kc on q.  Returns 0, EBUSY if kc is not idle (chaining a
+// queued continuation is refused), or EPERM for a CPU-private kc chained off
+// its CPU.  Any context.
 int kcq_enqueue(kcq *q, kcont *kc);
 
 // Unchains kc from q; returns true if it was chained there.  Any context.
