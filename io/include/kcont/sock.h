@@ -1,0 +1,138 @@
+// sock.h -- TCP sockets driven by a CPU's io_uring ring, with upcalls.
+//
+// Model: a sockpool belongs to one CPU.  It holds a fixed number of socket
+// slots, each with a fixed send buffer, and a ring of provided receive
+// buffers registered with that CPU's io_uring.  Everything about its sockets
+// happens on that CPU's dispatcher: ring completions are reaped at {net,
+// interrupt}, and the socket's *upcall* -- a continuation of the user's,
+// usually at {softnet, interrupt} on the same CPU -- is deferred whenever
+// something happened (BSD's so_upcall: "look at the socket").  The upcall
+// reads what happened with sock_events(), then calls sock_read, sock_send,
+// sock_accept, sock_shutdown or sock_close -- on this very socket or others.
+//
+// Receiving is one multishot recv per socket into the provided buffers:
+// received buffers queue on the socket until sock_read copies them out and
+// gives them back.  If the buffers run out the kernel ends the multishot
+// with ENOBUFS; the data stays in the kernel's socket buffer and the recv is
+// re-armed as soon as buffers come back.  Nothing is dropped and nothing is
+// allocated per receive.
+//
+// Sending copies into the socket's send buffer (bounded: back-pressure);
+// one send is in flight at a time; when a full buffer drains, the upcall
+// gets SOCK_WRITABLE.
+//
+// Teardown: sock_close stops upcalls at once, cancels the receive (and a
+// listener's accept), lets queued sends finish, and frees the slot only when
+// no ring operation of the socket is outstanding -- so it is safe from
+// inside the socket's own upcall, and a completion never finds a freed
+// socket.
+//
+// Memory per connection: one slot (about 200 bytes) plus `sndbuf` bytes of
+// send buffer, both preallocated; receive buffers are shared by the pool's
+// sockets (`nbufs` x `bufsize`).
+//
+// Rules: every function except sockpool_create/destroy must be called on the
+// pool's CPU dispatcher (kcont_current_cpu() == the pool's CPU, interrupt
+// kind); elsewhere they fail with EPERM.  Upcalls must target that CPU in
+// interrupt kind (EINVAL otherwise).  sock_close lingers until queued sends
+// are written or fail.  Locking: none (one CPU).
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+
+#include "kcont/kcont.h"
+
+namespace kc {
+
+struct sockpool;
+struct sock;
+
+// Event bits (sock_events).
+enum : uint32_t {
+  SOCK_READABLE = 1u << 0,    // received data is queued (or EOF, see sock_read)
+  SOCK_WRITABLE = 1u << 1,    // the send buffer drained after being full
+  SOCK_EOF = 1u << 2,         // the peer shut down its side
+  SOCK_ERROR = 1u << 3,       // sock_error() tells which
+  SOCK_CONNECTED = 1u << 4,   // sock_connect completed
+  SOCK_ACCEPTABLE = 1u << 5,  // a listener has connections for sock_accept
+};
+
+struct sockpool_config {
+  int cpu = 0;                   // the CPU that owns the pool
+  uint32_t nsocks = 64;          // socket slots
+  uint32_t sndbuf = 64 * 1024;   // send buffer per socket
+  uint32_t nbufs = 256;          // provided receive buffers (a power of two)
+  uint32_t bufsize = 16 * 1024;  // bytes each
+};
+
+struct sockpool_stats {
+  uint64_t accepted = 0, refused = 0, connected = 0, closed = 0;
+  uint64_t rx_bytes = 0, tx_bytes = 0, rearms = 0, enobufs = 0;
+  uint32_t in_use = 0;
+};
+
+// Creates a pool on cfg.cpu: allocates everything and registers the receive
+// buffers with that CPU's ring (waits for it).  Thread context; kcont must
+// be running.  Returns nullptr with a reason in *err.
+sockpool *sockpool_create(const sockpool_config &cfg, std::string *err = nullptr);
+
+// Unregisters and frees the pool; every socket must be closed and torn down
+// (returns EBUSY otherwise).  Thread context.
+int sockpool_destroy(sockpool *p);
+
+sockpool_stats sockpool_get_stats(sockpool *p);
+
+// Listens on addr.  Accepted connections queue on the listener and its
+// upcall gets SOCK_ACCEPTABLE; take them with sock_accept.  Returns the
+// listener or nullptr with *err set to an errno (EADDRINUSE, ENOBUFS: no free
+// slot, EPERM, ...).
+sock *sock_listen(sockpool *p, const sockaddr *addr, socklen_t len, int backlog, kcont *upcall,
+                  int *err);
+
+// The next accepted connection (its upcall is not set yet: call
+// sock_start), or nullptr when none is queued.
+sock *sock_accept(sock *listener);
+
+// Sets the upcall of an accepted socket and starts receiving.  Returns 0 or
+// EPERM/EINVAL.
+int sock_start(sock *s, kcont *upcall);
+
+// Connects to addr; the upcall gets SOCK_CONNECTED (or SOCK_ERROR).
+// Returns the socket or nullptr with *err set.
+sock *sock_connect(sockpool *p, const sockaddr *addr, socklen_t len, kcont *upcall, int *err);
+
+// Reads and clears the socket's pending event bits.
+uint32_t sock_events(sock *s);
+
+// The socket's error (an errno) after SOCK_ERROR, else 0.
+int sock_error(sock *s);
+
+// Copies up to n received bytes; returns the count, 0 at end of file (EOF
+// seen and nothing queued), or -EAGAIN when nothing is queued yet.
+long sock_read(sock *s, void *dst, size_t n);
+
+// Bytes received and not yet read.
+size_t sock_readable(sock *s);
+
+// Queues up to n bytes for sending; returns how many were accepted (less
+// than n when the send buffer is full: wait for SOCK_WRITABLE), or -EPIPE /
+// -errno once the socket is shut down or failed.
+long sock_send(sock *s, const void *src, size_t n);
+
+// Free space in the send buffer.
+size_t sock_send_space(sock *s);
+
+// Shuts down sending once queued data is sent (the peer sees EOF).
+int sock_shutdown(sock *s);
+
+// Closes: no upcalls after this returns; teardown completes when the
+// socket's ring operations have ended.  Safe from the socket's own upcall.
+int sock_close(sock *s);
+
+// The socket's file descriptor (for getsockname and friends).
+int sock_fd(sock *s);
+
+}  // namespace kc

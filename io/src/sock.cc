@@ -1,0 +1,653 @@
+// sock.cc -- TCP sockets on a CPU's ring with upcalls (see sock.h).
+//
+// State machine of one socket, all on the pool's CPU:
+//   ring ops outstanding: `ops` counts submitted requests whose final CQE
+//   has not been reaped (a multishot request counts once, until a CQE
+//   without IORING_CQE_F_MORE).  Teardown (closing and ops == 0) closes the
+//   descriptor, gives queued receive buffers back and frees the slot.
+// Received buffers queue per socket as a FIFO of buffer ids linked through
+// the pool's `bnext` array; `boff` is how much of the head buffer was read.
+#include "kcont/sock.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <thread>
+
+#include "kcont/ring.h"
+
+namespace kc {
+
+namespace {
+constexpr uint16_t NO_BUF = 0xffff;
+constexpr uint16_t BGID_BASE = 0x4b00;
+std::atomic<uint16_t> g_next_bgid{0};
+}  // namespace
+
+struct sock {
+  sockpool *pool = nullptr;
+  int fd = -1;
+  kcont *upcall = nullptr;
+  uint32_t events = 0;
+  int error = 0;
+  bool in_use = false, listening = false, closing = false, eof = false;
+  bool shut_wr = false, shut_done = false;
+  bool recv_armed = false, starved = false, wants_writable = false;
+  bool connecting = false;
+  bool on_starved = false;
+  sock *starve_next = nullptr;
+  int ops = 0;
+  completion recv_comp, send_comp, aux_comp;  // aux: accept / connect
+  // receive queue
+  uint16_t rq_head = NO_BUF, rq_tail = NO_BUF;
+  uint32_t boff = 0;
+  size_t readable = 0;
+  // send buffer (circular)
+  char *sbuf = nullptr;
+  uint32_t shead = 0, slen = 0;
+  bool send_inflight = false;
+  // listener: accepted, not yet taken
+  sock *acc_head = nullptr, *acc_tail = nullptr, *acc_next = nullptr;
+  sockaddr_storage peer{};
+  socklen_t peerlen = 0;
+};
+
+struct sockpool {
+  sockpool_config cfg;
+  sock *socks = nullptr;
+  sock **free = nullptr;
+  uint32_t nfree = 0;
+  char *sndmem = nullptr;
+  char *bufmem = nullptr;
+  io_uring_buf_ring *br = nullptr;
+  size_t br_bytes = 0;
+  uint16_t bgid = 0;
+  uint16_t *bnext = nullptr;
+  uint32_t *blen = nullptr;
+  uint32_t held = 0;             // receive buffers queued on sockets
+  sock *starved_head = nullptr;  // sockets waiting for buffers to re-arm
+  std::atomic<bool> registered{false};
+  int setup_err = 0;
+  std::atomic<uint64_t> accepted{0}, refused{0}, connected{0}, closed{0}, rx{0}, tx{0}, rearms{0},
+      enobufs{0};
+  std::atomic<uint32_t> in_use{0};
+};
+
+namespace {
+
+template <class T>
+T *from_comp(completion *c, completion T::*m) {
+  return reinterpret_cast<T *>(reinterpret_cast<char *>(c) -
+                               reinterpret_cast<size_t>(&(static_cast<T *>(nullptr)->*m)));
+}
+
+bool on_pool_cpu(const sockpool *p) {
+  return kcont_in_interrupt() && kcont_current_cpu() == p->cfg.cpu;
+}
+
+// Upcalls must run on the pool's CPU in interrupt kind (that is where the
+// socket may be used).  A null upcall is allowed (no notifications).
+bool upcall_ok(const sockpool *p, const kcont *k) {
+  return !k || (k->tgt.k == kind::interrupt && k->tgt.cpu == p->cfg.cpu);
+}
+
+void notify(sock *s, uint32_t ev) {
+  if (s->closing || !s->upcall) return;
+  s->events |= ev;
+  kcont_defer(s->upcall, s, 0);
+}
+
+void give_back(sockpool *p, uint16_t bid) {
+  p->held--;
+  io_uring_buf_ring_add(p->br, p->bufmem + size_t(bid) * p->cfg.bufsize, p->cfg.bufsize, bid,
+                        io_uring_buf_ring_mask(p->cfg.nbufs), 0);
+  io_uring_buf_ring_advance(p->br, 1);
+}
+
+void recv_done(completion *c, int res, uint32_t flags);
+
+// Parks s until receive buffers come back (wake_starved re-arms it).
+void park_starved(sock *s) {
+  s->starved = true;
+  if (s->on_starved) return;
+  s->on_starved = true;
+  s->starve_next = s->pool->starved_head;
+  s->pool->starved_head = s;
+}
+
+void unpark(sock *s) {
+  if (!s->on_starved) return;
+  sock **pp = &s->pool->starved_head;
+  while (*pp && *pp != s) pp = &(*pp)->starve_next;
+  if (*pp) *pp = s->starve_next;
+  s->on_starved = false;
+  s->starve_next = nullptr;
+}
+
+void arm_recv(sock *s);
+
+// Buffers came back: re-arm every socket that ran dry.
+void wake_starved(sockpool *p) {
+  while (sock *s = p->starved_head) {
+    if (p->held >= p->cfg.nbufs) return;
+    p->starved_head = s->starve_next;
+    s->on_starved = false;
+    s->starve_next = nullptr;
+    s->starved = false;
+    p->rearms.fetch_add(1, std::memory_order_relaxed);
+    arm_recv(s);
+  }
+}
+
+void arm_recv(sock *s) {
+  if (s->recv_armed || s->closing || s->eof || s->error) return;
+  io_uring_sqe *sqe = kcont_ring_sqe();
+  if (!sqe) {
+    park_starved(s);  // retried when buffers come back
+    return;
+  }
+  io_uring_prep_recv_multishot(sqe, s->fd, nullptr, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = s->pool->bgid;
+  io_uring_sqe_set_data(sqe, &s->recv_comp);
+  s->recv_armed = true;
+  s->starved = false;
+  s->ops++;
+}
+
+void maybe_teardown(sock *s);
+void send_more(sock *s);
+
+void send_done(completion *c, int res, uint32_t) {
+  sock *s = from_comp(c, &sock::send_comp);
+  s->ops--;
+  s->send_inflight = false;
+  if (res < 0) {
+    if (!s->error) s->error = -res;
+    s->slen = 0;
+    notify(s, SOCK_ERROR);
+  } else {
+    s->pool->tx.fetch_add(uint64_t(res), std::memory_order_relaxed);
+    s->shead = (s->shead + uint32_t(res)) % s->pool->cfg.sndbuf;
+    s->slen -= uint32_t(res);
+    if (s->wants_writable && s->slen < s->pool->cfg.sndbuf) {
+      s->wants_writable = false;
+      notify(s, SOCK_WRITABLE);
+    }
+  }
+  send_more(s);
+  maybe_teardown(s);
+}
+
+void send_more(sock *s) {
+  if (s->send_inflight || s->fd < 0) return;
+  if (s->slen == 0) {
+    if (s->shut_wr && !s->shut_done) {
+      ::shutdown(s->fd, SHUT_WR);
+      s->shut_done = true;
+    }
+    return;
+  }
+  if (s->error) return;
+  io_uring_sqe *sqe = kcont_ring_sqe();
+  if (!sqe) return;  // the next completion or call retries
+  uint32_t cap = s->pool->cfg.sndbuf;
+  uint32_t chunk = std::min(s->slen, cap - s->shead);
+  io_uring_prep_send(sqe, s->fd, s->sbuf + s->shead, chunk, MSG_NOSIGNAL);
+  io_uring_sqe_set_data(sqe, &s->send_comp);
+  s->send_inflight = true;
+  s->ops++;
+}
+
+void free_slot(sock *s) {
+  sockpool *p = s->pool;
+  unpark(s);
+  while (s->rq_head != NO_BUF) {
+    uint16_t b = s->rq_head;
+    s->rq_head = p->bnext[b];
+    give_back(p, b);
+  }
+  s->rq_tail = NO_BUF;
+  wake_starved(p);
+  s->in_use = false;
+  p->free[p->nfree++] = s;
+  p->in_use.fetch_sub(1, std::memory_order_relaxed);
+  p->closed.fetch_add(1, std::memory_order_relaxed);
+}
+
+void maybe_teardown(sock *s) {
+  if (!s->closing || s->ops > 0 || s->send_inflight) return;
+  if (s->slen > 0 && !s->error && s->fd >= 0) return;  // queued data still to send
+  // Accepted connections nobody took die with their listener.
+  while (sock *a = s->acc_head) {
+    s->acc_head = a->acc_next;
+    sock_close(a);
+  }
+  if (s->fd >= 0) {
+    ::close(s->fd);
+    s->fd = -1;
+  }
+  free_slot(s);
+}
+
+void recv_done(completion *c, int res, uint32_t flags) {
+  sock *s = from_comp(c, &sock::recv_comp);
+  sockpool *p = s->pool;
+  if (!(flags & IORING_CQE_F_MORE)) {
+    s->recv_armed = false;
+    s->ops--;
+  }
+  if (res > 0 && (flags & IORING_CQE_F_BUFFER)) {
+    uint16_t bid = uint16_t(flags >> IORING_CQE_BUFFER_SHIFT);
+    if (s->closing) {
+      p->held++;
+      give_back(p, bid);
+    } else {
+      p->held++;
+      p->blen[bid] = uint32_t(res);
+      p->bnext[bid] = NO_BUF;
+      if (s->rq_tail == NO_BUF)
+        s->rq_head = bid;
+      else
+        p->bnext[s->rq_tail] = bid;
+      s->rq_tail = bid;
+      s->readable += size_t(res);
+      p->rx.fetch_add(uint64_t(res), std::memory_order_relaxed);
+      notify(s, SOCK_READABLE);
+    }
+  } else if (res == 0) {
+    s->eof = true;
+    notify(s, SOCK_EOF | SOCK_READABLE);
+  } else if (res == -ENOBUFS) {
+    // Out of receive buffers: the data waits in the kernel.  Re-arm now if
+    // buffers came back meanwhile, else when sock_read gives some back.
+    p->enobufs.fetch_add(1, std::memory_order_relaxed);
+    if (p->held >= p->cfg.nbufs) park_starved(s);
+  } else if (res < 0 && res != -ECANCELED) {
+    if (!s->error) s->error = -res;
+    notify(s, SOCK_ERROR);
+  }
+  if (!s->recv_armed && !s->starved && !s->closing) {
+    p->rearms.fetch_add(1, std::memory_order_relaxed);
+    arm_recv(s);
+  }
+  maybe_teardown(s);
+}
+
+sock *take_slot(sockpool *p) {
+  if (!p->nfree) return nullptr;
+  sock *s = p->free[--p->nfree];
+  char *sbuf = s->sbuf;
+  sockpool *pool = s->pool;
+  completion rc = s->recv_comp, sc = s->send_comp, ac = s->aux_comp;
+  *s = sock{};
+  s->sbuf = sbuf;
+  s->pool = pool;
+  s->recv_comp = rc;
+  s->send_comp = sc;
+  s->aux_comp = ac;
+  s->in_use = true;
+  p->in_use.fetch_add(1, std::memory_order_relaxed);
+  return s;
+}
+
+void accept_done(completion *c, int res, uint32_t flags) {
+  sock *l = from_comp(c, &sock::aux_comp);
+  sockpool *p = l->pool;
+  if (!(flags & IORING_CQE_F_MORE)) l->ops--;
+  if (res >= 0) {
+    sock *s = l->closing ? nullptr : take_slot(p);
+    if (!s) {
+      ::close(res);  // no slot: refuse (back-pressure)
+      p->refused.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      s->fd = res;
+      int one = 1;
+      setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      if (l->acc_tail)
+        l->acc_tail->acc_next = s;
+      else
+        l->acc_head = s;
+      l->acc_tail = s;
+      p->accepted.fetch_add(1, std::memory_order_relaxed);
+      notify(l, SOCK_ACCEPTABLE);
+    }
+  } else if (res != -ECANCELED && !l->closing) {
+    if (!l->error) l->error = -res;
+    notify(l, SOCK_ERROR);
+  }
+  if (!(flags & IORING_CQE_F_MORE) && !l->closing && !l->error) {
+    io_uring_sqe *sqe = kcont_ring_sqe();
+    if (sqe) {
+      io_uring_prep_multishot_accept(sqe, l->fd, nullptr, nullptr, SOCK_CLOEXEC);
+      io_uring_sqe_set_data(sqe, &l->aux_comp);
+      l->ops++;
+    }
+  }
+  maybe_teardown(l);
+}
+
+void connect_done(completion *c, int res, uint32_t) {
+  sock *s = from_comp(c, &sock::aux_comp);
+  s->ops--;
+  s->connecting = false;
+  if (res < 0) {
+    if (!s->error) s->error = -res;
+    notify(s, SOCK_ERROR);
+  } else {
+    int one = 1;
+    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    s->pool->connected.fetch_add(1, std::memory_order_relaxed);
+    arm_recv(s);
+    send_more(s);
+    notify(s, SOCK_CONNECTED);
+  }
+  maybe_teardown(s);
+}
+
+void cancel_op(completion *target) {
+  io_uring_sqe *sqe = kcont_ring_sqe();
+  if (!sqe) return;
+  io_uring_prep_cancel(sqe, target, 0);
+  io_uring_sqe_set_data(sqe, nullptr);
+}
+
+// Runs on the pool's CPU: registers the provided buffer ring.
+struct setup_req {
+  sockpool *p;
+  bool unregister;
+  std::atomic<bool> done{false};
+};
+void setup_fn(void *, void *env, int) {
+  auto *r = static_cast<setup_req *>(env);
+  sockpool *p = r->p;
+  if (r->unregister) {
+    io_uring_unregister_buf_ring(kcont_ring(), p->bgid);
+  } else {
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<uint64_t>(p->br);
+    reg.ring_entries = p->cfg.nbufs;
+    reg.bgid = p->bgid;
+    int e = io_uring_register_buf_ring(kcont_ring(), &reg, 0);
+    if (e < 0) {
+      p->setup_err = -e;
+    } else {
+      io_uring_buf_ring_init(p->br);
+      for (uint32_t i = 0; i < p->cfg.nbufs; i++)
+        io_uring_buf_ring_add(p->br, p->bufmem + size_t(i) * p->cfg.bufsize, p->cfg.bufsize,
+                              uint16_t(i), io_uring_buf_ring_mask(p->cfg.nbufs), int(i));
+      io_uring_buf_ring_advance(p->br, int(p->cfg.nbufs));
+      p->registered = true;
+    }
+  }
+  r->done.store(true, std::memory_order_release);
+}
+
+bool run_on_cpu(sockpool *p, bool unregister) {
+  setup_req r{p, unregister};
+  kcont k;
+  if (kcont_init(&k, setup_fn, &r, target::at(LVL_NET, kind::interrupt, int16_t(p->cfg.cpu))) != 0)
+    return false;
+  if (!kcont_defer(&k, nullptr, 0)) return false;
+  while (!r.done.load(std::memory_order_acquire)) std::this_thread::yield();
+  kcont_drain(&k);
+  return true;
+}
+
+void destroy_memory(sockpool *p) {
+  delete[] p->socks;
+  delete[] p->free;
+  delete[] p->bnext;
+  delete[] p->blen;
+  std::free(p->sndmem);
+  std::free(p->bufmem);
+  if (p->br) munmap(p->br, p->br_bytes);
+  delete p;
+}
+
+}  // namespace
+
+sockpool *sockpool_create(const sockpool_config &cfg, std::string *err) {
+  auto fail = [&](const std::string &why) -> sockpool * {
+    if (err) *err = why;
+    return nullptr;
+  };
+  if (!kcont_running()) return fail("sockpool: kcont is not running");
+  if (kcont_in_interrupt()) return fail("sockpool: must be created in thread context");
+  if (cfg.cpu < 0 || cfg.cpu >= kcont_ncpus()) return fail("sockpool: no such CPU");
+  if (cfg.nbufs == 0 || cfg.nbufs > 32768 || (cfg.nbufs & (cfg.nbufs - 1)))
+    return fail("sockpool: nbufs must be a power of two up to 32768");
+  if (cfg.bufsize < 512 || cfg.nsocks == 0 || cfg.sndbuf < 512)
+    return fail("sockpool: bufsize and sndbuf must be at least 512, nsocks at least 1");
+  auto *p = new (std::nothrow) sockpool;
+  if (!p) return fail("sockpool: out of memory");
+  p->cfg = cfg;
+  p->socks = new (std::nothrow) sock[cfg.nsocks];
+  p->free = new (std::nothrow) sock *[cfg.nsocks];
+  p->bnext = new (std::nothrow) uint16_t[cfg.nbufs];
+  p->blen = new (std::nothrow) uint32_t[cfg.nbufs];
+  p->sndmem = static_cast<char *>(std::malloc(size_t(cfg.sndbuf) * cfg.nsocks));
+  p->bufmem = static_cast<char *>(std::aligned_alloc(4096, size_t(cfg.bufsize) * cfg.nbufs));
+  p->br_bytes = (sizeof(io_uring_buf) * cfg.nbufs + 4095) / 4096 * 4096;
+  void *br = mmap(nullptr, p->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  p->br = br == MAP_FAILED ? nullptr : static_cast<io_uring_buf_ring *>(br);
+  if (!p->socks || !p->free || !p->bnext || !p->blen || !p->sndmem || !p->bufmem || !p->br) {
+    destroy_memory(p);
+    return fail("sockpool: out of memory");
+  }
+  for (uint32_t i = 0; i < cfg.nsocks; i++) {
+    sock &s = p->socks[i];
+    s.pool = p;
+    s.sbuf = p->sndmem + size_t(cfg.sndbuf) * i;
+    s.recv_comp = completion{recv_done, LVL_NET};
+    s.send_comp = completion{send_done, LVL_NET};
+    s.aux_comp = completion{accept_done, LVL_NET};
+    p->free[i] = &p->socks[cfg.nsocks - 1 - i];
+  }
+  p->nfree = cfg.nsocks;
+  p->bgid = uint16_t(BGID_BASE + g_next_bgid.fetch_add(1));
+  if (!run_on_cpu(p, false) || !p->registered) {
+    std::string why = "sockpool: registering receive buffers: ";
+    why += p->setup_err ? std::strerror(p->setup_err) : "kcont stopped";
+    destroy_memory(p);
+    return fail(why);
+  }
+  return p;
+}
+
+int sockpool_destroy(sockpool *p) {
+  if (!p) return 0;
+  if (p->in_use.load() != 0) return EBUSY;
+  if (p->registered && kcont_running()) run_on_cpu(p, true);
+  destroy_memory(p);
+  return 0;
+}
+
+sockpool_stats sockpool_get_stats(sockpool *p) {
+  sockpool_stats s;
+  s.accepted = p->accepted.load();
+  s.refused = p->refused.load();
+  s.connected = p->connected.load();
+  s.closed = p->closed.load();
+  s.rx_bytes = p->rx.load();
+  s.tx_bytes = p->tx.load();
+  s.rearms = p->rearms.load();
+  s.enobufs = p->enobufs.load();
+  s.in_use = p->in_use.load();
+  return s;
+}
+
+sock *sock_listen(sockpool *p, const sockaddr *addr, socklen_t len, int backlog, kcont *upcall,
+                  int *err) {
+  auto fail = [&](int e) -> sock * {
+    if (err) *err = e;
+    return nullptr;
+  };
+  if (!on_pool_cpu(p)) return fail(EPERM);
+  if (!upcall_ok(p, upcall)) return fail(EINVAL);
+  int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail(errno);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd, addr, len) < 0 || ::listen(fd, backlog) < 0) {
+    int e = errno;
+    ::close(fd);
+    return fail(e);
+  }
+  sock *l = take_slot(p);
+  io_uring_sqe *sqe = l ? kcont_ring_sqe() : nullptr;
+  if (!sqe) {
+    ::close(fd);
+    if (l) free_slot(l);
+    return fail(ENOBUFS);
+  }
+  l->fd = fd;
+  l->listening = true;
+  l->upcall = upcall;
+  l->aux_comp.fn = accept_done;
+  io_uring_prep_multishot_accept(sqe, fd, nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_sqe_set_data(sqe, &l->aux_comp);
+  l->ops++;
+  if (err) *err = 0;
+  return l;
+}
+
+sock *sock_accept(sock *l) {
+  if (!l || !on_pool_cpu(l->pool) || !l->listening) return nullptr;
+  sock *s = l->acc_head;
+  if (!s) return nullptr;
+  l->acc_head = s->acc_next;
+  if (!l->acc_head) l->acc_tail = nullptr;
+  s->acc_next = nullptr;
+  return s;
+}
+
+int sock_start(sock *s, kcont *upcall) {
+  if (!s || !on_pool_cpu(s->pool)) return EPERM;
+  if (s->listening || s->closing || !upcall_ok(s->pool, upcall)) return EINVAL;
+  s->upcall = upcall;
+  arm_recv(s);
+  return 0;
+}
+
+sock *sock_connect(sockpool *p, const sockaddr *addr, socklen_t len, kcont *upcall, int *err) {
+  auto fail = [&](int e) -> sock * {
+    if (err) *err = e;
+    return nullptr;
+  };
+  if (!on_pool_cpu(p)) return fail(EPERM);
+  if (len > sizeof(sockaddr_storage) || !upcall_ok(p, upcall)) return fail(EINVAL);
+  int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail(errno);
+  sock *s = take_slot(p);
+  io_uring_sqe *sqe = s ? kcont_ring_sqe() : nullptr;
+  if (!sqe) {
+    ::close(fd);
+    if (s) free_slot(s);
+    return fail(ENOBUFS);
+  }
+  s->fd = fd;
+  s->upcall = upcall;
+  s->connecting = true;
+  std::memcpy(&s->peer, addr, len);
+  s->peerlen = len;
+  s->aux_comp.fn = connect_done;
+  io_uring_prep_connect(sqe, fd, reinterpret_cast<sockaddr *>(&s->peer), s->peerlen);
+  io_uring_sqe_set_data(sqe, &s->aux_comp);
+  s->ops++;
+  kcont_ring_submit();  // the address must be read before we return
+  if (err) *err = 0;
+  return s;
+}
+
+uint32_t sock_events(sock *s) {
+  if (!s || !on_pool_cpu(s->pool)) return 0;
+  uint32_t e = s->events;
+  s->events = 0;
+  return e;
+}
+
+int sock_error(sock *s) { return s ? s->error : EINVAL; }
+
+long sock_read(sock *s, void *dst, size_t n) {
+  if (!s || !on_pool_cpu(s->pool)) return -EPERM;
+  sockpool *p = s->pool;
+  size_t got = 0;
+  while (got < n && s->rq_head != NO_BUF) {
+    uint16_t b = s->rq_head;
+    uint32_t avail = p->blen[b] - s->boff;
+    size_t take = std::min<size_t>(avail, n - got);
+    std::memcpy(static_cast<char *>(dst) + got, p->bufmem + size_t(b) * p->cfg.bufsize + s->boff,
+                take);
+    got += take;
+    s->boff += uint32_t(take);
+    if (s->boff == p->blen[b]) {
+      s->rq_head = p->bnext[b];
+      if (s->rq_head == NO_BUF) s->rq_tail = NO_BUF;
+      s->boff = 0;
+      give_back(p, b);
+    }
+  }
+  s->readable -= got;
+  wake_starved(p);
+  if (got) return long(got);
+  if (s->eof) return 0;
+  return -EAGAIN;
+}
+
+size_t sock_readable(sock *s) { return s ? s->readable : 0; }
+
+long sock_send(sock *s, const void *src, size_t n) {
+  if (!s || !on_pool_cpu(s->pool)) return -EPERM;
+  if (s->error) return -s->error;
+  if (s->shut_wr || s->closing) return -EPIPE;
+  uint32_t cap = s->pool->cfg.sndbuf;
+  size_t room = cap - s->slen;
+  size_t take = std::min(room, n);
+  size_t done = 0;
+  while (done < take) {
+    uint32_t tail = (s->shead + s->slen) % cap;
+    size_t chunk = std::min<size_t>(take - done, cap - tail);
+    std::memcpy(s->sbuf + tail, static_cast<const char *>(src) + done, chunk);
+    s->slen += uint32_t(chunk);
+    done += chunk;
+  }
+  if (done < n) s->wants_writable = true;
+  if (!s->connecting) send_more(s);
+  return long(done);
+}
+
+size_t sock_send_space(sock *s) { return s ? s->pool->cfg.sndbuf - s->slen : 0; }
+
+int sock_shutdown(sock *s) {
+  if (!s || !on_pool_cpu(s->pool)) return EPERM;
+  s->shut_wr = true;
+  send_more(s);
+  return 0;
+}
+
+int sock_close(sock *s) {
+  if (!s || !on_pool_cpu(s->pool)) return EPERM;
+  if (s->closing) return 0;
+  s->closing = true;
+  if (s->upcall) kcont_cancel(s->upcall);
+  s->upcall = nullptr;
+  if (s->recv_armed) cancel_op(&s->recv_comp);
+  if (s->listening || s->connecting) cancel_op(&s->aux_comp);
+  if (s->listening || s->error) s->slen = 0;  // nothing to flush
+  send_more(s);
+  maybe_teardown(s);
+  return 0;
+}
+
+int sock_fd(sock *s) { return s ? s->fd : -1; }
+
+}  // namespace kc

@@ -1,0 +1,334 @@
+// Sockets with upcalls: echo over many connections, close from inside the
+// socket's own upcall, peers resetting mid-transfer, a slow reader pushing
+// back on the sender, and receive buffers running out without losing a
+// byte.  Clients are plain blocking sockets on test threads (loopback only).
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "fixture.h"
+#include "kcont/sock.h"
+#include "stress.h"
+
+using namespace kc;
+using kctest::eventually;
+using kctest::on_cpu;
+
+namespace {
+
+constexpr int kCpu = 1;
+
+// A server: a listener plus preallocated connection records.
+struct server;
+struct conn {
+  server *srv = nullptr;
+  sock *s = nullptr;
+  kcont kc;
+  size_t sent = 0, to_send = 0;  // for the push test
+  uint64_t rx = 0;
+  bool bad = false;
+};
+
+enum class mode { echo, echo_close_on_bye, push, sink };
+
+struct server {
+  sockpool *pool = nullptr;
+  sock *listener = nullptr;
+  kcont lkc;
+  std::vector<conn> conns;
+  std::atomic<size_t> next{0};
+  mode m = mode::echo;
+  size_t push_bytes = 0;
+  std::atomic<int> closed{0}, errors{0}, accepted{0}, bad{0};
+  uint16_t port = 0;
+};
+
+uint8_t pattern(uint64_t i) { return uint8_t(i % 251); }
+
+void push_more(conn *c) {
+  char chunk[8192];
+  while (c->sent < c->to_send) {
+    size_t n = std::min(sizeof chunk, c->to_send - c->sent);
+    for (size_t i = 0; i < n; i++) chunk[i] = char(pattern(c->sent + i));
+    long w = sock_send(c->s, chunk, n);
+    if (w <= 0) return;  // full: wait for SOCK_WRITABLE
+    c->sent += size_t(w);
+  }
+  if (c->sent == c->to_send) {
+    sock_close(c->s);  // lingers until everything is sent
+    c->srv->closed++;
+  }
+}
+
+void conn_upcall(void *obj, void *env, int) {
+  auto *c = static_cast<conn *>(env);
+  sock *s = static_cast<sock *>(obj);
+  server *srv = c->srv;
+  uint32_t ev = sock_events(s);
+  if (srv->m == mode::push) {
+    if (ev & SOCK_ERROR) {
+      srv->errors++;
+      sock_close(s);
+      srv->closed++;
+      return;
+    }
+    if (ev & SOCK_WRITABLE) push_more(c);
+    return;
+  }
+  char buf[4096];
+  for (;;) {
+    long n = sock_read(s, buf, sizeof buf);
+    if (n > 0) {
+      if (srv->m == mode::sink) {
+        for (long i = 0; i < n; i++)
+          if (uint8_t(buf[i]) != pattern(c->rx + uint64_t(i))) c->bad = true;
+        c->rx += uint64_t(n);
+        continue;
+      }
+      if (srv->m == mode::echo_close_on_bye && n >= 3 && std::memcmp(buf, "bye", 3) == 0) {
+        sock_close(s);  // from inside this socket's own upcall
+        srv->closed++;
+        return;
+      }
+      if (sock_send(s, buf, size_t(n)) != n) srv->bad++;
+      continue;
+    }
+    if (n == 0 || (ev & SOCK_ERROR)) {  // EOF or error: close
+      if (ev & SOCK_ERROR) srv->errors++;
+      if (c->bad) srv->bad++;
+      sock_close(s);
+      srv->closed++;
+    }
+    return;
+  }
+}
+
+void listener_upcall(void *, void *env, int) {
+  auto *srv = static_cast<server *>(env);
+  sock_events(srv->listener);
+  while (sock *s = sock_accept(srv->listener)) {
+    size_t i = srv->next.fetch_add(1);
+    if (i >= srv->conns.size()) {
+      sock_close(s);
+      continue;
+    }
+    conn *c = &srv->conns[i];
+    c->srv = srv;
+    c->s = s;
+    kcont_init(&c->kc, conn_upcall, c, target::cpu_private_to(LVL_SOFTNET, kCpu));
+    ASSERT_EQ(sock_start(s, &c->kc), 0);
+    srv->accepted++;
+    if (srv->m == mode::push) {
+      c->to_send = srv->push_bytes;
+      push_more(c);
+    }
+  }
+}
+
+class SockTest : public kctest::KcontTest {
+ protected:
+  void start_server(mode m, size_t nconns, sockpool_config cfg = {}) {
+    cfg.cpu = kCpu;
+    if (cfg.nsocks < nconns + 2) cfg.nsocks = uint32_t(nconns + 2);
+    std::string err;
+    srv_.pool = sockpool_create(cfg, &err);
+    ASSERT_NE(srv_.pool, nullptr) << err;
+    srv_.m = m;
+    srv_.conns = std::vector<conn>(nconns);
+    kcont_init(&srv_.lkc, listener_upcall, &srv_, target::at(LVL_SOFTNET, kind::interrupt, kCpu));
+    int e = -1;
+    on_cpu(kCpu, [&] {
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      a.sin_port = 0;
+      srv_.listener =
+          sock_listen(srv_.pool, reinterpret_cast<sockaddr *>(&a), sizeof a, 128, &srv_.lkc, &e);
+      if (srv_.listener) {
+        sockaddr_in b{};
+        socklen_t bl = sizeof b;
+        getsockname(sock_fd(srv_.listener), reinterpret_cast<sockaddr *>(&b), &bl);
+        srv_.port = ntohs(b.sin_port);
+      }
+    });
+    ASSERT_NE(srv_.listener, nullptr) << strerror(e);
+  }
+  void TearDown() override {
+    if (srv_.listener) on_cpu(kCpu, [&] { sock_close(srv_.listener); });
+    if (srv_.pool) {
+      // Every connection and the listener are torn down: nothing leaked.
+      EXPECT_TRUE(eventually([&] { return sockpool_get_stats(srv_.pool).in_use == 0; }))
+          << sockpool_get_stats(srv_.pool).in_use << " sockets still in use";
+      kcont_drain(&srv_.lkc);
+      for (auto &c : srv_.conns) kcont_drain(&c.kc);
+      EXPECT_EQ(sockpool_destroy(srv_.pool), 0);
+    }
+    KcontTest::TearDown();
+  }
+  int client() {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(srv_.port);
+    if (connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) {
+      close(fd);
+      return -1;
+    }
+    timeval tv{30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+  }
+  static bool read_exact(int fd, char *p, size_t n) {
+    while (n) {
+      ssize_t r = recv(fd, p, n, 0);
+      if (r <= 0) return false;
+      p += r;
+      n -= size_t(r);
+    }
+    return true;
+  }
+  server srv_;
+};
+
+}  // namespace
+
+TEST_F(SockTest, EchoOverManyConnections) {
+  const int per = stress_iters(100), threads = 4;
+  start_server(mode::echo, size_t(per * threads));
+  std::atomic<int> ok{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; t++)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < per; i++) {
+        int fd = client();
+        if (fd < 0) continue;
+        char msg[600], back[600];
+        for (size_t j = 0; j < sizeof msg; j++) msg[j] = char((t * 31 + i + j) & 0xff);
+        if (send(fd, msg, sizeof msg, MSG_NOSIGNAL) == ssize_t(sizeof msg) &&
+            read_exact(fd, back, sizeof back) && std::memcmp(msg, back, sizeof msg) == 0)
+          ok++;
+        close(fd);
+      }
+    });
+  for (auto &t : ts) t.join();
+  EXPECT_EQ(ok.load(), per * threads);
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == per * threads; }));
+  EXPECT_EQ(srv_.bad.load(), 0);
+}
+
+TEST_F(SockTest, CloseFromInsideItsOwnUpcall) {
+  const int n = stress_iters(200);
+  start_server(mode::echo_close_on_bye, size_t(n));
+  int eofs = 0;
+  for (int i = 0; i < n; i++) {
+    int fd = client();
+    ASSERT_GE(fd, 0);
+    char c;
+    send(fd, "hi", 2, MSG_NOSIGNAL);
+    char back[2];
+    ASSERT_TRUE(read_exact(fd, back, 2));
+    send(fd, "bye", 3, MSG_NOSIGNAL);
+    if (recv(fd, &c, 1, 0) == 0) eofs++;  // the server closed
+    close(fd);
+  }
+  EXPECT_EQ(eofs, n);
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == n; }));
+}
+
+TEST_F(SockTest, PeersResettingMidTransfer) {
+  const int n = stress_iters(100);
+  start_server(mode::echo, size_t(n));
+  for (int i = 0; i < n; i++) {
+    int fd = client();
+    ASSERT_GE(fd, 0);
+    std::vector<char> big(20000 + i * 100, 'x');
+    send(fd, big.data(), big.size(), MSG_NOSIGNAL);  // echo is not read: it piles up
+    linger lg{1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);  // RST
+  }
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == n; }));
+  EXPECT_EQ(srv_.accepted.load(), n);
+}
+
+TEST_F(SockTest, SlowReaderPushesBackOnTheSender) {
+  const size_t total = 4u << 20;
+  sockpool_config cfg;
+  cfg.sndbuf = 16 * 1024;  // small: the sender must wait for SOCK_WRITABLE often
+  start_server(mode::push, 1, cfg);
+  srv_.push_bytes = total;
+  int fd = client();
+  ASSERT_GE(fd, 0);
+  std::vector<char> buf(3000);
+  size_t got = 0;
+  bool ok = true;
+  int reads = 0;
+  for (;;) {
+    ssize_t r = recv(fd, buf.data(), buf.size(), 0);
+    if (r <= 0) break;
+    for (ssize_t i = 0; i < r; i++)
+      if (uint8_t(buf[size_t(i)]) != pattern(got + size_t(i))) ok = false;
+    got += size_t(r);
+    if (++reads % 64 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  close(fd);
+  EXPECT_EQ(got, total);
+  EXPECT_TRUE(ok);
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 1; }));
+}
+
+TEST_F(SockTest, ReceiveBuffersRunningOutLoseNothing) {
+  sockpool_config cfg;
+  cfg.nbufs = 4;
+  cfg.bufsize = 4096;
+  start_server(mode::sink, 2, cfg);
+  const size_t total = 8u << 20;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 2; t++)
+    ts.emplace_back([&] {
+      int fd = client();
+      ASSERT_GE(fd, 0);
+      std::vector<char> chunk(65536);
+      for (size_t off = 0; off < total; off += chunk.size()) {
+        for (size_t i = 0; i < chunk.size(); i++) chunk[i] = char(pattern(off + i));
+        ASSERT_EQ(send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL), ssize_t(chunk.size()));
+      }
+      shutdown(fd, SHUT_WR);
+      char c;
+      recv(fd, &c, 1, 0);  // wait for the server's close
+      close(fd);
+    });
+  for (auto &t : ts) t.join();
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 2; }));
+  EXPECT_EQ(srv_.bad.load(), 0);
+  EXPECT_EQ(srv_.conns[0].rx, total);
+  EXPECT_EQ(srv_.conns[1].rx, total);
+  // 4 buffers for 16 MiB: the multishot receive ran dry and was re-armed.
+  EXPECT_GT(sockpool_get_stats(srv_.pool).rearms, 0u);
+}
+
+TEST_F(SockTest, CallsOffThePoolsCpuAreRefused) {
+  start_server(mode::echo, 1);
+  EXPECT_EQ(sock_close(srv_.listener), EPERM);
+  EXPECT_EQ(sock_accept(srv_.listener), nullptr);
+  kcont wrong;
+  kcont_init(&wrong, conn_upcall, nullptr, target::at(LVL_SOFTNET, kind::interrupt, 0));
+  int e = 0;
+  on_cpu(kCpu, [&] {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(sock_connect(srv_.pool, reinterpret_cast<sockaddr *>(&a), sizeof a, &wrong, &e),
+              nullptr);
+  });
+  EXPECT_EQ(e, EINVAL);  // upcall on another CPU
+}
