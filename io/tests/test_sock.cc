@@ -264,8 +264,8 @@ TEST_F(SockTest, SlowReaderPushesBackOnTheSender) {
   const size_t total = 4u << 20;
   sockpool_config cfg;
   cfg.sndbuf = 16 * 1024;  // small: the sender must wait for SOCK_WRITABLE often
+  srv_.push_bytes = total;  // before the listener exists: its upcall reads it
   start_server(mode::push, 1, cfg);
-  srv_.push_bytes = total;
   int fd = client();
   ASSERT_GE(fd, 0);
   std::vector<char> buf(3000);
