@@ -3,7 +3,8 @@
 # downloaded).
 kcont_ensure_deps() {
   local pkgs=(cmake ninja-build g++ pkg-config liburing-dev libgtest-dev
-              libbenchmark-dev libboost-dev libasio-dev libuv1-dev "$@")
+              libbenchmark-dev libboost-dev libasio-dev libuv1-dev
+              iperf3 curl python3 "$@")
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -176,9 +176,11 @@ void send_done(completion *c, int res, uint32_t) {
     notify(s, SOCK_ERROR);
   } else {
     s->pool->tx.fetch_add(uint64_t(res), std::memory_order_relaxed);
+    bool was_full = s->slen == s->pool->cfg.sndbuf;
     s->shead = (s->shead + uint32_t(res)) % s->pool->cfg.sndbuf;
     s->slen -= uint32_t(res);
-    if (s->wants_writable && s->slen < s->pool->cfg.sndbuf) {
+    // Room opened: tell a sender that was refused, or that saw no room.
+    if ((s->wants_writable || was_full) && s->slen < s->pool->cfg.sndbuf) {
       s->wants_writable = false;
       notify(s, SOCK_WRITABLE);
     }
@@ -486,7 +488,7 @@ sockpool_stats sockpool_get_stats(sockpool *p) {
 }
 
 sock *sock_listen(sockpool *p, const sockaddr *addr, socklen_t len, int backlog, kcont *upcall,
-                  int *err) {
+                  int *err, bool reuseport) {
   auto fail = [&](int e) -> sock * {
     if (err) *err = e;
     return nullptr;
@@ -497,6 +499,7 @@ sock *sock_listen(sockpool *p, const sockaddr *addr, socklen_t len, int backlog,
   if (fd < 0) return fail(errno);
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   if (::bind(fd, addr, len) < 0 || ::listen(fd, backlog) < 0) {
     int e = errno;
     ::close(fd);

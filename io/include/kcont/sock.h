@@ -88,9 +88,10 @@ sockpool_stats sockpool_get_stats(sockpool *p);
 // Listens on addr.  Accepted connections queue on the listener and its
 // upcall gets SOCK_ACCEPTABLE; take them with sock_accept.  Returns the
 // listener or nullptr with *err set to an errno (EADDRINUSE, ENOBUFS: no free
-// slot, EPERM, ...).
+// slot, EPERM, ...).  With reuseport, several pools (one per CPU) may listen
+// on the same address and the kernel spreads connections over them.
 sock *sock_listen(sockpool *p, const sockaddr *addr, socklen_t len, int backlog, kcont *upcall,
-                  int *err);
+                  int *err, bool reuseport = false);
 
 // The next accepted connection (its upcall is not set yet: call
 // sock_start), or nullptr when none is queued.
