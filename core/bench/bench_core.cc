@@ -36,28 +36,7 @@
 
 #include "kcont/kcont.h"
 
-// ------------------------------------------------------------ counting
-
-extern "C" {
-void *__libc_malloc(size_t);
-void __libc_free(void *);
-}
-static std::atomic<uint64_t> g_allocs{0};
-extern "C" void *malloc(size_t n) {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  return __libc_malloc(n);
-}
-extern "C" void free(void *p) { __libc_free(p); }
-void *operator new(size_t n) {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void *p = __libc_malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void *operator new[](size_t n) { return operator new(n); }
-void operator delete(void *p) noexcept { __libc_free(p); }
-void operator delete[](void *p) noexcept { __libc_free(p); }
-void operator delete(void *p, size_t) noexcept { __libc_free(p); }
-void operator delete[](void *p, size_t) noexcept { __libc_free(p); }
+#include "count_allocs.h"  // core/tests: counts every allocation
 
 // Asio and Boost.Asio cannot share a translation unit: bench_asio.cc and
 // bench_boost_asio.cc each run a self-re-posting chain of n handlers.

@@ -9,17 +9,8 @@ secs=${2:-5}
 for tool in iperf3 socat python3; do
   command -v "$tool" >/dev/null || { echo "relay_bench: $tool is missing"; exit 1; }
 done
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+. "$(dirname "$0")/../tests/net_helpers.sh"
+
 csw() {  # context switches of all threads of process $1
   local sum=0
   for f in /proc/"$1"/task/*/status; do

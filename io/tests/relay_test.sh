@@ -9,25 +9,7 @@ relay=${1:?usage: relay_test.sh path/to/kcont-relay}
 for tool in curl iperf3 python3 sha256sum; do
   command -v "$tool" >/dev/null || { echo "relay_test: $tool is missing (scripts/test.sh installs it)"; exit 1; }
 done
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "relay_test: nothing listening on port $1"; return 1
-}
+. "$(dirname "$0")/net_helpers.sh"
 
 # 1. HTTP through the relay.
 head -c $((20 * 1024 * 1024)) /dev/urandom > "$work/blob"
