@@ -10,6 +10,7 @@
 #include "kcont/sock.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -42,6 +43,14 @@ struct sock {
   bool shut_wr = false, shut_done = false;
   bool recv_armed = false, starved = false, wants_writable = false;
   bool connecting = false;
+  // sendfile: file -> pipe -> socket with io_uring splice
+  int pipe_r = -1, pipe_w = -1;
+  bool xfer = false, xfer_started = false, xfer_to_sock = false;
+  int xfer_fd = -1;
+  uint64_t xfer_off = 0;
+  size_t xfer_left = 0, xfer_inpipe = 0;
+  kcont *xfer_done = nullptr;
+  completion xfer_comp;
   bool on_starved = false;
   sock *starve_next = nullptr;
   int ops = 0;
@@ -165,6 +174,75 @@ void arm_recv(sock *s) {
 
 void maybe_teardown(sock *s);
 void send_more(sock *s);
+void xfer_step(sock *s);
+
+constexpr size_t PIPE_CHUNK = 256 * 1024;
+
+void close_pipe(sock *s) {
+  if (s->pipe_r >= 0) ::close(s->pipe_r);
+  if (s->pipe_w >= 0) ::close(s->pipe_w);
+  s->pipe_r = s->pipe_w = -1;
+}
+
+// Ends a sendfile: its continuation gets (sock, status).
+void xfer_finish(sock *s, int status) {
+  s->xfer = false;
+  s->xfer_started = false;
+  if (status != 0) close_pipe(s);  // it may hold bytes that were never sent
+  if (s->xfer_done) kcont_defer(s->xfer_done, s, status);
+  s->xfer_done = nullptr;
+  if (s->wants_writable && !s->closing) {
+    s->wants_writable = false;
+    notify(s, SOCK_WRITABLE);
+  }
+  send_more(s);
+}
+
+void xfer_done_fn(completion *c, int res, uint32_t) {
+  sock *s = reinterpret_cast<sock *>(reinterpret_cast<char *>(c) - offsetof(sock, xfer_comp));
+  s->ops--;
+  if (s->closing) {
+    xfer_finish(s, ECANCELED);
+  } else if (res < 0) {
+    if (s->xfer_to_sock && !s->error) s->error = -res;
+    xfer_finish(s, -res);
+  } else if (!s->xfer_to_sock) {  // file -> pipe
+    if (res == 0) {
+      xfer_finish(s, ENODATA);  // the file ended before the range did
+    } else {
+      s->xfer_off += uint64_t(res);
+      s->xfer_left -= size_t(res);
+      s->xfer_inpipe = size_t(res);
+      s->xfer_to_sock = true;
+      xfer_step(s);
+    }
+  } else {  // pipe -> socket
+    s->pool->tx.fetch_add(uint64_t(res), std::memory_order_relaxed);
+    s->xfer_inpipe -= size_t(res);
+    if (s->xfer_inpipe == 0) s->xfer_to_sock = false;
+    if (s->xfer_inpipe == 0 && s->xfer_left == 0)
+      xfer_finish(s, 0);
+    else
+      xfer_step(s);
+  }
+  maybe_teardown(s);
+}
+
+// Queues the next splice of the transfer.
+void xfer_step(sock *s) {
+  io_uring_sqe *sqe = kcont_ring_sqe();
+  if (!sqe) {
+    xfer_finish(s, EAGAIN);
+    return;
+  }
+  if (s->xfer_to_sock)
+    io_uring_prep_splice(sqe, s->pipe_r, -1, s->fd, -1, unsigned(s->xfer_inpipe), 0);
+  else
+    io_uring_prep_splice(sqe, s->xfer_fd, int64_t(s->xfer_off), s->pipe_w, -1,
+                         unsigned(std::min(s->xfer_left, PIPE_CHUNK)), 0);
+  io_uring_sqe_set_data(sqe, &s->xfer_comp);
+  s->ops++;
+}
 
 void send_done(completion *c, int res, uint32_t) {
   sock *s = from_comp(c, &sock::send_comp);
@@ -191,6 +269,14 @@ void send_done(completion *c, int res, uint32_t) {
 
 void send_more(sock *s) {
   if (s->send_inflight || s->fd < 0) return;
+  if (s->xfer) {
+    // A sendfile owns the socket's byte stream once the buffer drained.
+    if (s->slen == 0 && !s->xfer_started) {
+      s->xfer_started = true;
+      xfer_step(s);
+    }
+    if (s->xfer_started) return;
+  }
   if (s->slen == 0) {
     if (s->shut_wr && !s->shut_done) {
       ::shutdown(s->fd, SHUT_WR);
@@ -237,6 +323,7 @@ void maybe_teardown(sock *s) {
     ::close(s->fd);
     s->fd = -1;
   }
+  close_pipe(s);
   free_slot(s);
 }
 
@@ -289,8 +376,9 @@ sock *take_slot(sockpool *p) {
   sock *s = p->free[--p->nfree];
   char *sbuf = s->sbuf;
   sockpool *pool = s->pool;
-  completion rc = s->recv_comp, sc = s->send_comp, ac = s->aux_comp;
+  completion rc = s->recv_comp, sc = s->send_comp, ac = s->aux_comp, xc = s->xfer_comp;
   *s = sock{};
+  s->xfer_comp = xc;
   s->sbuf = sbuf;
   s->pool = pool;
   s->recv_comp = rc;
@@ -452,6 +540,7 @@ sockpool *sockpool_create(const sockpool_config &cfg, std::string *err) {
     s.recv_comp = completion{recv_done, LVL_NET};
     s.send_comp = completion{send_done, LVL_NET};
     s.aux_comp = completion{accept_done, LVL_NET};
+    s.xfer_comp = completion{xfer_done_fn, LVL_NET};
     p->free[i] = &p->socks[cfg.nsocks - 1 - i];
   }
   p->nfree = cfg.nsocks;
@@ -612,6 +701,10 @@ long sock_send(sock *s, const void *src, size_t n) {
   if (!s || !on_pool_cpu(s->pool)) return -EPERM;
   if (s->error) return -s->error;
   if (s->shut_wr || s->closing) return -EPIPE;
+  if (s->xfer) {  // bytes queued now must follow the file: wait for it
+    s->wants_writable = true;
+    return 0;
+  }
   uint32_t cap = s->pool->cfg.sndbuf;
   size_t room = cap - s->slen;
   size_t take = std::min(room, n);
@@ -646,8 +739,34 @@ int sock_close(sock *s) {
   if (s->recv_armed) cancel_op(&s->recv_comp);
   if (s->listening || s->connecting) cancel_op(&s->aux_comp);
   if (s->listening || s->error) s->slen = 0;  // nothing to flush
+  if (s->xfer && !s->xfer_started) xfer_finish(s, ECANCELED);
   send_more(s);
   maybe_teardown(s);
+  return 0;
+}
+
+int sock_sendfile(sock *s, int file_fd, uint64_t offset, size_t len, kcont *done) {
+  if (!s || !on_pool_cpu(s->pool)) return EPERM;
+  if (s->error) return s->error;
+  if (s->closing || s->shut_wr || s->listening || s->fd < 0) return EPIPE;
+  if (s->xfer) return EBUSY;
+  if (len == 0) return EINVAL;
+  if (s->pipe_r < 0) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return errno;
+    s->pipe_r = p[0];
+    s->pipe_w = p[1];
+    fcntl(s->pipe_w, F_SETPIPE_SZ, int(PIPE_CHUNK));
+  }
+  s->xfer = true;
+  s->xfer_started = false;
+  s->xfer_to_sock = false;
+  s->xfer_fd = file_fd;
+  s->xfer_off = offset;
+  s->xfer_left = len;
+  s->xfer_inpipe = 0;
+  s->xfer_done = done;
+  if (!s->connecting) send_more(s);  // starts now, or when the buffer drains
   return 0;
 }
 

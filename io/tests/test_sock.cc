@@ -35,9 +35,10 @@ struct conn {
   size_t sent = 0, to_send = 0;  // for the push test
   uint64_t rx = 0;
   bool bad = false;
+  kcont done;  // sendfile completion
 };
 
-enum class mode { echo, echo_close_on_bye, push, sink };
+enum class mode { echo, echo_close_on_bye, push, sink, sendfile };
 
 struct server {
   sockpool *pool = nullptr;
@@ -47,6 +48,10 @@ struct server {
   std::atomic<size_t> next{0};
   mode m = mode::echo;
   size_t push_bytes = 0;
+  int file_fd = -1;  // sendfile mode: what to send
+  uint64_t file_off = 0;
+  size_t file_len = 0;
+  std::atomic<int> sf_status{-1};
   std::atomic<int> closed{0}, errors{0}, accepted{0}, bad{0};
   uint16_t port = 0;
 };
@@ -68,12 +73,21 @@ void push_more(conn *c) {
   }
 }
 
+void sendfile_done(void *obj, void *env, int status) {
+  auto *c = static_cast<conn *>(env);
+  c->srv->sf_status = status;
+  if (status != ECANCELED) {
+    sock_close(static_cast<sock *>(obj));
+    c->srv->closed++;
+  }
+}
+
 void conn_upcall(void *obj, void *env, int) {
   auto *c = static_cast<conn *>(env);
   sock *s = static_cast<sock *>(obj);
   server *srv = c->srv;
   uint32_t ev = sock_events(s);
-  if (srv->m == mode::push) {
+  if (srv->m == mode::push || srv->m == mode::sendfile) {
     if (ev & SOCK_ERROR) {
       srv->errors++;
       sock_close(s);
@@ -130,6 +144,13 @@ void listener_upcall(void *, void *env, int) {
       c->to_send = srv->push_bytes;
       push_more(c);
     }
+    if (srv->m == mode::sendfile) {
+      // A header through the send buffer, then the file, in that order.
+      ASSERT_EQ(sock_send(s, "HDR\n", 4), 4);
+      kcont_init(&c->done, sendfile_done, c, target::at(LVL_SOFTNET, kind::interrupt, kCpu));
+      ASSERT_EQ(sock_sendfile(s, srv->file_fd, srv->file_off, srv->file_len, &c->done), 0);
+      EXPECT_EQ(sock_sendfile(s, srv->file_fd, 0, 1, nullptr), EBUSY);
+    }
   }
 }
 
@@ -168,7 +189,10 @@ class SockTest : public kctest::KcontTest {
       EXPECT_TRUE(eventually([&] { return sockpool_get_stats(srv_.pool).in_use == 0; }))
           << sockpool_get_stats(srv_.pool).in_use << " sockets still in use";
       kcont_drain(&srv_.lkc);
-      for (auto &c : srv_.conns) kcont_drain(&c.kc);
+      for (auto &c : srv_.conns) {
+        kcont_drain(&c.kc);
+        kcont_drain(&c.done);
+      }
       EXPECT_EQ(sockpool_destroy(srv_.pool), 0);
     }
     KcontTest::TearDown();
@@ -263,7 +287,7 @@ TEST_F(SockTest, PeersResettingMidTransfer) {
 TEST_F(SockTest, SlowReaderPushesBackOnTheSender) {
   const size_t total = 4u << 20;
   sockpool_config cfg;
-  cfg.sndbuf = 16 * 1024;  // small: the sender must wait for SOCK_WRITABLE often
+  cfg.sndbuf = 16 * 1024;   // small: the sender must wait for SOCK_WRITABLE often
   srv_.push_bytes = total;  // before the listener exists: its upcall reads it
   start_server(mode::push, 1, cfg);
   int fd = client();
@@ -331,4 +355,52 @@ TEST_F(SockTest, CallsOffThePoolsCpuAreRefused) {
               nullptr);
   });
   EXPECT_EQ(e, EINVAL);  // upcall on another CPU
+}
+
+TEST_F(SockTest, SendfileSendsAFileAfterQueuedBytesZeroCopy) {
+  char path[] = "/tmp/kcont-sendfile-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  unlink(path);
+  const size_t size = 10u << 20;
+  std::vector<char> data(size);
+  for (size_t i = 0; i < size; i++) data[i] = char(pattern(i));
+  ASSERT_EQ(pwrite(fd, data.data(), size, 0), ssize_t(size));
+  srv_.file_fd = fd;
+  srv_.file_off = 4096;
+  srv_.file_len = size - 4096;
+  start_server(mode::sendfile, 2);
+  int c = client();
+  ASSERT_GE(c, 0);
+  std::vector<char> got;
+  char buf[65536];
+  for (;;) {
+    ssize_t r = recv(c, buf, sizeof buf, 0);
+    if (r <= 0) break;
+    got.insert(got.end(), buf, buf + r);
+  }
+  close(c);
+  ASSERT_EQ(got.size(), 4 + size - 4096);
+  EXPECT_EQ(std::memcmp(got.data(), "HDR\n", 4), 0);
+  EXPECT_EQ(std::memcmp(got.data() + 4, data.data() + 4096, size - 4096), 0);
+  ASSERT_TRUE(eventually([&] { return srv_.sf_status.load() == 0; }));
+  // A range past the end of the file: the peer gets what exists, the
+  // continuation gets ENODATA.
+  on_cpu(kCpu, [&] {  // the listener's upcall reads these on that CPU
+    srv_.file_off = size - 100;
+    srv_.file_len = 1000;
+    srv_.sf_status = -1;
+  });
+  c = client();
+  ASSERT_GE(c, 0);
+  size_t n = 0;
+  for (;;) {
+    ssize_t r = recv(c, buf, sizeof buf, 0);
+    if (r <= 0) break;
+    n += size_t(r);
+  }
+  close(c);
+  EXPECT_EQ(n, 4u + 100u);
+  ASSERT_TRUE(eventually([&] { return srv_.sf_status.load() == ENODATA; }));
+  close(fd);
 }

@@ -133,6 +133,15 @@ int sock_shutdown(sock *s);
 // socket's ring operations have ended.  Safe from the socket's own upcall.
 int sock_close(sock *s);
 
+// Sends [offset, offset + len) of file_fd after everything already queued,
+// zero-copy (io_uring splice, file -> pipe -> socket).  `done` then runs
+// with (sock, status): 0 when all was sent, ENODATA if the file ended
+// first, or an errno.  While it runs, sock_send accepts nothing (returns 0;
+// SOCK_WRITABLE follows).  If the socket is closed meanwhile, `done` still
+// runs, with ECANCELED -- and must not touch the socket then.  Returns 0,
+// EBUSY (a transfer is running), EPIPE, EINVAL, EPERM, or the socket's error.
+int sock_sendfile(sock *s, int file_fd, uint64_t offset, size_t len, kcont *done);
+
 // The socket's file descriptor (for getsockname and friends).
 int sock_fd(sock *s);
 
