@@ -122,9 +122,10 @@ void rearm(callout_cpu *cc) {
     io_uring_sqe_set_data(sqe, &cc->timer_comp);
     cc->armed = true;
   }
+  // cc->ts lives as long as the CPU; the dispatcher's flush submits it.  A
+  // second rearm before that flush only moves it earlier, and both entries
+  // then read the earlier time.
   cc->armed_tick.store(next, rlx);
-  // The timespec is read when the SQE is submitted: submit now.
-  kcont_ring_submit();
 }
 
 void hardclock(completion *comp, int, uint32_t) {

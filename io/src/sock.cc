@@ -389,6 +389,20 @@ sock *take_slot(sockpool *p) {
   return s;
 }
 
+// Takes a slot for the new descriptor fd and a submission entry for its
+// first ring operation.  On failure closes fd and returns nullptr.
+sock *open_slot(sockpool *p, int fd, io_uring_sqe **sqe) {
+  sock *s = take_slot(p);
+  *sqe = s ? kcont_ring_sqe() : nullptr;
+  if (!*sqe) {
+    ::close(fd);
+    if (s) free_slot(s);
+    return nullptr;
+  }
+  s->fd = fd;
+  return s;
+}
+
 void accept_done(completion *c, int res, uint32_t flags) {
   sock *l = from_comp(c, &sock::aux_comp);
   sockpool *p = l->pool;
@@ -594,14 +608,9 @@ sock *sock_listen(sockpool *p, const sockaddr *addr, socklen_t len, int backlog,
     ::close(fd);
     return fail(e);
   }
-  sock *l = take_slot(p);
-  io_uring_sqe *sqe = l ? kcont_ring_sqe() : nullptr;
-  if (!sqe) {
-    ::close(fd);
-    if (l) free_slot(l);
-    return fail(ENOBUFS);
-  }
-  l->fd = fd;
+  io_uring_sqe *sqe;
+  sock *l = open_slot(p, fd, &sqe);
+  if (!l) return fail(ENOBUFS);
   l->listening = true;
   l->upcall = upcall;
   l->aux_comp.fn = accept_done;
@@ -639,14 +648,9 @@ sock *sock_connect(sockpool *p, const sockaddr *addr, socklen_t len, kcont *upca
   if (len > sizeof(sockaddr_storage) || !upcall_ok(p, upcall)) return fail(EINVAL);
   int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return fail(errno);
-  sock *s = take_slot(p);
-  io_uring_sqe *sqe = s ? kcont_ring_sqe() : nullptr;
-  if (!sqe) {
-    ::close(fd);
-    if (s) free_slot(s);
-    return fail(ENOBUFS);
-  }
-  s->fd = fd;
+  io_uring_sqe *sqe;
+  sock *s = open_slot(p, fd, &sqe);
+  if (!s) return fail(ENOBUFS);
   s->upcall = upcall;
   s->connecting = true;
   std::memcpy(&s->peer, addr, len);
@@ -654,8 +658,7 @@ sock *sock_connect(sockpool *p, const sockaddr *addr, socklen_t len, kcont *upca
   s->aux_comp.fn = connect_done;
   io_uring_prep_connect(sqe, fd, reinterpret_cast<sockaddr *>(&s->peer), s->peerlen);
   io_uring_sqe_set_data(sqe, &s->aux_comp);
-  s->ops++;
-  kcont_ring_submit();  // the address must be read before we return
+  s->ops++;  // the address lives in the slot: the loop's flush submits it
   if (err) *err = 0;
   return s;
 }
