@@ -454,9 +454,9 @@ bool call_direct(executor *ex, kcont *kc) {
   int d = ex->depth++;
   ex->running[d].store(kc, rlx);
   bool call = false;
-  kc_fn fn;
-  void *obj, *env;
-  int status;
+  kc_fn fn = nullptr;
+  void *obj = nullptr, *env = nullptr;
+  int status = 0;
   if (kc->tgt.cpu_private) {
     // Only this CPU (the owner: we are its dispatcher, or kcq_run took it
     // under the chain's lock) writes the state now: no read-modify-write.

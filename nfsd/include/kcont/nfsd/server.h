@@ -1,0 +1,179 @@
+// server.h -- kcont-nfsd: the NFSv3 + MOUNT v3 server, independent of how
+// requests reach it.
+//
+// Model: `server` owns the exports, the file-handle cache, the write
+// verifier and the per-procedure counters.  serve_call() is the protocol:
+// it takes one RPC record and writes the whole reply record (mark
+// included) into the request's reply buffer, using blocking system calls
+// under the caller's credentials -- so it runs in thread context.  Two
+// transports drive it:
+//
+//   kcont model (model_kcont.cc): per-CPU kcont sockets; the hot
+//   procedures (NULL, GETATTR, READ, WRITE, COMMIT on a cached handle)
+//   complete through io_uring and continuations without any thread
+//   sleeping; everything else is handed to a workqueue (thread context)
+//   that calls serve_call and hands the reply back to the socket's CPU.
+//
+//   threads model (model_threads.cc): the classic design -- a reader thread
+//   per connection, a pool of worker threads, sleep/wakeup hand-off.
+//
+// Rules: serve_call may be called from any number of threads at once.
+// Locking: exports are an immutable table swapped on reload (readers take a
+// shared_ptr copy); the handle cache has its own lock (see fh.cc); counters
+// are relaxed atomics.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kcont/nfsd/rpc.h"
+#include "kcont/nfsd/xdr.h"
+
+namespace kc::nfs {
+
+inline constexpr uint32_t NFS_PROGRAM = 100003;
+inline constexpr uint32_t MOUNT_PROGRAM = 100005;
+inline constexpr uint32_t NFS_V3 = 3;
+inline constexpr uint32_t MOUNT_V3 = 3;
+inline constexpr uint32_t NFS3_FHSIZE = 64;
+inline constexpr uint32_t NFS3_PROCS = 22;
+inline constexpr uint32_t MOUNT3_PROCS = 6;
+inline constexpr uint32_t MAX_IO = 1024 * 1024;  // rtmax = wtmax
+
+// ---- exports ---------------------------------------------------------------
+
+struct export_opts {
+  bool rw = false;
+  bool root_squash = true;
+  bool all_squash = false;
+  uint32_t anonuid = 65534, anongid = 65534;
+};
+
+struct export_client {
+  std::string spec;  // as written: "*", "10.0.0.0/8", "127.0.0.1"
+  bool any = false;  // "*"
+  bool v6 = false;
+  uint8_t addr[16] = {};  // network address (IPv4 in the first 4 bytes)
+  int prefix = 0;         // bits that must match
+  export_opts opts;
+};
+
+struct export_entry {
+  std::string path;  // canonical absolute path (realpath)
+  uint32_t id = 0;   // stable identity carried in every file handle
+  int root_fd = -1;  // O_RDONLY|O_DIRECTORY fd of the root (mount fd for handles)
+  dev_t dev = 0;     // the root's device: handles never cross it
+  std::vector<export_client> clients;
+};
+
+struct export_table {
+  std::vector<export_entry> exports;
+  ~export_table();
+  const export_entry *by_id(uint32_t id) const;
+};
+
+// Parses exports(5)-style text: one export per line, `/path client(opts)
+// ...`; `#` starts a comment.  Opens every root.  Returns nullptr and a
+// message naming the line on error.
+std::shared_ptr<export_table> parse_exports(const std::string &text, const std::string &origin,
+                                            std::string *err);
+// Reads and parses an exports file.
+std::shared_ptr<export_table> load_exports(const std::string &file, std::string *err);
+// One directory exported read-write to every client, no root squash.
+std::shared_ptr<export_table> single_export(const std::string &dir, std::string *err);
+
+// The options that apply to a client address, or nullptr if it may not
+// use the export.
+const export_opts *export_access(const export_entry &e, const sockaddr_storage &peer);
+
+// ---- counters --------------------------------------------------------------
+
+struct proc_counter {
+  std::atomic<uint64_t> calls{0}, errors{0}, ns{0};
+};
+
+struct server_stats {
+  proc_counter nfs[NFS3_PROCS];
+  proc_counter mount[MOUNT3_PROCS];
+  std::atomic<uint64_t> rpc_errors{0};   // PROG_UNAVAIL, GARBAGE_ARGS, ... replies
+  std::atomic<uint64_t> bad_records{0};  // connections closed on framing errors
+  std::atomic<uint64_t> fast_path{0};    // completed without a thread (kcont model)
+  std::atomic<uint64_t> thread_path{0};  // handed to thread context
+  std::atomic<uint64_t> connections{0};
+};
+
+const char *nfs3_proc_name(uint32_t proc);
+const char *mount3_proc_name(uint32_t proc);
+
+// ---- the server ------------------------------------------------------------
+
+struct fhcache;
+
+struct server_config {
+  uint32_t max_record = MAX_IO + 4096;  // largest RPC record accepted
+};
+
+struct server {
+  server_config cfg;
+  uint8_t write_verf[8] = {};  // changes on every start (nanoseconds + pid)
+  fhcache *handles = nullptr;
+  server_stats stats;
+
+  std::shared_ptr<const export_table> exports() const;
+  void set_exports(std::shared_ptr<const export_table> t);
+
+  // Mount list for DUMP (bounded).
+  std::mutex mounts_lock;
+  std::vector<std::pair<std::string, std::string>> mounts;
+
+  server();
+  ~server();
+  server(const server &) = delete;
+  server &operator=(const server &) = delete;
+
+ private:
+  mutable std::mutex exports_lock_;
+  std::shared_ptr<const export_table> exports_;
+};
+
+// Where a reply's file data may come from instead of the reply buffer (a
+// zero-copy transport sends it after the buffer's bytes, then `pad` zero
+// bytes).  Set by serve_call only when the request allows it.
+struct file_part {
+  int fd = -1;
+  uint64_t offset = 0;
+  uint32_t len = 0;
+  uint32_t pad = 0;
+  void *ref = nullptr;  // handle-cache entry to release when sent
+};
+
+struct request {
+  const uint8_t *rec = nullptr;  // the record, without its mark
+  size_t len = 0;
+  sockaddr_storage peer{};
+  xdr_out out;                   // the reply record is written here
+  bool allow_file_part = false;  // READ may answer with a file_part
+  file_part file;
+};
+
+enum class serve_result { reply, drop, close };
+
+// Decodes and executes one call; writes the reply record into req.out
+// (reply), or says the message needs no answer (drop) or that the
+// connection must be closed (close).  Thread context; blocks.
+serve_result serve_call(server &srv, request &req);
+
+// Releases what a reply with a file_part holds.  Any context.
+void release_file_part(server &srv, file_part &fp);
+
+// Human-readable counters (one line per procedure that was called).
+std::string format_stats(server &srv);
+
+}  // namespace kc::nfs

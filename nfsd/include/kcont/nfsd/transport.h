@@ -1,0 +1,57 @@
+// transport.h -- how RPC records reach the server: the kcont model and the
+// classic threads model, behind one small interface.
+//
+// Both listen on two TCP addresses (NFS and MOUNT; either port serves both
+// programs), give each connection a fixed number of request slots (its
+// bounded memory: slots x (max_record + reply buffer)), stop reading from a
+// connection whose slots are all busy (back-pressure), and on stop() close
+// the listeners, let in-flight requests finish (up to a grace period), then
+// close every connection.
+//
+// Rules: start() and stop() from the main thread; the kcont model needs
+// kcont running (start() does not start it: the caller owns the system).
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "kcont/nfsd/server.h"
+
+namespace kc::nfs {
+
+struct transport_config {
+  sockaddr_storage nfs_addr{};
+  sockaddr_storage mount_addr{};
+  socklen_t addr_len = 0;
+  uint32_t slots = 16;       // request slots per connection
+  uint32_t max_conns = 256;  // connections (kcont model: divided over CPUs)
+  uint32_t threads = 8;      // threads model: worker threads
+  uint32_t grace_ms = 5000;  // stop(): how long in-flight requests may take
+};
+
+class transport {
+ public:
+  virtual ~transport() = default;
+  // Binds and starts serving.  Returns 0 or an errno with *err saying what
+  // failed (for example "NFS port 2049: Address already in use").
+  virtual int start(std::string *err) = 0;
+  // Stops as described above.  Idempotent.
+  virtual void stop() = 0;
+  // One line about connections and slots, for the periodic stats.
+  virtual std::string describe() = 0;
+};
+
+std::unique_ptr<transport> make_kcont_transport(server &srv, const transport_config &cfg);
+// Registers the kcont levels whose thread-kind workers run the kcont
+// model's blocking procedures ("nfsd0".."nfsd3").  Before kcont_start.
+int register_nfsd_levels();
+std::unique_ptr<transport> make_threads_transport(server &srv, const transport_config &cfg);
+
+// Bytes of reply buffer per request slot in each model.
+inline constexpr size_t KCONT_REPLY_BUFFER = 128 * 1024;
+inline constexpr size_t THREADS_REPLY_BUFFER = MAX_IO + 64 * 1024;
+
+}  // namespace kc::nfs

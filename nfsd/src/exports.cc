@@ -1,0 +1,299 @@
+// exports.cc -- the exports table: parsing exports(5)-style text, opening
+// the roots, and matching clients.
+//
+// Format: one export per line, `PATH CLIENT(OPTIONS) CLIENT(OPTIONS) ...`;
+// `#` to end of line is a comment; a client is `*`, an IPv4 or IPv6
+// address, or an address with a /prefix; options are rw, ro, root_squash,
+// no_root_squash, all_squash, no_all_squash, anonuid=N, anongid=N (others
+// are an error, so a typo never silently weakens an export).  The first
+// matching client entry applies.  An export's identity (the id in its file
+// handles) is a hash of its canonical path, so handles survive restarts and
+// reloads as long as the path is exported.
+//
+// Locking: a table is immutable once built; the server swaps whole tables.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "internal.h"
+
+namespace kc::nfs {
+
+export_table::~export_table() {
+  for (auto &e : exports)
+    if (e.root_fd >= 0) close(e.root_fd);
+}
+
+const export_entry *export_table::by_id(uint32_t id) const {
+  for (auto &e : exports)
+    if (e.id == id) return &e;
+  return nullptr;
+}
+
+namespace {
+
+uint32_t path_id(const std::string &p) {
+  uint32_t h = 2166136261u;  // FNV-1a, 32 bits
+  for (unsigned char ch : p) h = (h ^ ch) * 16777619u;
+  return h ? h : 1;
+}
+
+bool parse_uint(const std::string &s, uint32_t *out) {
+  if (s.empty()) return false;
+  char *end = nullptr;
+  errno = 0;
+  unsigned long v = std::strtoul(s.c_str(), &end, 10);
+  if (errno || *end || v > UINT32_MAX) return false;
+  *out = uint32_t(v);
+  return true;
+}
+
+bool parse_client(const std::string &spec, export_client *c, std::string *why) {
+  c->spec = spec;
+  if (spec == "*") {
+    c->any = true;
+    return true;
+  }
+  std::string addr = spec;
+  int prefix = -1;
+  if (auto slash = spec.find('/'); slash != std::string::npos) {
+    addr = spec.substr(0, slash);
+    uint32_t p;
+    if (!parse_uint(spec.substr(slash + 1), &p)) {
+      *why = "bad prefix length in '" + spec + "'";
+      return false;
+    }
+    prefix = int(p);
+  }
+  if (inet_pton(AF_INET, addr.c_str(), c->addr) == 1) {
+    c->v6 = false;
+    c->prefix = prefix < 0 ? 32 : prefix;
+    if (c->prefix > 32) {
+      *why = "prefix longer than 32 in '" + spec + "'";
+      return false;
+    }
+  } else if (inet_pton(AF_INET6, addr.c_str(), c->addr) == 1) {
+    c->v6 = true;
+    c->prefix = prefix < 0 ? 128 : prefix;
+    if (c->prefix > 128) {
+      *why = "prefix longer than 128 in '" + spec + "'";
+      return false;
+    }
+  } else {
+    *why = "'" + addr +
+           "' is not an address (use *, an IP or IP/prefix; host names are not "
+           "resolved)";
+    return false;
+  }
+  return true;
+}
+
+bool parse_options(const std::string &opts, export_opts *o, std::string *why) {
+  std::stringstream ss(opts);
+  std::string opt;
+  while (std::getline(ss, opt, ',')) {
+    if (opt == "rw") {
+      o->rw = true;
+    } else if (opt == "ro") {
+      o->rw = false;
+    } else if (opt == "root_squash") {
+      o->root_squash = true;
+    } else if (opt == "no_root_squash") {
+      o->root_squash = false;
+    } else if (opt == "all_squash") {
+      o->all_squash = true;
+    } else if (opt == "no_all_squash") {
+      o->all_squash = false;
+    } else if (opt.rfind("anonuid=", 0) == 0) {
+      if (!parse_uint(opt.substr(8), &o->anonuid)) {
+        *why = "bad anonuid in '" + opt + "'";
+        return false;
+      }
+    } else if (opt.rfind("anongid=", 0) == 0) {
+      if (!parse_uint(opt.substr(8), &o->anongid)) {
+        *why = "bad anongid in '" + opt + "'";
+        return false;
+      }
+    } else if (opt == "sync" || opt == "async" || opt == "no_subtree_check" ||
+               opt == "subtree_check" || opt == "secure" || opt == "insecure") {
+      // Accepted for compatibility with Linux exports files; no effect here.
+    } else if (!opt.empty()) {
+      *why = "unknown option '" + opt + "'";
+      return false;
+    }
+  }
+  return true;
+}
+
+bool open_root(export_entry *e, const std::string &path, std::string *why) {
+  char real[PATH_MAX];
+  if (!realpath(path.c_str(), real)) {
+    *why = "export " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  e->path = real;
+  e->root_fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  struct stat st;
+  if (e->root_fd < 0 || fstat(e->root_fd, &st) != 0) {
+    *why = "export " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    *why = "export " + path + ": not a directory";
+    return false;
+  }
+  e->dev = st.st_dev;
+  e->id = path_id(e->path);
+  // File handles need name_to_handle_at on this filesystem and
+  // open_by_handle_at (CAP_DAC_READ_SEARCH): check both now.
+  nfs_fh fh;
+  if (int err = fh_make(*e, e->root_fd, "", &fh)) {
+    *why =
+        "export " + path + ": the filesystem cannot make file handles (" + std::strerror(err) + ")";
+    return false;
+  }
+  struct {
+    struct file_handle h;
+    unsigned char b[NFS3_FHSIZE];
+  } kh;
+  kh.h.handle_bytes = fh.data[3];
+  kh.h.handle_type = int(uint32_t(fh.data[8]) << 24 | uint32_t(fh.data[9]) << 16 |
+                         uint32_t(fh.data[10]) << 8 | fh.data[11]);
+  std::memcpy(kh.h.f_handle, fh.data + FH_HEADER, kh.h.handle_bytes);
+  int fd = open_by_handle_at(e->root_fd, &kh.h, O_PATH | O_CLOEXEC);
+  if (fd < 0) {
+    *why = "export " + path + ": open_by_handle_at failed (" + std::strerror(errno) +
+           (errno == EPERM ? "): kcont-nfsd needs CAP_DAC_READ_SEARCH -- run it as root" : ")");
+    return false;
+  }
+  close(fd);
+  return true;
+}
+
+}  // namespace
+
+std::shared_ptr<export_table> parse_exports(const std::string &text, const std::string &origin,
+                                            std::string *err) {
+  auto t = std::make_shared<export_table>();
+  std::stringstream in(text);
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    lineno++;
+    if (auto hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    std::stringstream words(line);
+    std::string path, word;
+    if (!(words >> path)) continue;
+    std::string where = origin + ":" + std::to_string(lineno) + ": ";
+    if (path[0] != '/') {
+      *err = where + "export path must be absolute: " + path;
+      return nullptr;
+    }
+    export_entry e;
+    std::string why;
+    if (!open_root(&e, path, &why)) {
+      *err = where + why;
+      return nullptr;
+    }
+    while (words >> word) {
+      export_client c;
+      std::string spec = word, opts;
+      if (auto open = word.find('('); open != std::string::npos) {
+        if (word.back() != ')') {
+          *err = where + "unbalanced parenthesis in '" + word + "'";
+          return nullptr;
+        }
+        spec = word.substr(0, open);
+        opts = word.substr(open + 1, word.size() - open - 2);
+      }
+      if (spec.empty()) spec = "*";
+      if (!parse_client(spec, &c, &why) || !parse_options(opts, &c.opts, &why)) {
+        *err = where + why;
+        return nullptr;
+      }
+      e.clients.push_back(c);
+    }
+    if (e.clients.empty()) {
+      *err = where + "no clients for " + path + " (write '*(ro)' to export to everyone)";
+      return nullptr;
+    }
+    for (auto &o : t->exports) {
+      if (o.id == e.id) {
+        *err = where + path + " is exported twice";
+        return nullptr;
+      }
+    }
+    t->exports.push_back(std::move(e));
+  }
+  if (t->exports.empty()) {
+    *err = origin + ": no exports";
+    return nullptr;
+  }
+  return t;
+}
+
+std::shared_ptr<export_table> load_exports(const std::string &file, std::string *err) {
+  std::ifstream f(file);
+  if (!f) {
+    *err = "cannot read exports file " + file + ": " + std::strerror(errno);
+    return nullptr;
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_exports(ss.str(), file, err);
+}
+
+std::shared_ptr<export_table> single_export(const std::string &dir, std::string *err) {
+  char real[PATH_MAX];
+  if (!realpath(dir.c_str(), real)) {
+    *err = "export " + dir + ": " + std::strerror(errno);
+    return nullptr;
+  }
+  return parse_exports(std::string(real) + " *(rw,no_root_squash)\n", "--export", err);
+}
+
+const export_opts *export_access(const export_entry &e, const sockaddr_storage &peer) {
+  uint8_t addr[16];
+  bool v6 = false;
+  if (peer.ss_family == AF_INET) {
+    std::memcpy(addr, &reinterpret_cast<const sockaddr_in &>(peer).sin_addr, 4);
+  } else if (peer.ss_family == AF_INET6) {
+    auto &a6 = reinterpret_cast<const sockaddr_in6 &>(peer).sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+      std::memcpy(addr, a6.s6_addr + 12, 4);
+    } else {
+      std::memcpy(addr, a6.s6_addr, 16);
+      v6 = true;
+    }
+  } else {
+    return nullptr;
+  }
+  for (const auto &c : e.clients) {
+    if (c.any) return &c.opts;
+    if (c.v6 != v6) continue;
+    int bits = c.prefix, i = 0;
+    bool match = true;
+    for (; bits >= 8; bits -= 8, i++) {
+      if (addr[i] != c.addr[i]) {
+        match = false;
+        break;
+      }
+    }
+    if (match && bits > 0) {
+      uint8_t m = uint8_t(0xff << (8 - bits));
+      match = (addr[i] & m) == (c.addr[i] & m);
+    }
+    if (match) return &c.opts;
+  }
+  return nullptr;
+}
+
+}  // namespace kc::nfs

@@ -1,0 +1,51 @@
+// listen.cc -- see listen.h.
+#include "listen.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace kc::nfs {
+
+std::string bind_error(const char *what, const sockaddr_storage &addr, int err) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (addr.ss_family == AF_INET) {
+    auto &a = reinterpret_cast<const sockaddr_in &>(addr);
+    inet_ntop(AF_INET, &a.sin_addr, host, sizeof host);
+    port = ntohs(a.sin_port);
+  } else if (addr.ss_family == AF_INET6) {
+    auto &a = reinterpret_cast<const sockaddr_in6 &>(addr);
+    inet_ntop(AF_INET6, &a.sin6_addr, host, sizeof host);
+    port = ntohs(a.sin6_port);
+  }
+  std::string msg = std::string(what) + " port " + std::to_string(port) + " on " + host + ": " +
+                    std::strerror(err);
+  if (err == EADDRINUSE)
+    msg += " (another server is using it; pick another with --nfs-port/--mount-port)";
+  if (err == EACCES) msg += " (ports below 1024 need root)";
+  return msg;
+}
+
+int listen_socket(const sockaddr_storage &addr, socklen_t len, bool reuseport, const char *what,
+                  std::string *err) {
+  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *err = bind_error(what, addr, errno);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (bind(fd, reinterpret_cast<const sockaddr *>(&addr), len) != 0 || listen(fd, 128) != 0) {
+    *err = bind_error(what, addr, errno);
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace kc::nfs

@@ -1,0 +1,412 @@
+#!/usr/bin/env bash
+# nfs_integration.sh -- real-client integration test of kcont-nfsd.
+#
+# usage: bash nfs_integration.sh SERVER_BINARY DRIVER_BINARY MODEL
+#   MODEL is kcont or threads (passed to --model).
+#
+# Starts the server on two free TCP ports with a temporary export directory,
+# waits for "kcont-nfsd: ready" on its stderr, then talks to it with real NFS
+# clients: the libnfs tools (nfs-ls, nfs-cp, nfs-cat) and nfs_driver (see
+# nfs_driver.c: every NFSv3 procedure, big directory listings, concurrent
+# clients, handles surviving a kill -9 + restart, root squash, read-only
+# export).  Also checks start-up errors and a clean SIGTERM shutdown.
+# Every step prints PASS/FAIL; a failing step prints its output and the tail
+# of the server log.  Exit status is non-zero if any step failed.
+
+set -u
+
+if [ $# -ne 3 ]; then
+	echo "usage: $0 SERVER_BINARY DRIVER_BINARY MODEL" >&2
+	exit 2
+fi
+SERVER=$1
+DRIVER=$2
+MODEL=$3
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "SKIP: the server needs root (open_by_handle_at)"
+	exit 77
+fi
+for tool in nfs-ls nfs-cp nfs-cat sha256sum timeout cmp; do
+	if ! command -v "$tool" >/dev/null 2>&1; then
+		echo "FAIL: required tool '$tool' not found" >&2
+		exit 2
+	fi
+done
+for bin in "$SERVER" "$DRIVER"; do
+	if [ ! -x "$bin" ]; then
+		echo "FAIL: '$bin' is not an executable" >&2
+		exit 2
+	fi
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/kcont-nfs-it.XXXXXX") || exit 2
+EXPORT=$TMP/export
+DIR2=$TMP/squash
+DIR3=$TMP/readonly
+STATE=$TMP/restart.state
+mkdir -p "$EXPORT" "$DIR2" "$DIR3" "$TMP/local"
+chmod 1777 "$DIR2"
+
+PASSED=0
+FAILED=0
+FAILED_STEPS=()
+SERVER_PID=""
+SERVER_LOG=""
+ALL_PIDS=()
+
+# shellcheck disable=SC2317  # invoked through the EXIT trap
+cleanup() {
+	local p
+	for p in "${ALL_PIDS[@]}"; do
+		if kill -0 "$p" 2>/dev/null; then
+			kill -9 "$p" 2>/dev/null
+			wait "$p" 2>/dev/null
+		fi
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log_tail() {
+	if [ -n "$SERVER_LOG" ] && [ -f "$SERVER_LOG" ]; then
+		echo "    --- tail of server log ($SERVER_LOG) ---"
+		tail -n 40 "$SERVER_LOG" | sed 's/^/    | /'
+	fi
+}
+
+pass() {
+	PASSED=$((PASSED + 1))
+	echo "PASS: $1"
+}
+
+fail() {
+	FAILED=$((FAILED + 1))
+	FAILED_STEPS+=("$1")
+	echo "FAIL: $1${2:+ -- $2}"
+	log_tail
+}
+
+# step NAME TIMEOUT CMD...: run CMD, PASS if it exits 0.  On success only the
+# summary of a driver run is shown (plus notes); on failure its whole output.
+step() {
+	local name=$1 tmo=$2 out=$TMP/step.out rc
+	shift 2
+	echo "=== $name"
+	timeout --kill-after=10 "$tmo" "$@" >"$out" 2>&1
+	rc=$?
+	if [ $rc -eq 0 ]; then
+		grep -E '^(note:|FAIL:)' "$out" | sed 's/^/    /'
+		echo "    $(grep -c '^ok:' "$out") checks ok; $(tail -n 1 "$out")"
+		pass "$name"
+	else
+		tail -n 120 "$out" | sed 's/^/    /'
+		[ $rc -eq 124 ] && echo "    (timed out after $tmo s)"
+		fail "$name" "exit status $rc"
+	fi
+	return $rc
+}
+
+free_ports() {
+	# two distinct free TCP ports on 127.0.0.1
+	if command -v python3 >/dev/null 2>&1; then
+		python3 - <<'EOF'
+import socket
+socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+		return
+	fi
+	local found=() p
+	while [ ${#found[@]} -lt 2 ]; do
+		p=$((20000 + RANDOM % 30000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
+			[[ " ${found[*]} " != *" $p "* ]]; then
+			found+=("$p")
+		fi
+	done
+	echo "${found[@]}"
+}
+
+# start_server LOG ARGS... : starts in the background, sets SERVER_PID
+start_server() {
+	SERVER_LOG=$1
+	shift
+	"$SERVER" "$@" --bind 127.0.0.1 --nfs-port "$NFS_PORT" \
+		--mount-port "$MOUNT_PORT" --model "$MODEL" \
+		>"$SERVER_LOG.stdout" 2>"$SERVER_LOG" &
+	SERVER_PID=$!
+	ALL_PIDS+=("$SERVER_PID")
+}
+
+# wait_ready: 0 once the log says ready; 1 on early exit or 30 s timeout
+wait_ready() {
+	local i
+	for ((i = 0; i < 300; i++)); do
+		if grep -q 'kcont-nfsd: ready' "$SERVER_LOG" 2>/dev/null; then
+			return 0
+		fi
+		if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+			wait "$SERVER_PID" 2>/dev/null
+			echo "    server exited early with status $?"
+			echo "    --- server log ---"
+			sed 's/^/    | /' "$SERVER_LOG"
+			return 1
+		fi
+		sleep 0.1
+	done
+	echo "    server not ready after 30 s; log:"
+	sed 's/^/    | /' "$SERVER_LOG"
+	return 1
+}
+
+# stop_server SIGNAL: 0 if the server exits with status 0 within 10 s
+stop_server_term() {
+	local i rc
+	kill -TERM "$SERVER_PID" 2>/dev/null
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$SERVER_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$SERVER_PID" 2>/dev/null; then
+		kill -9 "$SERVER_PID" 2>/dev/null
+		wait "$SERVER_PID" 2>/dev/null
+		echo "    server still running 10 s after SIGTERM (killed)"
+		return 1
+	fi
+	wait "$SERVER_PID"
+	rc=$?
+	if [ $rc -ne 0 ]; then
+		echo "    server exited with status $rc after SIGTERM"
+		return 1
+	fi
+	return 0
+}
+
+url() { # url DIR [FILE]
+	echo "nfs://127.0.0.1$1${2:+/$2}?version=3&nfsport=$NFS_PORT&mountport=$MOUNT_PORT"
+}
+
+finish() {
+	echo
+	echo "nfs integration ($MODEL): $PASSED passed, $FAILED failed"
+	if [ $FAILED -ne 0 ]; then
+		printf '  failed: %s\n' "${FAILED_STEPS[@]}"
+		exit 1
+	fi
+	exit 0
+}
+
+# ---------------------------------------------------------------------------
+# server 1: --export DIR (rw, no_root_squash)
+
+read -r NFS_PORT MOUNT_PORT < <(free_ports)
+echo "export $EXPORT, nfs port $NFS_PORT, mount port $MOUNT_PORT, model $MODEL"
+
+# content created directly in the export before the server starts
+printf 'hello from the export directory\n' >"$EXPORT/hello.txt"
+head -c 777777 /dev/urandom >"$EXPORT/precreated.bin"
+mkdir "$EXPORT/subdir"
+head -c $((5 * 1024 * 1024)) /dev/urandom >"$TMP/local/up.bin"
+
+echo "=== start server (--export)"
+start_server "$TMP/server1.log" --export "$EXPORT"
+if wait_ready; then
+	pass "start server (--export)"
+else
+	fail "start server (--export)"
+	finish
+fi
+
+# nfs-ls of the export root
+echo "=== nfs-ls export root"
+if out=$(timeout 60 nfs-ls "$(url "$EXPORT")" 2>&1) &&
+	grep -q 'hello\.txt' <<<"$out" && grep -q 'precreated\.bin' <<<"$out" &&
+	grep -q 'subdir' <<<"$out"; then
+	sed 's/^/    /' <<<"$out"
+	pass "nfs-ls export root"
+else
+	sed 's/^/    /' <<<"$out"
+	fail "nfs-ls export root" "listing incomplete or nfs-ls failed"
+fi
+
+# nfs-cp up and down, nfs-cat, three sha256 sums must match
+echo "=== nfs-cp 5 MiB up/down + nfs-cat"
+{
+	ok=1
+	want=$(sha256sum <"$TMP/local/up.bin" | cut -d' ' -f1)
+	timeout 120 nfs-cp "$TMP/local/up.bin" "$(url "$EXPORT" up.bin)" || {
+		echo "    nfs-cp up failed"
+		ok=0
+	}
+	on_server=$(sha256sum <"$EXPORT/up.bin" 2>/dev/null | cut -d' ' -f1)
+	timeout 120 nfs-cp "$(url "$EXPORT" up.bin)" "$TMP/local/down.bin" || {
+		echo "    nfs-cp down failed"
+		ok=0
+	}
+	down=$(sha256sum <"$TMP/local/down.bin" 2>/dev/null | cut -d' ' -f1)
+	timeout 120 nfs-cat "$(url "$EXPORT" up.bin)" >"$TMP/local/cat.bin" || {
+		echo "    nfs-cat failed"
+		ok=0
+	}
+	cat_sum=$(sha256sum <"$TMP/local/cat.bin" | cut -d' ' -f1)
+	echo "    local     $want"
+	echo "    on server $on_server"
+	echo "    nfs-cp    $down"
+	echo "    nfs-cat   $cat_sum"
+	if [ $ok -eq 1 ] && [ "$want" = "$on_server" ] && [ "$want" = "$down" ] &&
+		[ "$want" = "$cat_sum" ]; then
+		pass "nfs-cp 5 MiB up/down + nfs-cat"
+	else
+		fail "nfs-cp 5 MiB up/down + nfs-cat" "checksums differ or a tool failed"
+	fi
+}
+
+# files created in the export directory by the local file system
+echo "=== nfs-cat of pre-created files"
+if timeout 60 nfs-cat "$(url "$EXPORT" precreated.bin)" >"$TMP/local/pre.bin" &&
+	cmp "$TMP/local/pre.bin" "$EXPORT/precreated.bin" &&
+	timeout 60 nfs-cat "$(url "$EXPORT" hello.txt)" >"$TMP/local/hello.txt" &&
+	cmp "$TMP/local/hello.txt" "$EXPORT/hello.txt"; then
+	pass "nfs-cat of pre-created files"
+else
+	fail "nfs-cat of pre-created files" "bytes differ or nfs-cat failed"
+fi
+
+step "nfs_driver all" 300 "$DRIVER" all "$(url "$EXPORT")"
+step "nfs_driver dirlist 5000" 300 "$DRIVER" dirlist "$(url "$EXPORT")" 5000
+step "nfs_driver stress 4 clients 8 s" 120 "$DRIVER" stress "$(url "$EXPORT")" 4 8s
+
+# the export directory must be back to what we put there
+echo "=== export directory clean after driver runs"
+leftover=$(find "$EXPORT" -mindepth 1 -maxdepth 1 ! -name hello.txt \
+	! -name precreated.bin ! -name subdir ! -name up.bin -printf '%f ')
+if [ -z "$leftover" ]; then
+	pass "export directory clean after driver runs"
+else
+	fail "export directory clean after driver runs" "left over: $leftover"
+fi
+
+# restart: handles and data survive kill -9, write verifier changes
+if step "nfs_driver save" 120 "$DRIVER" save "$(url "$EXPORT")" "$STATE"; then
+	echo "=== kill -9 and restart on the same ports"
+	kill -9 "$SERVER_PID" 2>/dev/null
+	wait "$SERVER_PID" 2>/dev/null
+	start_server "$TMP/server1-restarted.log" --export "$EXPORT"
+	if wait_ready; then
+		pass "restart after kill -9"
+		step "nfs_driver check (after restart)" 120 \
+			"$DRIVER" check "$(url "$EXPORT")" "$STATE"
+	else
+		fail "restart after kill -9"
+	fi
+fi
+
+# starting a second server on a port in use must fail clearly
+if kill -0 "$SERVER_PID" 2>/dev/null; then
+	echo "=== second server on a port in use"
+	busy_log=$TMP/busy.log
+	timeout 20 "$SERVER" --export "$EXPORT" --bind 127.0.0.1 \
+		--nfs-port "$NFS_PORT" --mount-port "$MOUNT_PORT" \
+		--model "$MODEL" >/dev/null 2>"$busy_log"
+	rc=$?
+	sed 's/^/    | /' "$busy_log" | head -n 10
+	if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q -E "$NFS_PORT|$MOUNT_PORT" "$busy_log" &&
+		! grep -q 'kcont-nfsd: ready' "$busy_log"; then
+		pass "second server on a port in use exits non-zero naming the port"
+	else
+		fail "second server on a port in use exits non-zero naming the port" \
+			"exit status $rc (124 = still running after 20 s)"
+	fi
+
+	echo "=== SIGTERM stops the server with status 0 within 10 s"
+	if stop_server_term; then
+		pass "SIGTERM stops the server with status 0 within 10 s"
+	else
+		fail "SIGTERM stops the server with status 0 within 10 s"
+	fi
+fi
+
+echo "=== --export /nonexistent fails clearly"
+bad_log=$TMP/nonexistent.log
+read -r P1 P2 < <(free_ports)
+timeout 20 "$SERVER" --export /nonexistent/kcont-nfsd-test --bind 127.0.0.1 \
+	--nfs-port "$P1" --mount-port "$P2" --model "$MODEL" \
+	>/dev/null 2>"$bad_log"
+rc=$?
+sed 's/^/    | /' "$bad_log" | head -n 10
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q '/nonexistent/kcont-nfsd-test' "$bad_log" &&
+	! grep -q 'kcont-nfsd: ready' "$bad_log"; then
+	pass "--export /nonexistent exits non-zero with a message naming it"
+else
+	fail "--export /nonexistent exits non-zero with a message naming it" \
+		"exit status $rc (124 = still running after 20 s)"
+fi
+
+# ---------------------------------------------------------------------------
+# server 2: --exports FILE with a root_squash export and a read-only export
+
+printf 'read-only content\n' >"$DIR3/existing.txt"
+EXPORTS_FILE=$TMP/exports
+cat >"$EXPORTS_FILE" <<EOF
+# kcont-nfsd integration test exports
+$DIR2 127.0.0.1(rw,root_squash,anonuid=65534,anongid=65534)
+$DIR3 *(ro)
+EOF
+read -r NFS_PORT MOUNT_PORT < <(free_ports)
+echo "=== start server (--exports FILE) on ports $NFS_PORT/$MOUNT_PORT"
+sed 's/^/    | /' "$EXPORTS_FILE"
+start_server "$TMP/server2.log" --exports "$EXPORTS_FILE"
+if wait_ready; then
+	pass "start server (--exports FILE)"
+
+	step "nfs_driver squash (root_squash export)" 60 \
+		"$DRIVER" squash "$(url "$DIR2")" 65534
+
+	echo "=== nfs-cp into the read-only export fails"
+	head -c 4096 /dev/urandom >"$TMP/local/ro.bin"
+	timeout 60 nfs-cp "$TMP/local/ro.bin" "$(url "$DIR3" ro.bin)" >"$TMP/ro.out" 2>&1
+	rc=$?
+	sed 's/^/    | /' "$TMP/ro.out" | head -n 5
+	if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ ! -e "$DIR3/ro.bin" ]; then
+		pass "nfs-cp into the read-only export fails"
+	else
+		fail "nfs-cp into the read-only export fails" \
+			"exit status $rc; file present: $([ -e "$DIR3/ro.bin" ] && echo yes || echo no)"
+	fi
+
+	echo "=== nfs-cat from the read-only export"
+	if timeout 60 nfs-cat "$(url "$DIR3" existing.txt)" >"$TMP/local/ro-cat.txt" &&
+		cmp "$TMP/local/ro-cat.txt" "$DIR3/existing.txt"; then
+		pass "nfs-cat from the read-only export"
+	else
+		fail "nfs-cat from the read-only export"
+	fi
+
+	step "nfs_driver ro (read-only export)" 60 \
+		"$DRIVER" ro "$(url "$DIR3")" existing.txt
+
+	echo "=== mount of a directory that is not exported is refused"
+	if timeout 60 nfs-ls "$(url "$TMP")" >"$TMP/noexp.out" 2>&1; then
+		sed 's/^/    | /' "$TMP/noexp.out" | head -n 5
+		fail "mount of a directory that is not exported is refused" \
+			"nfs-ls of $TMP succeeded"
+	else
+		sed 's/^/    | /' "$TMP/noexp.out" | head -n 3
+		pass "mount of a directory that is not exported is refused"
+	fi
+
+	echo "=== SIGTERM stops the --exports server with status 0"
+	if stop_server_term; then
+		pass "SIGTERM stops the --exports server with status 0"
+	else
+		fail "SIGTERM stops the --exports server with status 0"
+	fi
+else
+	fail "start server (--exports FILE)"
+fi
+
+finish

@@ -1,0 +1,264 @@
+// kcont-nfsd -- an NFSv3 server on kcont (docs/nfsd.md).
+//
+//   kcont-nfsd [--export DIR | --exports FILE] [--bind ADDR] [--nfs-port N]
+//              [--mount-port M] [--cpus N] [--model kcont|threads] [--rpcbind]
+//
+// Without --export/--exports it serves a demo export it creates itself.
+// The main thread only parses the command line, starts things, and then
+// waits for signals synchronously (sigwait): SIGINT/SIGTERM stop cleanly,
+// SIGHUP reloads the exports file, SIGUSR1 prints the counters.
+//
+// Libraries: CLI11 for the command line, spdlog for logging (Debian
+// packages libcli11-dev, libspdlog-dev); neither is on a request's path.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "kcont/kcont.h"
+#include "kcont/nfsd/server.h"
+#include "kcont/nfsd/transport.h"
+#include "portmap.h"
+
+using namespace kc;
+using namespace kc::nfs;
+
+namespace {
+
+// Fills the demo export (idempotent): a README, a small text file and a
+// 4 MiB file of deterministic bytes.
+bool make_demo_export(const std::string &dir, std::string *err) {
+  std::string sub = dir + "/data";
+  for (const std::string &d : {dir, sub}) {
+    if (mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) {
+      *err = "cannot create demo export " + d + ": " + std::strerror(errno);
+      return false;
+    }
+  }
+  auto write_if_missing = [&](const std::string &path, const std::string &content) {
+    struct stat st;
+    if (stat(path.c_str(), &st) == 0) return true;
+    std::ofstream f(path, std::ios::binary);
+    f << content;
+    if (!f) *err = "cannot write " + path;
+    return bool(f);
+  };
+  std::string big(4 << 20, '\0');
+  for (size_t i = 0; i < big.size(); i++) big[i] = char((i * 2654435761u) >> 24);
+  return write_if_missing(dir + "/README.txt",
+                          "This is kcont-nfsd's demo export.  Everything here is served over\n"
+                          "NFSv3 by continuations: try nfs-ls, nfs-cat and nfs-cp on it.\n") &&
+         write_if_missing(dir + "/hello.txt", "hello from kcont-nfsd\n") &&
+         write_if_missing(sub + "/4MiB.bin", big);
+}
+
+bool parse_bind(const std::string &host, int port, sockaddr_storage *out, socklen_t *len,
+                std::string *err) {
+  std::memset(out, 0, sizeof *out);
+  auto *a4 = reinterpret_cast<sockaddr_in *>(out);
+  auto *a6 = reinterpret_cast<sockaddr_in6 *>(out);
+  if (inet_pton(AF_INET, host.c_str(), &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons(uint16_t(port));
+    *len = sizeof *a4;
+    return true;
+  }
+  if (inet_pton(AF_INET6, host.c_str(), &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons(uint16_t(port));
+    *len = sizeof *a6;
+    return true;
+  }
+  *err = "--bind " + host + ": not an IPv4 or IPv6 address";
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  CLI::App app{"kcont-nfsd: an NFSv3 server built on kcont continuations"};
+  std::string export_dir, exports_file, bind_addr = "127.0.0.1", model = "kcont";
+  std::string demo_dir = "/tmp/kcont-nfsd-demo", log_level = "info";
+  int nfs_port = 20490, mount_port = 20048, cpus = 0;
+  uint32_t slots = 16, max_conns = 256, threads = 8, stats_interval = 0;
+  bool rpcbind = false, pin = false;
+  auto *ex1 = app.add_option("--export", export_dir, "Export one directory read-write to everyone");
+  auto *ex2 = app.add_option("--exports", exports_file, "Exports file (exports(5) style)");
+  ex1->excludes(ex2);
+  app.add_option("--demo-dir", demo_dir, "Where the demo export lives when none is given")
+      ->capture_default_str();
+  app.add_option("--bind", bind_addr, "Address to listen on")->capture_default_str();
+  app.add_option("--nfs-port", nfs_port, "NFS port")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--mount-port", mount_port, "MOUNT port")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--cpus", cpus, "kcont CPUs (dispatcher threads); 0 = one per core")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
+  app.add_flag("--pin", pin, "Pin each kcont CPU to a core");
+  app.add_option("--model", model, "kcont (continuations) or threads (the classic design)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"kcont", "threads"}));
+  app.add_option("--slots", slots, "Request slots per connection")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  app.add_option("--max-conns", max_conns, "Most connections at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
+  app.add_option("--threads", threads, "Worker threads (threads model)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_flag("--rpcbind", rpcbind, "Register NFS and MOUNT with the local rpcbind");
+  app.add_option("--stats-interval", stats_interval,
+                 "Print counters every N seconds (0: only on SIGUSR1)")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  CLI11_PARSE(app, argc, argv);
+
+  auto logger = spdlog::stderr_color_mt("kcont-nfsd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("kcont-nfsd: [%H:%M:%S.%e] %^%l%$: %v");
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  // Exports.
+  std::string err;
+  std::shared_ptr<export_table> table;
+  if (!exports_file.empty()) {
+    table = load_exports(exports_file, &err);
+  } else {
+    if (export_dir.empty()) {
+      if (!make_demo_export(demo_dir, &err)) {
+        spdlog::error("{}", err);
+        return 1;
+      }
+      export_dir = demo_dir;
+      spdlog::info("no --export given: serving the demo export {}", demo_dir);
+    }
+    table = single_export(export_dir, &err);
+  }
+  if (!table) {
+    spdlog::error("{}", err);
+    return 1;
+  }
+
+  transport_config tc;
+  if (!parse_bind(bind_addr, nfs_port, &tc.nfs_addr, &tc.addr_len, &err) ||
+      !parse_bind(bind_addr, mount_port, &tc.mount_addr, &tc.addr_len, &err)) {
+    spdlog::error("{}", err);
+    return 1;
+  }
+  if (nfs_port == mount_port) {
+    spdlog::error("--nfs-port and --mount-port must differ (both are {})", nfs_port);
+    return 1;
+  }
+  tc.slots = slots;
+  tc.max_conns = max_conns;
+  tc.threads = threads;
+
+  // Signals are taken synchronously by this thread; every other thread
+  // inherits the mask.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGPIPE}) sigaddset(&sigs, s);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  server srv;
+  srv.set_exports(table);
+
+  bool use_kcont = model == "kcont";
+  if (use_kcont) {
+    if (int e = register_nfsd_levels()) {
+      spdlog::error("cannot register kcont levels: {}", std::strerror(e));
+      return 1;
+    }
+    config kc_cfg;
+    kc_cfg.cpus = cpus;
+    kc_cfg.pin = pin;
+    kc_cfg.ring_entries = 1024;
+    if (kcont_start(kc_cfg, &err) != 0) {
+      spdlog::error("cannot start kcont: {}", err);
+      return 1;
+    }
+  }
+  auto tp = use_kcont ? make_kcont_transport(srv, tc) : make_threads_transport(srv, tc);
+  if (tp->start(&err) != 0) {
+    spdlog::error("{}", err);
+    tp.reset();
+    if (use_kcont) kcont_stop();
+    return 1;
+  }
+  bool registered = false;
+  if (rpcbind) {
+    if (!portmap_register(uint16_t(nfs_port), uint16_t(mount_port), &err))
+      spdlog::warn("--rpcbind: {} (serving anyway; clients must name the ports)", err);
+    else
+      registered = true;
+  }
+
+  std::string url_path = table->exports.front().path;
+  spdlog::info("ready: model={} cpus={} nfs={}:{} mount={}:{} exports={}", model,
+               use_kcont ? kcont_ncpus() : 0, bind_addr, nfs_port, bind_addr, mount_port,
+               table->exports.size());
+  for (auto &e : table->exports) {
+    std::string who;
+    for (auto &c : e.clients)
+      who += (who.empty() ? "" : " ") + c.spec + (c.opts.rw ? "(rw)" : "(ro)");
+    spdlog::info("export {} -> {}", e.path, who);
+  }
+  std::fprintf(stderr,
+               "kcont-nfsd: ready (try: nfs-ls 'nfs://%s%s?version=3&nfsport=%d&mountport=%d')\n",
+               bind_addr.c_str(), url_path.c_str(), nfs_port, mount_port);
+
+  // Wait for signals.
+  int sig = 0;
+  for (;;) {
+    if (stats_interval > 0) {
+      timespec ts{time_t(stats_interval), 0};
+      sig = sigtimedwait(&sigs, nullptr, &ts);
+      if (sig < 0) {
+        spdlog::info("{}\n{}", tp->describe(), format_stats(srv));
+        continue;
+      }
+    } else if (sigwait(&sigs, &sig) != 0) {
+      continue;
+    }
+    if (sig == SIGINT || sig == SIGTERM) break;
+    if (sig == SIGUSR1) spdlog::info("{}\n{}", tp->describe(), format_stats(srv));
+    if (sig == SIGHUP) {
+      if (exports_file.empty()) {
+        spdlog::info("SIGHUP: no exports file to reload");
+        continue;
+      }
+      auto fresh = load_exports(exports_file, &err);
+      if (!fresh) {
+        spdlog::error("SIGHUP: keeping the old exports: {}", err);
+      } else {
+        srv.set_exports(fresh);
+        spdlog::info("SIGHUP: reloaded {} ({} exports)", exports_file, fresh->exports.size());
+      }
+    }
+  }
+  spdlog::info("stopping ({}): finishing in-flight requests", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  if (registered) portmap_unregister(uint16_t(nfs_port), uint16_t(mount_port));
+  tp->stop();
+  spdlog::info("{}\n{}", tp->describe(), format_stats(srv));
+  tp.reset();
+  if (use_kcont) kcont_stop();
+  spdlog::info("stopped");
+  return 0;
+}
