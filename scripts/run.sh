@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
-# The main job, for now: builds kcont in release mode and runs the
-# demonstration -- the core benchmark table (kcont against a bare queue, a
-# condvar hand-off, Asio post and libuv async), then the buf read path
-# against a blocking pread + condvar hand-off (see docs/benchmarks.md).
-# Arguments go to the core benchmark (Google Benchmark flags).  It becomes
-# the NFS server when kcont-nfsd lands.
+# The main job: builds kcont-nfsd (release) and runs it in the foreground.
+# With no arguments it serves a demo export it creates itself
+# (/tmp/kcont-nfsd-demo) on 127.0.0.1, NFS port 20490, MOUNT port 20048;
+# the ready line prints an nfs-ls command to try.  Arguments go to
+# kcont-nfsd (see `scripts/run.sh --help` and docs/nfsd.md).  Ctrl-C stops
+# it cleanly.  Needs root (file handles use open_by_handle_at).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 kcont_ensure_deps
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKCONT_TESTS=OFF -DKCONT_BENCH=ON >/dev/null
-ninja -C build -j"$(kcont_jobs)" kcont_bench kcont_bench_buf
-./build/core/bench/kcont_bench "$@"
-echo
-./build/io/kcont_bench_buf
+ninja -C build -j"$(kcont_jobs)" kcont-nfsd >&2
+exec ./build/nfsd/kcont-nfsd "$@"

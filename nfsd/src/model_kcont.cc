@@ -640,6 +640,15 @@ int kcont_transport::start(std::string *err) {
     *err = "kcont is not running";
     return ENXIO;
   }
+  // The per-CPU listeners share their ports with SO_REUSEPORT, which would
+  // also let a second server bind them silently: probe with a plain bind
+  // first so a port in use is a clear start-up error.
+  for (int i = 0; i < 2; i++) {
+    int fd = listen_socket(i == 0 ? cfg_.nfs_addr : cfg_.mount_addr, cfg_.addr_len, false,
+                           i == 0 ? "NFS" : "MOUNT", err);
+    if (fd < 0) return EADDRINUSE;
+    close(fd);
+  }
   bufs_ = bufpool_create(256, INLINE_READ, err);
   if (!bufs_) return ENOMEM;
   for (int i = 0; i < THREAD_QUEUES; i++) {
@@ -685,8 +694,6 @@ int kcont_transport::start(std::string *err) {
       return e1 ? e1 : e2;
     }
   }
-  // SO_REUSEPORT lets a second server bind the same port silently; refuse
-  // to share by checking that a plain bind fails only because we hold it.
   started_ = true;
   return 0;
 }

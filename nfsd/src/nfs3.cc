@@ -627,8 +627,8 @@ bool proc_read(call &c) {
     return true;
   }
   stat_fd(h.fd(), &st);
-  c.out.rewind(attr_at);
-  put_post_op_attr(c.out, &st, h.fsid());
+  xdr_out attrs(c.out.data() + attr_at, count_at - attr_at);  // same size: rewrite in place
+  put_post_op_attr(attrs, &st, h.fsid());
   c.out.patch(count_at, uint32_t(n));
   c.out.patch(eof_at,
               (uint32_t(n) < count || offset + uint64_t(n) >= uint64_t(st.st_size)) ? 1 : 0);
