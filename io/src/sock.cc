@@ -42,6 +42,7 @@ struct sock {
   bool in_use = false, listening = false, closing = false, eof = false;
   bool shut_wr = false, shut_done = false;
   bool recv_armed = false, starved = false, wants_writable = false;
+  bool throttled = false;  // holds max_queued bytes: receive cancelled until read
   bool connecting = false;
   // sendfile: file -> pipe -> socket with io_uring splice
   int pipe_r = -1, pipe_w = -1;
@@ -86,7 +87,7 @@ struct sockpool {
   std::atomic<bool> registered{false};
   int setup_err = 0;
   std::atomic<uint64_t> accepted{0}, refused{0}, connected{0}, closed{0}, rx{0}, tx{0}, rearms{0},
-      enobufs{0};
+      enobufs{0}, throttles{0};
   std::atomic<uint32_t> in_use{0};
 };
 
@@ -142,6 +143,7 @@ void unpark(sock *s) {
 }
 
 void arm_recv(sock *s);
+void cancel_op(completion *target);
 
 // Buffers came back: re-arm every socket that ran dry.
 void wake_starved(sockpool *p) {
@@ -350,6 +352,14 @@ void recv_done(completion *c, int res, uint32_t flags) {
       s->rq_tail = bid;
       s->readable += size_t(res);
       p->rx.fetch_add(uint64_t(res), std::memory_order_relaxed);
+      if (s->readable >= p->cfg.max_queued && s->recv_armed && !s->throttled) {
+        // A socket nobody reads must not take every buffer of the pool:
+        // stop its receive; the data waits in the kernel (TCP pushes back
+        // on the peer) until sock_read drains the queue.
+        s->throttled = true;
+        p->throttles.fetch_add(1, std::memory_order_relaxed);
+        cancel_op(&s->recv_comp);
+      }
       notify(s, SOCK_READABLE);
     }
   } else if (res == 0) {
@@ -364,7 +374,7 @@ void recv_done(completion *c, int res, uint32_t flags) {
     if (!s->error) s->error = -res;
     notify(s, SOCK_ERROR);
   }
-  if (!s->recv_armed && !s->starved && !s->closing) {
+  if (!s->recv_armed && !s->starved && !s->closing && !s->throttled) {
     p->rearms.fetch_add(1, std::memory_order_relaxed);
     arm_recv(s);
   }
@@ -400,6 +410,11 @@ sock *open_slot(sockpool *p, int fd, io_uring_sqe **sqe) {
     return nullptr;
   }
   s->fd = fd;
+  // Bound what one receive burst can take from the shared buffers: the
+  // kernel holds at most about this much unread for the socket (accepted
+  // sockets inherit it from the listener).
+  int rcv = int(p->cfg.max_queued);
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
   return s;
 }
 
@@ -534,6 +549,8 @@ sockpool *sockpool_create(const sockpool_config &cfg, std::string *err) {
   auto *p = new (std::nothrow) sockpool;
   if (!p) return fail("sockpool: out of memory");
   p->cfg = cfg;
+  if (p->cfg.max_queued == 0)
+    p->cfg.max_queued = std::max<uint32_t>(cfg.nbufs / 4, 2) * cfg.bufsize;
   p->socks = new (std::nothrow) sock[cfg.nsocks];
   p->free = new (std::nothrow) sock *[cfg.nsocks];
   p->bnext = new (std::nothrow) uint16_t[cfg.nbufs];
@@ -586,6 +603,7 @@ sockpool_stats sockpool_get_stats(sockpool *p) {
   s.tx_bytes = p->tx.load();
   s.rearms = p->rearms.load();
   s.enobufs = p->enobufs.load();
+  s.throttles = p->throttles.load();
   s.in_use = p->in_use.load();
   return s;
 }
@@ -692,6 +710,13 @@ long sock_read(sock *s, void *dst, size_t n) {
     }
   }
   s->readable -= got;
+  if (s->throttled && s->readable < p->cfg.max_queued / 2) {
+    s->throttled = false;
+    if (!s->recv_armed) {
+      p->rearms.fetch_add(1, std::memory_order_relaxed);
+      arm_recv(s);
+    }
+  }
   wake_starved(p);
   if (got) return long(got);
   if (s->eof) return 0;

@@ -53,6 +53,7 @@ struct server {
   size_t file_len = 0;
   std::atomic<int> sf_status{-1};
   std::atomic<int> closed{0}, errors{0}, accepted{0}, bad{0};
+  std::atomic<bool> stall_first{false};  // conns[0] does not read while set
   uint16_t port = 0;
 };
 
@@ -97,6 +98,7 @@ void conn_upcall(void *obj, void *env, int) {
     if (ev & SOCK_WRITABLE) push_more(c);
     return;
   }
+  if (srv->stall_first.load() && c == &srv->conns[0]) return;
   char buf[4096];
   for (;;) {
     long n = sock_read(s, buf, sizeof buf);
@@ -338,6 +340,47 @@ TEST_F(SockTest, ReceiveBuffersRunningOutLoseNothing) {
   EXPECT_EQ(srv_.conns[1].rx, total);
   // 4 buffers for 16 MiB: the multishot receive ran dry and was re-armed.
   EXPECT_GT(sockpool_get_stats(srv_.pool).rearms, 0u);
+}
+
+TEST_F(SockTest, AStalledReaderCannotStarveThePool) {
+  sockpool_config cfg;
+  cfg.nbufs = 16;
+  cfg.bufsize = 4096;
+  cfg.max_queued = 16384;
+  srv_.stall_first = true;
+  start_server(mode::sink, 2, cfg);
+  const size_t total = 1u << 20;
+  auto sender = [&](int fd) {
+    std::vector<char> chunk(65536);
+    for (size_t off = 0; off < total; off += chunk.size()) {
+      for (size_t i = 0; i < chunk.size(); i++) chunk[i] = char(pattern(off + i));
+      if (send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL) != ssize_t(chunk.size())) return;
+    }
+    shutdown(fd, SHUT_WR);
+  };
+  int a = client();
+  ASSERT_GE(a, 0);
+  ASSERT_TRUE(eventually([&] { return srv_.accepted.load() >= 1; }));  // a is conns[0]
+  std::thread ta(sender, a);
+  int b = client();
+  ASSERT_GE(b, 0);
+  std::thread tb(sender, b);
+  // Without the per-socket limit, the unread socket would hold all 16
+  // buffers and the second connection could never finish.
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 1; }));
+  EXPECT_GT(sockpool_get_stats(srv_.pool).throttles, 0u);
+  srv_.stall_first = false;
+  // Read what it holds (its continuation is CPU-private: defer on its CPU).
+  kctest::on_cpu(
+      kCpu, [&] { kcont_defer(&srv_.conns[0].kc, srv_.conns[0].s, 0); }, LVL_SOFTNET);
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 2; }));
+  ta.join();
+  tb.join();
+  close(a);
+  close(b);
+  EXPECT_EQ(srv_.bad.load(), 0);
+  EXPECT_EQ(srv_.conns[0].rx, total);
+  EXPECT_EQ(srv_.conns[1].rx, total);
 }
 
 TEST_F(SockTest, CallsOffThePoolsCpuAreRefused) {

@@ -29,7 +29,10 @@
 //
 // Memory per connection: one slot (384 bytes on x86-64, sizeof(sock)) plus `sndbuf` bytes of
 // send buffer, both preallocated; receive buffers are shared by the pool's
-// sockets (`nbufs` x `bufsize`).
+// sockets (`nbufs` x `bufsize`); a socket's kernel receive buffer is set
+// to `max_queued` (SO_RCVBUF, capped by net.core.rmem_max), and once it
+// holds `max_queued` unread bytes its receive is stopped, so one socket
+// holds at most about twice that much of the shared buffers.
 //
 // Rules: every function except sockpool_create/destroy must be called on the
 // pool's CPU dispatcher (kcont_current_cpu() == the pool's CPU, interrupt
@@ -66,11 +69,17 @@ struct sockpool_config {
   uint32_t sndbuf = 64 * 1024;   // send buffer per socket
   uint32_t nbufs = 256;          // provided receive buffers (a power of two)
   uint32_t bufsize = 16 * 1024;  // bytes each
+  // Most received bytes one socket may hold unread (0: a quarter of the
+  // pool's buffers, at least two).  Beyond it the socket's receive is
+  // stopped until sock_read drains half of it, so one connection that is
+  // not being read cannot starve the others of buffers.
+  uint32_t max_queued = 0;
 };
 
 struct sockpool_stats {
   uint64_t accepted = 0, refused = 0, connected = 0, closed = 0;
   uint64_t rx_bytes = 0, tx_bytes = 0, rearms = 0, enobufs = 0;
+  uint64_t throttles = 0;  // receives stopped at max_queued
   uint32_t in_use = 0;
 };
 
