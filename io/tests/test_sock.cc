@@ -344,7 +344,7 @@ TEST_F(SockTest, ReceiveBuffersRunningOutLoseNothing) {
 
 TEST_F(SockTest, AStalledReaderCannotStarveThePool) {
   sockpool_config cfg;
-  cfg.nbufs = 16;
+  cfg.nbufs = 64;  // 256 KiB: room for the limit plus one 64 KiB loopback burst
   cfg.bufsize = 4096;
   cfg.max_queued = 16384;
   srv_.stall_first = true;
@@ -365,7 +365,7 @@ TEST_F(SockTest, AStalledReaderCannotStarveThePool) {
   int b = client();
   ASSERT_GE(b, 0);
   std::thread tb(sender, b);
-  // Without the per-socket limit, the unread socket would hold all 16
+  // Without the per-socket limit, the unread socket would hold all the
   // buffers and the second connection could never finish.
   ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 1; }));
   EXPECT_GT(sockpool_get_stats(srv_.pool).throttles, 0u);

@@ -32,7 +32,8 @@
 // sockets (`nbufs` x `bufsize`); a socket's kernel receive buffer is set
 // to `max_queued` (SO_RCVBUF, capped by net.core.rmem_max), and once it
 // holds `max_queued` unread bytes its receive is stopped, so one socket
-// holds at most about twice that much of the shared buffers.
+// holds at most `max_queued` plus what the kernel had already received for
+// it (its receive buffer, at least one segment: 64 KiB on loopback).
 //
 // Rules: every function except sockpool_create/destroy must be called on the
 // pool's CPU dispatcher (kcont_current_cpu() == the pool's CPU, interrupt
