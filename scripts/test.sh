@@ -2,15 +2,19 @@
 # The test command: installs what is missing, builds, and runs every test.
 #   1. debug build (allocation guard on) -- all unit and race tests;
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build -- the same tests;
-#   3. ThreadSanitizer build -- the same tests (the concurrency core).
-# Exits non-zero on any failure.  KCONT_TEST_STAGES="debug asan tsan" picks
-# stages.
+#   3. ThreadSanitizer build -- the same tests (the concurrency core and
+#      both NFS server models under real clients);
+#   4. fuzz -- the libFuzzer target on the RPC/XDR decoder and the whole
+#      dispatch, for KCONT_FUZZ_SECONDS (default 60) seconds.
+# The NFS integration tests (libnfs clients against kcont-nfsd) are ctest
+# tests, so they run in stages 1-3.  Exits non-zero on any failure.
+# KCONT_TEST_STAGES="debug asan tsan fuzz" picks stages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 kcont_ensure_deps
 
-stages=${KCONT_TEST_STAGES:-"debug asan tsan"}
+stages=${KCONT_TEST_STAGES:-"debug asan tsan fuzz"}
 ok=0
 fail=0
 run_stage() {
@@ -33,6 +37,14 @@ for s in $stages; do
             -DKCONT_SANITIZE=address,undefined ;;
     tsan) TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
           run_stage tsan build-tsan -DCMAKE_BUILD_TYPE=Debug -DKCONT_SANITIZE=thread ;;
+    fuzz)
+      echo "=== kcont tests: fuzz ==="
+      if bash scripts/fuzz.sh "${KCONT_FUZZ_SECONDS:-60}"; then
+        ok=$((ok + 1))
+      else
+        fail=$((fail + 1))
+      fi
+      ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
   esac
 done

@@ -986,7 +986,8 @@ bool proc_readdir(call &c, bool plus) {
   uint8_t zero[8] = {};
   c.out.fixed(zero, 8);
   // Budget: the client's limit (bounded by our buffer), less the list's end.
-  size_t limit = std::min<size_t>(maxcount, c.out.capacity() - body) - 8;
+  size_t limit = std::min<size_t>(maxcount, c.out.capacity() - body);
+  limit = limit > 8 ? limit - 8 : 0;  // a count below 8 fits nothing: TOOSMALL
   size_t names_limit = plus ? dircount : limit;
   size_t names = 0, entries = 0;
   bool eof = false, full = false;
@@ -1219,7 +1220,7 @@ mountstat3 mount_path(call &c, std::string_view path, nfs_fh *fh) {
                                 (p == "/" || path[p.size()] == '/'));
     if (inside && (!best || p.size() > best->path.size())) best = &e;
   }
-  if (!best) return MNT3ERR_NOENT;
+  if (!best || path.find('\0') != std::string_view::npos) return MNT3ERR_NOENT;
   if (!export_access(*best, c.req.peer)) return MNT3ERR_ACCES;
   std::string rest(path.substr(std::min(path.size(), best->path.size())));
   int fd = dup(best->root_fd);

@@ -60,6 +60,7 @@ class xdr_in {
   }
   // Fixed-length opaque of n bytes (plus padding).
   bytes_view fixed(size_t n) {
+    if (!need(n)) return {};  // first on its own, so that n + padding cannot wrap
     size_t padded = n + xdr_pad(n);
     if (!need(padded)) return {};
     bytes_view v{p_, n};
@@ -115,6 +116,10 @@ class xdr_out {
   }
   void boolean(bool b) { u32(b ? 1 : 0); }
   void fixed(const void *src, size_t n) {
+    if (n > room()) {  // checked on its own, so that n + padding cannot wrap
+      ok_ = false;
+      return;
+    }
     size_t pad = xdr_pad(n);
     if (uint8_t *d = take(n + pad)) {
       if (n) std::memcpy(d, src, n);

@@ -1,0 +1,332 @@
+// fuzz_rpc.cc -- libFuzzer target for kcont-nfsd's request path: record
+// marking (record_reader), call decoding and the whole protocol
+// (serve_call: NFSv3, MOUNT v3, file handles, the export rules).
+//
+// How: the input is one TCP byte stream.  It is fed to a record_reader in
+// chunks whose sizes come from a PRNG seeded by the input's bytes (so
+// every split of fragment headers and bodies gets exercised, and a given
+// input always splits the same way), into a record buffer of
+// server_config::max_record bytes.  Each complete record is copied into a
+// heap buffer of exactly its length (ASan sees any overread) and served by
+// a server exporting two temporary directories (one rw without root
+// squash, one ro with squashing), created once in LLVMFuzzerInitialize and
+// populated with a file, a subdirectory and symlinks.
+//
+// Real file handles and export paths are unguessable (inode numbers,
+// mkdtemp names), so the harness expands placeholders before serving: the
+// XDR opaque `00000004 'F' 'H' k 00` becomes the handle of object k, and
+// `00000004 'P' 'A' k 00` the path of object k (tables below; the seeds in
+// corpus/ use them).  Anything else is served as is.
+//
+// Checks beyond the sanitizers: every reply record is well formed (its
+// mark matches its length, it carries the call's xid) and the reply
+// buffer never overflowed.  Between inputs the fixed objects are restored
+// when a call removed them, and every few thousand inputs the export is
+// swept of whatever the fuzzer created.  With KCONT_FUZZ_STATS set, the
+// server's per-procedure counters are printed at exit.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "internal.h"
+#include "kcont/nfsd/rpc.h"
+#include "kcont/nfsd/server.h"
+#include "kcont/nfsd/transport.h"
+
+using namespace kc::nfs;
+
+namespace {
+
+// Objects whose handles the placeholders name: (export index, path
+// relative to that export's root; "" is the root).
+struct object {
+  int exp;
+  const char *rel;
+};
+constexpr object HANDLES[] = {
+    {0, ""},       {0, "file"}, {0, "dir"},  {0, "link"},
+    {0, "escape"}, {1, ""},     {1, "file"}, {0, "dir/inner"},
+};
+constexpr int NHANDLES = int(sizeof HANDLES / sizeof HANDLES[0]);
+constexpr object PATHS[] = {{0, ""}, {1, ""}, {0, "dir"}, {0, "link"}, {0, "escape/ssl"}};
+constexpr int NPATHS = int(sizeof PATHS / sizeof PATHS[0]);
+const char *const FIXED_NAMES[] = {"file", "dir", "link", "escape"};
+
+struct world {
+  std::string base;
+  std::string dirs[2];
+  std::unique_ptr<server> srv;
+  std::vector<uint8_t> rec;  // the record_reader's buffer
+  std::vector<uint8_t> out;  // the reply buffer
+  nfs_fh handles[NHANDLES];
+  std::string paths[NPATHS];
+  uint64_t inputs = 0;
+};
+
+world *W = nullptr;
+
+void die(const char *what) {
+  std::fprintf(stderr, "fuzz_rpc: %s: %s\n", what, std::strerror(errno));
+  std::abort();
+}
+
+void make_file(const std::string &p, const char *content) {
+  int fd = open(p.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) die(p.c_str());
+  if (write(fd, content, std::strlen(content)) < 0) die(p.c_str());
+  close(fd);
+}
+
+// (Re)creates the fixed objects of both exports and recomputes their
+// handles.  Cheap when nothing is missing.
+void populate(world &w) {
+  auto exists = [](const std::string &p) {
+    struct stat st;
+    return lstat(p.c_str(), &st) == 0;
+  };
+  bool changed = false;
+  for (int e = 0; e < 2; e++) {
+    const std::string &d = w.dirs[e];
+    chmod(d.c_str(), 0755);  // a SETATTR may have changed them
+    if (!exists(d + "/file")) {
+      make_file(d + "/file", "0123456789abcdef\n");
+      changed = true;
+    }
+  }
+  const std::string &d = w.dirs[0];
+  if (!exists(d + "/dir")) {
+    if (mkdir((d + "/dir").c_str(), 0755) != 0) die("mkdir dir");
+    changed = true;
+  }
+  if (!exists(d + "/dir/inner")) {
+    make_file(d + "/dir/inner", "inner\n");
+    changed = true;
+  }
+  if (!exists(d + "/link")) {
+    if (symlink("file", (d + "/link").c_str()) != 0) die("symlink link");
+    changed = true;
+  }
+  if (!exists(d + "/escape")) {
+    if (symlink("/etc", (d + "/escape").c_str()) != 0) die("symlink escape");
+    changed = true;
+  }
+  if (!changed && w.handles[0].len) return;
+  auto table = w.srv->exports();
+  for (int i = 0; i < NHANDLES; i++) {
+    const export_entry &ex = table->exports[size_t(HANDLES[i].exp)];
+    w.handles[i] = nfs_fh{};
+    fh_make(ex, ex.root_fd, HANDLES[i].rel, &w.handles[i]);  // on failure: an empty handle
+  }
+}
+
+// Removes whatever the fuzzer created in the exports.
+void sweep(world &w) {
+  for (const std::string &d : w.dirs) {
+    std::error_code ec;
+    for (auto &ent : std::filesystem::directory_iterator(d, ec)) {
+      std::string name = ent.path().filename();
+      bool keep = false;
+      for (const char *f : FIXED_NAMES) keep |= name == f;
+      if (!keep) std::filesystem::remove_all(ent.path(), ec);
+    }
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(w.dirs[0] + "/dir", ec);  // contents too
+  std::filesystem::remove_all(w.dirs[1] + "/file", ec);
+  std::filesystem::remove_all(w.dirs[0] + "/file", ec);  // may have grown huge
+  populate(w);
+}
+
+void cleanup() {
+  if (W && W->srv && std::getenv("KCONT_FUZZ_STATS"))
+    std::fprintf(stderr, "fuzz_rpc: server counters after %llu inputs\n%s",
+                 (unsigned long long)W->inputs, format_stats(*W->srv).c_str());
+  if (W && !W->base.empty()) {
+    kc::nfs::cred_leave();
+    std::error_code ec;
+    std::filesystem::remove_all(W->base, ec);
+  }
+}
+
+// Copies the record, expanding the placeholders, into an exactly sized
+// buffer.
+std::vector<uint8_t> expand(const world &w, const uint8_t *p, size_t n, size_t max) {
+  std::vector<uint8_t> r;
+  r.reserve(n);
+  auto put32 = [&](uint32_t v) {
+    uint8_t b[4];
+    xdr_out::put32(b, v);
+    r.insert(r.end(), b, b + 4);
+  };
+  size_t i = 0;
+  while (i < n) {
+    if (i + 8 <= n && p[i] == 0 && p[i + 1] == 0 && p[i + 2] == 0 && p[i + 3] == 4 &&
+        p[i + 7] == 0 && r.size() + 1100 <= max) {
+      if (p[i + 4] == 'F' && p[i + 5] == 'H' && p[i + 6] < NHANDLES) {
+        const nfs_fh &fh = w.handles[p[i + 6]];
+        put32(fh.len);
+        r.insert(r.end(), fh.data, fh.data + fh.len);
+        r.resize(r.size() + xdr_pad(fh.len));
+        i += 8;
+        continue;
+      }
+      if (p[i + 4] == 'P' && p[i + 5] == 'A' && p[i + 6] < NPATHS) {
+        const std::string &s = w.paths[p[i + 6]];
+        put32(uint32_t(s.size()));
+        r.insert(r.end(), s.begin(), s.end());
+        r.resize(r.size() + xdr_pad(s.size()));
+        i += 8;
+        continue;
+      }
+    }
+    r.push_back(p[i++]);
+  }
+  r.shrink_to_fit();
+  return r;
+}
+
+uint64_t splitmix(uint64_t &s) {
+  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+void check(bool ok, const char *what) {
+  if (!ok) {
+    std::fprintf(stderr, "fuzz_rpc: invariant violated: %s\n", what);
+    std::abort();
+  }
+}
+
+// Serves one record; false when the connection must be closed.
+bool serve_record(world &w, const uint8_t *p, size_t n, uint64_t &rng) {
+  std::vector<uint8_t> rec = expand(w, p, n, w.srv->cfg.max_record);
+  request req;
+  req.rec = rec.data();
+  req.len = rec.size();
+  uint64_t r = splitmix(rng);
+  switch (r % 4) {  // the client's address: export_access and DUMP
+    case 0:
+    case 1: {
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_addr.s_addr = (r & 4) ? htonl(INADDR_LOOPBACK) : htonl(0x0a000001);
+      std::memcpy(&req.peer, &a, sizeof a);
+      break;
+    }
+    case 2: {
+      sockaddr_in6 a{};
+      a.sin6_family = AF_INET6;
+      a.sin6_addr = in6addr_loopback;
+      if (r & 4) inet_pton(AF_INET6, "::ffff:127.0.0.1", &a.sin6_addr);
+      std::memcpy(&req.peer, &a, sizeof a);
+      break;
+    }
+    default:
+      req.peer.ss_family = AF_UNIX;  // no address: export_access refuses
+      break;
+  }
+  req.allow_file_part = (r & 8) != 0;
+  req.out = xdr_out(w.out.data(), w.out.size());
+  serve_result res = serve_call(*w.srv, req);
+  cred_leave();  // serve_call leaves the thread with the caller's identity
+  if (res != serve_result::reply) {
+    check(req.out.size() == 0, "no reply bytes for drop/close");
+    check(req.file.ref == nullptr, "no file part without a reply");
+    return res == serve_result::drop;
+  }
+  check(req.out.ok(), "reply buffer overflow reached the transport");
+  check(req.out.size() >= 24, "reply shorter than a header");
+  const uint8_t *o = w.out.data();
+  uint32_t mark = uint32_t(o[0]) << 24 | uint32_t(o[1]) << 16 | uint32_t(o[2]) << 8 | o[3];
+  check(mark == (0x80000000u | uint32_t(req.out.size() - 4 + req.file.len + req.file.pad)),
+        "record mark matches the reply length");
+  check(rec.size() >= 4 && std::memcmp(o + 4, rec.data(), 4) == 0, "reply carries the xid");
+  if (req.file.ref) {
+    check(req.allow_file_part, "file part only when allowed");
+    check(req.file.len <= MAX_IO && req.file.pad < 4, "file part bounds");
+    release_file_part(*w.srv, req.file);
+  }
+  return true;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int *, char ***) {
+  if (geteuid() != 0) {
+    std::fprintf(stderr,
+                 "fuzz_rpc: needs root (the server's file handles use open_by_handle_at)\n");
+    std::exit(1);
+  }
+  W = new world;
+  char t[] = "/tmp/kcont-nfsd-fuzz.XXXXXX";
+  if (!mkdtemp(t)) die("mkdtemp");
+  W->base = t;
+  std::atexit(cleanup);
+  chmod(t, 0755);
+  W->dirs[0] = W->base + "/rw";
+  W->dirs[1] = W->base + "/ro";
+  for (auto &d : W->dirs)
+    if (mkdir(d.c_str(), 0755) != 0) die(d.c_str());
+  W->srv = std::make_unique<server>();
+  std::string err;
+  auto table = parse_exports(W->dirs[0] + " *(rw,no_root_squash)\n" + W->dirs[1] +
+                                 " 127.0.0.1(ro,root_squash) ::1(ro,all_squash,anonuid=7)\n",
+                             "fuzz", &err);
+  if (!table) {
+    std::fprintf(stderr, "fuzz_rpc: %s\n", err.c_str());
+    std::exit(1);
+  }
+  W->srv->set_exports(table);
+  W->rec.resize(W->srv->cfg.max_record);
+  W->out.resize(THREADS_REPLY_BUFFER);
+  for (int i = 0; i < NPATHS; i++)
+    W->paths[i] = W->dirs[PATHS[i].exp] + (PATHS[i].rel[0] ? std::string("/") + PATHS[i].rel : "");
+  populate(*W);
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  world &w = *W;
+  if (++w.inputs % 4096 == 0)
+    sweep(w);
+  else
+    populate(w);
+
+  // Chunk sizes from the input itself.
+  uint64_t rng = size;
+  for (size_t i = 0; i < size && i < 64; i++) rng = (rng ^ data[i]) * 0x100000001b3ull;
+
+  record_reader rr;
+  rr.begin(w.rec.data(), w.rec.size());
+  size_t pos = 0;
+  while (pos < size) {
+    size_t want = 0;
+    uint8_t *dst = rr.want(&want);
+    check(want > 0, "record_reader wants bytes");
+    uint64_t r = splitmix(rng);
+    size_t chunk = (r & 3) == 0 ? 1 + (r >> 8) % 3 : 1 + (r >> 8) % 512;
+    size_t k = std::min({want, chunk, size - pos});
+    std::memcpy(dst, data + pos, k);
+    pos += k;
+    record_reader::result res = rr.commit(k);
+    if (res == record_reader::more) continue;
+    if (res != record_reader::record) break;  // too_big / bad_fragment: connection closed
+    check(rr.length() > 0 && rr.length() <= w.rec.size(), "record length in bounds");
+    if (!serve_record(w, w.rec.data(), rr.length(), rng)) break;
+    rr.begin(w.rec.data(), w.rec.size());
+  }
+  return 0;
+}
