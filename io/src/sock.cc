@@ -46,6 +46,7 @@ struct sock {
   bool connecting = false;
   // sendfile: file -> pipe -> socket with io_uring splice
   int pipe_r = -1, pipe_w = -1;
+  size_t pipe_cap = 0;  // the pipe's size (F_GETPIPE_SZ)
   bool xfer = false, xfer_started = false, xfer_to_sock = false;
   int xfer_fd = -1;
   uint64_t xfer_off = 0;
@@ -178,7 +179,10 @@ void maybe_teardown(sock *s);
 void send_more(sock *s);
 void xfer_step(sock *s);
 
-constexpr size_t PIPE_CHUNK = 256 * 1024;
+// One splice moves up to this much (the pipe is grown to it; 1 MiB is
+// Linux's default pipe-max-size): each splice is a trip through io_uring's
+// worker pool, so fewer, bigger ones mean fewer context switches.
+constexpr size_t PIPE_CHUNK = 1024 * 1024;
 
 void close_pipe(sock *s) {
   if (s->pipe_r >= 0) ::close(s->pipe_r);
@@ -241,7 +245,7 @@ void xfer_step(sock *s) {
     io_uring_prep_splice(sqe, s->pipe_r, -1, s->fd, -1, unsigned(s->xfer_inpipe), 0);
   else
     io_uring_prep_splice(sqe, s->xfer_fd, int64_t(s->xfer_off), s->pipe_w, -1,
-                         unsigned(std::min(s->xfer_left, PIPE_CHUNK)), 0);
+                         unsigned(std::min(s->xfer_left, s->pipe_cap)), 0);
   io_uring_sqe_set_data(sqe, &s->xfer_comp);
   s->ops++;
 }
@@ -657,6 +661,34 @@ int sock_start(sock *s, kcont *upcall) {
   return 0;
 }
 
+int sock_detach(sock *s) {
+  if (!s || !on_pool_cpu(s->pool)) return -EPERM;
+  if (s->listening || s->upcall || s->closing || s->fd < 0 || s->ops > 0) return -EINVAL;
+  int fd = s->fd;
+  s->fd = -1;
+  free_slot(s);
+  s->pool->closed.fetch_sub(1, std::memory_order_relaxed);  // handed over, not closed
+  return fd;
+}
+
+sock *sock_adopt(sockpool *p, int fd, kcont *upcall, int *err) {
+  auto fail = [&](int e) -> sock * {
+    if (err) *err = e;
+    return nullptr;
+  };
+  if (!on_pool_cpu(p)) return fail(EPERM);
+  if (fd < 0 || !upcall || !upcall_ok(p, upcall)) return fail(EINVAL);
+  sock *s = take_slot(p);
+  if (!s) return fail(ENOBUFS);
+  s->fd = fd;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  p->accepted.fetch_add(1, std::memory_order_relaxed);
+  s->upcall = upcall;
+  arm_recv(s);
+  return s;
+}
+
 sock *sock_connect(sockpool *p, const sockaddr *addr, socklen_t len, kcont *upcall, int *err) {
   auto fail = [&](int e) -> sock * {
     if (err) *err = e;
@@ -785,6 +817,8 @@ int sock_sendfile(sock *s, int file_fd, uint64_t offset, size_t len, kcont *done
     s->pipe_r = p[0];
     s->pipe_w = p[1];
     fcntl(s->pipe_w, F_SETPIPE_SZ, int(PIPE_CHUNK));
+    int sz = fcntl(s->pipe_w, F_GETPIPE_SZ);
+    s->pipe_cap = sz > 0 ? size_t(sz) : 65536;
   }
   s->xfer = true;
   s->xfer_started = false;

@@ -743,13 +743,16 @@ class CswTracker {
       snprintf(sp, sizeof sp, "/proc/%d/task/%s/status", pid, e->d_name);
       FILE *sf = fopen(sp, "r");
       if (!sf) continue;  // the thread just exited
-      uint64_t n = 0;
+      counts n;
       char line[256];
       while (fgets(line, sizeof line, sf)) {
         unsigned long long v;
-        if (sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1 ||
-            sscanf(line, "nonvoluntary_ctxt_switches: %llu", &v) == 1)
-          n += v;
+        if (sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1) {
+          n.all += v;
+          n.vol += v;
+        } else if (sscanf(line, "nonvoluntary_ctxt_switches: %llu", &v) == 1) {
+          n.all += v;
+        }
       }
       fclose(sf);
       seen_.emplace_back(atoi(e->d_name), n);
@@ -757,20 +760,30 @@ class CswTracker {
     closedir(d);
     for (auto [tid, n] : seen_) {
       auto it = std::find_if(last_.begin(), last_.end(), [&](auto &x) { return x.first == tid; });
-      if (it != last_.end())
-        total_ += n >= it->second ? n - it->second : 0;
-      else if (started_)
-        total_ += n;
+      if (it != last_.end()) {
+        total_ += n.all >= it->second.all ? n.all - it->second.all : 0;
+        voluntary_ += n.vol >= it->second.vol ? n.vol - it->second.vol : 0;
+      } else if (started_) {
+        total_ += n.all;
+        voluntary_ += n.vol;
+      }
     }
     last_.swap(seen_);
     started_ = true;
     return true;
   }
   uint64_t total() const { return total_; }
+  // Only the switches where a thread went to sleep (the sleep/wakeup cost
+  // kcont removes); the rest are preemptions, e.g. by client processes
+  // sharing the CPUs.
+  uint64_t voluntary() const { return voluntary_; }
 
  private:
-  std::vector<std::pair<int, uint64_t>> last_, seen_;
-  uint64_t total_ = 0;
+  struct counts {
+    uint64_t vol = 0, all = 0;
+  };
+  std::vector<std::pair<int, counts>> last_, seen_;
+  uint64_t total_ = 0, voluntary_ = 0;
   bool started_ = false;
 };
 
@@ -1060,22 +1073,24 @@ int main(int argc, char **argv) {
   double srv_cpu = have_srv ? srv_cpu1 - srv_cpu0 : 0;
   double srv_csw = have_srv ? double(csw.total()) : 0;
   double srv_csw_op = have_srv && ops ? srv_csw / double(ops) : 0;
+  double srv_vcsw_op = have_srv && ops ? double(csw.voluntary()) / double(ops) : 0;
   double srv_us_op = have_srv && ops ? srv_cpu * 1e6 / double(ops) : 0;
   double busy = m1.total > m0.total ? double(m1.busy - m0.busy) / double(m1.total - m0.total) : 0;
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
-  printf("%-8s %8s %6s %5s %5s %-6s %11s %9s %9s %9s %9s %7s %9s %9s %9s %6s\n", "op", "size",
+  printf("%-8s %8s %6s %5s %5s %-6s %11s %9s %9s %9s %9s %7s %9s %9s %9s %9s %6s\n", "op", "size",
          "depth", "conns", "procs", "pattrn", "ops/s", "MB/s", "p50(us)", "p99(us)", "p99.9(us)",
-         "errors", "srv_csw/op", "srv_us/op", "cli_us/op", "busy%");
-  char csw_s[32] = "-", srv_s[32] = "-";
+         "errors", "srv_csw/op", "srv_vcsw", "srv_us/op", "cli_us/op", "busy%");
+  char csw_s[32] = "-", vcsw_s[32] = "-", srv_s[32] = "-";
   if (have_srv) {
     snprintf(csw_s, sizeof csw_s, "%.3f", srv_csw_op);
+    snprintf(vcsw_s, sizeof vcsw_s, "%.4f", srv_vcsw_op);
     snprintf(srv_s, sizeof srv_s, "%.2f", srv_us_op);
   }
   printf("%-8s %8" PRIu64 " %6d %5d %5d %-6s %11.0f %9.1f %9.1f %9.1f %9.1f %7" PRIu64
-         " %9s %9s %9.2f %6.1f\n",
+         " %9s %9s %9s %9.2f %6.1f\n",
          o.op.c_str(), o.size, o.depth, o.conns, o.procs, o.pattern.c_str(), ops_s, mb_s, p50, p99,
-         p999, errors, csw_s, srv_s, client_us_op, busy * 100);
+         p999, errors, csw_s, vcsw_s, srv_s, client_us_op, busy * 100);
   if (commits) printf("commits: %" PRIu64 "\n", commits);
 
   if (!o.json.empty()) {
@@ -1102,12 +1117,14 @@ int main(int argc, char **argv) {
     if (have_srv)
       fprintf(f,
               " \"server_pid\": %d, \"server_csw\": %.0f, \"server_csw_per_op\": %.5f,"
+              " \"server_voluntary_csw_per_op\": %.5f,"
               " \"server_cpu_s\": %.4f, \"server_cpu_us_per_op\": %.3f,"
               " \"server_cpu_share\": %.4f,\n",
-              o.server_pid, srv_csw, srv_csw_op, srv_cpu, srv_us_op, srv_cpu / secs);
+              o.server_pid, srv_csw, srv_csw_op, srv_vcsw_op, srv_cpu, srv_us_op, srv_cpu / secs);
     else
       fprintf(f,
               " \"server_pid\": null, \"server_csw\": null, \"server_csw_per_op\": null,"
+              " \"server_voluntary_csw_per_op\": null,"
               " \"server_cpu_s\": null, \"server_cpu_us_per_op\": null,"
               " \"server_cpu_share\": null,\n");
     fprintf(f,

@@ -1,10 +1,11 @@
 // model_kcont.cc -- the kcont transport: NFS requests as chains of
 // continuations, with no thread sleeping for an I/O.
 //
-// Model: every CPU has a socket pool listening on both ports (SO_REUSEPORT:
-// the kernel spreads connections over CPUs) and a fixed set of connection
-// objects, each with `slots` request slots (request buffer + reply buffer,
-// mapped once and reused).  Everything about a connection happens on its
+// Model: every CPU has a socket pool and a fixed set of connection objects,
+// each with `slots` request slots (request buffer + reply buffer, mapped
+// once and reused).  CPU 0 listens on both ports and hands each new
+// connection to the CPU serving the fewest (sock_detach -> a per-CPU
+// hand-off list -> sock_adopt there).  Everything about a connection happens on its
 // CPU's dispatcher at {softnet, interrupt}:
 //
 //   upcall (data arrived) -> record reassembled straight into a free slot
@@ -57,6 +58,7 @@
 #include "kcont/nfsd/transport.h"
 #include "kcont/ring.h"
 #include "kcont/sock.h"
+#include "kcont/spinlock.h"
 #include "kcont/workqueue.h"
 #include "listen.h"
 
@@ -97,7 +99,11 @@ struct kslot {
   uint64_t offset = 0;
   struct stat pre {};
   uint64_t t0 = 0;
-  // Sending.
+  // Sending: the reply buffer, then either a file part (sendfile) or the
+  // data of a buffer (bread), then the XDR padding.
+  buf *bp = nullptr;
+  uint32_t tail_len = 0;
+  size_t tail_sent = 0;
   size_t sent = 0;
   bool file_sent = false;
   kslot *next = nullptr;
@@ -133,6 +139,11 @@ struct kcpu {
   std::atomic<uint32_t> active{0};
   std::atomic<uint64_t> refused{0};
   bool draining = false;
+  // Connections accepted on CPU 0 and handed to this CPU: descriptors
+  // waiting for adopt_kc (bounded by the CPU's connection objects).
+  std::atomic<uint32_t> handoff_lock{0};
+  std::vector<int> handoff, adopting;  // capacity reserved at start
+  kcont adopt_kc;
 };
 
 class kcont_transport final : public transport {
@@ -183,29 +194,36 @@ void slot_work(work *wk, void *arg);
 void read_records(kconn *c);
 void pump(kconn *c);
 
-bool conn_setup(kconn *c, kcpu *k) {
+// Allocates a connection object's slots and maps its buffers (address
+// space only: MAP_NORESERVE, pages come as requests touch them).  Thread
+// context, at start: nothing is allocated once connections arrive.
+bool conn_alloc(kconn *c, kcpu *k) {
   kcont_transport *t = k->t;
   size_t rec = t->srv_.cfg.max_record, rep = KCONT_REPLY_BUFFER;
-  if (!c->mem) {
-    c->mem_len = size_t(t->cfg_.slots) * (rec + rep);
-    c->mem = mmap(nullptr, c->mem_len, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (c->mem == MAP_FAILED) {
-      c->mem = nullptr;
-      return false;
-    }
-    c->slots = std::vector<kslot>(t->cfg_.slots);
-    for (uint32_t i = 0; i < t->cfg_.slots; i++) {
-      kslot &s = c->slots[i];
-      s.conn = c;
-      s.req = static_cast<uint8_t *>(c->mem) + size_t(i) * (rec + rep);
-      s.rep = s.req + rec;
-      kcont_init(&s.kc, slot_continue, &s,
-                 target::at(LVL_SOFTNET, kind::interrupt, int16_t(k->cpu)));
-    }
-    kcont_init(&c->upcall, conn_upcall, c,
-               target::at(LVL_SOFTNET, kind::interrupt, int16_t(k->cpu)));
+  c->cpu = k;
+  c->mem_len = size_t(t->cfg_.slots) * (rec + rep);
+  c->mem = mmap(nullptr, c->mem_len, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (c->mem == MAP_FAILED) {
+    c->mem = nullptr;
+    return false;
   }
+  c->slots = std::vector<kslot>(t->cfg_.slots);
+  c->free_slots.reserve(t->cfg_.slots);
+  for (uint32_t i = 0; i < t->cfg_.slots; i++) {
+    kslot &s = c->slots[i];
+    s.conn = c;
+    s.req = static_cast<uint8_t *>(c->mem) + size_t(i) * (rec + rep);
+    s.rep = s.req + rec;
+    kcont_init(&s.kc, slot_continue, &s, target::at(LVL_SOFTNET, kind::interrupt, int16_t(k->cpu)));
+  }
+  kcont_init(&c->upcall, conn_upcall, c, target::at(LVL_SOFTNET, kind::interrupt, int16_t(k->cpu)));
+  return true;
+}
+
+// Readies a free connection object for a new socket.  Never allocates.
+bool conn_setup(kconn *c, kcpu *k) {
+  if (!c->mem) return false;
   c->cpu = k;
   c->free_slots.clear();
   for (auto &s : c->slots) c->free_slots.push_back(&s);
@@ -227,33 +245,97 @@ void maybe_close(kconn *c) {
   c->cpu->active.fetch_sub(1, std::memory_order_relaxed);
 }
 
+// A free connection object of k (its upcall idle), or nullptr.
+kconn *free_conn(kcpu *k) {
+  if (k->draining) return nullptr;
+  for (auto &cand : k->conns)
+    if (!cand.active && cand.mem && kcont_state(&cand.upcall) == kc_state::idle) return &cand;
+  return nullptr;
+}
+
+void conn_started(kcpu *k, kconn *c, sock *s) {
+  c->s = s;
+  socklen_t len = sizeof c->peer;
+  getpeername(sock_fd(s), reinterpret_cast<sockaddr *>(&c->peer), &len);
+  k->active.fetch_add(1, std::memory_order_relaxed);
+  k->t->srv_.stats.connections.fetch_add(1, std::memory_order_relaxed);
+}
+
+// CPU 0 accepts every connection and spreads them: each goes to the CPU
+// with the fewest (SO_REUSEPORT would hash them, and two connections land
+// on one CPU half the time).
+kcpu *pick_cpu(kcont_transport *t) {
+  kcpu *best = nullptr;
+  uint32_t start = t->rr_.fetch_add(1, std::memory_order_relaxed);
+  size_t n = t->cpus_.size();
+  for (size_t i = 0; i < n; i++) {
+    kcpu *k = t->cpus_[(start + i) % n].get();
+    if (!best ||
+        k->active.load(std::memory_order_relaxed) < best->active.load(std::memory_order_relaxed))
+      best = k;
+  }
+  return best;
+}
+
+void adopt_upcall(void *, void *env, int) {
+  auto *k = static_cast<kcpu *>(env);
+  {
+    spinlock g(k->handoff_lock);
+    k->adopting.swap(k->handoff);
+  }
+  for (int fd : k->adopting) {
+    kconn *c = free_conn(k);
+    sock *s = nullptr;
+    int err = 0;
+    if (c && conn_setup(c, k)) {
+      s = sock_adopt(k->pool, fd, &c->upcall, &err);
+      if (!s) c->active = false;
+    }
+    if (!s) {
+      k->refused.fetch_add(1, std::memory_order_relaxed);
+      close(fd);
+      continue;
+    }
+    conn_started(k, c, s);
+  }
+  k->adopting.clear();
+}
+
 void listener_upcall(void *, void *env, int) {
   auto *k = static_cast<kcpu *>(env);
   for (sock *l : k->listeners) {
     if (!l) continue;
     sock_events(l);
     while (sock *s = sock_accept(l)) {
-      kconn *c = nullptr;
-      if (!k->draining) {
-        for (auto &cand : k->conns) {
-          if (!cand.active && (!cand.mem || kcont_state(&cand.upcall) == kc_state::idle)) {
-            c = &cand;
-            break;
+      kcpu *to = k->draining ? k : pick_cpu(k->t);
+      if (to != k) {
+        int fd = sock_detach(s);
+        bool queued = false;
+        if (fd >= 0) {
+          spinlock g(to->handoff_lock);
+          if (to->handoff.size() < to->handoff.capacity()) {
+            to->handoff.push_back(fd);
+            queued = true;
           }
         }
+        if (queued) {
+          kcont_defer(&to->adopt_kc, nullptr, 0);
+        } else {
+          k->refused.fetch_add(1, std::memory_order_relaxed);
+          if (fd >= 0)
+            close(fd);
+          else
+            sock_close(s);
+        }
+        continue;
       }
+      kconn *c = free_conn(k);
       if (!c || !conn_setup(c, k)) {
         k->refused.fetch_add(1, std::memory_order_relaxed);
         sock_close(s);
         continue;
       }
-      c->s = s;
-      socklen_t len = sizeof c->peer;
-      getpeername(sock_fd(s), reinterpret_cast<sockaddr *>(&c->peer), &len);
-      int one = 1;
-      setsockopt(sock_fd(s), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      k->active.fetch_add(1, std::memory_order_relaxed);
-      k->t->srv_.stats.connections.fetch_add(1, std::memory_order_relaxed);
+      conn_started(k, c, s);
       sock_start(s, &c->upcall);
     }
   }
@@ -277,6 +359,11 @@ void release_slot(kslot *s) {
     fh_put(srv.handles, s->fe);
     s->fe = nullptr;
   }
+  if (s->bp) {
+    brelse(s->bp);
+    s->bp = nullptr;
+  }
+  s->tail_len = 0;
   s->st = stage::idle;
   s->next = nullptr;
   c->free_slots.push_back(s);
@@ -303,6 +390,7 @@ void reply_ready(kslot *s) {
     return;
   }
   s->sent = 0;
+  s->tail_sent = 0;
   s->file_sent = false;
   s->next = nullptr;
   if (c->sq_tail)
@@ -335,6 +423,15 @@ void pump(kconn *c) {
       }
       s->sent += size_t(n);
       if (s->sent < total) return;  // SOCK_WRITABLE will call again
+    }
+    if (s->tail_sent < s->tail_len) {
+      long n = sock_send(c->s, s->bp->data + s->tail_sent, s->tail_len - s->tail_sent);
+      if (n < 0) {
+        fail_sends(c);
+        return;
+      }
+      s->tail_sent += size_t(n);
+      if (s->tail_sent < s->tail_len) return;
     }
     file_part &fp = s->r.file;
     if (fp.len > 0 && !s->file_sent) {
@@ -372,7 +469,7 @@ void fast_reply_begin(kslot *s, nfsstat3 st) {
 }
 
 void fast_finish(kslot *s, nfsstat3 st) {
-  finish_record(s->r.out, s->r.file.len + s->r.file.pad);
+  finish_record(s->r.out, s->r.file.len + s->r.file.pad + s->tail_len);
   count_call(s->conn->cpu->t->srv_, s->proc, st, s->t0);
   s->result = serve_result::reply;
   reply_ready(s);
@@ -410,7 +507,7 @@ bool try_fast(kslot *s) {
   if (!in.ok()) return false;
   fh_entry *fe = fh_lookup_cached(srv.handles, fh);
   if (!fe) return false;
-  auto exports = srv.exports();
+  const export_table *exports = srv.exports_now();
   const export_entry *ex = exports ? exports->by_id(fe->export_id) : nullptr;
   const export_opts *opts = ex ? export_access(*ex, c->peer) : nullptr;
   struct stat st;
@@ -455,6 +552,7 @@ bool try_fast(kslot *s) {
         fast_finish(s, NFS3_OK);
         return true;
       }
+      s->pre = st;
       s->st = stage::read_done;
       if (bread(c->cpu->t->bufs_, fe->fd, s->offset, n, &s->kc) != 0) {
         s->st = stage::idle;
@@ -502,19 +600,24 @@ bool try_fast(kslot *s) {
   return give_up();
 }
 
+// The data stays in the buffer and is sent from there (pump); the post-op
+// attributes are the ones read before the READ (a read changes none that
+// matter to the client but atime, which it does not cache).
 void finish_read(kslot *s, buf *bp, int status) {
-  struct stat st;
-  bool have = fstat(s->fe->fd, &st) == 0;
   nfsstat3 rc = status > 0 ? errno_to_nfs(status) : NFS3_OK;
   fast_reply_begin(s, rc);
-  put_post_op_attr(s->r.out, have ? &st : nullptr, s->fsid);
+  put_post_op_attr(s->r.out, &s->pre, s->fsid);
   if (rc == NFS3_OK) {
     uint32_t n = bp->done;
     s->r.out.u32(n);
-    s->r.out.boolean(n < s->count || (have && s->offset + n >= uint64_t(st.st_size)));
-    s->r.out.var(bp->data, n);
+    s->r.out.boolean(n < s->count || s->offset + n >= uint64_t(s->pre.st_size));
+    s->r.out.u32(n);
+    s->bp = bp;
+    s->tail_len = n;
+    s->r.file.pad = uint32_t(xdr_pad(n));
+  } else {
+    brelse(bp);
   }
-  brelse(bp);
   fast_finish(s, rc);
 }
 
@@ -640,9 +743,8 @@ int kcont_transport::start(std::string *err) {
     *err = "kcont is not running";
     return ENXIO;
   }
-  // The per-CPU listeners share their ports with SO_REUSEPORT, which would
-  // also let a second server bind them silently: probe with a plain bind
-  // first so a port in use is a clear start-up error.
+  // Probe both ports with a plain bind first: a port in use is then a
+  // clear start-up error before anything is set up.
   for (int i = 0; i < 2; i++) {
     int fd = listen_socket(i == 0 ? cfg_.nfs_addr : cfg_.mount_addr, cfg_.addr_len, false,
                            i == 0 ? "NFS" : "MOUNT", err);
@@ -670,6 +772,12 @@ int kcont_transport::start(std::string *err) {
     k->t = this;
     k->cpu = cpu;
     k->conns = std::vector<kconn>(per_cpu);
+    for (auto &c : k->conns) {
+      if (!conn_alloc(&c, k.get())) {
+        *err = "cannot map connection buffers: " + std::string(std::strerror(errno));
+        return ENOMEM;
+      }
+    }
     sockpool_config pc;
     pc.cpu = cpu;
     pc.nsocks = per_cpu + 2;
@@ -680,15 +788,20 @@ int kcont_transport::start(std::string *err) {
     if (!k->pool) return ENOMEM;
     kcont_init(&k->lkc, listener_upcall, k.get(),
                target::at(LVL_SOFTNET, kind::interrupt, int16_t(cpu)));
+    kcont_init(&k->adopt_kc, adopt_upcall, k.get(),
+               target::at(LVL_SOFTNET, kind::interrupt, int16_t(cpu)));
+    k->handoff.reserve(per_cpu);
+    k->adopting.reserve(per_cpu);
+    cpus_.push_back(std::move(k));
+    if (cpu != 0) continue;
     int e1 = 0, e2 = 0;
-    kcpu *kp = k.get();
+    kcpu *kp = cpus_.back().get();
     run_on_cpu(cpu, [&] {
       kp->listeners[0] = sock_listen(kp->pool, reinterpret_cast<const sockaddr *>(&cfg_.nfs_addr),
-                                     cfg_.addr_len, 1024, &kp->lkc, &e1, true);
+                                     cfg_.addr_len, 1024, &kp->lkc, &e1, false);
       kp->listeners[1] = sock_listen(kp->pool, reinterpret_cast<const sockaddr *>(&cfg_.mount_addr),
-                                     cfg_.addr_len, 1024, &kp->lkc, &e2, true);
+                                     cfg_.addr_len, 1024, &kp->lkc, &e2, false);
     });
-    cpus_.push_back(std::move(k));
     if (e1 || e2) {
       *err = e1 ? bind_error("NFS", cfg_.nfs_addr, e1) : bind_error("MOUNT", cfg_.mount_addr, e2);
       return e1 ? e1 : e2;
@@ -748,6 +861,8 @@ void kcont_transport::stop() {
   }
   for (auto &k : cpus_) {
     kcont_drain(&k->lkc);
+    kcont_drain(&k->adopt_kc);
+    for (int fd : k->handoff) close(fd);
     for (auto &c : k->conns) {
       if (!c.mem) continue;
       kcont_drain(&c.upcall);

@@ -270,6 +270,8 @@ std::shared_ptr<const export_table> server::exports() const {
 
 void server::set_exports(std::shared_ptr<const export_table> t) {
   std::lock_guard<std::mutex> g(exports_lock_);
+  if (exports_) retired_.push_back(exports_);
+  current_.store(t.get(), std::memory_order_release);
   exports_ = std::move(t);
 }
 

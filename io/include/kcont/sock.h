@@ -111,6 +111,18 @@ sock *sock_accept(sock *listener);
 // EPERM/EINVAL.
 int sock_start(sock *s, kcont *upcall);
 
+// Takes the descriptor out of an accepted socket that was never started
+// and frees its slot, so the connection can be served by another CPU's
+// pool (sock_adopt).  Returns the descriptor, or -EPERM / -EINVAL (started,
+// listening or closing).
+int sock_detach(sock *s);
+
+// Makes a connected TCP descriptor (from sock_detach, or accepted
+// elsewhere) a socket of pool p and starts it with `upcall`.  Returns the
+// socket, or nullptr with *err = EPERM, EINVAL or ENOBUFS (no free slot);
+// on failure the caller still owns fd.
+sock *sock_adopt(sockpool *p, int fd, kcont *upcall, int *err);
+
 // Connects to addr; the upcall gets SOCK_CONNECTED (or SOCK_ERROR).
 // Returns the socket or nullptr with *err set.
 sock *sock_connect(sockpool *p, const sockaddr *addr, socklen_t len, kcont *upcall, int *err);

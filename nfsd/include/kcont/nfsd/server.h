@@ -128,6 +128,10 @@ struct server {
 
   std::shared_ptr<const export_table> exports() const;
   void set_exports(std::shared_ptr<const export_table> t);
+  // The current table without taking a reference: valid for the server's
+  // lifetime (replaced tables are kept until the server is destroyed, so a
+  // reader never sees one freed; reloads are rare).  Any context.
+  const export_table *exports_now() const { return current_.load(std::memory_order_acquire); }
 
   // Mount list for DUMP (bounded).
   std::mutex mounts_lock;
@@ -141,6 +145,8 @@ struct server {
  private:
   mutable std::mutex exports_lock_;
   std::shared_ptr<const export_table> exports_;
+  std::vector<std::shared_ptr<const export_table>> retired_;
+  std::atomic<const export_table *> current_{nullptr};
 };
 
 // Where a reply's file data may come from instead of the reply buffer (a
