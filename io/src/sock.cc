@@ -42,7 +42,7 @@ struct sock {
   bool in_use = false, listening = false, closing = false, eof = false;
   bool shut_wr = false, shut_done = false;
   bool recv_armed = false, starved = false, wants_writable = false;
-  bool throttled = false;  // holds max_queued bytes: receive cancelled until read
+  bool throttled = false;  // holds max_queued bytes: no receive until read
   bool connecting = false;
   // sendfile: file -> pipe -> socket with io_uring splice
   int pipe_r = -1, pipe_w = -1;
@@ -144,7 +144,6 @@ void unpark(sock *s) {
 }
 
 void arm_recv(sock *s);
-void cancel_op(completion *target);
 
 // Buffers came back: re-arm every socket that ran dry.
 void wake_starved(sockpool *p) {
@@ -160,13 +159,15 @@ void wake_starved(sockpool *p) {
 }
 
 void arm_recv(sock *s) {
-  if (s->recv_armed || s->closing || s->eof || s->error) return;
+  // A throttled socket is re-armed by sock_read once it is drained, never
+  // by buffers coming back to the pool.
+  if (s->recv_armed || s->throttled || s->closing || s->eof || s->error) return;
   io_uring_sqe *sqe = kcont_ring_sqe();
   if (!sqe) {
     park_starved(s);  // retried when buffers come back
     return;
   }
-  io_uring_prep_recv_multishot(sqe, s->fd, nullptr, 0, 0);
+  io_uring_prep_recv(sqe, s->fd, nullptr, 0, 0);
   sqe->flags |= IOSQE_BUFFER_SELECT;
   sqe->buf_group = s->pool->bgid;
   io_uring_sqe_set_data(sqe, &s->recv_comp);
@@ -356,13 +357,12 @@ void recv_done(completion *c, int res, uint32_t flags) {
       s->rq_tail = bid;
       s->readable += size_t(res);
       p->rx.fetch_add(uint64_t(res), std::memory_order_relaxed);
-      if (s->readable >= p->cfg.max_queued && s->recv_armed && !s->throttled) {
+      if (s->readable >= p->cfg.max_queued && !s->throttled) {
         // A socket nobody reads must not take every buffer of the pool:
-        // stop its receive; the data waits in the kernel (TCP pushes back
-        // on the peer) until sock_read drains the queue.
+        // no further receive; the data waits in the kernel (TCP pushes
+        // back on the peer) until sock_read drains the queue.
         s->throttled = true;
         p->throttles.fetch_add(1, std::memory_order_relaxed);
-        cancel_op(&s->recv_comp);
       }
       notify(s, SOCK_READABLE);
     }

@@ -793,9 +793,12 @@ int kcont_transport::start(std::string *err) {
     k->handoff.reserve(per_cpu);
     k->adopting.reserve(per_cpu);
     cpus_.push_back(std::move(k));
-    if (cpu != 0) continue;
+  }
+  // Listen only once every CPU exists: CPU 0's accept path reads cpus_.
+  {
     int e1 = 0, e2 = 0;
-    kcpu *kp = cpus_.back().get();
+    kcpu *kp = cpus_.front().get();
+    int cpu = 0;
     run_on_cpu(cpu, [&] {
       kp->listeners[0] = sock_listen(kp->pool, reinterpret_cast<const sockaddr *>(&cfg_.nfs_addr),
                                      cfg_.addr_len, 1024, &kp->lkc, &e1, false);

@@ -10,12 +10,14 @@
 // reads what happened with sock_events(), then calls sock_read, sock_send,
 // sock_accept, sock_shutdown or sock_close -- on this very socket or others.
 //
-// Receiving is one multishot recv per socket into the provided buffers:
-// received buffers queue on the socket until sock_read copies them out and
-// gives them back.  If the buffers run out the kernel ends the multishot
-// with ENOBUFS; the data stays in the kernel's socket buffer and the recv is
-// re-armed as soon as buffers come back.  Nothing is dropped and nothing is
-// allocated per receive.
+// Receiving is one recv at a time per socket into the provided buffers
+// (re-armed as each completes, so a socket never has more than one buffer
+// in flight -- a multishot recv would let one busy socket take the whole
+// pool in a single burst): received buffers queue on the socket until
+// sock_read copies them out and gives them back.  If the buffers run out
+// the recv ends with ENOBUFS; the data stays in the kernel's socket buffer
+// and the recv is re-armed as soon as buffers come back.  Nothing is
+// dropped and nothing is allocated per receive.
 //
 // Sending copies into the socket's send buffer (bounded: back-pressure);
 // one send is in flight at a time; when a full buffer drains, the upcall
@@ -29,11 +31,11 @@
 //
 // Memory per connection: one slot (384 bytes on x86-64, sizeof(sock)) plus `sndbuf` bytes of
 // send buffer, both preallocated; receive buffers are shared by the pool's
-// sockets (`nbufs` x `bufsize`); a socket's kernel receive buffer is set
-// to `max_queued` (SO_RCVBUF, capped by net.core.rmem_max), and once it
-// holds `max_queued` unread bytes its receive is stopped, so one socket
-// holds at most `max_queued` plus what the kernel had already received for
-// it (its receive buffer, at least one segment: 64 KiB on loopback).
+// sockets (`nbufs` x `bufsize`); once a socket holds `max_queued` unread
+// bytes its receive is not re-armed until sock_read drains half of it, so
+// one socket holds at most `max_queued` + `bufsize` of them.  Its kernel
+// receive buffer is also set to `max_queued` (SO_RCVBUF, capped by
+// net.core.rmem_max), so TCP pushes back on a sender nobody reads.
 //
 // Rules: every function except sockpool_create/destroy must be called on the
 // pool's CPU dispatcher (kcont_current_cpu() == the pool's CPU, interrupt
