@@ -34,9 +34,8 @@
 #include <thread>
 #include <vector>
 
-#include "kcont/kcont.h"
-
 #include "count_allocs.h"  // core/tests: counts every allocation
+#include "kcont/kcont.h"
 
 // Asio and Boost.Asio cannot share a translation unit: bench_asio.cc and
 // bench_boost_asio.cc each run a self-re-posting chain of n handlers.

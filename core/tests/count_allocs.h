@@ -49,4 +49,3 @@ void operator delete(void *p) noexcept { __libc_free(p); }
 void operator delete[](void *p) noexcept { __libc_free(p); }
 void operator delete(void *p, size_t) noexcept { __libc_free(p); }
 void operator delete[](void *p, size_t) noexcept { __libc_free(p); }
-

@@ -9,11 +9,10 @@
 #include <new>
 #include <thread>
 
+#include "count_allocs.h"
 #include "kcont/callout.h"
 #include "kcont/kcont.h"
 #include "kcont/sleepq.h"
-
-#include "count_allocs.h"
 
 using namespace kc;
 

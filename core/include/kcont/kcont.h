@@ -247,8 +247,8 @@ bool kcont_defer(kcont *kc, void *obj, int status);
 
 // Removes a pending kc from its queue so it will not run: returns true if it
 // was pending and is now cancelled, false otherwise (idle, chained, already
-// running or run, or a CPU-private kc cancelled off its CPU).  A cancelled kc may be deferred again at once; before it
-// is freed or re-initialised call kcont_drain.  Any context.
+// running or run, or a CPU-private kc cancelled off its CPU).  A cancelled kc may be deferred again
+// at once; before it is freed or re-initialised call kcont_drain.  Any context.
 bool kcont_cancel(kcont *kc);
 
 // Waits until kc is neither pending nor running on any CPU (a chained kc
