@@ -35,10 +35,11 @@ struct conn {
   size_t sent = 0, to_send = 0;  // for the push test
   uint64_t rx = 0;
   bool bad = false;
-  kcont done;  // sendfile completion
+  kcont done;  // sendfile completion; handoff mode: the adoption on CPU 0
+  int handoff_fd = -1;
 };
 
-enum class mode { echo, echo_close_on_bye, push, sink, sendfile };
+enum class mode { echo, echo_close_on_bye, push, sink, sendfile, handoff };
 
 struct server {
   sockpool *pool = nullptr;
@@ -54,6 +55,8 @@ struct server {
   std::atomic<int> sf_status{-1};
   std::atomic<int> closed{0}, errors{0}, accepted{0}, bad{0};
   std::atomic<bool> stall_first{false};  // conns[0] does not read while set
+  sockpool *adopt_pool = nullptr;        // handoff mode: CPU 0's pool
+  std::atomic<int> upcalls_on_cpu0{0};
   uint16_t port = 0;
 };
 
@@ -99,6 +102,7 @@ void conn_upcall(void *obj, void *env, int) {
     return;
   }
   if (srv->stall_first.load() && c == &srv->conns[0]) return;
+  if (srv->m == mode::handoff && kcont_current_cpu() == 0) srv->upcalls_on_cpu0++;
   char buf[4096];
   for (;;) {
     long n = sock_read(s, buf, sizeof buf);
@@ -127,6 +131,18 @@ void conn_upcall(void *obj, void *env, int) {
   }
 }
 
+// handoff mode: runs on CPU 0 and makes the detached descriptor a socket
+// of CPU 0's pool.
+void adopt_on_cpu0(void *, void *env, int) {
+  auto *c = static_cast<conn *>(env);
+  int err = 0;
+  c->s = sock_adopt(c->srv->adopt_pool, c->handoff_fd, &c->kc, &err);
+  if (!c->s) {
+    close(c->handoff_fd);
+    c->srv->bad++;
+  }
+}
+
 void listener_upcall(void *, void *env, int) {
   auto *srv = static_cast<server *>(env);
   sock_events(srv->listener);
@@ -138,6 +154,20 @@ void listener_upcall(void *, void *env, int) {
     }
     conn *c = &srv->conns[i];
     c->srv = srv;
+    if (srv->m == mode::handoff) {
+      // Accepted here (CPU 1), served by CPU 0's pool.
+      c->handoff_fd = sock_detach(s);
+      if (c->handoff_fd < 0) {
+        srv->bad++;
+        sock_close(s);
+        continue;
+      }
+      kcont_init(&c->kc, conn_upcall, c, target::cpu_private_to(LVL_SOFTNET, 0));
+      kcont_init(&c->done, adopt_on_cpu0, c, target::at(LVL_SOFTNET, kind::interrupt, 0));
+      kcont_defer(&c->done, nullptr, 0);
+      srv->accepted++;
+      continue;
+    }
     c->s = s;
     kcont_init(&c->kc, conn_upcall, c, target::cpu_private_to(LVL_SOFTNET, kCpu));
     ASSERT_EQ(sock_start(s, &c->kc), 0);
@@ -381,6 +411,36 @@ TEST_F(SockTest, AStalledReaderCannotStarveThePool) {
   EXPECT_EQ(srv_.bad.load(), 0);
   EXPECT_EQ(srv_.conns[0].rx, total);
   EXPECT_EQ(srv_.conns[1].rx, total);
+}
+
+TEST_F(SockTest, ADetachedConnectionIsServedByAnotherCpusPool) {
+  sockpool_config c0;
+  c0.cpu = 0;
+  c0.nsocks = 4;
+  std::string err;
+  sockpool *pool0 = sockpool_create(c0, &err);
+  ASSERT_NE(pool0, nullptr) << err;
+  srv_.adopt_pool = pool0;
+  start_server(mode::handoff, 2);
+  int detach_listener = 0;
+  on_cpu(kCpu, [&] { detach_listener = sock_detach(srv_.listener); });
+  EXPECT_EQ(detach_listener, -EINVAL);  // only accepted, never-started sockets
+  for (int i = 0; i < 2; i++) {
+    int fd = client();
+    ASSERT_GE(fd, 0);
+    const char msg[] = "served by another CPU";
+    ASSERT_EQ(send(fd, msg, sizeof msg, 0), ssize_t(sizeof msg));
+    char back[sizeof msg];
+    ASSERT_TRUE(read_exact(fd, back, sizeof back));
+    EXPECT_EQ(std::memcmp(back, msg, sizeof msg), 0);
+    close(fd);
+  }
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 2; }));
+  EXPECT_EQ(srv_.bad.load(), 0);
+  EXPECT_GE(srv_.upcalls_on_cpu0.load(), 2);
+  EXPECT_EQ(sockpool_get_stats(pool0).accepted, 2u);
+  EXPECT_TRUE(eventually([&] { return sockpool_get_stats(pool0).in_use == 0; }));
+  EXPECT_EQ(sockpool_destroy(pool0), 0);
 }
 
 TEST_F(SockTest, CallsOffThePoolsCpuAreRefused) {
