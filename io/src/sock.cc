@@ -48,6 +48,10 @@ struct sock {
   int pipe_r = -1, pipe_w = -1;
   size_t pipe_cap = 0;  // the pipe's size (F_GETPIPE_SZ)
   bool xfer = false, xfer_started = false, xfer_to_sock = false;
+  bool xfer_stream = false;   // the source is a socket (sock_splice): no offset, EOF ends it
+  sock *xfer_src = nullptr;   // sock_splice: the source socket
+  sock *splice_to = nullptr;  // this socket is a splice source into that one
+  bool spliced = false;       // ... and receives no more itself
   int xfer_fd = -1;
   uint64_t xfer_off = 0;
   size_t xfer_left = 0, xfer_inpipe = 0;
@@ -161,7 +165,7 @@ void wake_starved(sockpool *p) {
 void arm_recv(sock *s) {
   // A throttled socket is re-armed by sock_read once it is drained, never
   // by buffers coming back to the pool.
-  if (s->recv_armed || s->throttled || s->closing || s->eof || s->error) return;
+  if (s->recv_armed || s->throttled || s->spliced || s->closing || s->eof || s->error) return;
   io_uring_sqe *sqe = kcont_ring_sqe();
   if (!sqe) {
     park_starved(s);  // retried when buffers come back
@@ -195,6 +199,13 @@ void close_pipe(sock *s) {
 void xfer_finish(sock *s, int status) {
   s->xfer = false;
   s->xfer_started = false;
+  s->xfer_stream = false;
+  if (sock *src = s->xfer_src) {  // the source's descriptor may go now
+    s->xfer_src = nullptr;
+    src->splice_to = nullptr;
+    src->ops--;
+    maybe_teardown(src);
+  }
   if (status != 0) close_pipe(s);  // it may hold bytes that were never sent
   if (s->xfer_done) kcont_defer(s->xfer_done, s, status);
   s->xfer_done = nullptr;
@@ -208,14 +219,16 @@ void xfer_finish(sock *s, int status) {
 void xfer_done_fn(completion *c, int res, uint32_t) {
   sock *s = reinterpret_cast<sock *>(reinterpret_cast<char *>(c) - offsetof(sock, xfer_comp));
   s->ops--;
-  if (s->closing) {
+  if (s->closing || (s->xfer_src && s->xfer_src->closing)) {
     xfer_finish(s, ECANCELED);
   } else if (res < 0) {
     if (s->xfer_to_sock && !s->error) s->error = -res;
     xfer_finish(s, -res);
   } else if (!s->xfer_to_sock) {  // file -> pipe
     if (res == 0) {
-      xfer_finish(s, ENODATA);  // the file ended before the range did
+      // A socket source at EOF: all forwarded; a file that ended before
+      // the range did: ENODATA.
+      xfer_finish(s, s->xfer_stream ? 0 : ENODATA);
     } else {
       s->xfer_off += uint64_t(res);
       s->xfer_left -= size_t(res);
@@ -245,7 +258,7 @@ void xfer_step(sock *s) {
   if (s->xfer_to_sock)
     io_uring_prep_splice(sqe, s->pipe_r, -1, s->fd, -1, unsigned(s->xfer_inpipe), 0);
   else
-    io_uring_prep_splice(sqe, s->xfer_fd, int64_t(s->xfer_off), s->pipe_w, -1,
+    io_uring_prep_splice(sqe, s->xfer_fd, s->xfer_stream ? -1 : int64_t(s->xfer_off), s->pipe_w, -1,
                          unsigned(std::min(s->xfer_left, s->pipe_cap)), 0);
   io_uring_sqe_set_data(sqe, &s->xfer_comp);
   s->ops++;
@@ -274,11 +287,28 @@ void send_done(completion *c, int res, uint32_t) {
   maybe_teardown(s);
 }
 
+// sock_splice: bytes the source had received before the splice began go
+// first, through the send buffer.
+void feed_from_source(sock *to) {
+  sock *from = to->xfer_src;
+  uint32_t cap = to->pool->cfg.sndbuf;
+  while (from->readable > 0 && to->slen < cap) {
+    uint32_t tail = (to->shead + to->slen) % cap;
+    size_t room = std::min<size_t>(cap - to->slen, cap - tail);
+    long n = sock_read(from, to->sbuf + tail, room);
+    if (n <= 0) break;
+    to->slen += uint32_t(n);
+  }
+}
+
 void send_more(sock *s) {
   if (s->send_inflight || s->fd < 0) return;
+  if (s->xfer && s->xfer_src && !s->xfer_started) feed_from_source(s);
   if (s->xfer) {
-    // A sendfile owns the socket's byte stream once the buffer drained.
-    if (s->slen == 0 && !s->xfer_started) {
+    // A sendfile owns the socket's byte stream once the buffer drained (a
+    // splice also waits for its source's last receive to complete).
+    bool src_quiet = !s->xfer_src || (!s->xfer_src->recv_armed && s->xfer_src->readable == 0);
+    if (s->slen == 0 && !s->xfer_started && src_quiet) {
       s->xfer_started = true;
       xfer_step(s);
     }
@@ -364,7 +394,7 @@ void recv_done(completion *c, int res, uint32_t flags) {
         s->throttled = true;
         p->throttles.fetch_add(1, std::memory_order_relaxed);
       }
-      notify(s, SOCK_READABLE);
+      if (!s->spliced) notify(s, SOCK_READABLE);  // else the splice forwards it
     }
   } else if (res == 0) {
     s->eof = true;
@@ -378,6 +408,7 @@ void recv_done(completion *c, int res, uint32_t flags) {
     if (!s->error) s->error = -res;
     notify(s, SOCK_ERROR);
   }
+  if (s->splice_to) send_more(s->splice_to);
   if (!s->recv_armed && !s->starved && !s->closing && !s->throttled) {
     p->rearms.fetch_add(1, std::memory_order_relaxed);
     arm_recv(s);
@@ -800,8 +831,53 @@ int sock_close(sock *s) {
   if (s->listening || s->connecting) cancel_op(&s->aux_comp);
   if (s->listening || s->error) s->slen = 0;  // nothing to flush
   if (s->xfer && !s->xfer_started) xfer_finish(s, ECANCELED);
+  if (s->xfer && s->xfer_started) cancel_op(&s->xfer_comp);    // may block on a socket source
+  if (s->splice_to && s->fd >= 0) ::shutdown(s->fd, SHUT_RD);  // its splice sees EOF
   send_more(s);
   maybe_teardown(s);
+  return 0;
+}
+
+namespace {
+
+int open_pipe(sock *s) {
+  if (s->pipe_r >= 0) return 0;
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return errno;
+  s->pipe_r = p[0];
+  s->pipe_w = p[1];
+  fcntl(s->pipe_w, F_SETPIPE_SZ, int(PIPE_CHUNK));
+  int sz = fcntl(s->pipe_w, F_GETPIPE_SZ);
+  s->pipe_cap = sz > 0 ? size_t(sz) : 65536;
+  return 0;
+}
+
+}  // namespace
+
+int sock_splice(sock *from, sock *to, kcont *done) {
+  if (!from || !to || !on_pool_cpu(to->pool)) return EPERM;
+  if (from->pool != to->pool || from == to || from->listening || to->listening) return EINVAL;
+  if (to->error) return to->error;
+  if (from->closing || to->closing || to->shut_wr || from->fd < 0 || to->fd < 0) return EPIPE;
+  if (to->xfer || from->spliced) return EBUSY;
+  if (int e = open_pipe(to)) return e;
+  // The source receives no more itself; a receive in flight is cancelled
+  // (what it still brings is forwarded before the splice starts).
+  from->spliced = true;
+  from->splice_to = to;
+  from->ops++;  // its descriptor must outlive the splice
+  if (from->recv_armed) cancel_op(&from->recv_comp);
+  to->xfer = true;
+  to->xfer_started = false;
+  to->xfer_to_sock = false;
+  to->xfer_stream = true;
+  to->xfer_src = from;
+  to->xfer_fd = from->fd;
+  to->xfer_off = 0;
+  to->xfer_left = SIZE_MAX;
+  to->xfer_inpipe = 0;
+  to->xfer_done = done;
+  if (!to->connecting) send_more(to);
   return 0;
 }
 
@@ -811,15 +887,7 @@ int sock_sendfile(sock *s, int file_fd, uint64_t offset, size_t len, kcont *done
   if (s->closing || s->shut_wr || s->listening || s->fd < 0) return EPIPE;
   if (s->xfer) return EBUSY;
   if (len == 0) return EINVAL;
-  if (s->pipe_r < 0) {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0) return errno;
-    s->pipe_r = p[0];
-    s->pipe_w = p[1];
-    fcntl(s->pipe_w, F_SETPIPE_SZ, int(PIPE_CHUNK));
-    int sz = fcntl(s->pipe_w, F_GETPIPE_SZ);
-    s->pipe_cap = sz > 0 ? size_t(sz) : 65536;
-  }
+  if (int e = open_pipe(s)) return e;
   s->xfer = true;
   s->xfer_started = false;
   s->xfer_to_sock = false;

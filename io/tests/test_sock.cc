@@ -39,7 +39,7 @@ struct conn {
   int handoff_fd = -1;
 };
 
-enum class mode { echo, echo_close_on_bye, push, sink, sendfile, handoff };
+enum class mode { echo, echo_close_on_bye, push, sink, sendfile, handoff, splice };
 
 struct server {
   sockpool *pool = nullptr;
@@ -103,6 +103,7 @@ void conn_upcall(void *obj, void *env, int) {
   }
   if (srv->stall_first.load() && c == &srv->conns[0]) return;
   if (srv->m == mode::handoff && kcont_current_cpu() == 0) srv->upcalls_on_cpu0++;
+  if (srv->m == mode::splice) return;  // the splice moves the bytes
   char buf[4096];
   for (;;) {
     long n = sock_read(s, buf, sizeof buf);
@@ -129,6 +130,17 @@ void conn_upcall(void *obj, void *env, int) {
     }
     return;
   }
+}
+
+// splice mode: conns[0] -> conns[1] ended; pass EOF on and close both.
+void splice_done(void *, void *env, int status) {
+  auto *c = static_cast<conn *>(env);
+  server *srv = c->srv;
+  srv->sf_status = status;
+  sock_shutdown(srv->conns[1].s);
+  sock_close(srv->conns[0].s);
+  sock_close(srv->conns[1].s);
+  srv->closed += 2;
 }
 
 // handoff mode: runs on CPU 0 and makes the detached descriptor a socket
@@ -175,6 +187,13 @@ void listener_upcall(void *, void *env, int) {
     if (srv->m == mode::push) {
       c->to_send = srv->push_bytes;
       push_more(c);
+    }
+    if (srv->m == mode::splice && i == 1) {
+      // Both ends are here: everything conns[0] receives goes to conns[1].
+      kcont_init(&c->done, splice_done, c, target::at(LVL_SOFTNET, kind::interrupt, kCpu));
+      ASSERT_EQ(sock_splice(srv->conns[0].s, s, &c->done), 0);
+      EXPECT_EQ(sock_splice(srv->conns[0].s, s, nullptr), EBUSY);
+      EXPECT_EQ(sock_send(s, "x", 1), 0);  // the splice owns the stream
     }
     if (srv->m == mode::sendfile) {
       // A header through the send buffer, then the file, in that order.
@@ -441,6 +460,68 @@ TEST_F(SockTest, ADetachedConnectionIsServedByAnotherCpusPool) {
   EXPECT_EQ(sockpool_get_stats(pool0).accepted, 2u);
   EXPECT_TRUE(eventually([&] { return sockpool_get_stats(pool0).in_use == 0; }));
   EXPECT_EQ(sockpool_destroy(pool0), 0);
+}
+
+TEST_F(SockTest, SpliceForwardsOneSocketIntoAnotherZeroCopy) {
+  start_server(mode::splice, 2);
+  const size_t early = 60000, total = 8u << 20;
+  int a = client();
+  ASSERT_GE(a, 0);
+  // Bytes sent before the splice exists are queued on the source and must
+  // come out first.
+  std::vector<char> buf(65536);
+  for (size_t i = 0; i < early; i++) buf[i] = char(pattern(i));
+  ASSERT_EQ(send(a, buf.data(), early, MSG_NOSIGNAL), ssize_t(early));
+  ASSERT_TRUE(eventually([&] { return srv_.accepted.load() == 1; }));
+  int b = client();
+  ASSERT_GE(b, 0);
+  std::thread sender([&] {
+    std::vector<char> chunk(65536);
+    for (size_t off = early; off < total;) {
+      size_t n = std::min(chunk.size(), total - off);
+      for (size_t i = 0; i < n; i++) chunk[i] = char(pattern(off + i));
+      if (send(a, chunk.data(), n, MSG_NOSIGNAL) != ssize_t(n)) return;
+      off += n;
+    }
+    shutdown(a, SHUT_WR);
+  });
+  size_t got = 0;
+  bool ok = true;
+  for (;;) {
+    ssize_t r = recv(b, buf.data(), buf.size(), 0);
+    if (r <= 0) break;
+    for (ssize_t i = 0; i < r; i++)
+      if (uint8_t(buf[size_t(i)]) != pattern(got + size_t(i))) ok = false;
+    got += size_t(r);
+  }
+  sender.join();
+  close(a);
+  close(b);
+  EXPECT_EQ(got, total);
+  EXPECT_TRUE(ok);
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 2; }));
+  EXPECT_EQ(srv_.sf_status.load(), 0);
+}
+
+TEST_F(SockTest, ClosingTheSourceEndsABlockedSplice) {
+  start_server(mode::splice, 2);
+  int a = client();
+  ASSERT_GE(a, 0);
+  ASSERT_TRUE(eventually([&] { return srv_.accepted.load() == 1; }));
+  int b = client();
+  ASSERT_GE(b, 0);
+  ASSERT_TRUE(eventually([&] { return srv_.accepted.load() == 2; }));
+  ASSERT_EQ(send(a, "hello", 5, MSG_NOSIGNAL), 5);
+  char got[5];
+  ASSERT_TRUE(read_exact(b, got, 5));
+  // The splice now waits in the kernel for more from a; closing the source
+  // must end it (ECANCELED) and let both sockets be torn down.
+  on_cpu(
+      kCpu, [&] { sock_close(srv_.conns[0].s); }, LVL_SOFTNET);
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 2; }));
+  EXPECT_EQ(srv_.sf_status.load(), ECANCELED);
+  close(a);
+  close(b);
 }
 
 TEST_F(SockTest, CallsOffThePoolsCpuAreRefused) {

@@ -166,6 +166,19 @@ int sock_close(sock *s);
 // EBUSY (a transfer is running), EPIPE, EINVAL, EPERM, or the socket's error.
 int sock_sendfile(sock *s, int file_fd, uint64_t offset, size_t len, kcont *done);
 
+// Forwards everything `from` receives to `to`, zero-copy (io_uring splice,
+// socket -> pipe -> socket), after the bytes already queued on `to` and
+// those `from` had already received.  `from` stops receiving for itself (no
+// more SOCK_READABLE data); `done` runs with (to, status): 0 when `from`
+// reached end of file (shut `to` down yourself if you want the peer to see
+// it), ECANCELED if either socket was closed, or an errno.  While it runs,
+// sock_send on `to` accepts nothing.  Both sockets must belong to the same
+// pool; closing either ends the splice.  Returns 0, EBUSY, EINVAL, EPIPE,
+// EPERM.  The splices run in io_uring's worker threads (the kernel cannot
+// splice from a socket without blocking), so this trades copies for a few
+// context switches per pipe-full (1 MiB).
+int sock_splice(sock *from, sock *to, kcont *done);
+
 // The socket's file descriptor (for getsockname and friends).
 int sock_fd(sock *s);
 
