@@ -5,7 +5,11 @@
 # arrive (sha256).  2) an iperf3 client runs 3 seconds against an iperf3
 # server through the relay and must succeed with the bytes it reports.
 set -euo pipefail
-relay=${1:?usage: relay_test.sh path/to/kcont-relay}
+# A second argument (e.g. --copy) goes to both relays: the test runs once
+# on the default zero-copy splice path and once on the copy path.
+relay=${1:?usage: relay_test.sh path/to/kcont-relay [relay flags]}
+shift
+relay_flags=("$@")
 for tool in curl iperf3 python3 sha256sum; do
   command -v "$tool" >/dev/null || { echo "relay_test: $tool is missing (scripts/test.sh installs it)"; exit 1; }
 done
@@ -18,7 +22,7 @@ http_port=$(free_port)
 (cd "$work" && exec python3 -m http.server "$http_port" --bind 127.0.0.1 >/dev/null 2>&1) &
 pids+=($!)
 relay_port=$(free_port)
-"$relay" --listen "127.0.0.1:$relay_port" --to "127.0.0.1:$http_port" --max-conns 64 2>"$work/relay.log" &
+"$relay" "${relay_flags[@]}" --listen "127.0.0.1:$relay_port" --to "127.0.0.1:$http_port" --max-conns 64 2>"$work/relay.log" &
 relay_pid=$!
 pids+=($relay_pid)
 wait_port "$http_port"
@@ -47,7 +51,7 @@ iperf3 -s -p "$iperf_port" >"$work/iperf-server.log" 2>&1 &
 pids+=($!)
 wait_port "$iperf_port"  # a server (not -1): the probe is not its one client
 relay2_port=$(free_port)
-"$relay" --listen "127.0.0.1:$relay2_port" --to "127.0.0.1:$iperf_port" 2>"$work/relay2.log" &
+"$relay" "${relay_flags[@]}" --listen "127.0.0.1:$relay2_port" --to "127.0.0.1:$iperf_port" 2>"$work/relay2.log" &
 pids+=($!)
 wait_port "$relay2_port"
 sleep 0.3

@@ -1,6 +1,6 @@
 // kcont-relay -- forwards TCP connections through kcont sockets.
 //
-//   kcont-relay --listen HOST:PORT --to HOST:PORT [--cpus N] [--max-conns N]
+//   kcont-relay --listen HOST:PORT --to HOST:PORT [--cpus N] [--max-conns N] [--copy]
 //
 // Model: one socket pool per CPU, each listening on the same address with
 // SO_REUSEPORT so the kernel spreads connections over the CPUs.  A client
@@ -11,9 +11,11 @@
 // both sides when both directions are done or either fails.  No thread per
 // connection and no allocation per connection: pairs are preallocated.
 //
-// Data path: provided receive buffer -> a per-CPU scratch buffer -> the
-// destination's send buffer (two copies).  A zero-copy splice path is a
-// later step (see docs/relay.md).
+// Data path (default): once the upstream connection is up, each direction
+// is one sock_splice -- socket -> pipe -> socket in the kernel, no copy in
+// user space; a direction that reaches end of file half-closes the other
+// side.  With --copy: provided receive buffer -> a per-CPU scratch buffer
+// -> the destination's send buffer (two copies), pumped by the upcalls.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -41,6 +43,8 @@ struct pair {
   sock *a = nullptr;  // client side
   sock *b = nullptr;  // upstream side
   kcont ka, kb;
+  kcont da, db;      // splice mode: a -> b and b -> a ended
+  int splicing = 0;  // splices whose continuation has not run yet
   bool b_connected = false;
   bool a_eof = false, b_eof = false;  // read side saw EOF (and forwarded it)
   bool closed = false;
@@ -55,9 +59,10 @@ struct relay_cpu {
   std::vector<pair> pairs;
   pair *free = nullptr;
   std::vector<char> scratch;
+  bool copy = false;  // --copy: the two-copy path instead of splice
   sockaddr_storage to{};
   socklen_t tolen = 0;
-  std::atomic<uint64_t> conns{0}, refused{0}, bytes{0};
+  std::atomic<uint64_t> conns{0}, refused{0};
 };
 
 void close_pair(pair *p) {
@@ -68,9 +73,42 @@ void close_pair(pair *p) {
   p->a = p->b = nullptr;
   // The pair's continuations may still be linked (cancelled) on this CPU's
   // queue; the pair goes back on the free list only after they are passed,
-  // which recycle() checks.
-  p->next_free = p->rc->free;
-  p->rc->free = p;
+  // which take_pair() checks -- and after its splices reported.
+  if (p->splicing == 0) {
+    p->next_free = p->rc->free;
+    p->rc->free = p;
+  }
+}
+
+// Splice mode: one direction ended (obj is its destination).  0: the
+// source reached end of file -- pass it on; anything else ends the pair.
+void splice_done(void *obj, void *env, int status) {
+  auto *p = static_cast<pair *>(env);
+  p->splicing--;
+  if (p->closed) {
+    if (p->splicing == 0) {  // the last report: the pair may be reused
+      p->next_free = p->rc->free;
+      p->rc->free = p;
+    }
+    return;
+  }
+  sock *to = static_cast<sock *>(obj);
+  if (status != 0) {
+    close_pair(p);
+    return;
+  }
+  sock_shutdown(to);
+  if (to == p->b)
+    p->a_eof = true;
+  else
+    p->b_eof = true;
+  if (p->a_eof && p->b_eof) close_pair(p);
+}
+
+void start_splices(pair *p) {
+  if (sock_splice(p->a, p->b, &p->da) == 0) p->splicing++;
+  if (sock_splice(p->b, p->a, &p->db) == 0) p->splicing++;
+  if (p->splicing < 2) close_pair(p);
 }
 
 // Moves what `from` has into `to` while `to` has room.  Returns false when
@@ -87,7 +125,6 @@ bool pump(pair *p, sock *from, sock *to, bool &from_eof) {
         close_pair(p);
         return false;
       }
-      rc->bytes.fetch_add(uint64_t(n), std::memory_order_relaxed);
       continue;
     }
     if (n == 0 && !from_eof) {  // EOF: half-close the other side
@@ -111,8 +148,14 @@ void side_upcall(void *obj, void *env, int) {
     close_pair(p);
     return;
   }
-  if (s == p->b && (ev & SOCK_CONNECTED)) p->b_connected = true;
-  if (!p->b_connected) return;  // client data waits in its receive queue
+  if (s == p->b && (ev & SOCK_CONNECTED) && !p->b_connected) {
+    p->b_connected = true;
+    if (!p->rc->copy) {
+      start_splices(p);
+      return;
+    }
+  }
+  if (!p->b_connected || !p->rc->copy) return;  // data waits / the splices move it
   // Pump both directions: readable data on either side, or room that
   // opened on either side, can unblock either direction.
   if (!pump(p, p->a, p->b, p->a_eof)) return;
@@ -125,7 +168,8 @@ pair *take_pair(relay_cpu *rc) {
   // passed by the dispatcher shortly).
   pair **pp = &rc->free;
   while (pair *p = *pp) {
-    if (kcont_state(&p->ka) == kc_state::idle && kcont_state(&p->kb) == kc_state::idle) {
+    if (kcont_state(&p->ka) == kc_state::idle && kcont_state(&p->kb) == kc_state::idle &&
+        kcont_state(&p->da) == kc_state::idle && kcont_state(&p->db) == kc_state::idle) {
       *pp = p->next_free;
       return p;
     }
@@ -150,8 +194,11 @@ void listener_upcall(void *, void *env, int) {
     p->b_connected = false;
     p->a_eof = p->b_eof = false;
     p->closed = false;
+    p->splicing = 0;
     kcont_init(&p->ka, side_upcall, p, target::cpu_private_to(LVL_SOFTNET, int16_t(rc->cpu)));
     kcont_init(&p->kb, side_upcall, p, target::cpu_private_to(LVL_SOFTNET, int16_t(rc->cpu)));
+    kcont_init(&p->da, splice_done, p, target::cpu_private_to(LVL_SOFTNET, int16_t(rc->cpu)));
+    kcont_init(&p->db, splice_done, p, target::cpu_private_to(LVL_SOFTNET, int16_t(rc->cpu)));
     int err = 0;
     p->b = sock_connect(rc->pool, reinterpret_cast<sockaddr *>(&rc->to), rc->tolen, &p->kb, &err);
     if (!p->b || sock_start(a, &p->ka) != 0) {
@@ -188,10 +235,12 @@ bool parse_hostport(const std::string &s, sockaddr_storage *out, socklen_t *len,
 
 void usage(FILE *f) {
   std::fprintf(f,
-               "usage: kcont-relay --listen HOST:PORT --to HOST:PORT [--cpus N] [--max-conns N]\n"
+               "usage: kcont-relay --listen HOST:PORT --to HOST:PORT [--cpus N] [--max-conns N] "
+               "[--copy]\n"
                "  Forwards every TCP connection accepted on --listen to --to.\n"
                "  --cpus N        dispatcher CPUs (default: one per core)\n"
-               "  --max-conns N   connections per CPU (default 1024)\n");
+               "  --max-conns N   connections per CPU (default 1024)\n"
+               "  --copy          copy through user space instead of splicing (zero-copy)\n");
 }
 
 }  // namespace
@@ -200,6 +249,7 @@ int main(int argc, char **argv) {
   std::string listen_s, to_s;
   int cpus = 0;
   long max_conns = 1024;
+  bool copy = false;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto value = [&](const char *name) -> std::string {
@@ -217,6 +267,8 @@ int main(int argc, char **argv) {
       cpus = std::atoi(value("--cpus").c_str());
     else if (a == "--max-conns")
       max_conns = std::atol(value("--max-conns").c_str());
+    else if (a == "--copy")
+      copy = true;
     else if (a == "-h" || a == "--help") {
       usage(stdout);
       return 0;
@@ -266,6 +318,7 @@ int main(int argc, char **argv) {
     rc.to = taddr;
     rc.tolen = tlen;
     rc.scratch.resize(64 * 1024);
+    rc.copy = copy;
     rc.pairs = std::vector<pair>(size_t(max_conns));
     for (auto &p : rc.pairs) {
       p.next_free = rc.free;
@@ -320,7 +373,7 @@ int main(int argc, char **argv) {
     uint64_t conns = 0, bytes = 0, refused = 0;
     for (auto &rc : rcs) {
       conns += rc.conns.load();
-      bytes += rc.bytes.load();
+      bytes += sockpool_get_stats(rc.pool).tx_bytes;  // both directions, either path
       refused += rc.refused.load();
     }
     std::fprintf(stderr, "kcont-relay: stopping (%s): %llu connections, %llu bytes, %llu refused\n",
