@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-kcont_ensure_deps socat
+kcont_ensure_deps socat time
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKCONT_TESTS=OFF -DKCONT_BENCH=ON >/dev/null
 ninja -C build -j"$(kcont_jobs)" kcont-relay
 exec bash io/bench/relay_bench.sh build/io/kcont-relay "${1:-5}"
