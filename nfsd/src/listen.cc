@@ -40,12 +40,18 @@ int listen_socket(const sockaddr_storage &addr, socklen_t len, bool reuseport, c
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-  if (bind(fd, reinterpret_cast<const sockaddr *>(&addr), len) != 0 || listen(fd, 128) != 0) {
-    *err = bind_error(what, addr, errno);
-    close(fd);
-    return -1;
+  // A server killed a moment ago may still hold the port: its io_uring is
+  // torn down asynchronously after the process dies, and a pending accept
+  // keeps the listening socket open until then.  Retry for up to 3 s.
+  for (int attempt = 0;; attempt++) {
+    if (bind(fd, reinterpret_cast<const sockaddr *>(&addr), len) == 0 && listen(fd, 128) == 0)
+      return fd;
+    if (errno != EADDRINUSE || attempt >= 30) break;
+    usleep(100 * 1000);
   }
-  return fd;
+  *err = bind_error(what, addr, errno);
+  close(fd);
+  return -1;
 }
 
 }  // namespace kc::nfs

@@ -12,7 +12,8 @@ namespace kc::nfs {
 std::string bind_error(const char *what, const sockaddr_storage &addr, int err);
 
 // A bound, listening TCP socket (SO_REUSEADDR; SO_REUSEPORT if asked), or
-// -1 with *err set by bind_error.
+// -1 with *err set by bind_error.  A port in use is retried for up to 3 s
+// (a just-killed server's port frees asynchronously).
 int listen_socket(const sockaddr_storage &addr, socklen_t len, bool reuseport, const char *what,
                   std::string *err);
 
