@@ -217,7 +217,7 @@ void xfer_finish(sock *s, int status) {
 }
 
 void xfer_done_fn(completion *c, int res, uint32_t) {
-  sock *s = reinterpret_cast<sock *>(reinterpret_cast<char *>(c) - offsetof(sock, xfer_comp));
+  sock *s = from_comp(c, &sock::xfer_comp);
   s->ops--;
   if (s->closing || (s->xfer_src && s->xfer_src->closing)) {
     xfer_finish(s, ECANCELED);

@@ -160,18 +160,10 @@ bool open_root(export_entry *e, const std::string &path, std::string *why) {
         "export " + path + ": the filesystem cannot make file handles (" + std::strerror(err) + ")";
     return false;
   }
-  struct {
-    struct file_handle h;
-    unsigned char b[NFS3_FHSIZE];
-  } kh;
-  kh.h.handle_bytes = fh.data[3];
-  kh.h.handle_type = int(uint32_t(fh.data[8]) << 24 | uint32_t(fh.data[9]) << 16 |
-                         uint32_t(fh.data[10]) << 8 | fh.data[11]);
-  std::memcpy(kh.h.f_handle, fh.data + FH_HEADER, kh.h.handle_bytes);
-  int fd = open_by_handle_at(e->root_fd, &kh.h, O_PATH | O_CLOEXEC);
+  int fd = fh_open(*e, fh.view(), O_PATH | O_CLOEXEC);
   if (fd < 0) {
-    *why = "export " + path + ": open_by_handle_at failed (" + std::strerror(errno) +
-           (errno == EPERM ? "): kcont-nfsd needs CAP_DAC_READ_SEARCH -- run it as root" : ")");
+    *why = "export " + path + ": open_by_handle_at failed (" + std::strerror(-fd) +
+           (fd == -EPERM ? "): kcont-nfsd needs CAP_DAC_READ_SEARCH -- run it as root" : ")");
     return false;
   }
   close(fd);

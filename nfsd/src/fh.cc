@@ -161,6 +161,15 @@ bool inside_export(int fd, const export_entry &ex) {
 
 }  // namespace
 
+int fh_open(const export_entry &e, bytes_view fh, int flags) {
+  kernel_handle kh;
+  kh.fh.handle_bytes = fh.data[3];
+  kh.fh.handle_type = int(get32(fh.data + 8));
+  std::memcpy(kh.fh.f_handle, fh.data + FH_HEADER, kh.fh.handle_bytes);
+  int fd = open_by_handle_at(e.root_fd, &kh.fh, flags);
+  return fd >= 0 ? fd : -errno;
+}
+
 fh_entry *fh_lookup_cached(fhcache *c, bytes_view fh) {
   spinlock g(c->lock);
   fh_entry *e = find_locked(c, fh);
@@ -181,14 +190,10 @@ nfsstat3 fh_resolve(server &srv, const export_table &t, bytes_view fh, fh_entry 
 
   const export_entry *ex = t.by_id(get32(fh.data + 4));
   if (!ex) return NFS3ERR_STALE;
-  kernel_handle kh;
-  kh.fh.handle_bytes = fh.data[3];
-  kh.fh.handle_type = int(get32(fh.data + 8));
-  std::memcpy(kh.fh.f_handle, fh.data + FH_HEADER, kh.fh.handle_bytes);
-  int pfd = open_by_handle_at(ex->root_fd, &kh.fh, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  int pfd = fh_open(*ex, fh, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (pfd < 0) {
-    if (errno == EPERM) return NFS3ERR_SERVERFAULT;  // no CAP_DAC_READ_SEARCH
-    return errno == EINVAL ? NFS3ERR_BADHANDLE : NFS3ERR_STALE;
+    if (pfd == -EPERM) return NFS3ERR_SERVERFAULT;  // no CAP_DAC_READ_SEARCH
+    return pfd == -EINVAL ? NFS3ERR_BADHANDLE : NFS3ERR_STALE;
   }
   struct stat st;
   if (fstat(pfd, &st) != 0 || st.st_dev != ex->dev || st.st_nlink == 0 ||

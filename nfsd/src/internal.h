@@ -98,6 +98,11 @@ inline constexpr uint32_t FH_HEADER = 12;
 // handles are too big; EXDEV: it is on another filesystem).
 int fh_make(const export_entry &e, int dirfd, const char *name, nfs_fh *out);
 
+// Opens the inode a well-formed handle of export e names (open_by_handle_at
+// relative to e's root), with no further checks.  Returns a descriptor or
+// -errno (-EPERM without CAP_DAC_READ_SEARCH).
+int fh_open(const export_entry &e, bytes_view fh, int flags);
+
 // A resolved handle: an open descriptor of the inode, kept in the cache.
 // Regular files are open read-write (read-only if that fails), directories
 // read-only, everything else O_PATH.
@@ -168,6 +173,15 @@ void put_wcc(xdr_out &out, const struct stat *before, const struct stat *after, 
 
 // Encodes the RPC SUCCESS header and the nfsstat3 of a reply.
 void begin_nfs_reply(xdr_out &out, uint32_t xid, nfsstat3 st);
+
+// READs of up to this many bytes are answered from memory (a buf or the
+// reply buffer); bigger ones, where the transport allows, with a file_part
+// sent zero-copy.
+inline constexpr uint32_t INLINE_READ_MAX = 64 * 1024;
+
+// After a NFS3_OK status: READ3resok's attributes, count, eof and the
+// length of the n data bytes that follow.
+void put_read_head(xdr_out &out, const struct stat &st, uint32_t fsid, uint32_t n, bool eof);
 
 // Time of a request for the per-procedure latency counters.
 uint64_t now_ns();

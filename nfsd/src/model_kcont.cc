@@ -66,8 +66,7 @@ namespace kc::nfs {
 
 namespace {
 
-constexpr uint32_t INLINE_READ = 64 * 1024;  // READs up to this go through bread
-constexpr int THREAD_QUEUES = 4;             // thread-context workers per CPU
+constexpr int THREAD_QUEUES = 4;  // thread-context workers per CPU
 
 class kcont_transport;
 struct kconn;
@@ -92,7 +91,6 @@ struct kslot {
   kcont kc;         // softnet on the connection's CPU: every stage ends here
   work wk;          // thread-context hand-off
   completion comp;  // raw ring operation (write, fsync)
-  int ring_res = 0;
   // Fast-path state.
   fh_entry *fe = nullptr;
   uint32_t xid = 0, proc = 0, fsid = 0, count = 0, stable = 0;
@@ -161,7 +159,6 @@ class kcont_transport final : public transport {
   bufpool *bufs_ = nullptr;
   workqueue *wq_[THREAD_QUEUES] = {};
   std::atomic<uint32_t> rr_{0};
-  bool started_ = false;
   bool stopped_ = false;
 };
 
@@ -477,7 +474,6 @@ void fast_finish(kslot *s, nfsstat3 st) {
 
 void ring_done(completion *cp, int res, uint32_t) {
   kslot *s = reinterpret_cast<kslot *>(reinterpret_cast<char *>(cp) - offsetof(kslot, comp));
-  s->ring_res = res;
   kcont_defer(&s->kc, s, res);
 }
 
@@ -537,14 +533,11 @@ bool try_fast(kslot *s) {
       if (!in.ok() || !S_ISREG(st.st_mode) || !mode_allows(st, who, 4)) return give_up();
       uint64_t size = uint64_t(st.st_size);
       uint32_t n = s->offset >= size ? 0 : uint32_t(std::min<uint64_t>(s->count, size - s->offset));
-      if (n == 0 || s->count > INLINE_READ) {
+      if (n == 0 || s->count > INLINE_READ_MAX) {
         // Nothing to read, or big: the data goes straight from the file
         // to the socket after this header.
         fast_reply_begin(s, NFS3_OK);
-        put_post_op_attr(s->r.out, &st, s->fsid);
-        s->r.out.u32(n);
-        s->r.out.boolean(s->offset + n >= size);
-        s->r.out.u32(n);
+        put_read_head(s->r.out, st, s->fsid, n, s->offset + n >= size);
         if (n > 0) {
           s->r.file = file_part{fe->fd, s->offset, n, uint32_t(xdr_pad(n)), fe};
           s->fe = nullptr;  // owned by the file part now
@@ -606,30 +599,30 @@ bool try_fast(kslot *s) {
 void finish_read(kslot *s, buf *bp, int status) {
   nfsstat3 rc = status > 0 ? errno_to_nfs(status) : NFS3_OK;
   fast_reply_begin(s, rc);
-  put_post_op_attr(s->r.out, &s->pre, s->fsid);
   if (rc == NFS3_OK) {
     uint32_t n = bp->done;
-    s->r.out.u32(n);
-    s->r.out.boolean(n < s->count || s->offset + n >= uint64_t(s->pre.st_size));
-    s->r.out.u32(n);
+    put_read_head(s->r.out, s->pre, s->fsid, n,
+                  n < s->count || s->offset + n >= uint64_t(s->pre.st_size));
     s->bp = bp;
     s->tail_len = n;
     s->r.file.pad = uint32_t(xdr_pad(n));
   } else {
+    put_post_op_attr(s->r.out, &s->pre, s->fsid);
     brelse(bp);
   }
   fast_finish(s, rc);
 }
 
-void finish_write(kslot *s) {
+// res: the ring's result (bytes written, 0 for fsync, or -errno).
+void finish_write(kslot *s, int res) {
   struct stat st;
   bool have = fstat(s->fe->fd, &st) == 0;
-  nfsstat3 rc = s->ring_res < 0 ? errno_to_nfs(-s->ring_res) : NFS3_OK;
+  nfsstat3 rc = res < 0 ? errno_to_nfs(-res) : NFS3_OK;
   fast_reply_begin(s, rc);
   put_wcc(s->r.out, &s->pre, have ? &st : nullptr, s->fsid);
   if (rc == NFS3_OK) {
     if (s->proc == NFSPROC3_WRITE) {
-      s->r.out.u32(uint32_t(s->ring_res));
+      s->r.out.u32(uint32_t(res));
       s->r.out.u32(s->stable);
     }
     s->r.out.fixed(s->conn->cpu->t->srv_.write_verf, 8);
@@ -704,7 +697,7 @@ void slot_continue(void *obj, void *env, int status) {
       break;
     case stage::write_done:
     case stage::commit_done:
-      finish_write(s);
+      finish_write(s, status);
       break;
     case stage::sending_file:
       c->sending = false;
@@ -751,7 +744,7 @@ int kcont_transport::start(std::string *err) {
     if (fd < 0) return EADDRINUSE;
     close(fd);
   }
-  bufs_ = bufpool_create(256, INLINE_READ, err);
+  bufs_ = bufpool_create(256, INLINE_READ_MAX, err);
   if (!bufs_) return ENOMEM;
   for (int i = 0; i < THREAD_QUEUES; i++) {
     level l;
@@ -810,7 +803,6 @@ int kcont_transport::start(std::string *err) {
       return e1 ? e1 : e2;
     }
   }
-  started_ = true;
   return 0;
 }
 

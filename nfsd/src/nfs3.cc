@@ -250,6 +250,13 @@ void begin_nfs_reply(xdr_out &out, uint32_t xid, nfsstat3 st) {
   out.u32(st);
 }
 
+void put_read_head(xdr_out &out, const struct stat &st, uint32_t fsid, uint32_t n, bool eof) {
+  put_post_op_attr(out, &st, fsid);
+  out.u32(n);
+  out.boolean(eof);
+  out.u32(n);
+}
+
 // ---- server object -------------------------------------------------------------------
 
 server::server() {
@@ -333,7 +340,7 @@ struct call {
   server &srv;
   request &req;
   rpc_call rpc;
-  std::shared_ptr<const export_table> exports;
+  const export_table *exports = nullptr;
   xdr_in in;
   xdr_out &out;
   nfsstat3 status = NFS3_OK;
@@ -381,24 +388,6 @@ nfsstat3 get_name(bytes_view n, char out[NAME_MAX + 1]) {
 
 bool stat_fd(int fd, struct stat *st) { return fstat(fd, st) == 0; }
 
-// Reads a handle argument and resolves it; on failure writes the reply
-// `status, then what fail() appends` and returns false.
-template <class Fail>
-bool arg_handle(call &c, handle *h, Fail fail) {
-  bytes_view fh = c.in.var(NFS3_FHSIZE);
-  if (!c.in.ok()) return false;
-  c.status = get_handle(c, fh, h);
-  if (c.status != NFS3_OK) return false;
-  if (c.writing && !h->opts->rw) c.status = NFS3ERR_ROFS;
-  (void)fail;
-  return c.status == NFS3_OK;
-}
-
-bool done_garbage(call &c) {
-  (void)c;
-  return false;
-}
-
 // Writes `status` and a wcc_data of the directory (the failure shape of
 // most directory-modifying replies).
 void reply_dir_wcc(call &c, const handle *dir, const struct stat *before) {
@@ -415,9 +404,14 @@ void reply_attr_only(call &c, const handle *h) {
   put_post_op_attr(c.out, have ? &st : nullptr, h && h->ex ? h->fsid() : 0);
 }
 
-// The result of creating something named `name` in `dir`: post_op_fh3,
-// post_op_attr of the new object, wcc of the directory.
+// The reply of CREATE, MKDIR, SYMLINK and MKNOD: on success post_op_fh3,
+// post_op_attr of the new object named `name`, wcc of the directory; on
+// failure only the directory's wcc.
 void reply_created(call &c, const handle &dir, const char *name, const struct stat *before) {
+  if (c.status != NFS3_OK) {
+    reply_dir_wcc(c, &dir, before);
+    return;
+  }
   nfs_fh fh;
   struct stat st, after;
   bool have_fh = fh_make(*dir.ex, dir.fd(), name, &fh) == 0;
@@ -438,7 +432,9 @@ bool proc_null(call &c) {
 
 bool proc_getattr(call &c) {
   handle h;
-  if (!arg_handle(c, &h, done_garbage) && !c.in.ok()) return false;
+  bytes_view fh = c.in.var(NFS3_FHSIZE);
+  if (!c.in.ok()) return false;
+  c.status = get_handle(c, fh, &h);
   struct stat st;
   if (c.status == NFS3_OK && !stat_fd(h.fd(), &st)) c.status = errno_to_nfs(errno);
   begin_nfs_reply(c.out, c.rpc.xid, c.status);
@@ -574,10 +570,6 @@ bool proc_readlink(call &c) {
   return true;
 }
 
-// Largest READ answered from the reply buffer when the transport can send
-// file data itself (zero-copy above this).
-constexpr uint32_t INLINE_READ_MAX = 64 * 1024;
-
 bool proc_read(call &c) {
   handle h;
   bytes_view fh = c.in.var(NFS3_FHSIZE);
@@ -604,10 +596,7 @@ bool proc_read(call &c) {
   if (c.req.allow_file_part && count > INLINE_READ_MAX) {
     uint32_t n = offset >= size ? 0 : uint32_t(std::min<uint64_t>(count, size - offset));
     begin_nfs_reply(c.out, c.rpc.xid, NFS3_OK);
-    put_post_op_attr(c.out, &st, h.fsid());
-    c.out.u32(n);
-    c.out.boolean(offset + n >= size);
-    c.out.u32(n);
+    put_read_head(c.out, st, h.fsid(), n, offset + n >= size);
     c.req.file = file_part{h.fd(), offset, n, uint32_t(xdr_pad(n)), h.e};
     h.e = nullptr;  // the transport releases it after sending
     return true;
@@ -707,11 +696,13 @@ bool proc_create(call &c) {
   if (!dir_and_name(c, &dir, nm, &before, &have_before)) return false;
   uint32_t how = c.in.u32();
   sattr s;
-  bytes_view verf;
-  if (how == 2)
-    verf = c.in.fixed(8);
-  else
+  uint32_t verf_a = 0, verf_m = 0;  // EXCLUSIVE: the 8-byte verifier as two words
+  if (how == 2) {
+    verf_a = c.in.u32();
+    verf_m = c.in.u32();
+  } else {
     get_sattr(c.in, &s);
+  }
   if (!c.in.ok() || how > 2) return false;
   if (c.status == NFS3_OK) {
     cred_enter(dir.who);
@@ -721,12 +712,7 @@ bool proc_create(call &c) {
     if (fd >= 0 && how == 2) {
       // EXCLUSIVE: keep the client's verifier in atime/mtime (as knfsd
       // does) so a retried CREATE can be recognised.
-      timespec ts[2] = {{time_t(uint32_t(verf.data[0]) << 24 | verf.data[1] << 16 |
-                                verf.data[2] << 8 | verf.data[3]),
-                         0},
-                        {time_t(uint32_t(verf.data[4]) << 24 | verf.data[5] << 16 |
-                                verf.data[6] << 8 | verf.data[7]),
-                         0}};
+      timespec ts[2] = {{time_t(verf_a), 0}, {time_t(verf_m), 0}};
       if (futimens(fd, ts) != 0) c.status = errno_to_nfs(errno);
     } else if (fd >= 0) {
       sattr rest = s;
@@ -735,12 +721,8 @@ bool proc_create(call &c) {
       c.status = errno_to_nfs(apply_sattr(fd, rest));
     } else if (errno == EEXIST && how == 2) {
       struct stat st;
-      uint32_t a =
-          uint32_t(verf.data[0]) << 24 | verf.data[1] << 16 | verf.data[2] << 8 | verf.data[3];
-      uint32_t m =
-          uint32_t(verf.data[4]) << 24 | verf.data[5] << 16 | verf.data[6] << 8 | verf.data[7];
       if (fstatat(dir.fd(), nm, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-          uint32_t(st.st_atim.tv_sec) == a && uint32_t(st.st_mtim.tv_sec) == m)
+          uint32_t(st.st_atim.tv_sec) == verf_a && uint32_t(st.st_mtim.tv_sec) == verf_m)
         c.status = NFS3_OK;  // the retry of our own exclusive create
       else
         c.status = NFS3ERR_EXIST;
@@ -748,10 +730,6 @@ bool proc_create(call &c) {
       c.status = errno_to_nfs(errno);
     }
     if (fd >= 0) close(fd);
-  }
-  if (c.status != NFS3_OK) {
-    reply_dir_wcc(c, &dir, have_before ? &before : nullptr);
-    return true;
   }
   reply_created(c, dir, nm, have_before ? &before : nullptr);
   return true;
@@ -780,10 +758,6 @@ bool proc_mkdir(call &c) {
       }
     }
   }
-  if (c.status != NFS3_OK) {
-    reply_dir_wcc(c, &dir, have_before ? &before : nullptr);
-    return true;
-  }
   reply_created(c, dir, nm, have_before ? &before : nullptr);
   return true;
 }
@@ -808,10 +782,6 @@ bool proc_symlink(call &c) {
       cred_enter(dir.who);
       if (symlinkat(t, dir.fd(), nm) != 0) c.status = errno_to_nfs(errno);
     }
-  }
-  if (c.status != NFS3_OK) {
-    reply_dir_wcc(c, &dir, have_before ? &before : nullptr);
-    return true;
   }
   reply_created(c, dir, nm, have_before ? &before : nullptr);
   return true;
@@ -853,10 +823,6 @@ bool proc_mknod(call &c) {
     cred_enter(dir.who);
     mode_t mode = fmt | (s.set_mode ? (s.mode & 07777) : 0644);
     if (mknodat(dir.fd(), nm, mode, makedev(maj, min)) != 0) c.status = errno_to_nfs(errno);
-  }
-  if (c.status != NFS3_OK) {
-    reply_dir_wcc(c, &dir, have_before ? &before : nullptr);
-    return true;
   }
   reply_created(c, dir, nm, have_before ? &before : nullptr);
   return true;
@@ -1360,11 +1326,11 @@ serve_result serve_call(server &srv, request &req) {
   proc_counter *ctr = nullptr;
   bool ok = true;
   if (c.rpc.prog == NFS_PROGRAM && c.rpc.vers == NFS_V3 && c.rpc.proc < NFS3_PROCS) {
-    c.exports = srv.exports();
+    c.exports = srv.exports_now();
     ctr = &srv.stats.nfs[c.rpc.proc];
     ok = run_nfs(c);
   } else if (c.rpc.prog == MOUNT_PROGRAM && c.rpc.vers == MOUNT_V3 && c.rpc.proc < MOUNT3_PROCS) {
-    c.exports = srv.exports();
+    c.exports = srv.exports_now();
     ctr = &srv.stats.mount[c.rpc.proc];
     ok = run_mount(c);
   } else if (c.rpc.prog == NFS_PROGRAM || c.rpc.prog == MOUNT_PROGRAM) {

@@ -29,7 +29,7 @@
 // inside the socket's own upcall, and a completion never finds a freed
 // socket.
 //
-// Memory per connection: one slot (384 bytes on x86-64, sizeof(sock)) plus `sndbuf` bytes of
+// Memory per connection: one slot (416 bytes on x86-64, sizeof(sock)) plus `sndbuf` bytes of
 // send buffer, both preallocated; receive buffers are shared by the pool's
 // sockets (`nbufs` x `bufsize`); once a socket holds `max_queued` unread
 // bytes its receive is not re-armed until sock_read drains half of it, so
