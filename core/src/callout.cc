@@ -19,6 +19,7 @@
 #include <new>
 
 #include "internal.h"
+#include "kcont/sleepq.h"
 
 namespace kc {
 namespace detail {
@@ -35,6 +36,7 @@ struct callout_cpu {
   uint64_t done_tick = 0;  // every tick up to this one has been processed
   size_t count = 0;        // callouts on the wheel
   std::atomic<callout *> running{nullptr};
+  std::atomic<uint32_t> halt_waiters{0};  // threads in callout_halt (wait channel &running)
   kcont softclock_kc;
   kcont rearm_kc;
   completion timer_comp;
@@ -109,7 +111,13 @@ void rearm(callout_cpu *cc) {
   if (next == ~0ull) return;
   if (cc->armed && cc->armed_tick.load(rlx) <= next) return;
   io_uring_sqe *sqe = kcont_ring_sqe();
-  if (!sqe) return;  // ring full even after a flush: softclock retries
+  if (!sqe) {
+    // Ring full even after a flush: the dispatcher retries (arm_all)
+    // before it sleeps, and does not sleep until the timer is armed.
+    cc->c->unarmed |= ARM_TIMER;
+    return;
+  }
+  cc->c->unarmed &= ~ARM_TIMER;
   uint64_t at = next * tick_ns();
   cc->ts.tv_sec = int64_t(at / 1000000000ull);
   cc->ts.tv_nsec = int64_t(at % 1000000000ull);
@@ -185,6 +193,8 @@ void softclock(void *, void *env, int) {
     }
     if (fn) fn(arg);
     cc->running.store(nullptr, std::memory_order_release);
+    light_fence();
+    if (cc->halt_waiters.load(rlx)) wakeup(&cc->running);
   }
   rearm(cc);
 }
@@ -221,6 +231,14 @@ int callout_cpu_init(cpu *c) {
 }
 
 void callout_cpu_fini(cpu *c) { c->co = nullptr; }
+
+bool callout_cpu_rearm(cpu *c) {
+  if (c->co)
+    rearm(c->co);
+  else
+    c->unarmed &= ~ARM_TIMER;
+  return !(c->unarmed & ARM_TIMER);
+}
 
 }  // namespace detail
 
@@ -315,13 +333,21 @@ bool callout_halt(callout *c, int *err) {
     if (ex->c != cc->c && err) *err = EDEADLK;
     return expired;
   }
-  int spins = 0;
-  while (cc->running.load(std::memory_order_acquire) == c) {
-    if (++spins < 100)
-      std::this_thread::yield();
-    else
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-  }
+  // Sleep on the wheel's `running` word; softclock wakes it after each
+  // function while someone halts (asymmetric fence pair: see internal.h).
+  struct halt_arg {
+    callout_cpu *cc;
+    callout *c;
+  } a{cc, c};
+  cc->halt_waiters.fetch_add(1, std::memory_order_seq_cst);
+  sleep_until(
+      &cc->running,
+      [](void *p) {
+        auto *h = static_cast<halt_arg *>(p);
+        return h->cc->running.load(std::memory_order_acquire) != h->c;
+      },
+      &a);
+  cc->halt_waiters.fetch_sub(1, std::memory_order_relaxed);
   return expired;
 }
 

@@ -171,13 +171,42 @@ void run_soft(cpu *c) {
   }
 }
 
-void doorbell_done(completion *comp, int, uint32_t) {
-  // Re-arm the read on the eventfd; it is submitted with the next flush.
-  cpu *c = reinterpret_cast<cpu *>(reinterpret_cast<char *>(comp) - offsetof(cpu, doorbell_comp));
+// Arms the read on the doorbell eventfd (submitted with the next flush).
+// False when the ring has no SQE even after a flush; the dispatcher then
+// retries before it sleeps and never sleeps without it (see arm_all).
+bool arm_doorbell(cpu *c) {
   io_uring_sqe *sqe = kcont_ring_sqe();
-  if (!sqe) return;
+  if (!sqe) {
+    c->unarmed |= ARM_DOORBELL;
+    return false;
+  }
   io_uring_prep_read(sqe, c->efd, &c->efd_buf, sizeof c->efd_buf, 0);
   io_uring_sqe_set_data(sqe, &c->doorbell_comp);
+  c->unarmed &= ~ARM_DOORBELL;
+  return true;
+}
+
+void doorbell_done(completion *comp, int, uint32_t) {
+  arm_doorbell(
+      reinterpret_cast<cpu *>(reinterpret_cast<char *>(comp) - offsetof(cpu, doorbell_comp)));
+}
+
+// Retries what found no SQE.  Returns true when everything is armed.  A
+// dispatcher with something unarmed does not sleep: it keeps reaping (which
+// is what frees a ring whose submissions are refused), counts each retry in
+// arm_retries and says so once on stderr.
+bool arm_all(cpu *c) {
+  if (!c->unarmed) return true;
+  if (c->unarmed & ARM_DOORBELL) arm_doorbell(c);
+  if (c->unarmed & ARM_TIMER) callout_cpu_rearm(c);
+  if (io_uring_sq_ready(&c->ring)) io_uring_submit(&c->ring);
+  if (!c->unarmed) return true;
+  if (c->arm_retries.fetch_add(1, std::memory_order_relaxed) == 0)
+    std::fprintf(stderr,
+                 "kcont: cpu%d: ring full, %s not armed; the dispatcher keeps reaping instead of "
+                 "sleeping until it is\n",
+                 c->id, (c->unarmed & ARM_DOORBELL) ? "doorbell" : "timer");
+  return false;
 }
 
 void pin_to(int i) {
@@ -232,7 +261,8 @@ void dispatcher_main(cpu *c, std::promise<std::string> *ready) {
   }
   c->doorbell_comp.fn = doorbell_done;
   c->doorbell_comp.lvl = LVL_SERIAL;
-  doorbell_done(&c->doorbell_comp, 0, 0);
+  c->unarmed = 0;
+  arm_doorbell(c);
   if (int e = callout_cpu_init(c); e != 0) {
     io_uring_queue_exit(&c->ring);
     close(c->efd);
@@ -260,6 +290,10 @@ void dispatcher_main(cpu *c, std::promise<std::string> *ready) {
     if (c->pending & ~c->spl_slots) continue;
     if (io_uring_cq_ready(&c->ring)) continue;
     if (c->stop.load(std::memory_order_acquire) && c->in.empty()) break;
+    if (!arm_all(c)) {
+      std::this_thread::yield();
+      continue;
+    }
     c->sleeping.store(true, std::memory_order_seq_cst);
     if (!c->in.empty() || io_uring_cq_ready(&c->ring) || c->stop.load(std::memory_order_seq_cst)) {
       c->sleeping.store(false, std::memory_order_relaxed);
@@ -290,6 +324,7 @@ void worker_main(worker *w) {
   const uint8_t lid = w->lvl.id;
   qstats &st = w->c->stats[lid][1];
   for (;;) {
+    bump(w->loops);
     kcont *l = w->in.take_fifo();
     if (l) {
       uint64_t n = 0;
@@ -316,6 +351,7 @@ void worker_main(worker *w) {
       w->sleeping.store(0, std::memory_order_relaxed);
       continue;
     }
+    bump(w->sleeps);
     futex_wait(&w->sleeping, 1);
     w->sleeping.store(0, std::memory_order_relaxed);
   }
@@ -336,7 +372,9 @@ void reset_cpu(cpu *c, int id) {
       for (auto *a : {&q.deferred, &q.run, &q.direct, &q.coalesced, &q.cancelled, &q.max_depth,
                       &q.max_latency_ns})
         a->store(0);
-  for (auto *a : {&c->loops, &c->sleeps, &c->doorbells, &c->inbox_items}) a->store(0);
+  for (auto *a : {&c->loops, &c->sleeps, &c->doorbells, &c->inbox_items, &c->arm_retries})
+    a->store(0);
+  c->unarmed = 0;
 }
 
 // Tells a dispatcher to finish, wakes it, joins it, and closes its doorbell
@@ -377,34 +415,48 @@ bool workers_ready(level l, int cpu_index) {
   return true;
 }
 
-bool link_pending(kcont *kc) {
+bool try_link(kcont *kc) {
   auto &s = sys();
   executor *ex = tl_exec;
-  // Fast path: a dispatcher deferring to its own CPU's interrupt queues.
-  if (ex && ex->dispatcher && kc->tgt.k == kind::interrupt &&
-      (kc->tgt.cpu == KC_CPU_ANY || kc->tgt.cpu == ex->c->id)) {
+  int c = kc->tgt.cpu;
+  if (c == KC_CPU_ANY) {
+    // Unbound: the caller's CPU -- unless it is running right now on
+    // another kcont thread, whose CPU then takes it (non-reentrant, like a
+    // Linux work item).  ran_on was stored before the running call's claim,
+    // which our IDLE -> PENDING compare-and-swap read, so it is current.
+    auto *r = static_cast<executor *>(kc->ran_on.load(rlx));
+    if (__builtin_expect(r != ex && r != nullptr, 0) && r->c && !kc->tgt.immediate &&
+        executor_runs(r, kc))
+      c = r->c->id;
+    else if (ex && ex->dispatcher && kc->tgt.k == kind::interrupt) {
+      local_link(ex->c, kc);  // fast path: a dispatcher deferring to itself
+      return true;
+    } else
+      c = home_cpu();
+  } else if (ex && ex->dispatcher && kc->tgt.k == kind::interrupt && c == ex->c->id) {
     local_link(ex->c, kc);
     return true;
   }
-  int c = kc->tgt.cpu != KC_CPU_ANY ? kc->tgt.cpu : home_cpu();
   cpu *cp =
       (c >= 0 && c < s.ncpus && s.running.load(std::memory_order_relaxed)) ? s.cpus[c] : nullptr;
-  if (cp && kc->tgt.k == kind::thread) {
+  if (!cp) return false;
+  if (kc->tgt.k == kind::thread) {
     worker *w = cp->workers[kc->tgt.lvl.id].load(std::memory_order_acquire);
-    if (w) {
-      if (w->in.push(kc)) wake_worker(w);
-      return true;
-    }
-  } else if (cp) {
-    if (ex && ex->dispatcher && ex->c == cp) {
-      local_link(cp, kc);
-    } else if (cp->in.push(kc)) {
-      ring_doorbell(cp);
-    }
+    if (!w) return false;
+    if (w->in.push(kc)) wake_worker(w);
     return true;
   }
+  if (ex && ex->dispatcher && ex->c == cp)
+    local_link(cp, kc);
+  else if (cp->in.push(kc))
+    ring_doorbell(cp);
+  return true;
+}
+
+void set_idle_unlinked(kcont *kc) {
   kc->st.store(st_with(kc->st.load(rlx), ST_IDLE), std::memory_order_release);
-  return false;
+  light_fence();
+  if (g_drainers.load(rlx)) wake_drainers(kc);
 }
 
 }  // namespace detail
@@ -483,6 +535,8 @@ int kcont_establish(level l, int cpu_index) {
     w->in.head.store(nullptr);
     w->sleeping.store(0);
     w->stop.store(false);
+    w->loops.store(0);
+    w->sleeps.store(0);
     try {
       w->th = std::thread(worker_main, w);
     } catch (const std::system_error &e) {
@@ -497,6 +551,7 @@ int kcont_establish(level l, int cpu_index) {
 
 int kcont_start(const config &cfg, std::string *err) {
   ensure_builtin_levels();
+  fences_init();
   auto &s = sys();
   auto fail = [&](int e, const std::string &why) {
     if (err) *err = why;
@@ -622,6 +677,14 @@ cpu_stats kcont_cpu_stats(int cpu_index) {
   out.sleeps = c->sleeps.load(std::memory_order_relaxed);
   out.doorbells = c->doorbells.load(std::memory_order_relaxed);
   out.inbox_items = c->inbox_items.load(std::memory_order_relaxed);
+  out.arm_retries = c->arm_retries.load(std::memory_order_relaxed);
+  for (int l = 0; l < max_levels; l++) {
+    // Records are never freed: safe to read while kcont stops.
+    worker *w = c->workers[l].load(std::memory_order_acquire);
+    if (!w) continue;
+    out.worker_loops += w->loops.load(std::memory_order_relaxed);
+    out.worker_sleeps += w->sleeps.load(std::memory_order_relaxed);
+  }
   return out;
 }
 

@@ -37,6 +37,7 @@ enum : uint32_t {
   ST_PENDING = 2,
   ST_CANCELLED = 3,  // still linked on a queue; the dispatcher skips it
   ST_REVIVING = 4,   // a cancelled kc being deferred again (transient)
+  ST_INIT = 5,       // kcont_init is writing the fields (transient)
 };
 
 // The state word: state in the low byte, a 56-bit generation above it that
@@ -117,6 +118,41 @@ void assign_slots();
 int kcq_enqueue_keyed(kcq *q, kcont *kc, const void *key);
 int kcq_run_keyed(kcq *q, const void *key, int status, bool one);
 bool kc_is_running(const kcont *kc);
+bool executor_runs(const executor *ex, const kcont *kc);
+
+// Wait channels for the framework's own waits (kcont_drain, callout_halt,
+// workqueue_destroy, softint_disestablish, kcont_run_on): sleeps on `chan`
+// until pred(arg) is true, checking it only after the sleeper is chained, so
+// a waker that makes it true and then calls wakeup(chan) is never missed.
+// Between chaining and checking it issues heavy_fence(), so a waker may use
+// the cheap side of the asymmetric pair (light_fence) before it reads
+// whether anyone waits.  Thread context only.  Returns 0, or EWOULDBLOCK when
+// `timeout_ns` (0: none) passes first.
+int sleep_until(const void *chan, bool (*pred)(void *), void *arg, uint64_t timeout_ns = 0);
+
+// Test hook: called by mtsleep right after it released the interlock (the
+// sleeper is already on the channel).  nullptr in production.
+extern void (*g_mtsleep_unlocked_hook)(const void *chan);
+
+// The asymmetric fence pair (membarrier(2) PRIVATE_EXPEDITED): a waiter
+// calls heavy_fence() between publishing "I wait" and reading the condition;
+// a waker calls light_fence() between making the condition true and reading
+// "does anyone wait".  light_fence is a compiler barrier when membarrier is
+// available and a full fence otherwise.  Any context.
+void fences_init();
+extern bool g_membarrier;
+inline void light_fence() {
+  if (__builtin_expect(g_membarrier, 1))
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  else
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+void heavy_fence();
+
+// Threads sleeping in kcont_drain (any continuation).  While non-zero,
+// every consumer that finishes a continuation wakes the drainers of it.
+extern std::atomic<uint32_t> g_drainers;
+void wake_drainers(const kcont *kc);
 
 // A local FIFO queue of one {level, interrupt} on one CPU.
 struct local_queue {
@@ -134,10 +170,14 @@ struct worker {
   inbox in;
   std::atomic<uint32_t> sleeping{0};  // futex word
   std::atomic<bool> stop{false};
+  std::atomic<uint64_t> loops{0}, sleeps{0};
   executor ex;
 };
 
 struct callout_cpu;  // callout.cc
+
+// Ring operations a dispatcher must keep armed to be woken at all.
+enum : uint32_t { ARM_DOORBELL = 1u << 0, ARM_TIMER = 1u << 1 };
 
 struct cpu {
   int id = 0;
@@ -154,6 +194,7 @@ struct cpu {
   uint32_t pending = 0;            // slots with a non-empty queue
   uint32_t spl_slots = 0;          // held slots
   bool stopping_seen = false;
+  uint32_t unarmed = 0;  // ARM_* operations that found no SQE; retried before sleeping
 
   // shared
   inbox in;
@@ -162,7 +203,7 @@ struct cpu {
   std::atomic<worker *> workers[max_levels];
 
   qstats stats[max_levels][2];  // [level id][kind]
-  std::atomic<uint64_t> loops{0}, sleeps{0}, doorbells{0}, inbox_items{0};
+  std::atomic<uint64_t> loops{0}, sleeps{0}, doorbells{0}, inbox_items{0}, arm_retries{0};
 
   callout_cpu *co = nullptr;
 };
@@ -206,13 +247,24 @@ bool workers_ready(level l, int cpu);
 int home_cpu();
 
 // Links a continuation the caller just made pending to its target queue.
-// Returns false (and sets it idle again) when the target cannot take it:
-// system stopped, CPU out of range, or no worker for a thread target.
-bool link_pending(kcont *kc);
+// An unbound one that is running right now goes to the CPU (and worker)
+// running it, so a continuation never runs on two threads at once.
+// try_link returns false, leaving it PENDING and unlinked, when the target
+// cannot take it: system stopped, CPU out of range, or no worker for a
+// thread target.  link_pending then sets it idle again (set_idle_unlinked,
+// which also wakes its drainers) and returns false.
+bool try_link(kcont *kc);
+void set_idle_unlinked(kcont *kc);
+inline bool link_pending(kcont *kc) {
+  if (try_link(kc)) return true;
+  set_idle_unlinked(kc);
+  return false;
+}
 
 // Calls a PENDING continuation the caller owns, in the caller's executor
 // (tracked in ex->running for kcont_drain); false if it was cancelled.
 bool call_direct(executor *ex, kcont *kc);
+void call_untracked(kcont *kc);
 
 // True when kc's target is exactly the caller's context.
 bool is_exact_context(const executor *ex, const kcont *kc);
@@ -239,5 +291,8 @@ __attribute__((always_inline)) inline void local_link(cpu *c, kcont *kc) {
 // callout.cc hooks, called by the dispatcher.
 int callout_cpu_init(cpu *c);
 void callout_cpu_fini(cpu *c);
+// Re-arms the CPU's timer after a re-arm found no SQE (ARM_TIMER).
+// Returns true once armed (or nothing to arm).  Dispatcher of c only.
+bool callout_cpu_rearm(cpu *c);
 
 }  // namespace kc::detail

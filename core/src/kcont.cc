@@ -27,8 +27,11 @@
 // level.  Slots are an implementation of ranks, never exposed as an order
 // between levels.
 #include <errno.h>
+#include <linux/membarrier.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -37,6 +40,7 @@
 #include <thread>
 
 #include "internal.h"
+#include "kcont/sleepq.h"
 
 namespace kc {
 namespace detail {
@@ -52,13 +56,17 @@ uint64_t now_ns() {
 // ------------------------------------------------------------ executors
 
 namespace {
-constexpr int max_executors = 1024;
-std::atomic<executor *> g_execs[max_executors];
-std::atomic<int> g_nexec{0};
-
 // Foreign threads get a record from this fixed table the first time they
 // call kcq_run; it is returned when the thread exits.
-executor g_foreign[max_executors / 2];
+constexpr int max_foreign = 512;
+executor g_foreign[max_foreign];
+
+// Every record that can exist: a dispatcher per CPU, a worker per {CPU,
+// level}, and the foreign table.  Records live for the whole process and are
+// registered once each, so the table cannot overflow by construction.
+constexpr int max_executors = max_cpus + max_cpus * max_levels + max_foreign;
+std::atomic<executor *> g_execs[max_executors];
+std::atomic<int> g_nexec{0};
 
 struct foreign_slot {
   executor *ex = nullptr;
@@ -74,9 +82,8 @@ thread_local foreign_slot tl_foreign;
 executor *current_executor() { return tl_exec; }
 
 void register_executor(executor *ex) {
-  // Records are never removed: the table holds every executor ever used
-  // (bounded by max_executors; dispatchers and workers reuse their records
-  // across restarts because they are looked up by pointer first).
+  // Records are never removed: dispatchers and workers reuse their records
+  // across restarts, and a record is looked up by pointer before it is added.
   int n = g_nexec.load(std::memory_order_acquire);
   for (int i = 0; i < n; i++)
     if (g_execs[i].load(std::memory_order_relaxed) == ex) return;
@@ -85,7 +92,12 @@ void register_executor(executor *ex) {
   n = g_nexec.load(std::memory_order_relaxed);
   for (int i = 0; i < n; i++)
     if (g_execs[i].load(std::memory_order_relaxed) == ex) return;
-  if (n >= max_executors) return;
+  if (n >= max_executors) {
+    // Unreachable by construction (see max_executors); if it ever is,
+    // kcont_drain could miss a running function: stop rather than lie.
+    std::fprintf(stderr, "kcont: executor table full (%d records): internal error\n", n);
+    std::abort();
+  }
   g_execs[n].store(ex, std::memory_order_relaxed);
   g_nexec.store(n + 1, std::memory_order_release);
 }
@@ -118,15 +130,37 @@ void for_each_executor(void (*fn)(executor *, void *), void *arg) {
   for (int i = 0; i < n; i++) fn(g_execs[i].load(std::memory_order_relaxed), arg);
 }
 
-bool kc_is_running(const kcont *kc) {
-  int n = g_nexec.load(std::memory_order_acquire);
-  for (int i = 0; i < n; i++) {
-    executor *ex = g_execs[i].load(std::memory_order_relaxed);
-    for (auto &r : ex->running)
-      if (r.load(std::memory_order_acquire) == kc) return true;
-  }
+bool executor_runs(const executor *ex, const kcont *kc) {
+  for (auto &r : ex->running)
+    if (r.load(std::memory_order_acquire) == kc) return true;
   return false;
 }
+
+bool kc_is_running(const kcont *kc) {
+  int n = g_nexec.load(std::memory_order_acquire);
+  for (int i = 0; i < n; i++)
+    if (executor_runs(g_execs[i].load(std::memory_order_relaxed), kc)) return true;
+  return false;
+}
+
+// ------------------------------------------------------------ fences, drainers
+
+bool g_membarrier = false;
+std::atomic<uint32_t> g_drainers{0};
+
+void fences_init() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    g_membarrier = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  });
+}
+
+void heavy_fence() {
+  if (g_membarrier && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+void wake_drainers(const kcont *kc) { wakeup(kc); }
 
 // ------------------------------------------------------------ levels
 
@@ -288,7 +322,14 @@ int kcont_init(kcont *kc, kc_fn fn, void *env, target t) {
   if (t.cpu != KC_CPU_ANY && (t.cpu < 0 || t.cpu >= max_cpus)) return EINVAL;
   if (t.cpu_private && (t.cpu == KC_CPU_ANY || t.k != kind::interrupt || t.immediate))
     return EINVAL;
-  if (st_of(kc->st.load(std::memory_order_acquire)) != ST_IDLE) return EBUSY;
+  uint64_t w = kc->st.load(std::memory_order_acquire);
+  if (st_of(w) != ST_IDLE) return EBUSY;
+  // A CPU-private continuation in use belongs to its CPU's dispatcher.
+  if (kc->fn && kc->tgt.cpu_private && sys().running.load(rlx) && !is_owner(kc)) return EPERM;
+  // IDLE -> INIT claims the fields: of two concurrent inits (or an init
+  // racing a defer) exactly one wins; the other gets EBUSY / false.
+  if (!kc->st.compare_exchange_strong(w, st_with(w, ST_INIT), std::memory_order_acquire, rlx))
+    return EBUSY;
   kc->fn = fn;
   kc->env = env;
   kc->obj.store(nullptr, rlx);
@@ -296,6 +337,8 @@ int kcont_init(kcont *kc, kc_fn fn, void *env, target t) {
   kc->tgt = t;
   kc->next = kc->prev = nullptr;
   kc->chain = nullptr;
+  kc->ran_on.store(nullptr, rlx);
+  kc->st.store(st_with(w, ST_IDLE), std::memory_order_release);
   // A thread target needs its worker; create it here when we may (the
   // check is lock-free when the workers already exist).
   if (t.k == kind::thread && sys().running.load() && !kcont_in_interrupt() &&
@@ -409,25 +452,31 @@ bool pendingish(uint64_t w) {
 }
 }  // namespace
 
+namespace {
+// Neither pending nor running: state first, running slots second, the same
+// state word again (see the file comment).  The generation makes "idle,
+// after another run started" differ from "idle".
+bool kc_quiet(void *arg) {
+  auto *kc = static_cast<kcont *>(arg);
+  uint64_t w1 = kc->st.load(std::memory_order_acquire);
+  return !pendingish(w1) && st_of(w1) != ST_INIT && !kc_is_running(kc) &&
+         kc->st.load(std::memory_order_acquire) == w1;
+}
+}  // namespace
+
 int kcont_drain(kcont *kc) {
   if (kcont_in_interrupt()) return EDEADLK;
   executor *self = tl_exec ? tl_exec : tl_foreign.ex;
   if (self)
     for (int i = 0; i < self->depth; i++)
       if (self->running[i].load(rlx) == kc) return EDEADLK;  // draining itself
-  int spins = 0;
-  for (;;) {
-    // State first, running slots second, the same state word again: see
-    // the file comment.  The generation makes "idle, after another run
-    // started" differ from "idle".
-    uint64_t w1 = kc->st.load(std::memory_order_acquire);
-    if (!pendingish(w1) && !kc_is_running(kc) && kc->st.load(std::memory_order_acquire) == w1)
-      return 0;
-    if (++spins < 100)
-      std::this_thread::yield();
-    else
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-  }
+  if (kc_quiet(kc)) return 0;
+  // Sleep on the continuation's address; every consumer that finishes a
+  // call (or skips a cancelled one) wakes it while g_drainers is non-zero.
+  g_drainers.fetch_add(1, std::memory_order_seq_cst);
+  int e = sleep_until(kc, kc_quiet, kc);
+  g_drainers.fetch_sub(1, std::memory_order_relaxed);
+  return e;
 }
 
 kc_state kcont_state(const kcont *kc) {
@@ -453,6 +502,9 @@ namespace detail {
 bool call_direct(executor *ex, kcont *kc) {
   int d = ex->depth++;
   ex->running[d].store(kc, rlx);
+  // Where it runs, for a deferral that races this call (link_pending sends
+  // an unbound continuation that is running to the CPU running it).
+  kc->ran_on.store(ex, rlx);
   bool call = false;
   kc_fn fn = nullptr;
   void *obj = nullptr, *env = nullptr;
@@ -491,7 +543,36 @@ bool call_direct(executor *ex, kcont *kc) {
   if (call) fn(obj, env, status);
   ex->running[d].store(nullptr, std::memory_order_release);
   ex->depth--;
+  // kc may be gone now; its address is only a wait-channel key.
+  light_fence();
+  if (__builtin_expect(g_drainers.load(rlx) != 0, 0)) wake_drainers(kc);
   return call;
+}
+
+// Calls a PENDING continuation with no executor record (no slot left, or
+// nesting at its limit while nothing can take a deferral).  kcont_drain
+// cannot see such a call; only immediate continuations get here.
+void call_untracked(kcont *kc) {
+  for (;;) {
+    uint64_t w = kc->st.load(std::memory_order_acquire);
+    if (st_of(w) == ST_CANCELLED) {
+      if (kc->st.compare_exchange_strong(w, st_with(w, ST_IDLE), std::memory_order_seq_cst, rlx))
+        return;
+      continue;
+    }
+    if (st_of(w) != ST_PENDING) {
+      cpu_relax();
+      continue;
+    }
+    kc_fn fn = kc->fn;
+    void *env = kc->env, *obj = kc->obj.load(rlx);
+    int status = kc->status.load(rlx);
+    if (kc->st.compare_exchange_strong(w, st_with(w + ST_GEN, ST_IDLE), std::memory_order_seq_cst,
+                                       rlx)) {
+      fn(obj, env, status);
+      return;
+    }
+  }
 }
 
 }  // namespace detail
@@ -516,9 +597,13 @@ void kcq_unlink_locked(kcq *q, kcont *kc) {
 // Finishes what kcq_run took: call now where the context is exact, defer
 // otherwise.  Each kc in `list` is PENDING (taken off the chain under its
 // lock, so a concurrent kcont_defer coalesces), obj/status set, unlinked.
-void run_taken(kcont *list) {
+// An immediate continuation that cannot be deferred (kcont stopped) is
+// called here anyway, so a sleeper is never lost; any other that cannot be
+// deferred is set idle and not counted.  Returns how many were dropped.
+int run_taken(kcont *list) {
   executor *ex = nullptr;
   bool have_ex = false;
+  int dropped = 0;
   while (list) {
     kcont *kc = list;
     list = kc->next;
@@ -532,10 +617,19 @@ void run_taken(kcont *list) {
       if (ex->c)
         ex->c->stats[kc->tgt.lvl.id][int(kc->tgt.k)].direct.fetch_add(1, std::memory_order_relaxed);
       call_direct(ex, kc);
+    } else if (try_link(kc)) {
+      // deferred
+    } else if (kc->tgt.immediate) {
+      if (ex && ex->depth < max_nesting)
+        call_direct(ex, kc);
+      else
+        call_untracked(kc);
     } else {
-      link_pending(kc);
+      set_idle_unlinked(kc);
+      dropped++;
     }
   }
+  return dropped;
 }
 }  // namespace
 
@@ -603,8 +697,7 @@ int kcq_take(kcq *q, void *obj, int status, bool one, bool (*match)(kcont *, voi
       kc = next;
     }
   }
-  run_taken(list);
-  return n;
+  return n - run_taken(list);
 }
 }  // namespace
 
@@ -639,6 +732,7 @@ struct kcont_pool {
   size_t n = 0;
   std::atomic<uint32_t> lock{0};
   kcont **free = nullptr;
+  bool *out = nullptr;  // out[i]: items[i] is taken
   size_t nfree = 0;
 };
 
@@ -648,9 +742,11 @@ kcont_pool *kcont_pool_create(size_t n, kc_fn fn, void *env, target t) {
   if (!p) return nullptr;
   p->items = new (std::nothrow) kcont[n];
   p->free = new (std::nothrow) kcont *[n];
-  if (!p->items || !p->free) {
+  p->out = new (std::nothrow) bool[n]();
+  if (!p->items || !p->free || !p->out) {
     delete[] p->items;
     delete[] p->free;
+    delete[] p->out;
     delete p;
     return nullptr;
   }
@@ -659,6 +755,7 @@ kcont_pool *kcont_pool_create(size_t n, kc_fn fn, void *env, target t) {
     if (kcont_init(&p->items[i], fn, env, t) != 0) {
       delete[] p->items;
       delete[] p->free;
+      delete[] p->out;
       delete p;
       return nullptr;
     }
@@ -670,12 +767,23 @@ kcont_pool *kcont_pool_create(size_t n, kc_fn fn, void *env, target t) {
 
 kcont *kcont_pool_get(kcont_pool *p) {
   spinlock g(p->lock);
-  return p->nfree ? p->free[--p->nfree] : nullptr;
+  if (!p->nfree) return nullptr;
+  kcont *kc = p->free[--p->nfree];
+  p->out[kc - p->items] = true;
+  return kc;
 }
 
-void kcont_pool_put(kcont_pool *p, kcont *kc) {
+int kcont_pool_put(kcont_pool *p, kcont *kc) {
+  if (!p || kc < p->items || kc >= p->items + p->n) return EINVAL;
+  // Pending or chained: it would be handed out while a queue still links it.
+  uint32_t st = st_of(kc->st.load(std::memory_order_acquire));
+  if (st != ST_IDLE) return EBUSY;
   spinlock g(p->lock);
-  if (kc >= p->items && kc < p->items + p->n && p->nfree < p->n) p->free[p->nfree++] = kc;
+  size_t i = size_t(kc - p->items);
+  if (!p->out[i]) return EINVAL;  // not taken (a second put)
+  p->out[i] = false;
+  p->free[p->nfree++] = kc;
+  return 0;
 }
 
 size_t kcont_pool_available(kcont_pool *p) {
@@ -688,7 +796,44 @@ void kcont_pool_destroy(kcont_pool *p) {
   for (size_t i = 0; i < p->n; i++) kcont_drain(&p->items[i]);
   delete[] p->items;
   delete[] p->free;
+  delete[] p->out;
   delete p;
+}
+
+// ------------------------------------------------------------ run on a CPU
+
+namespace {
+struct run_on_job {
+  void (*fn)(void *);
+  void *arg;
+  std::atomic<bool> done{false};
+};
+}  // namespace
+
+int kcont_run_on(int cpu, level lvl, void (*fn)(void *), void *arg) {
+  if (kcont_in_interrupt()) return EDEADLK;
+  if (!fn || cpu < 0 || lvl.id >= kcont_level_count()) return EINVAL;
+  if (!kcont_running()) return ENXIO;
+  if (cpu >= kcont_ncpus()) return EINVAL;
+  run_on_job j{fn, arg};
+  kcont k;
+  int e = kcont_init(
+      &k,
+      [](void *, void *env, int) {
+        auto *jb = static_cast<run_on_job *>(env);
+        jb->fn(jb->arg);
+        jb->done.store(true, std::memory_order_seq_cst);
+        wakeup(jb);  // the address as a key only: the waiter may be gone
+      },
+      &j, target::at(lvl, kind::interrupt, int16_t(cpu)));
+  if (e) return e;
+  if (!kcont_defer(&k, nullptr, 0)) return ENXIO;
+  sleep_until(
+      &j,
+      [](void *a) { return static_cast<run_on_job *>(a)->done.load(std::memory_order_seq_cst); },
+      &j);
+  kcont_drain(&k);
+  return 0;
 }
 
 }  // namespace kc

@@ -66,8 +66,13 @@ int sleep_common(const void *chan, uint64_t timeout_ns, std::mutex *interlock) {
   sleeper s;
   kcont_init(&s.kc, sleeper_wake, &s.woken, target::now());
   kcq *q = bucket_of(chan);
-  detail::kcq_enqueue_keyed(q, &s.kc, chan);
-  if (interlock) interlock->unlock();
+  if (int e = detail::kcq_enqueue_keyed(q, &s.kc, chan)) return e;
+  // On the channel first, then the interlock goes: a wakeup issued under it
+  // after the caller's check finds the sleeper chained.
+  if (interlock) {
+    interlock->unlock();
+    if (detail::g_mtsleep_unlocked_hook) detail::g_mtsleep_unlocked_hook(chan);
+  }
   uint64_t deadline = timeout_ns ? detail::now_ns() + timeout_ns : 0;
   int rc = 0;
   if (!wait_flag(s.woken, deadline)) {
@@ -77,9 +82,9 @@ int sleep_common(const void *chan, uint64_t timeout_ns, std::mutex *interlock) {
       wait_flag(s.woken, 0);  // a wakeup took us: it is about to set the flag
     }
   }
-  // The waker may still be inside sleeper_wake (past the store); wait for
-  // it to leave before our stack frame goes away.
-  kcont_drain(&s.kc);
+  // No kcont_drain: after the flag is set the waker touches neither the
+  // continuation nor the flag (the futex wake uses the address as a key
+  // only), so this frame may go at once.
   if (interlock) interlock->lock();
   return rc;
 }
@@ -97,6 +102,35 @@ int mtsleep(const void *chan, const char *, uint64_t timeout_ns, std::mutex &int
 int wakeup(const void *chan) { return detail::kcq_run_keyed(bucket_of(chan), chan, 0, false); }
 
 int wakeup_one(const void *chan) { return detail::kcq_run_keyed(bucket_of(chan), chan, 0, true); }
+
+namespace detail {
+
+void (*g_mtsleep_unlocked_hook)(const void *chan) = nullptr;
+
+int sleep_until(const void *chan, bool (*pred)(void *), void *arg, uint64_t timeout_ns) {
+  if (kcont_in_interrupt()) return EDEADLK;
+  const uint64_t deadline = timeout_ns ? now_ns() + timeout_ns : 0;
+  kcq *q = bucket_of(chan);
+  while (!pred(arg)) {
+    sleeper s;
+    kcont_init(&s.kc, sleeper_wake, &s.woken, target::now());
+    if (int e = kcq_enqueue_keyed(q, &s.kc, chan)) return e;
+    // Chained, then the condition: the waker makes it true, then looks for
+    // sleepers (see internal.h for the fence pair).
+    heavy_fence();
+    if (pred(arg)) {
+      if (!kcq_remove(q, &s.kc)) wait_flag(s.woken, 0);
+      return 0;
+    }
+    if (!wait_flag(s.woken, deadline)) {
+      if (kcq_remove(q, &s.kc)) return pred(arg) ? 0 : EWOULDBLOCK;
+      wait_flag(s.woken, 0);
+    }
+  }
+  return 0;
+}
+
+}  // namespace detail
 
 int wchan_wait(const void *chan, kcont *kc) {
   return detail::kcq_enqueue_keyed(bucket_of(chan), kc, chan);

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "internal.h"
+#include "kcont/sleepq.h"
 
 namespace kc {
 
@@ -74,7 +75,10 @@ bool softint_schedule_cpu(softint *si, int cpu) {
   si->users.fetch_add(1, std::memory_order_seq_cst);
   bool ok = false;
   if (!si->dying.load(std::memory_order_seq_cst)) ok = kcont_defer(&si->kcs[cpu], nullptr, 0);
-  si->users.fetch_sub(1, std::memory_order_release);
+  // Handles are type-stable, so touching si after the decrement is safe.
+  if (si->users.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+      si->dying.load(std::memory_order_seq_cst))
+    wakeup(&si->users);
   return ok;
 }
 
@@ -83,17 +87,27 @@ bool softint_schedule(softint *si) {
   return softint_schedule_cpu(si, detail::home_cpu());
 }
 
-void softint_disestablish(softint *si) {
-  if (!si) return;
+int softint_disestablish(softint *si) {
+  if (!si) return EINVAL;
+  // In interrupt context it could not wait for a running handler, and
+  // handing the handle to the next establish meanwhile would let two
+  // owners share it: refused, as NetBSD requires thread context.
+  if (kcont_in_interrupt()) return EDEADLK;
   si->dying.store(true, std::memory_order_seq_cst);
-  while (si->users.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  detail::sleep_until(
+      &si->users,
+      [](void *a) { return static_cast<softint *>(a)->users.load(std::memory_order_seq_cst) == 0; },
+      si);
   for (int i = 0; i < si->ncpus; i++) {
     kcont_cancel(&si->kcs[i]);
-    kcont_drain(&si->kcs[i]);
+    // From the handler itself (thread kind): EDEADLK, nothing to wait for
+    // beyond our own return; refuse to recycle a handle still running.
+    if (kcont_drain(&si->kcs[i]) == EDEADLK) return EDEADLK;
   }
   std::lock_guard<std::mutex> g(g_si_lock);
   si->next_free = g_si_free;
   g_si_free = si;
+  return 0;
 }
 
 }  // namespace kc

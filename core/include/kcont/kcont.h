@@ -207,10 +207,11 @@ struct kcont {
   std::atomic<void *> obj{nullptr};  // saved by defer/run
   std::atomic<int> status{0};        // saved by defer/run
   target tgt{};
-  std::atomic<uint64_t> st{0};  // internal: state (low byte), generation
-  kcont *next = nullptr;        // intrusive link (queue, inbox or kcq)
-  kcont *prev = nullptr;        // kcq back link
-  void *chain = nullptr;        // kcq this kc is chained on
+  std::atomic<uint64_t> st{0};          // internal: state (low byte), generation
+  kcont *next = nullptr;                // intrusive link (queue, inbox or kcq)
+  kcont *prev = nullptr;                // kcq back link
+  void *chain = nullptr;                // kcq this kc is chained on
+  std::atomic<void *> ran_on{nullptr};  // internal: executor of its last call
 
   kcont() = default;
   kcont(const kcont &) = delete;
@@ -218,10 +219,13 @@ struct kcont {
 };
 
 // Initialises `kc` to call fn(obj, env, status) in target `t`.  Any context
-// (a CPU-private continuation that is already in use: its CPU only).
-// Returns 0, EBUSY if kc is pending, chained or being cancelled (re-init
-// needs it idle), or EINVAL (null fn, unknown level, CPU out of range, or a
-// CPU-private target that is unbound, thread kind or immediate).  For
+// (a CPU-private continuation that is already in use: its CPU only, while
+// kcont runs).  Returns 0, EBUSY if kc is pending, chained, being cancelled
+// or being initialised by another thread (re-init needs it idle; two racing
+// inits: one wins), EPERM (an initialised CPU-private kc re-initialised off
+// its CPU while kcont runs), or EINVAL (null fn, unknown level, CPU out of
+// range, or a CPU-private target that is unbound, thread kind or
+// immediate).  For
 // a thread-kind target whose worker does not exist yet, called in thread
 // context while kcont runs, it establishes the worker (kcont_establish: may
 // allocate and create a thread, and returns its errors); otherwise it never
@@ -242,7 +246,16 @@ int kcont_establish(level l, int cpu = KC_CPU_ANY);
 // no worker, or a CPU-private kc is deferred off its CPU.  Any context, any
 // thread; never blocks and never allocates.
 // Unbound continuations go to the caller's CPU (a thread kcont does not own
-// picks one by the CPU it runs on).
+// picks one by the CPU it runs on) -- except one whose function is running
+// right now on a kcont thread, which goes to that CPU.
+//
+// Non-reentrance: a continuation never runs on two threads at once.  A bound
+// one is run by its CPU's dispatcher or its {level, CPU} worker only, one
+// call at a time; an unbound one deferred while it runs is sent after its
+// running call, as above.  The one exception is a continuation that is
+// called directly (kcq_run: immediate, or exact context) by one thread while
+// it also runs on another: immediate continuations run wherever their event
+// completes, by definition.
 bool kcont_defer(kcont *kc, void *obj, int status);
 
 // Removes a pending kc from its queue so it will not run: returns true if it
@@ -252,9 +265,12 @@ bool kcont_defer(kcont *kc, void *obj, int status);
 bool kcont_cancel(kcont *kc);
 
 // Waits until kc is neither pending nor running on any CPU (a chained kc
-// stays chained: remove it with kcq_remove first).  Thread context only:
-// returns EDEADLK in interrupt context or when called from kc's own
-// function; 0 on success.
+// stays chained: remove it with kcq_remove first).  It sleeps on a wait
+// channel and is woken by the consumer that finishes the call; no polling.
+// Thread context only (dispatcher: EDEADLK); from kc's own function, on any
+// thread, it returns EDEADLK at once instead of waiting for itself.  0 on
+// success.  A call made with no executor record (more than 512 foreign
+// threads inside kcq_run at once, see kcq_run) is not visible to it.
 int kcont_drain(kcont *kc);
 
 // A snapshot of kc's state (running is reported while its function
@@ -289,11 +305,14 @@ bool kcq_remove(kcq *q, kcont *kc);
 // (obj, status) saved in it, calls it now if it is immediate or its target
 // is exactly the current context (same level, same kind, a CPU it may run
 // on, level not masked here, nesting below 4), and otherwise defers it to
-// its target.  Returns how many it took.  Any context.
+// its target.  An immediate continuation that cannot be deferred either
+// (kcont stopped) is called on the spot anyway, so a sleeper is never lost;
+// any other that cannot be deferred is set idle.  Returns how many will run
+// (called or deferred).  Any context.
 int kcq_run(kcq *q, void *obj, int status);
 
 // Like kcq_run for the first continuation only (wakeup_one).  Returns 1 if
-// one was taken, 0 if q was empty.
+// one was taken and will run, 0 otherwise.
 int kcq_run_one(kcq *q, void *obj, int status);
 
 // Number of continuations chained (a snapshot).  Any context.
@@ -328,7 +347,10 @@ kcont_pool *kcont_pool_create(size_t n, kc_fn fn, void *env, target t);
 // Takes an idle continuation; nullptr when the pool is empty.  Any context.
 kcont *kcont_pool_get(kcont_pool *p);
 // Returns a continuation taken from p (typically from its own function).
-void kcont_pool_put(kcont_pool *p, kcont *kc);
+// Returns 0, EBUSY if kc is pending or chained (it would be handed out while
+// a queue still links it), or EINVAL if kc is not from p or was not taken.
+// Any context.
+int kcont_pool_put(kcont_pool *p, kcont *kc);
 // Number of continuations currently available (snapshot).
 size_t kcont_pool_available(kcont_pool *p);
 // Destroys the pool: every continuation must have been returned.  Thread
@@ -361,6 +383,13 @@ void kcont_stop();
 bool kcont_running();
 int kcont_ncpus();
 
+// Runs fn(arg) on CPU `cpu`'s dispatcher in {lvl, interrupt} and waits for
+// it to return (sleeping on a wait channel).  For set-up that must happen on
+// a CPU (listening sockets, registering buffers).  Thread context, not a
+// dispatcher.  Returns 0, EDEADLK (called on a dispatcher), EINVAL (bad cpu
+// or level), or ENXIO (kcont not running).
+int kcont_run_on(int cpu, level lvl, void (*fn)(void *), void *arg);
+
 // ---------------------------------------------------------------- stats
 
 struct level_stats {
@@ -375,10 +404,14 @@ struct level_stats {
 };
 
 struct cpu_stats {
-  uint64_t loops = 0;        // dispatcher loop iterations
-  uint64_t sleeps = 0;       // times it blocked in the ring
-  uint64_t doorbells = 0;    // wake-ups other threads sent it (syscalls)
-  uint64_t inbox_items = 0;  // items received through the inbox
+  uint64_t loops = 0;          // dispatcher loop iterations
+  uint64_t sleeps = 0;         // times it blocked in the ring
+  uint64_t doorbells = 0;      // wake-ups other threads sent it (syscalls)
+  uint64_t inbox_items = 0;    // items received through the inbox
+  uint64_t arm_retries = 0;    // loops that found the doorbell or timer unarmed
+                               // (ring full); it does not sleep until armed
+  uint64_t worker_loops = 0;   // loop iterations of this CPU's workers (all levels)
+  uint64_t worker_sleeps = 0;  // times those workers blocked
 };
 
 // Reads the counters of {cpu, level, kind}.  Any context; values are

@@ -35,7 +35,11 @@ bool softint_schedule(softint *si);
 bool softint_schedule_cpu(softint *si, int cpu);
 
 // Disestablishes: further schedules are refused, pending runs are cancelled,
-// and it returns once no handler is running.  Thread context.
-void softint_disestablish(softint *si);
+// and it returns once no handler is running; only then may the handle be
+// handed to a later softint_establish.  Thread context, not from the
+// handler itself.  Returns 0, EINVAL (null), or EDEADLK (interrupt context
+// or the handler's own thread: nothing is done, or -- from the handler --
+// the handle stays dying and is not recycled).
+int softint_disestablish(softint *si);
 
 }  // namespace kc
