@@ -42,22 +42,9 @@ bool eventually(P pred, int seconds = 30) {
 // Runs fn on CPU `cpu`'s dispatcher in {lvl, interrupt} and waits for it.
 template <class F>
 void on_cpu(int cpu, F fn, kc::level lvl = kc::LVL_SOFTSERIAL) {
-  struct box {
-    F *fn;
-    std::atomic<bool> done{false};
-  } b{&fn};
-  kc::kcont k;
-  kc::kcont_init(
-      &k,
-      [](void *, void *env, int) {
-        auto *bx = static_cast<box *>(env);
-        (*bx->fn)();
-        bx->done.store(true);
-      },
-      &b, kc::target::at(lvl, kc::kind::interrupt, int16_t(cpu)));
-  kc::kcont_defer(&k, nullptr, 0);
-  while (!b.done.load()) std::this_thread::yield();
-  kc::kcont_drain(&k);
+  ASSERT_EQ(kc::kcont_run_on(
+                cpu, lvl, [](void *a) { (*static_cast<F *>(a))(); }, &fn),
+            0);
 }
 
 }  // namespace kctest

@@ -518,9 +518,8 @@ void cancel_op(completion *target) {
 struct setup_req {
   sockpool *p;
   bool unregister;
-  std::atomic<bool> done{false};
 };
-void setup_fn(void *, void *env, int) {
+void setup_fn(void *env) {
   auto *r = static_cast<setup_req *>(env);
   sockpool *p = r->p;
   if (r->unregister) {
@@ -542,18 +541,11 @@ void setup_fn(void *, void *env, int) {
       p->registered = true;
     }
   }
-  r->done.store(true, std::memory_order_release);
 }
 
 bool run_on_cpu(sockpool *p, bool unregister) {
   setup_req r{p, unregister};
-  kcont k;
-  if (kcont_init(&k, setup_fn, &r, target::at(LVL_NET, kind::interrupt, int16_t(p->cfg.cpu))) != 0)
-    return false;
-  if (!kcont_defer(&k, nullptr, 0)) return false;
-  while (!r.done.load(std::memory_order_acquire)) std::this_thread::yield();
-  kcont_drain(&k);
-  return true;
+  return kcont_run_on(p->cfg.cpu, LVL_NET, setup_fn, &r) == 0;
 }
 
 void destroy_memory(sockpool *p) {

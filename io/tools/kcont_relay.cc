@@ -343,21 +343,15 @@ int main(int argc, char **argv) {
       sockaddr_storage *a;
       socklen_t l;
       int err = 0;
-      std::atomic<bool> done{false};
     } j{&rc, &laddr, llen};
-    kcont k;
-    kcont_init(
-        &k,
-        [](void *, void *env, int) {
+    kcont_run_on(
+        c, LVL_SOFTNET,
+        [](void *env) {
           auto *jb = static_cast<job *>(env);
           jb->rc->listener = sock_listen(jb->rc->pool, reinterpret_cast<sockaddr *>(jb->a), jb->l,
                                          1024, &jb->rc->lkc, &jb->err, true);
-          jb->done = true;
         },
-        &j, target::at(LVL_SOFTNET, kind::interrupt, int16_t(c)));
-    kcont_defer(&k, nullptr, 0);
-    while (!j.done.load()) usleep(100);
-    kcont_drain(&k);
+        &j);
     if (!rc.listener) {
       std::fprintf(stderr, "kcont-relay: cannot listen on %s: %s\n", listen_s.c_str(),
                    std::strerror(j.err));

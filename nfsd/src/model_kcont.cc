@@ -165,22 +165,9 @@ class kcont_transport final : public transport {
 // Runs fn on CPU `cpu` at {softnet, interrupt} and waits for it.  Thread
 // context (start-up and shutdown only).
 void run_on_cpu(int cpu, const std::function<void()> &fn) {
-  struct job {
-    const std::function<void()> *fn;
-    std::atomic<bool> done{false};
-  } j{&fn};
-  kcont k;
-  kcont_init(
-      &k,
-      [](void *, void *env, int) {
-        auto *jb = static_cast<job *>(env);
-        (*jb->fn)();
-        jb->done = true;
-      },
-      &j, target::at(LVL_SOFTNET, kind::interrupt, int16_t(cpu)));
-  kcont_defer(&k, nullptr, 0);
-  while (!j.done.load()) std::this_thread::sleep_for(std::chrono::microseconds(100));
-  kcont_drain(&k);
+  kcont_run_on(
+      cpu, LVL_SOFTNET, [](void *a) { (*static_cast<const std::function<void()> *>(a))(); },
+      const_cast<std::function<void()> *>(&fn));
 }
 
 // ---- connections -----------------------------------------------------------------
