@@ -123,10 +123,16 @@ bool workqueue_pending(const work *wk) {
 bool workqueue_cancel(workqueue *wq, work *wk) {
   if (!wq || !wk) return false;
   kcont *kc = work_access::kc(wk);
-  bool cancelled = kcont_cancel(kc);
-  if (cancelled) wq_done(wq);
-  kcont_drain(kc);  // EDEADLK from its own function or interrupt context: no wait
-  return cancelled;
+  if (kcont_cancel(kc)) {
+    // It will not run; its link stays in the worker's inbox until the
+    // worker passes it (workqueue_wait waits for that).
+    wq_done(wq);
+    return true;
+  }
+  // Already cancelled (its link not yet passed): nothing runs, no wait.
+  if (st_of(kc->st.load(std::memory_order_acquire)) == ST_CANCELLED) return false;
+  kcont_drain(kc);  // running: wait (EDEADLK from its own function: no wait)
+  return false;
 }
 
 int workqueue_wait(workqueue *, work *wk) {

@@ -67,9 +67,12 @@ bool workqueue_enqueue(workqueue *wq, work *wk, int cpu = KC_CPU_ANY);
 // True while wk is pending (enqueued and not yet started).  Any context.
 bool workqueue_pending(const work *wk);
 
-// Cancels wk if it is pending and waits until its function is not running
-// (Linux cancel_work_sync).  Returns true if a pending run was cancelled.
-// Thread context; from wk's own function it cancels without waiting.
+// Cancels wk if it is pending; otherwise waits until its function is not
+// running (Linux cancel_work_sync).  Returns true if a pending run was
+// cancelled: it will not run, but its link stays in its worker's inbox until
+// the worker passes it, so free wk only after workqueue_wait (or
+// workqueue_destroy).  Thread context; from wk's own function it does not
+// wait.
 bool workqueue_cancel(workqueue *wq, work *wk);
 
 // Waits until wk is neither pending nor running (Linux flush_work).  Thread
