@@ -4,17 +4,21 @@
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build -- the same tests;
 #   3. ThreadSanitizer build -- the same tests (the concurrency core and
 #      both NFS server models under real clients);
-#   4. fuzz -- the libFuzzer target on the RPC/XDR decoder and the whole
+#   4. loaded -- the debug build's core tests again while stress-ng keeps
+#      every CPU busy (no test may depend on an idle machine);
+#   5. fuzz -- the libFuzzer target on the RPC/XDR decoder and the whole
 #      dispatch, for KCONT_FUZZ_SECONDS (default 60) seconds.
 # The NFS integration tests (libnfs clients against kcont-nfsd) are ctest
 # tests, so they run in stages 1-3.  Exits non-zero on any failure.
-# KCONT_TEST_STAGES="debug asan tsan fuzz" picks stages.
+# KCONT_TEST_STAGES="debug asan tsan loaded fuzz" picks stages;
+# KCONT_LOADED_TESTS is the ctest -R regex of the loaded stage ("." runs the
+# whole suite under load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 kcont_ensure_deps
 
-stages=${KCONT_TEST_STAGES:-"debug asan tsan fuzz"}
+stages=${KCONT_TEST_STAGES:-"debug asan tsan loaded fuzz"}
 ok=0
 fail=0
 run_stage() {
@@ -37,6 +41,21 @@ for s in $stages; do
             -DKCONT_SANITIZE=address,undefined ;;
     tsan) TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
           run_stage tsan build-tsan -DCMAKE_BUILD_TYPE=Debug -DKCONT_SANITIZE=thread ;;
+    loaded)
+      echo "=== kcont tests: debug build under load (stress-ng on every CPU) ==="
+      kcont_ensure_deps stress-ng
+      cmake -S . -B build-debug -G Ninja -DKCONT_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
+      ninja -C build-debug -j"$(kcont_jobs)"
+      stress-ng --cpu "$(kcont_jobs)" --cpu-method int64 --quiet &
+      stress_pid=$!
+      if ctest --test-dir build-debug --output-on-failure -j1 -R "${KCONT_LOADED_TESTS:-^Kcont}"; then
+        ok=$((ok + 1))
+      else
+        fail=$((fail + 1))
+      fi
+      kill "$stress_pid" 2>/dev/null || true
+      wait "$stress_pid" 2>/dev/null || true
+      ;;
     fuzz)
       echo "=== kcont tests: fuzz ==="
       if bash scripts/fuzz.sh "${KCONT_FUZZ_SECONDS:-60}"; then

@@ -51,18 +51,22 @@ void callout_setfunc(callout *c, void (*func)(void *), void *arg);
 
 // (Re)schedules c to call func(arg) `ticks` ticks from now (0 counts as 1),
 // cancelling a pending expiry.  Any context.  Returns EINVAL if kcont is not
-// running or c was never initialised, 0 otherwise.
+// running, c was never initialised (or was destroyed), or its CPU is >=
+// kcont_ncpus(); 0 otherwise.
 int callout_reset(callout *c, uint64_t ticks, void (*func)(void *), void *arg);
 
 // (Re)schedules with the function set by callout_setfunc/callout_reset.
 int callout_schedule(callout *c, uint64_t ticks);
 
-// Cancels a pending expiry.  Returns true if the callout had already
-// expired (its function ran, is running or is about to run), false if it
-// was still pending or idle.  Any context; never waits.
+// Cancels a pending expiry and clears PENDING, EXPIRED and ACTIVE.  Returns
+// true if the callout had expired since the last reset/stop (its function
+// was called, is running, or ran), false if it was still pending -- a due
+// callout whose function has not been called yet is cancelled and will not
+// run -- or idle.  Any context; never waits.
 bool callout_stop(callout *c);
 
-// Like callout_stop, then waits until the function is no longer running
+// Like callout_stop, then waits (sleeping on a wait channel, woken by
+// softclock) until the function is no longer running
 // (unless called from that very function).  Thread context, or interrupt
 // context on the callout's own CPU.  Returns true if it had expired;
 // sets *err (if given) to EDEADLK when called from another CPU's interrupt
