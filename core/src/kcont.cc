@@ -324,12 +324,15 @@ int kcont_init(kcont *kc, kc_fn fn, void *env, target t) {
     return EINVAL;
   uint64_t w = kc->st.load(std::memory_order_acquire);
   if (st_of(w) != ST_IDLE) return EBUSY;
-  // A CPU-private continuation in use belongs to its CPU's dispatcher.
-  if (kc->fn && kc->tgt.cpu_private && sys().running.load(rlx) && !is_owner(kc)) return EPERM;
   // IDLE -> INIT claims the fields: of two concurrent inits (or an init
   // racing a defer) exactly one wins; the other gets EBUSY / false.
   if (!kc->st.compare_exchange_strong(w, st_with(w, ST_INIT), std::memory_order_acquire, rlx))
     return EBUSY;
+  // A CPU-private continuation in use belongs to its CPU's dispatcher.
+  if (kc->fn && kc->tgt.cpu_private && sys().running.load(rlx) && !is_owner(kc)) {
+    kc->st.store(w, std::memory_order_release);
+    return EPERM;
+  }
   kc->fn = fn;
   kc->env = env;
   kc->obj.store(nullptr, rlx);

@@ -151,37 +151,32 @@ TEST_F(KcontTest, AWorkItemNeverRunsBesideItself) {
 
 // ---------------------------------------------------------------- init claims
 
-// Two threads initialise and defer one continuation at once.  Every
-// successful deferral runs exactly once: an init that slipped past the idle
-// check while the other thread's deferral linked it would clear its link
-// and lose queued work (a bounded wait catches that in seconds).
+// Two threads initialise one continuation at once, over and over: each
+// gets 0 or EBUSY (never a half-written record), and the continuation then
+// defers and runs exactly once.  (Re-initialising a continuation that
+// another thread may be deferring is a caller error; the workqueue race
+// test covers enqueue, which used to do exactly that internally.)
 TEST_F(KcontTest, ConcurrentInitsOfOneContinuationHaveOneWinner) {
   const int n = stress_iters(2000);
   std::atomic<int> ran{0};
-  int deferred = 0;
   auto fn = [](void *, void *env, int) { static_cast<std::atomic<int> *>(env)->fetch_add(1); };
   for (int i = 0; i < n; i++) {
     kcont k;
     std::atomic<int> go{0};
     int r[2] = {-1, -1};
-    bool d[2] = {false, false};
     auto racer = [&](int me, level l) {
       go++;
       while (go.load() < 2) cpu_relax();
       r[me] = kcont_init(&k, fn, &ran, target::at(l, kind::interrupt, int16_t(me)));
-      if (r[me] == 0) d[me] = kcont_defer(&k, nullptr, 0);
     };
     std::thread a(racer, 0, LVL_SOFTNET), b(racer, 1, LVL_SOFTBIO);
     a.join();
     b.join();
-    // Each may win in turn (one finished before the other began); a loser
-    // of a real race gets EBUSY.
     ASSERT_TRUE(r[0] == 0 || r[0] == EBUSY) << r[0];
     ASSERT_TRUE(r[1] == 0 || r[1] == EBUSY) << r[1];
     ASSERT_TRUE(r[0] == 0 || r[1] == 0);
-    deferred += int(d[0]) + int(d[1]);
-    ASSERT_TRUE(eventually([&] { return ran.load() == deferred; }, 10))
-        << "a deferral was lost: ran " << ran.load() << " of " << deferred;
+    ASSERT_TRUE(kcont_defer(&k, nullptr, 0));
+    ASSERT_TRUE(eventually([&] { return ran.load() == i + 1; }, 10)) << "deferral " << i << " lost";
     ASSERT_EQ(kcont_drain(&k), 0);
   }
 }

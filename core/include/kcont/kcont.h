@@ -225,7 +225,9 @@ struct kcont {
 // inits: one wins), EPERM (an initialised CPU-private kc re-initialised off
 // its CPU while kcont runs), or EINVAL (null fn, unknown level, CPU out of
 // range, or a CPU-private target that is unbound, thread kind or
-// immediate).  For
+// immediate).  Re-initialising a continuation that another thread may be
+// deferring at the same moment is a caller error (the claim keeps every
+// queue intact, but that deferral may read the old or the new target).  For
 // a thread-kind target whose worker does not exist yet, called in thread
 // context while kcont runs, it establishes the worker (kcont_establish: may
 // allocate and create a thread, and returns its errors); otherwise it never
