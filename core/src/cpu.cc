@@ -126,7 +126,10 @@ unsigned reap(cpu *c) {
 // stays on one queue while that queue is still the highest ready one, so
 // the per-level context is set once per batch, not once per call; after
 // every call it re-checks, so a higher level made pending (or this level
-// masked) by the call is honoured at once.
+// masked) by the call is honoured at once.  Counters are published once
+// per batch: run, cancelled, the links made since the last batch
+// (deferred), the depth at the batch's start (max_depth) and, when the
+// queue carries a stamp, the queued -> dispatched latency.
 void run_soft(cpu *c) {
   executor &ex = c->ex;
   unsigned budget = 64;
@@ -137,14 +140,15 @@ void run_soft(cpu *c) {
     local_queue &q = c->queues[slot];
     const uint8_t lid = sys().slot_to_level[slot];
     qstats &st = c->stats[lid][0];
-    if (q.stamp) {
+    if (__builtin_expect(q.stamp != 0, 0)) {
       raise_max(st.max_latency_ns, now_ns() - q.stamp);
       q.stamp = 0;
     }
+    raise_max(st.max_depth, q.linked - q.popped);
     ex.in_context = true;
     ex.cur_level = level{lid};
     ex.cur_kind = kind::interrupt;
-    uint64_t ran = 0, skipped = 0;
+    uint64_t ran = 0, popped = 0;
     for (;;) {
       kcont *kc = q.head;
       q.head = kc->next;
@@ -152,18 +156,18 @@ void run_soft(cpu *c) {
         q.tail = nullptr;
         c->pending &= ~(1u << slot);
       }
-      q.depth--;
-      if (call_direct(&ex, kc))
-        ran++;
-      else
-        skipped++;
+      popped++;
+      ran += call_direct(&ex, kc);
       if (--budget == 0) break;
       // Still this slot, and nothing higher?  (Also false once masked.)
       if (((c->pending & ~c->spl_slots) >> slot) != 1u) break;
     }
     ex.in_context = false;
+    q.popped += popped;
     bump(st.run, ran);
-    if (skipped) bump(st.cancelled, skipped);
+    if (popped != ran) bump(st.cancelled, popped - ran);
+    bump(st.deferred, q.linked - q.published);
+    q.published = q.linked;
     if (budget == 0) {
       if (io_uring_cq_ready(&c->ring) || !c->in.empty()) return;
       budget = 64;
@@ -232,6 +236,7 @@ void dispatcher_main(cpu *c, std::promise<std::string> *ready) {
   auto &s = sys();
   c->ex.c = c;
   c->ex.dispatcher = true;
+  c->ex.owner_cpu = int16_t(c->id);
   set_thread_executor(&c->ex);
   if (s.cfg.pin) pin_to(c->id);
   {
@@ -281,8 +286,10 @@ void dispatcher_main(cpu *c, std::promise<std::string> *ready) {
   }
   ready->set_value(std::string());
 
-  for (;;) {
+  for (uint64_t loop = 0;; loop++) {
     bump(c->loops);
+    // One latency sample (queued -> dispatched) per 64 loops, per CPU.
+    if ((loop & 63) == 0) c->stamp_armed = true;
     reap(c);
     if (!c->in.empty()) drain_inbox(c);
     run_soft(c);
@@ -327,22 +334,21 @@ void worker_main(worker *w) {
     bump(w->loops);
     kcont *l = w->in.take_fifo();
     if (l) {
-      uint64_t n = 0;
+      uint64_t n = 0, ran = 0;
       for (kcont *k = l; k; k = k->next) n++;
       bump(st.deferred, n);
       raise_max(st.max_depth, n);
+      w->ex.in_context = true;
+      w->ex.cur_level = w->lvl;
+      w->ex.cur_kind = kind::thread;
       while (l) {
         kcont *kc = l;
         l = l->next;
-        w->ex.in_context = true;
-        w->ex.cur_level = w->lvl;
-        w->ex.cur_kind = kind::thread;
-        if (call_direct(&w->ex, kc))
-          bump(st.run);
-        else
-          bump(st.cancelled);
-        w->ex.in_context = false;
+        ran += call_direct(&w->ex, kc);
       }
+      w->ex.in_context = false;
+      bump(st.run, ran);
+      if (ran != n) bump(st.cancelled, n - ran);
       continue;
     }
     if (w->stop.load(std::memory_order_acquire)) break;
@@ -403,6 +409,13 @@ bool system_idle() {
 }
 
 }  // namespace
+
+void take_stamp(cpu *c, local_queue &q) {
+  q.stamp = now_ns();
+  c->stamp_armed = false;
+}
+
+cpu *cpu_record(int id) { return id >= 0 && id < max_cpus ? g_cpu_store[id] : nullptr; }
 
 bool workers_ready(level l, int cpu_index) {
   auto &s = sys();

@@ -30,7 +30,7 @@
 
 namespace kc::detail {
 
-// Internal values of kcont::st.
+// Internal values of kcont::st (its low six bits).
 enum : uint32_t {
   ST_IDLE = 0,
   ST_CHAINED = 1,
@@ -40,13 +40,35 @@ enum : uint32_t {
   ST_INIT = 5,       // kcont_init is writing the fields (transient)
 };
 
-// The state word: state in the low byte, a 56-bit generation above it that
-// changes on every claim for a call and every revival, so that no observer
-// can mistake "idle again after another run" for "still idle" (ABA).
-inline constexpr uint64_t ST_MASK = 0xff;
-inline constexpr uint64_t ST_GEN = 0x100;
+// The state word: the state in the low six bits, the BIASED flag, and a
+// 56-bit generation above them that changes on every claim for a call and
+// every revival, so that no observer can mistake "idle again after another
+// run" for "still idle" (ABA).
+//
+// BIASED: the word belongs to one dispatcher (the *owner*), which moves it
+// with plain stores instead of compare-and-swaps.  A CPU-private
+// continuation is biased for life (nobody else may move it).  A bound
+// interrupt-kind continuation becomes biased after its own CPU deferred it
+// bias_streak_min times in a row; any other thread that wants to move it
+// first takes the bias away (unbias(): an asymmetric Dekker handshake with
+// membarrier, see kcont.cc) and then uses compare-and-swap.  Every other
+// bit of the protocol (generation, states) is the same in both modes.
+//
+// Layout: bits 0-5 state, bit 6 BIASED, bit 7 PRIVATE (biased for life),
+// bits 8-15 the owner's CPU (valid while BIASED), bits 16-63 generation.
+inline constexpr uint64_t ST_MASK = 0x3f;
+inline constexpr uint64_t ST_BIASED = 0x40;
+inline constexpr uint64_t ST_PRIVATE = 0x80;
+inline constexpr uint64_t ST_OWNER = 0xff00;
+inline constexpr uint64_t ST_GEN = 0x10000;
+inline constexpr uint8_t bias_streak_min = 255;
 inline uint32_t st_of(uint64_t w) { return uint32_t(w & ST_MASK); }
 inline uint64_t st_with(uint64_t w, uint32_t st) { return (w & ~ST_MASK) | st; }
+inline int st_owner(uint64_t w) { return int((w & ST_OWNER) >> 8); }
+inline uint64_t st_biased_to(uint64_t w, int cpu) {
+  return (w & ~ST_OWNER) | ST_BIASED | (uint64_t(uint8_t(cpu)) << 8);
+}
+inline uint64_t st_unbiased(uint64_t w) { return w & ~(ST_BIASED | ST_OWNER); }
 inline constexpr std::memory_order rlx = std::memory_order_relaxed;
 
 inline void bump(std::atomic<uint64_t> &c, uint64_t n = 1) {
@@ -99,6 +121,7 @@ struct cpu;
 struct executor {
   cpu *c = nullptr;  // nullptr for threads kcont does not own
   bool dispatcher = false;
+  int16_t owner_cpu = -2;  // the dispatcher's CPU id (owner of biased kcs); -2 elsewhere
   level cur_level{};
   kind cur_kind = kind::interrupt;
   bool in_context = false;  // a handler or continuation is running
@@ -154,13 +177,16 @@ void heavy_fence();
 extern std::atomic<uint32_t> g_drainers;
 void wake_drainers(const kcont *kc);
 
-// A local FIFO queue of one {level, interrupt} on one CPU.
+// A local FIFO queue of one {level, interrupt} on one CPU.  Its counters
+// are plain (dispatcher-owned) and published to qstats once per batch by
+// run_soft, never per call.
 struct local_queue {
   kcont *head = nullptr;
   kcont *tail = nullptr;
-  uint64_t depth = 0;
-  uint64_t stamp = 0;  // now_ns() of a sampled empty->non-empty transition
-  uint32_t sample = 0;
+  uint64_t linked = 0;     // continuations ever linked here
+  uint64_t published = 0;  // of which already added to qstats::deferred
+  uint64_t popped = 0;     // continuations ever taken off
+  uint64_t stamp = 0;      // now_ns() of a sampled empty->non-empty transition
 };
 
 struct worker {
@@ -190,9 +216,13 @@ struct cpu {
   executor ex;
 
   // dispatcher-owned
+  uint32_t pending = 0;      // slots with a non-empty queue
+  uint32_t spl_slots = 0;    // held slots
+  bool stamp_armed = false;  // take one latency stamp (re-armed every 64 loops)
+  // Odd while the dispatcher is inside a plain-store section on a biased
+  // continuation; written by the dispatcher only, read by unbias().
+  std::atomic<uint32_t> fast_seq{0};
   local_queue queues[max_levels];  // indexed by dispatch slot
-  uint32_t pending = 0;            // slots with a non-empty queue
-  uint32_t spl_slots = 0;          // held slots
   bool stopping_seen = false;
   uint32_t unarmed = 0;  // ARM_* operations that found no SQE; retried before sleeping
 
@@ -217,7 +247,8 @@ struct level_info {
 };
 
 struct system_state {
-  std::mutex admin;  // start/stop/register/establish
+  std::mutex admin;                     // start/stop/register/establish
+  uint8_t level_slot[max_levels] = {};  // level id -> dispatch slot (hot copy)
   level_info levels[max_levels];
   int nlevels = 0;
   uint8_t slot_to_level[max_levels] = {};
@@ -230,15 +261,9 @@ struct system_state {
 extern system_state g_sys;
 inline system_state &sys() { return g_sys; }
 
-inline uint32_t slot_bit(level l) { return 1u << sys().levels[l.id].slot; }
+inline uint32_t slot_bit(level l) { return 1u << sys().level_slot[l.id]; }
 uint32_t slots_of(level_set s);
 level_set levels_of_slots(uint32_t slots);
-
-// True when the caller is the dispatcher that owns CPU-private kc.
-inline bool is_owner(const kcont *kc) {
-  executor *ex = tl_exec;
-  return ex && ex->dispatcher && ex->c->id == kc->tgt.cpu;
-}
 
 // True when the {l, thread} worker exists on `cpu` (every CPU for ANY).
 bool workers_ready(level l, int cpu);
@@ -261,18 +286,16 @@ inline bool link_pending(kcont *kc) {
   return false;
 }
 
-// Calls a PENDING continuation the caller owns, in the caller's executor
-// (tracked in ex->running for kcont_drain); false if it was cancelled.
-bool call_direct(executor *ex, kcont *kc);
-void call_untracked(kcont *kc);
-
 // True when kc's target is exactly the caller's context.
 bool is_exact_context(const executor *ex, const kcont *kc);
 
+// Stamps an empty -> non-empty transition for the latency sample (cold).
+__attribute__((noinline, cold)) void take_stamp(cpu *c, local_queue &q);
+
 // Links a pending kc on one of cpu c's local queues.  Dispatcher of c only.
+// Counts nothing shared: run_soft publishes the queue's counters per batch.
 __attribute__((always_inline)) inline void local_link(cpu *c, kcont *kc) {
-  const uint8_t lid = kc->tgt.lvl.id;
-  const uint8_t slot = sys().levels[lid].slot;
+  const uint8_t slot = sys().level_slot[kc->tgt.lvl.id];
   local_queue &q = c->queues[slot];
   kc->next = nullptr;
   if (q.tail) {
@@ -280,12 +303,81 @@ __attribute__((always_inline)) inline void local_link(cpu *c, kcont *kc) {
   } else {
     q.head = kc;
     c->pending |= 1u << slot;
-    if ((++q.sample & 63) == 0) q.stamp = now_ns();
+    if (__builtin_expect(c->stamp_armed, 0)) take_stamp(c, q);
   }
   q.tail = kc;
-  qstats &st = c->stats[lid][0];
-  bump(st.deferred);
-  raise_max(st.max_depth, ++q.depth);
+  q.linked++;
+}
+
+// True when `ex` is the dispatcher that owns the bias of state word w.
+inline bool is_bias_owner(const executor *ex, uint64_t w) {
+  return ex && ex->owner_cpu == st_owner(w);
+}
+
+// The CPU record of `id` (records live for the whole process), or nullptr.
+cpu *cpu_record(int id);
+
+// Takes the bias away from a biased kc so the caller (not its owner) may
+// move it with compare-and-swap.  Thread or interrupt context; never
+// blocks on a lock (waits at most for the owner's current plain-store
+// section, a few instructions).
+void unbias(kcont *kc);
+
+// The owner's plain-store section: odd fast_seq while inside.  enter
+// returns false (and leaves the section) when an unbias is in progress.
+__attribute__((always_inline)) inline bool bias_enter(cpu *c, const kcont *kc) {
+  uint32_t s = c->fast_seq.load(rlx);
+  c->fast_seq.store(s + 1, rlx);
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // pairs with unbias's membarrier
+  if (__builtin_expect(kc->unbias.load(rlx) == 0, 1)) return true;
+  c->fast_seq.store(s + 2, std::memory_order_release);
+  return false;
+}
+__attribute__((always_inline)) inline void bias_leave(cpu *c) {
+  c->fast_seq.store(c->fast_seq.load(rlx) + 1, std::memory_order_release);
+}
+
+void call_untracked(kcont *kc);
+bool call_direct_cas(executor *ex, kcont *kc, int d);
+
+// The end of a call: the running slot is cleared and drainers are woken.
+// kc may be gone by now; its address is only a wait-channel key.
+__attribute__((always_inline)) inline bool call_finish(executor *ex, kcont *kc, int d, bool call) {
+  ex->running[d].store(nullptr, std::memory_order_release);
+  ex->depth--;
+  light_fence();
+  if (__builtin_expect(g_drainers.load(rlx) != 0, 0)) wake_drainers(kc);
+  return call;
+}
+
+// Calls a PENDING continuation the caller owns (popped off a queue or taken
+// off a chain) in the caller's executor, tracked in ex->running for
+// kcont_drain; false if it was cancelled.  A CPU-private continuation is
+// written only by its CPU now (we are its dispatcher, or kcq_run took it
+// under the chain's lock) and a biased one only by its owner, which we are
+// while we hold the section: both are claimed with plain stores, inline;
+// everything else goes through call_direct_cas.
+__attribute__((always_inline)) inline bool call_direct(executor *ex, kcont *kc) {
+  const int d = ex->depth++;
+  ex->running[d].store(kc, rlx);
+  uint64_t w = kc->st.load(std::memory_order_acquire);
+  const bool priv = w & ST_PRIVATE;
+  if (!(priv || ((w & ST_BIASED) && is_bias_owner(ex, w) && bias_enter(ex->c, kc))))
+    return call_direct_cas(ex, kc, d);
+  w = kc->st.load(std::memory_order_acquire);
+  if (__builtin_expect(!(w & ST_BIASED), 0)) {  // taken away before we entered
+    bias_leave(ex->c);
+    return call_direct_cas(ex, kc, d);
+  }
+  const kc_fn fn = kc->fn;
+  void *const env = kc->env;
+  void *const obj = kc->obj.load(rlx);
+  const int status = kc->status.load(rlx);
+  const bool call = st_of(w) == ST_PENDING;
+  kc->st.store(st_with(w + (call ? ST_GEN : 0), ST_IDLE), std::memory_order_release);
+  if (!priv) bias_leave(ex->c);
+  if (call) fn(obj, env, status);
+  return call_finish(ex, kc, d, call);
 }
 
 // callout.cc hooks, called by the dispatcher.

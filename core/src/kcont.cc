@@ -219,6 +219,7 @@ void assign_slots() {
         below++;
     }
     s.levels[i].slot = uint8_t(below);
+    s.level_slot[i] = uint8_t(below);
     s.slot_to_level[below] = uint8_t(i);
   }
 }
@@ -322,16 +323,25 @@ int kcont_init(kcont *kc, kc_fn fn, void *env, target t) {
   if (t.cpu != KC_CPU_ANY && (t.cpu < 0 || t.cpu >= max_cpus)) return EINVAL;
   if (t.cpu_private && (t.cpu == KC_CPU_ANY || t.k != kind::interrupt || t.immediate))
     return EINVAL;
+  executor *ex = tl_exec;
   uint64_t w = kc->st.load(std::memory_order_acquire);
-  if (st_of(w) != ST_IDLE) return EBUSY;
-  // IDLE -> INIT claims the fields: of two concurrent inits (or an init
-  // racing a defer) exactly one wins; the other gets EBUSY / false.
-  if (!kc->st.compare_exchange_strong(w, st_with(w, ST_INIT), std::memory_order_acquire, rlx))
-    return EBUSY;
-  // A CPU-private continuation in use belongs to its CPU's dispatcher.
-  if (kc->fn && kc->tgt.cpu_private && sys().running.load(rlx) && !is_owner(kc)) {
-    kc->st.store(w, std::memory_order_release);
-    return EPERM;
+  for (;;) {
+    if (st_of(w) != ST_IDLE) return EBUSY;
+    if ((w & ST_BIASED) && !is_bias_owner(ex, w)) {
+      // A CPU-private continuation in use belongs to its CPU's dispatcher;
+      // a biased one is taken from its owner before it can be claimed.
+      if (w & ST_PRIVATE) {
+        if (sys().running.load(rlx)) return EPERM;
+      } else {
+        unbias(kc);
+        w = kc->st.load(std::memory_order_acquire);
+        continue;
+      }
+    }
+    // IDLE -> INIT claims the fields: of two concurrent inits (or an init
+    // racing a defer) exactly one wins; the other gets EBUSY / false.
+    if (kc->st.compare_exchange_strong(w, st_with(w, ST_INIT), std::memory_order_acquire, rlx))
+      break;
   }
   kc->fn = fn;
   kc->env = env;
@@ -341,7 +351,11 @@ int kcont_init(kcont *kc, kc_fn fn, void *env, target t) {
   kc->next = kc->prev = nullptr;
   kc->chain = nullptr;
   kc->ran_on.store(nullptr, rlx);
-  kc->st.store(st_with(w, ST_IDLE), std::memory_order_release);
+  kc->bias_streak.store(0, rlx);
+  // New flags: a CPU-private continuation is biased to its CPU for life.
+  uint64_t idle = st_with(st_unbiased(w) & ~ST_PRIVATE, ST_IDLE);
+  if (t.cpu_private) idle = st_biased_to(idle, t.cpu) | ST_PRIVATE;
+  kc->st.store(idle, std::memory_order_release);
   // A thread target needs its worker; create it here when we may (the
   // check is lock-free when the workers already exist).
   if (t.k == kind::thread && sys().running.load() && !kcont_in_interrupt() &&
@@ -352,49 +366,130 @@ int kcont_init(kcont *kc, kc_fn fn, void *env, target t) {
   return 0;
 }
 
+namespace detail {
+// Takes the bias of kc away from its owner (see internal.h).  The
+// asymmetric Dekker handshake: we publish `unbias`, then membarrier() makes
+// every running thread of the process pass a full barrier, so the owner
+// either sees `unbias` at its next section entry (and uses compare-and-swap
+// from then on) or is inside a section that began before -- which fast_seq
+// shows as odd, and which we wait out (a few instructions; the owner never
+// waits for anything inside one).  Then nobody stores plainly any more and
+// a compare-and-swap clears the flag.
+void unbias(kcont *kc) {
+  uint64_t w = kc->st.load(std::memory_order_acquire);
+  if (!(w & ST_BIASED) || (w & ST_PRIVATE)) return;
+  kc->bias_streak.store(0, rlx);
+  kc->unbias.fetch_add(1, std::memory_order_seq_cst);
+  heavy_fence();
+  if (cpu *c = cpu_record(st_owner(w))) {
+    const uint32_t s = c->fast_seq.load(std::memory_order_acquire);
+    for (int i = 0; (s & 1) && c->fast_seq.load(std::memory_order_acquire) == s; i++) {
+      if (i < 64)
+        cpu_relax();
+      else
+        sched_yield();  // the owner was preempted inside its section
+    }
+  }
+  w = kc->st.load(std::memory_order_acquire);
+  while ((w & ST_BIASED) && !(w & ST_PRIVATE) &&
+         !kc->st.compare_exchange_weak(w, st_unbiased(w), std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+  }
+  // Only now may the owner bias it again (maybe_bias reads the count): had
+  // it re-enabled plain stores between our announcement and the clear, a
+  // section of its own could overlap our compare-and-swaps.
+  kc->unbias.fetch_sub(1, std::memory_order_release);
+}
+}  // namespace detail
+
 namespace {
-void count_coalesced(kcont *kc) {
+__attribute__((noinline, cold)) void count_coalesced(kcont *kc) {
   int c = kc->tgt.cpu != KC_CPU_ANY ? kc->tgt.cpu : home_cpu();
   if (c < sys().ncpus && sys().cpus[c])
     sys().cpus[c]->stats[kc->tgt.lvl.id][int(kc->tgt.k)].coalesced.fetch_add(1, rlx);
 }
 
-// The owner's deferral of a CPU-private continuation: only its dispatcher
-// writes its state (others only move it out of CHAINED under a kcq lock,
-// and the owner never writes a chained one), so plain stores suffice.
-bool defer_private(kcont *kc, void *obj, int status) {
-  if (!is_owner(kc)) return false;
-  uint64_t w = kc->st.load(rlx);
+// The owner's deferral of a biased continuation (CPU-private, or bound and
+// biased): only its dispatcher writes its state, with plain stores (others
+// move a CPU-private one only out of CHAINED, under a kcq lock, and the
+// owner never writes a chained one).  Returns 1 (now pending), 0 (already
+// pending, or chained) or -1 (an unbias is in progress: use the CAS path).
+__attribute__((always_inline)) inline int defer_owned(cpu *c, kcont *kc, void *obj, int status,
+                                                      uint64_t w) {
+  const bool shared = !(w & ST_PRIVATE);
+  if (shared && !bias_enter(c, kc)) return -1;
+  w = kc->st.load(rlx);
+  if (!(w & ST_BIASED)) {  // taken away before we entered: CAS path
+    bias_leave(c);
+    return -1;
+  }
+  int r = 0;
   switch (st_of(w)) {
     case ST_IDLE:
       kc->obj.store(obj, rlx);
       kc->status.store(status, rlx);
-      kc->st.store(st_with(w, ST_PENDING), rlx);
-      local_link(tl_exec->c, kc);
-      return true;
+      kc->st.store(st_with(w, ST_PENDING), std::memory_order_release);
+      local_link(c, kc);
+      r = 1;
+      break;
     case ST_CANCELLED:  // still linked: revive in place, new generation
       kc->obj.store(obj, rlx);
       kc->status.store(status, rlx);
       kc->st.store(st_with(w + ST_GEN, ST_PENDING), std::memory_order_release);
-      return true;
+      r = 1;
+      break;
     case ST_PENDING:
       count_coalesced(kc);
-      return false;
+      break;
     default:
-      return false;  // chained
+      break;  // chained
   }
+  if (shared) bias_leave(c);
+  return r;
+}
+
+// The word to compare-and-swap from: a biased word is first taken from its
+// owner when the caller is not the owner.  False for a CPU-private kc off
+// its CPU (refused).
+inline bool cas_ready(kcont *kc, uint64_t &w, const executor *ex) {
+  while ((w & ST_BIASED) && !is_bias_owner(ex, w)) {
+    if (w & ST_PRIVATE) return false;
+    unbias(kc);
+    w = kc->st.load(std::memory_order_acquire);
+  }
+  return true;
+}
+
+// The owner's CAS deferral counts a streak; after bias_streak_min in a row
+// the continuation becomes biased to it (bound, interrupt kind, not
+// immediate, and membarrier available for the other side of the handshake).
+inline uint64_t maybe_bias(kcont *kc, const executor *ex, uint64_t nw) {
+  const target &t = kc->tgt;
+  if (!g_membarrier || !ex || ex->owner_cpu != t.cpu || t.k != kind::interrupt || t.immediate)
+    return nw;
+  uint8_t s = kc->bias_streak.load(rlx);
+  if (s < bias_streak_min) {
+    kc->bias_streak.store(uint8_t(s + 1), rlx);
+    return nw;
+  }
+  // Not while another thread is taking the bias away (see unbias).
+  if (kc->unbias.load(std::memory_order_acquire) != 0) return nw;
+  return st_biased_to(nw, t.cpu);
 }
 }  // namespace
 
-bool kcont_defer(kcont *kc, void *obj, int status) {
+namespace {
+// Every deferral that is not the owner's plain-store one.
+__attribute__((noinline)) bool defer_cas(kcont *kc, void *obj, int status) {
   if (!sys().running.load(rlx)) return false;
-  if (kc->tgt.cpu_private) return defer_private(kc, obj, status);
-  uint64_t w = kc->st.load(rlx);
+  executor *ex = tl_exec;
+  uint64_t w = kc->st.load(std::memory_order_acquire);
   for (;;) {
+    if (!cas_ready(kc, w, ex)) return false;  // CPU-private, off its CPU
     switch (st_of(w)) {
       case ST_IDLE:
-        if (kc->st.compare_exchange_weak(w, st_with(w, ST_PENDING), std::memory_order_acquire,
-                                         rlx)) {
+        if (kc->st.compare_exchange_weak(w, maybe_bias(kc, ex, st_with(w, ST_PENDING)),
+                                         std::memory_order_acquire, rlx)) {
           kc->obj.store(obj, rlx);
           kc->status.store(status, rlx);
           return link_pending(kc);
@@ -421,17 +516,38 @@ bool kcont_defer(kcont *kc, void *obj, int status) {
     }
   }
 }
+}  // namespace
+
+bool kcont_defer(kcont *kc, void *obj, int status) {
+  // Fast path: the owner of a biased continuation (its own dispatcher).
+  const uint64_t w = kc->st.load(std::memory_order_acquire);
+  executor *ex = tl_exec;
+  if ((w & ST_BIASED) && is_bias_owner(ex, w) && sys().running.load(rlx)) {
+    const int r = defer_owned(ex->c, kc, obj, status, w);
+    if (r >= 0) return r;
+  }
+  return defer_cas(kc, obj, status);
+}
 
 bool kcont_cancel(kcont *kc) {
-  if (kc->tgt.cpu_private) {
-    if (!is_owner(kc)) return false;
-    uint64_t w = kc->st.load(rlx);
-    if (st_of(w) != ST_PENDING) return false;
-    kc->st.store(st_with(w, ST_CANCELLED), std::memory_order_release);
-    return true;
+  executor *ex = tl_exec;
+  uint64_t w = kc->st.load(std::memory_order_acquire);
+  if ((w & ST_BIASED) && is_bias_owner(ex, w)) {
+    const bool shared = !(w & ST_PRIVATE);
+    if (!shared || bias_enter(ex->c, kc)) {
+      w = kc->st.load(rlx);
+      if (w & ST_BIASED) {
+        const bool r = st_of(w) == ST_PENDING;
+        if (r) kc->st.store(st_with(w, ST_CANCELLED), std::memory_order_release);
+        if (shared) bias_leave(ex->c);
+        return r;
+      }
+      bias_leave(ex->c);  // taken away before we entered: CAS path
+    }
+    w = kc->st.load(std::memory_order_acquire);
   }
-  uint64_t w = kc->st.load(rlx);
   for (;;) {
+    if (!cas_ready(kc, w, ex)) return false;  // CPU-private, off its CPU
     switch (st_of(w)) {
       case ST_PENDING:
         if (kc->st.compare_exchange_weak(w, st_with(w, ST_CANCELLED), std::memory_order_acq_rel,
@@ -496,35 +612,25 @@ kc_state kcont_state(const kcont *kc) {
 
 namespace detail {
 
-// Calls a PENDING continuation that the caller owns (popped off a queue or
-// taken off a chain) in the caller's executor.  PENDING -> IDLE wins the
-// race against kcont_cancel; a cancelled one is set idle and skipped.  The
-// fields are read before the claim and the claim compares the generation,
-// so a cancel-and-revive in between can never run stale fields.  The
-// continuation is published in ex->running before the claim (kcont_drain).
-bool call_direct(executor *ex, kcont *kc) {
-  int d = ex->depth++;
-  ex->running[d].store(kc, rlx);
-  // Where it runs, for a deferral that races this call (link_pending sends
-  // an unbound continuation that is running to the CPU running it).
-  kc->ran_on.store(ex, rlx);
+// The compare-and-swap half of call_direct (internal.h): PENDING -> IDLE
+// wins the race against kcont_cancel; a cancelled one is set idle and
+// skipped.  The fields are read before the claim and the claim compares the
+// generation, so a cancel-and-revive in between can never run stale fields.
+// The caller published kc in ex->running[d] (kcont_drain).
+bool call_direct_cas(executor *ex, kcont *kc, int d) {
   bool call = false;
   kc_fn fn = nullptr;
   void *obj = nullptr, *env = nullptr;
   int status = 0;
-  if (kc->tgt.cpu_private) {
-    // Only this CPU (the owner: we are its dispatcher, or kcq_run took it
-    // under the chain's lock) writes the state now: no read-modify-write.
+  // Where it runs, for a deferral that races this call (link_pending sends
+  // an unbound continuation that is running to the CPU running it).
+  kc->ran_on.store(ex, rlx);
+  for (;;) {
     uint64_t w = kc->st.load(std::memory_order_acquire);
-    fn = kc->fn;
-    env = kc->env;
-    obj = kc->obj.load(rlx);
-    status = kc->status.load(rlx);
-    call = st_of(w) == ST_PENDING;
-    kc->st.store(st_with(w + (call ? ST_GEN : 0), ST_IDLE), std::memory_order_release);
-  }
-  while (!kc->tgt.cpu_private) {
-    uint64_t w = kc->st.load(std::memory_order_acquire);
+    if ((w & ST_BIASED) && !(w & ST_PRIVATE) && !is_bias_owner(ex, w)) {
+      unbias(kc);  // not ours (defensive: biased ones run on their owner)
+      continue;
+    }
     uint32_t s = st_of(w);
     if (s == ST_PENDING) {
       fn = kc->fn;
@@ -544,12 +650,7 @@ bool call_direct(executor *ex, kcont *kc) {
     }
   }
   if (call) fn(obj, env, status);
-  ex->running[d].store(nullptr, std::memory_order_release);
-  ex->depth--;
-  // kc may be gone now; its address is only a wait-channel key.
-  light_fence();
-  if (__builtin_expect(g_drainers.load(rlx) != 0, 0)) wake_drainers(kc);
-  return call;
+  return call_finish(ex, kc, d, call);
 }
 
 // Calls a PENDING continuation with no executor record (no slot left, or
@@ -637,12 +738,21 @@ int run_taken(kcont *list) {
 }  // namespace
 
 namespace {
-bool chain_claim(kcont *kc) {
-  uint64_t w = kc->st.load(rlx);
-  while (st_of(w) == ST_IDLE)
-    if (kc->st.compare_exchange_weak(w, st_with(w, ST_CHAINED), std::memory_order_acq_rel, rlx))
-      return true;
-  return false;
+// IDLE -> CHAINED.  A chained continuation is moved by whoever runs the
+// chain, so the owner's claim drops the bias (a CPU-private one keeps it:
+// only its own dispatcher writes it outside the chain).  EAGAIN: biased to
+// another CPU -- unbias outside the kcq lock and retry.
+int chain_claim(kcont *kc, const executor *ex) {
+  uint64_t w = kc->st.load(std::memory_order_acquire);
+  while (st_of(w) == ST_IDLE) {
+    uint64_t nw = st_with(w, ST_CHAINED);
+    if ((w & ST_BIASED) && !(w & ST_PRIVATE)) {
+      if (!is_bias_owner(ex, w)) return EAGAIN;
+      nw = st_unbiased(nw);
+    }
+    if (kc->st.compare_exchange_weak(w, nw, std::memory_order_acq_rel, rlx)) return 0;
+  }
+  return EBUSY;
 }
 }  // namespace
 
@@ -650,20 +760,27 @@ bool chain_claim(kcont *kc) {
 // the wait channel there; doing it under the lock means a refused chain
 // never touches a pending continuation's fields).
 int chain_append(kcq *q, kcont *kc, bool keyed, const void *key) {
-  if (kc->tgt.cpu_private && !is_owner(kc)) return EPERM;
-  spinlock g(q->lock);
-  if (!chain_claim(kc)) return EBUSY;
-  if (keyed) kc->obj.store(const_cast<void *>(key), rlx);
-  kc->next = nullptr;
-  kc->prev = q->tail;
-  if (q->tail)
-    q->tail->next = kc;
-  else
-    q->head = kc;
-  q->tail = kc;
-  kc->chain = q;
-  q->count++;
-  return 0;
+  executor *ex = tl_exec;
+  for (;;) {
+    uint64_t w = kc->st.load(std::memory_order_acquire);
+    if ((w & ST_PRIVATE) && !is_bias_owner(ex, w)) return EPERM;
+    if ((w & ST_BIASED) && !is_bias_owner(ex, w)) unbias(kc);  // before the lock
+    spinlock g(q->lock);
+    int e = chain_claim(kc, ex);
+    if (e == EAGAIN) continue;  // biased again meanwhile
+    if (e) return e;
+    if (keyed) kc->obj.store(const_cast<void *>(key), rlx);
+    kc->next = nullptr;
+    kc->prev = q->tail;
+    if (q->tail)
+      q->tail->next = kc;
+    else
+      q->head = kc;
+    q->tail = kc;
+    kc->chain = q;
+    q->count++;
+    return 0;
+  }
 }
 
 int kcq_enqueue(kcq *q, kcont *kc) { return chain_append(q, kc, false, nullptr); }

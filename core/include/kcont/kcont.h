@@ -207,7 +207,9 @@ struct kcont {
   std::atomic<void *> obj{nullptr};  // saved by defer/run
   std::atomic<int> status{0};        // saved by defer/run
   target tgt{};
-  std::atomic<uint64_t> st{0};          // internal: state (low byte), generation
+  std::atomic<uint16_t> unbias{0};      // internal: threads taking the bias away now
+  std::atomic<uint8_t> bias_streak{0};  // internal: owner deferrals in a row
+  std::atomic<uint64_t> st{0};          // internal: state, bias flag, generation
   kcont *next = nullptr;                // intrusive link (queue, inbox or kcq)
   kcont *prev = nullptr;                // kcq back link
   void *chain = nullptr;                // kcq this kc is chained on

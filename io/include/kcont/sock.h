@@ -20,28 +20,50 @@
 // dropped and nothing is allocated per receive.
 //
 // Sending copies into the socket's send buffer (bounded: back-pressure);
-// one send is in flight at a time; when a full buffer drains, the upcall
-// gets SOCK_WRITABLE.
+// one send is in flight at a time; when room opens after sock_send accepted
+// less than asked (or the buffer was full), the upcall gets SOCK_WRITABLE.
 //
 // Teardown: sock_close stops upcalls at once, cancels the receive (and a
-// listener's accept), lets queued sends finish, and frees the slot only when
-// no ring operation of the socket is outstanding -- so it is safe from
-// inside the socket's own upcall, and a completion never finds a freed
-// socket.
+// listener's accept or a pending connect), lets queued sends finish (unless
+// the socket failed), and
+// frees the slot only when no ring operation of the socket is outstanding --
+// so it is safe from inside the socket's own upcall, and a completion never
+// finds a freed socket.
 //
-// Memory per connection: one slot (416 bytes on x86-64, sizeof(sock)) plus `sndbuf` bytes of
-// send buffer, both preallocated; receive buffers are shared by the pool's
-// sockets (`nbufs` x `bufsize`); once a socket holds `max_queued` unread
-// bytes its receive is not re-armed until sock_read drains half of it, so
-// one socket holds at most `max_queued` + `bufsize` of them.  Its kernel
-// receive buffer is also set to `max_queued` (SO_RCVBUF, capped by
-// net.core.rmem_max), so TCP pushes back on a sender nobody reads.
+// Memory per connection: one slot (416 bytes on x86-64, sizeof(sock)) plus
+// `sndbuf` bytes of send buffer, both preallocated; receive buffers are
+// shared by the pool's sockets (`nbufs` x `bufsize`); once a socket holds
+// `max_queued` unread bytes its receive is not re-armed until sock_read
+// drains it below half of that, so one socket holds less than `max_queued` +
+// `bufsize` of them.  The kernel receive buffer of sockets made by
+// sock_listen (inherited by accepted ones) and sock_connect is set to
+// `max_queued` (SO_RCVBUF, capped by net.core.rmem_max), so TCP pushes back
+// on a sender nobody reads; sock_adopt leaves the descriptor's as it is.
+// From its first sock_sendfile/sock_splice until teardown (or a failed
+// transfer) a socket also keeps a pipe.
 //
-// Rules: every function except sockpool_create/destroy must be called on the
-// pool's CPU dispatcher (kcont_current_cpu() == the pool's CPU, interrupt
-// kind); elsewhere they fail with EPERM.  Upcalls must target that CPU in
-// interrupt kind (EINVAL otherwise).  sock_close lingers until queued sends
-// are written or fail.  Locking: none (one CPU).
+// Upcalls: fn(obj = the sock, env, status = 0), deferred with kcont_defer.
+// An upcall must be bound to the pool's CPU in interrupt kind
+// (target::at(l, kind::interrupt, cpu) or target::cpu_private_to(l, cpu));
+// an unbound, thread-kind or other-CPU one is refused with EINVAL; null
+// means no notifications (and no events recorded).  Give each socket its
+// own upcall: a pending upcall coalesces, keeping the first deferral's
+// socket as obj.
+//
+// Contexts: sockpool_create/destroy in thread context; sockpool_get_stats on
+// any thread.  Everything else is for the pool's CPU: code running on its
+// dispatcher (kcont_in_interrupt() and kcont_current_cpu() == cfg.cpu --
+// ring completions, upcalls, any interrupt-kind continuation on that CPU).
+// Off it: sock_start, sock_shutdown, sock_close, sock_sendfile and
+// sock_splice return EPERM; sock_detach, sock_read and sock_send -EPERM;
+// sock_listen/connect/adopt nullptr with *err = EPERM; sock_accept nullptr
+// and sock_events 0 (nothing changed, no errno).  sock_error,
+// sock_readable, sock_send_space and sock_fd do not check: off the CPU they
+// read fields that CPU writes without synchronisation (a data race: stale
+// values, a descriptor that may be closed and reused) -- do not call them
+// there.  A null socket gets the off-CPU result (sock_error: EINVAL,
+// sock_readable/send_space: 0, sock_fd: -1).  sock_close lingers until
+// queued sends are written or fail.  Locking: none (one CPU).
 #pragma once
 
 #include <sys/socket.h>
@@ -59,127 +81,189 @@ struct sock;
 // Event bits (sock_events).
 enum : uint32_t {
   SOCK_READABLE = 1u << 0,    // received data is queued (or EOF, see sock_read)
-  SOCK_WRITABLE = 1u << 1,    // the send buffer drained after being full
-  SOCK_EOF = 1u << 2,         // the peer shut down its side
-  SOCK_ERROR = 1u << 3,       // sock_error() tells which
-  SOCK_CONNECTED = 1u << 4,   // sock_connect completed
+  SOCK_WRITABLE = 1u << 1,    // room opened after sock_send accepted less than asked
+                              // (or the buffer was full), or a transfer that made
+                              // sock_send return 0 ended
+  SOCK_EOF = 1u << 2,         // the peer shut down its side (a receive returned 0)
+  SOCK_ERROR = 1u << 3,       // a receive, send, connect or accept failed: sock_error()
+  SOCK_CONNECTED = 1u << 4,   // sock_connect succeeded
   SOCK_ACCEPTABLE = 1u << 5,  // a listener has connections for sock_accept
 };
 
+// Set by the caller, copied by sockpool_create (later changes have no effect).
 struct sockpool_config {
-  int cpu = 0;                   // the CPU that owns the pool
-  uint32_t nsocks = 64;          // socket slots
-  uint32_t sndbuf = 64 * 1024;   // send buffer per socket
-  uint32_t nbufs = 256;          // provided receive buffers (a power of two)
-  uint32_t bufsize = 16 * 1024;  // bytes each
-  // Most received bytes one socket may hold unread (0: a quarter of the
-  // pool's buffers, at least two).  Beyond it the socket's receive is
-  // stopped until sock_read drains half of it, so one connection that is
-  // not being read cannot starve the others of buffers.
+  int cpu = 0;                   // the CPU that owns the pool: 0 .. kcont_ncpus() - 1
+  uint32_t nsocks = 64;          // socket slots, >= 1 (listeners and queued accepts use one)
+  uint32_t sndbuf = 64 * 1024;   // bytes of send buffer per socket, >= 512
+  uint32_t nbufs = 256;          // provided receive buffers: a power of two, 1 .. 32768
+  uint32_t bufsize = 16 * 1024;  // bytes per receive buffer, >= 512
+  // Bytes one socket may hold unread (0: max(nbufs / 4, 2) x bufsize,
+  // computed in 32 bits).  Once a receive brings it to this or more, the
+  // socket's receive is stopped until sock_read drains it below
+  // max_queued / 2, so one connection that is not being read cannot starve
+  // the others of buffers.  Also the SO_RCVBUF of listened and connected
+  // sockets.  Not checked: with 1 the receive never restarts.
   uint32_t max_queued = 0;
 };
 
+// Counters since sockpool_create, written by the pool's CPU (relaxed atomics).
 struct sockpool_stats {
-  uint64_t accepted = 0, refused = 0, connected = 0, closed = 0;
-  uint64_t rx_bytes = 0, tx_bytes = 0, rearms = 0, enobufs = 0;
+  uint64_t accepted = 0;   // connections a listener took into a slot, plus sock_adopt
+                           // successes (sock_detach takes nothing back)
+  uint64_t refused = 0;    // accepted connections closed at once: no free slot (or
+                           // the listener was closing)
+  uint64_t connected = 0;  // sock_connect that succeeded
+  uint64_t closed = 0;     // slots freed by teardown (also a listen/connect that got
+                           // a slot but no ring entry); not sock_detach
+  uint64_t rx_bytes = 0;   // bytes received into the pool's buffers (not spliced bytes)
+  uint64_t tx_bytes = 0;   // bytes written to sockets: sends, sendfile and splice
+  uint64_t rearms = 0;     // receive re-arms: after each receive completion, when
+                           // buffers came back to a starved socket, when a throttle ended
+  uint64_t enobufs = 0;    // receives that ended with ENOBUFS (pool out of buffers)
   uint64_t throttles = 0;  // receives stopped at max_queued
-  uint32_t in_use = 0;
+  uint32_t in_use = 0;     // slots in use now (current value, not a counter)
 };
 
 // Creates a pool on cfg.cpu: allocates everything and registers the receive
-// buffers with that CPU's ring (waits for it).  Thread context; kcont must
-// be running.  Returns nullptr with a reason in *err.
+// buffers with that CPU's ring (kcont_run_on: waits for it).  Thread context
+// (not a dispatcher); kcont must be running.  Returns nullptr with a reason
+// in *err: kcont not running, called on a dispatcher, cpu out of range,
+// nbufs not a power of two in 1 .. 32768, bufsize or sndbuf < 512, nsocks 0,
+// out of memory, or registration failed.
 sockpool *sockpool_create(const sockpool_config &cfg, std::string *err = nullptr);
 
-// Unregisters and frees the pool; every socket must be closed and torn down
-// (returns EBUSY otherwise).  Thread context.
+// Unregisters (on the pool's CPU, waiting, if kcont runs) and frees the
+// pool.  Returns 0 (also for nullptr), or EBUSY and does nothing while a
+// slot is in use (a socket not yet torn down).  Thread context, not a
+// dispatcher (not checked); nobody may use the pool meanwhile.
 int sockpool_destroy(sockpool *p);
 
+// The pool's counters: each field read atomically, not one consistent
+// snapshot.  Any thread, any context; p must be a live pool.
 sockpool_stats sockpool_get_stats(sockpool *p);
 
 // Listens on addr.  Accepted connections queue on the listener and its
 // upcall gets SOCK_ACCEPTABLE; take them with sock_accept.  Returns the
-// listener or nullptr with *err set to an errno (EADDRINUSE, ENOBUFS: no free
-// slot, EPERM, ...).  With reuseport, several pools (one per CPU) may listen
-// on the same address and the kernel spreads connections over them.
+// listener (*err = 0) or nullptr with *err = EPERM (off the pool's CPU),
+// EINVAL (bad upcall), an errno of socket/bind/listen (EADDRINUSE, ...), or
+// ENOBUFS (no free slot or no ring entry).  With reuseport, several pools
+// (one per CPU) may listen on the same address and the kernel spreads
+// connections over them.  Pool CPU.
 sock *sock_listen(sockpool *p, const sockaddr *addr, socklen_t len, int backlog, kcont *upcall,
                   int *err, bool reuseport = false);
 
-// The next accepted connection (its upcall is not set yet: call
-// sock_start), or nullptr when none is queued.
+// The next accepted connection (not started: call sock_start, sock_detach
+// or sock_close), or nullptr when none is queued -- and also, without an
+// errno, when listener is null or not a listener, or off the pool's CPU.
+// Pool CPU.
 sock *sock_accept(sock *listener);
 
-// Sets the upcall of an accepted socket and starts receiving.  Returns 0 or
-// EPERM/EINVAL.
+// Sets the upcall of an accepted socket and starts receiving.  Returns 0,
+// EPERM (null socket or off the pool's CPU) or EINVAL (a listener, closing,
+// or a bad upcall).  On a started socket it replaces the upcall.  Pool CPU.
 int sock_start(sock *s, kcont *upcall);
 
 // Takes the descriptor out of an accepted socket that was never started
 // and frees its slot, so the connection can be served by another CPU's
-// pool (sock_adopt).  Returns the descriptor, or -EPERM / -EINVAL (started,
-// listening or closing).
+// pool (sock_adopt).  Returns the descriptor, or -EPERM (null socket or off
+// the pool's CPU) / -EINVAL (started, listening, closing, or a ring
+// operation outstanding).  Pool CPU.
 int sock_detach(sock *s);
 
 // Makes a connected TCP descriptor (from sock_detach, or accepted
-// elsewhere) a socket of pool p and starts it with `upcall`.  Returns the
-// socket, or nullptr with *err = EPERM, EINVAL or ENOBUFS (no free slot);
-// on failure the caller still owns fd.
+// elsewhere) a socket of pool p and starts it with `upcall` (not null).
+// Returns the socket, or nullptr with *err = EPERM (off p's CPU), EINVAL
+// (fd < 0, null or bad upcall) or ENOBUFS (no free slot); on failure the
+// caller still owns fd.  p's CPU.
 sock *sock_adopt(sockpool *p, int fd, kcont *upcall, int *err);
 
-// Connects to addr; the upcall gets SOCK_CONNECTED (or SOCK_ERROR).
-// Returns the socket or nullptr with *err set.
+// Connects to addr; the upcall gets SOCK_CONNECTED (or SOCK_ERROR, with the
+// error in sock_error).  Data sent meanwhile is queued.  Returns the socket
+// (*err = 0) or nullptr with *err = EPERM (off the pool's CPU), EINVAL (len
+// > sizeof(sockaddr_storage) or a bad upcall), socket()'s errno, or ENOBUFS
+// (no free slot or no ring entry).  Pool CPU.
 sock *sock_connect(sockpool *p, const sockaddr *addr, socklen_t len, kcont *upcall, int *err);
 
-// Reads and clears the socket's pending event bits.
+// Reads and clears the socket's pending event bits.  Returns 0 -- clearing
+// nothing, without an errno -- for a null socket or off the pool's CPU.
+// Pool CPU.
 uint32_t sock_events(sock *s);
 
-// The socket's error (an errno) after SOCK_ERROR, else 0.
+// The socket's first error (an errno): set with SOCK_ERROR, or by a
+// sendfile/splice whose write to the socket failed (reported to its `done`
+// only); else 0.  EINVAL for a null socket.  Pool CPU only; not checked
+// (elsewhere: a data race).
 int sock_error(sock *s);
 
 // Copies up to n received bytes; returns the count, 0 at end of file (EOF
-// seen and nothing queued), or -EAGAIN when nothing is queued yet.
+// seen and nothing queued), -EAGAIN when nothing is queued (also after an
+// error: see sock_error), or -EPERM (null socket or off the pool's CPU).
+// Pool CPU.
 long sock_read(sock *s, void *dst, size_t n);
 
-// Bytes received and not yet read.
+// Bytes received and not yet read; 0 for a null socket.  Pool CPU only; not
+// checked (elsewhere: a data race).
 size_t sock_readable(sock *s);
 
 // Queues up to n bytes for sending; returns how many were accepted (less
-// than n when the send buffer is full: wait for SOCK_WRITABLE), or -EPIPE /
-// -errno once the socket is shut down or failed.
+// than n when the send buffer is full: wait for SOCK_WRITABLE; 0 while a
+// sendfile/splice runs on it), -errno once the socket failed (its error),
+// -EPIPE after sock_shutdown or sock_close, or -EPERM (null socket or off
+// the pool's CPU).  Pool CPU.
 long sock_send(sock *s, const void *src, size_t n);
 
-// Free space in the send buffer.
+// Free bytes in the send buffer (sndbuf - queued); 0 for a null socket.  It
+// does not say sock_send will take them (not during a transfer, after
+// shutdown or an error).  Pool CPU only; not checked (elsewhere: a data
+// race).
 size_t sock_send_space(sock *s);
 
-// Shuts down sending once queued data is sent (the peer sees EOF).
+// Shuts down sending once queued data (and a running transfer) is sent: the
+// peer sees EOF.  Returns 0, or EPERM (null socket or off the pool's CPU).
+// Pool CPU.
 int sock_shutdown(sock *s);
 
 // Closes: no upcalls after this returns; teardown completes when the
-// socket's ring operations have ended.  Safe from the socket's own upcall.
+// socket's ring operations have ended (queued sends linger).  Returns 0
+// (also when already closing), or EPERM (null socket or off the pool's
+// CPU).  Pool CPU; safe from the socket's own upcall.
 int sock_close(sock *s);
 
 // Sends [offset, offset + len) of file_fd after everything already queued,
-// zero-copy (io_uring splice, file -> pipe -> socket).  `done` then runs
-// with (sock, status): 0 when all was sent, ENODATA if the file ended
-// first, or an errno.  While it runs, sock_send accepts nothing (returns 0;
-// SOCK_WRITABLE follows).  If the socket is closed meanwhile, `done` still
-// runs, with ECANCELED -- and must not touch the socket then.  Returns 0,
-// EBUSY (a transfer is running), EPIPE, EINVAL, EPERM, or the socket's error.
+// zero-copy (io_uring splice, file -> pipe -> socket).  `done` (may be null)
+// is then deferred with (sock, status): 0 when all was sent, ENODATA if the
+// file ended first, ECANCELED if the socket was closed meanwhile (`done`
+// must not touch it then), EAGAIN if the ring had no free entry, or the
+// splice's errno (a failed write to the socket also becomes its error).
+// `done` runs in its own target; only on the pool's CPU may it use the
+// socket.  While the transfer runs, sock_send accepts nothing (returns 0;
+// SOCK_WRITABLE follows).  Returns 0, EPERM (null socket or off the pool's
+// CPU), the socket's error, EPIPE (closing, shut down or a listener), EBUSY
+// (a transfer -- sendfile or splice into it -- is running), EINVAL (len ==
+// 0), or pipe2's errno (EMFILE, ENFILE).  Pool CPU.
 int sock_sendfile(sock *s, int file_fd, uint64_t offset, size_t len, kcont *done);
 
 // Forwards everything `from` receives to `to`, zero-copy (io_uring splice,
 // socket -> pipe -> socket), after the bytes already queued on `to` and
-// those `from` had already received.  `from` stops receiving for itself (no
-// more SOCK_READABLE data); `done` runs with (to, status): 0 when `from`
-// reached end of file (shut `to` down yourself if you want the peer to see
-// it), ECANCELED if either socket was closed, or an errno.  While it runs,
-// sock_send on `to` accepts nothing.  Both sockets must belong to the same
-// pool; closing either ends the splice.  Returns 0, EBUSY, EINVAL, EPIPE,
-// EPERM.  The splices run in io_uring's worker threads (the kernel cannot
-// splice from a socket without blocking), so this trades copies for a few
-// context switches per pipe-full (1 MiB).
+// those `from` had already received.  `from` stops receiving for itself for
+// good (no more SOCK_READABLE data, even after `done`; it cannot be spliced
+// again: EBUSY).  `done` (may be null) is deferred with (to, status): 0 when
+// `from` reached end of file (shut `to` down yourself if you want the peer
+// to see it), ECANCELED if either socket was closed, EAGAIN if the ring had
+// no free entry, or the splice's errno (a failed write to `to` also becomes
+// its error).  While it runs, sock_send on `to` accepts nothing.  Returns 0,
+// EPERM (a null socket, or off `to`'s pool CPU), EINVAL (different pools,
+// from == to, or a listener), `to`'s error, EPIPE (either closing, or `to`
+// shut down), EBUSY (`to` has a transfer running or `from` is already a
+// splice source), or pipe2's errno.  Closing either ends the splice.  The
+// splices run in io_uring's worker threads (the kernel cannot splice from a
+// socket without blocking), so this trades copies for a few context
+// switches per pipe-full (up to 1 MiB).  Pool CPU.
 int sock_splice(sock *from, sock *to, kcont *done);
 
-// The socket's file descriptor (for getsockname and friends).
+// The socket's file descriptor (for getsockname and friends); -1 for a null
+// socket or once torn down or detached.  Pool CPU only; not checked
+// (elsewhere: a data race, and the descriptor may be closed and reused).
 int sock_fd(sock *s);
 
 }  // namespace kc
