@@ -70,9 +70,9 @@ bool workqueue_pending(const work *wk);
 // Cancels wk if it is pending; otherwise waits until its function is not
 // running (Linux cancel_work_sync).  Returns true if a pending run was
 // cancelled: it will not run, but its link stays in its worker's inbox until
-// the worker passes it, so free wk only after workqueue_wait (or
-// workqueue_destroy).  Thread context; from wk's own function it does not
-// wait.
+// the worker passes it, so free wk only after workqueue_wait (flush and
+// destroy do not wait for cancelled links).  Thread context; from wk's own
+// function it does not wait.
 bool workqueue_cancel(workqueue *wq, work *wk);
 
 // Waits until wk is neither pending nor running (Linux flush_work).  Thread
@@ -89,7 +89,8 @@ int workqueue_flush(workqueue *wq);
 uint32_t workqueue_outstanding(const workqueue *wq);
 
 // Waits for every enqueued item to finish (workqueue_flush), then frees wq.
-// Thread context.
+// A cancelled item's link may still sit in its worker's inbox afterwards:
+// workqueue_wait on it before freeing the item.  Thread context.
 void workqueue_destroy(workqueue *wq);
 
 // Delayed work: a work item enqueued by a callout `ticks` ticks from now
