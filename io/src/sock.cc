@@ -17,7 +17,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -315,7 +317,9 @@ void send_more(sock *s) {
     if (s->xfer_started) return;
   }
   if (s->slen == 0) {
-    if (s->shut_wr && !s->shut_done) {
+    // Not while a sendfile/splice is queued: it owns the stream's tail
+    // (xfer_finish calls us again).
+    if (s->shut_wr && !s->shut_done && !s->xfer) {
       ::shutdown(s->fd, SHUT_WR);
       s->shut_done = true;
     }
@@ -576,8 +580,9 @@ sockpool *sockpool_create(const sockpool_config &cfg, std::string *err) {
   auto *p = new (std::nothrow) sockpool;
   if (!p) return fail("sockpool: out of memory");
   p->cfg = cfg;
-  if (p->cfg.max_queued == 0)
-    p->cfg.max_queued = std::max<uint32_t>(cfg.nbufs / 4, 2) * cfg.bufsize;
+  if (p->cfg.max_queued == 0)  // in 64 bits: nbufs/4 x bufsize can pass 4 GiB
+    p->cfg.max_queued = uint32_t(std::min<uint64_t>(
+        uint64_t(std::max<uint32_t>(cfg.nbufs / 4, 2)) * cfg.bufsize, INT32_MAX));
   p->socks = new (std::nothrow) sock[cfg.nsocks];
   p->free = new (std::nothrow) sock *[cfg.nsocks];
   p->bnext = new (std::nothrow) uint16_t[cfg.nbufs];
@@ -809,7 +814,9 @@ size_t sock_send_space(sock *s) { return s ? s->pool->cfg.sndbuf - s->slen : 0; 
 int sock_shutdown(sock *s) {
   if (!s || !on_pool_cpu(s->pool)) return EPERM;
   s->shut_wr = true;
-  send_more(s);
+  // A connecting socket shuts down once connected (connect_done sends):
+  // SHUT_WR on a connecting socket would make Linux drop the connection.
+  if (!s->connecting) send_more(s);
   return 0;
 }
 
