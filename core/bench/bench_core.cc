@@ -11,6 +11,7 @@
 //               kcq_run; per element
 //   cross-cpu   kcont: CPU 0 defers batches to continuations bound to CPU 1
 //   ping-pong   kcont: two continuations on two CPUs defer each other
+//   ping-pong-spin  the same with the dispatchers' adaptive spin on
 //   condvar     a mutex + condition variable ping-pong between two threads
 //               (classic sleep/wakeup hand-off)
 //   asio        standalone Asio io_context::post, self-re-posting handler
@@ -51,12 +52,22 @@ uint64_t csw_now() {
   getrusage(RUSAGE_SELF, &ru);
   return uint64_t(ru.ru_nvcsw + ru.ru_nivcsw);
 }
+// CPU time of the whole process (all threads), ns.
+uint64_t cpu_ns_now() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  auto ns = [](const timeval &t) {
+    return uint64_t(t.tv_sec) * 1000000000ull + uint64_t(t.tv_usec) * 1000ull;
+  };
+  return ns(ru.ru_utime) + ns(ru.ru_stime);
+}
 
 struct row {
   double ns_per_op = 0;
   double allocs_per_op = 0;
   double csw_per_op = 0;
   double doorbells_per_op = -1;
+  double cpu_ns_per_op = 0;
 };
 std::map<std::string, row> g_rows;
 
@@ -66,7 +77,7 @@ std::map<std::string, row> g_rows;
 // doorbells are totals over all iterations divided by all operations.
 struct probe {
   benchmark::State &st;
-  uint64_t a0, c0, d0;
+  uint64_t a0, c0, d0, cpu0;
   std::chrono::steady_clock::time_point t0, lap0;
   uint64_t lap_ops0 = 0;
   std::vector<double> laps;
@@ -75,6 +86,7 @@ struct probe {
         a0(g_allocs.load()),
         c0(csw_now()),
         d0(kc::kcont_doorbells_total()),
+        cpu0(cpu_ns_now()),
         t0(std::chrono::steady_clock::now()),
         lap0(t0) {
     laps.reserve(64);
@@ -93,6 +105,7 @@ struct probe {
     r.ns_per_op = laps.empty() ? 0 : laps[laps.size() / 2];
     r.allocs_per_op = double(g_allocs.load() - a0) / double(ops);
     r.csw_per_op = double(csw_now() - c0) / double(ops);
+    r.cpu_ns_per_op = double(cpu_ns_now() - cpu0) / double(ops);
     if (doorbells) r.doorbells_per_op = double(kc::kcont_doorbells_total() - d0) / double(ops);
     g_rows[name] = r;
     st.SetItemsProcessed(int64_t(ops));
@@ -104,11 +117,14 @@ struct probe {
 
 constexpr uint64_t kChain = 2000000;
 
+unsigned g_spin_ns = 0;  // config::spin_ns of the next start
+
 void start_kcont() {
   if (kc::kcont_running()) return;
   kc::config cfg;
   cfg.cpus = 2;
   cfg.pin = true;
+  cfg.spin_ns = g_spin_ns;
   std::string err;
   if (kc::kcont_start(cfg, &err) != 0) {
     std::fprintf(stderr, "kcont_bench: %s\n", err.c_str());
@@ -328,7 +344,19 @@ void pp_fn(void *, void *env, int status) {
   kc::kcont_defer(status ? &x->a : &x->b, nullptr, !status);
 }
 
-void BM_KcontPingPong(benchmark::State &st) {
+void pingpong_row(benchmark::State &st, const char *name);
+void BM_KcontPingPong(benchmark::State &st) { pingpong_row(st, "ping-pong"); }
+// The same with the dispatchers' adaptive spin on (config::spin_ns = 50 us):
+// fewer sleeps and doorbells, paid for in CPU time (the cpu-ns/op column).
+void BM_KcontPingPongSpin(benchmark::State &st) {
+  kc::kcont_stop();
+  g_spin_ns = 50000;
+  pingpong_row(st, "ping-pong-spin");
+  kc::kcont_stop();
+  g_spin_ns = 0;
+}
+
+void pingpong_row(benchmark::State &st, const char *name) {
   start_kcont();
   pingpong x;
   kc::kcont_init(&x.a, pp_fn, &x, kc::target::at(kc::LVL_SOFTNET, kc::kind::interrupt, 0));
@@ -346,7 +374,7 @@ void BM_KcontPingPong(benchmark::State &st) {
     ops += kChain / 10;
     p.lap(ops);
   }
-  p.finish("ping-pong", ops, true);
+  p.finish(name, ops, true);
 }
 
 // ------------------------------------------------------------ baselines
@@ -438,6 +466,7 @@ BENCHMARK(BM_KcqRunImmediate)->Iterations(10);
 BENCHMARK(BM_KcqRunChain64)->Iterations(10);
 BENCHMARK(BM_KcontCrossCpu)->Iterations(5);
 BENCHMARK(BM_KcontPingPong)->Iterations(3);
+BENCHMARK(BM_KcontPingPongSpin)->Iterations(3);
 BENCHMARK(BM_CondvarPingPong)->Iterations(5);
 BENCHMARK(BM_AsioPost)->Iterations(10);
 BENCHMARK(BM_BoostAsioPost)->Iterations(10);
@@ -450,8 +479,8 @@ void print_table() {
   };
   const row *bare = get("bare"), *same = get("same-cpu");
   std::printf("\nkcont core benchmarks -- one process, one run, 2 CPUs\n");
-  std::printf("%-13s %10s %12s %10s %9s %12s  %s\n", "row", "ns/op", "ops/s", "allocs/op", "csw/op",
-              "doorbells/op", "ratio");
+  std::printf("%-14s %10s %12s %10s %9s %12s %11s  %s\n", "row", "ns/op", "ops/s", "allocs/op",
+              "csw/op", "doorbells/op", "cpu-ns/op", "ratio");
   struct line {
     const char *name, *what;
   } lines[] = {
@@ -462,6 +491,7 @@ void print_table() {
       {"kcq-chain64", "vs bare (target <= 2x per element)"},
       {"cross-cpu", "vs bare (target <= 50 ns, <= 0.01 doorbells)"},
       {"ping-pong", "vs bare"},
+      {"ping-pong-spin", "vs bare (spin_ns = 50 us)"},
       {"condvar", "kcont same-cpu is Nx faster (target >= 100x)"},
       {"asio", "kcont same-cpu is Nx faster (target >= 10x)"},
       {"boost.asio", "kcont same-cpu is Nx faster (target >= 10x)"},
@@ -481,8 +511,8 @@ void print_table() {
     }
     char db[16] = "-";
     if (r->doorbells_per_op >= 0) std::snprintf(db, sizeof db, "%.5f", r->doorbells_per_op);
-    std::printf("%-13s %10.2f %12.0f %10.4f %9.4f %12s  %s\n", l.name, r->ns_per_op,
-                1e9 / r->ns_per_op, r->allocs_per_op, r->csw_per_op, db, ratio);
+    std::printf("%-14s %10.2f %12.0f %10.4f %9.4f %12s %11.1f  %s\n", l.name, r->ns_per_op,
+                1e9 / r->ns_per_op, r->allocs_per_op, r->csw_per_op, db, r->cpu_ns_per_op, ratio);
   }
 }
 

@@ -122,6 +122,32 @@ unsigned reap(cpu *c) {
   return n;
 }
 
+// Records the sampled queued -> dispatched latency of q (cold).
+__attribute__((noinline, cold)) void record_latency(qstats &st, local_queue &q) {
+  const uint64_t ns = now_ns() - q.stamp;
+  q.stamp = 0;
+  raise_max(st.max_latency_ns, ns);
+  int b = ns < 256 ? 0 : (63 - __builtin_clzll(ns)) - 7;
+  if (b >= level_stats::latency_buckets) b = level_stats::latency_buckets - 1;
+  bump(st.latency_hist[b]);
+}
+
+// Adaptive spin (config::spin_ns): polls for work before the dispatcher
+// sleeps.  While it spins `sleeping` stays false, so producers send no
+// doorbell.  True when work arrived (the caller loops instead of sleeping).
+bool spin_for_work(cpu *c, uint64_t spin_ns) {
+  bump(c->spins);
+  const uint64_t end = now_ns() + spin_ns;
+  for (unsigned i = 0;; i++) {
+    if (!c->in.empty() || io_uring_cq_ready(&c->ring) || c->stop.load(std::memory_order_relaxed)) {
+      bump(c->spin_hits);
+      return true;
+    }
+    if ((i & 63) == 63 && now_ns() >= end) return false;
+    cpu_relax();
+  }
+}
+
 // Runs pending queues of unmasked levels, highest slot first.  A batch
 // stays on one queue while that queue is still the highest ready one, so
 // the per-level context is set once per batch, not once per call; after
@@ -140,10 +166,7 @@ void run_soft(cpu *c) {
     local_queue &q = c->queues[slot];
     const uint8_t lid = sys().slot_to_level[slot];
     qstats &st = c->stats[lid][0];
-    if (__builtin_expect(q.stamp != 0, 0)) {
-      raise_max(st.max_latency_ns, now_ns() - q.stamp);
-      q.stamp = 0;
-    }
+    if (__builtin_expect(q.stamp != 0, 0)) record_latency(st, q);
     raise_max(st.max_depth, q.linked - q.popped);
     ex.in_context = true;
     ex.cur_level = level{lid};
@@ -301,6 +324,7 @@ void dispatcher_main(cpu *c, std::promise<std::string> *ready) {
       std::this_thread::yield();
       continue;
     }
+    if (s.cfg.spin_ns && spin_for_work(c, s.cfg.spin_ns)) continue;
     c->sleeping.store(true, std::memory_order_seq_cst);
     if (!c->in.empty() || io_uring_cq_ready(&c->ring) || c->stop.load(std::memory_order_seq_cst)) {
       c->sleeping.store(false, std::memory_order_relaxed);
@@ -378,7 +402,11 @@ void reset_cpu(cpu *c, int id) {
       for (auto *a : {&q.deferred, &q.run, &q.direct, &q.coalesced, &q.cancelled, &q.max_depth,
                       &q.max_latency_ns})
         a->store(0);
-  for (auto *a : {&c->loops, &c->sleeps, &c->doorbells, &c->inbox_items, &c->arm_retries})
+  for (auto &row : c->stats)
+    for (auto &q : row)
+      for (auto &h : q.latency_hist) h.store(0);
+  for (auto *a : {&c->loops, &c->sleeps, &c->doorbells, &c->inbox_items, &c->arm_retries, &c->spins,
+                  &c->spin_hits})
     a->store(0);
   c->unarmed = 0;
 }
@@ -582,6 +610,7 @@ int kcont_start(const config &cfg, std::string *err) {
   if (cfg.ring_entries < 8 || cfg.ring_entries > 32768)
     return fail(EINVAL, "ring_entries must be between 8 and 32768");
   if (cfg.tick_ns < 10000) return fail(EINVAL, "tick_ns must be at least 10000");
+  if (cfg.spin_ns > 10000000) return fail(EINVAL, "spin_ns must be at most 10000000 (10 ms)");
   assign_slots();
   s.cfg = cfg;
   s.ncpus = n;
@@ -678,8 +707,28 @@ level_stats kcont_stats(int cpu_index, level l, kind k) {
   out.cancelled = ld(q.cancelled);
   out.max_depth = ld(q.max_depth);
   out.max_latency_ns = ld(q.max_latency_ns);
+  for (int b = 0; b < level_stats::latency_buckets; b++)
+    out.latency_hist[b] = ld(q.latency_hist[b]);
   (void)s;
   return out;
+}
+
+size_t kcont_stats_snapshot(stats_row *rows, size_t max) {
+  int ncpu = 0;
+  for (int i = 0; i < max_cpus; i++)
+    if (g_cpu_store[i]) ncpu = i + 1;
+  const int nlev = kcont_level_count();
+  size_t n = 0;
+  for (int i = 0; i < ncpu; i++)
+    for (int l = 0; l < nlev; l++)
+      for (int k = 0; k < 2; k++, n++) {
+        if (n >= max || !rows) continue;
+        rows[n].cpu = i;
+        rows[n].lvl = level{uint8_t(l)};
+        rows[n].k = kind(k);
+        rows[n].s = kcont_stats(i, rows[n].lvl, rows[n].k);
+      }
+  return n;
 }
 
 cpu_stats kcont_cpu_stats(int cpu_index) {
@@ -691,6 +740,8 @@ cpu_stats kcont_cpu_stats(int cpu_index) {
   out.doorbells = c->doorbells.load(std::memory_order_relaxed);
   out.inbox_items = c->inbox_items.load(std::memory_order_relaxed);
   out.arm_retries = c->arm_retries.load(std::memory_order_relaxed);
+  out.spins = c->spins.load(std::memory_order_relaxed);
+  out.spin_hits = c->spin_hits.load(std::memory_order_relaxed);
   for (int l = 0; l < max_levels; l++) {
     // Records are never freed: safe to read while kcont stops.
     worker *w = c->workers[l].load(std::memory_order_acquire);

@@ -111,6 +111,7 @@ struct inbox {
 struct qstats {
   std::atomic<uint64_t> deferred{0}, run{0}, direct{0}, coalesced{0}, cancelled{0}, max_depth{0},
       max_latency_ns{0};
+  std::atomic<uint64_t> latency_hist[level_stats::latency_buckets] = {};
 };
 
 // A thread that runs continuations: a dispatcher, a worker, or another
@@ -233,7 +234,8 @@ struct cpu {
   std::atomic<worker *> workers[max_levels];
 
   qstats stats[max_levels][2];  // [level id][kind]
-  std::atomic<uint64_t> loops{0}, sleeps{0}, doorbells{0}, inbox_items{0}, arm_retries{0};
+  std::atomic<uint64_t> loops{0}, sleeps{0}, doorbells{0}, inbox_items{0}, arm_retries{0}, spins{0},
+      spin_hits{0};
 
   callout_cpu *co = nullptr;
 };

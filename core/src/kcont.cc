@@ -920,6 +920,61 @@ void kcont_pool_destroy(kcont_pool *p) {
   delete p;
 }
 
+// ------------------------------------------------------------ level flush
+
+namespace {
+struct level_flush_state {
+  std::atomic<int> left{0};
+};
+void flush_marker(void *, void *env, int) {
+  auto *f = static_cast<level_flush_state *>(env);
+  if (f->left.fetch_sub(1, std::memory_order_seq_cst) == 1) {
+    light_fence();
+    wakeup(f);  // the address as a key only: the waiter may be gone
+  }
+}
+}  // namespace
+
+int kcont_level_flush(level l) {
+  if (kcont_in_interrupt()) return EDEADLK;
+  if (l.id >= kcont_level_count()) return EINVAL;
+  if (!kcont_running()) return ENXIO;
+  context cur = kcont_current_context();
+  if (cur.valid && cur.k == kind::thread && cur.lvl == l) return EDEADLK;
+  // Two markers per CPU at most: {l, interrupt} and {l, thread} if its
+  // worker exists.  They live on this stack until every one has run.
+  kcont markers[2 * max_cpus];
+  level_flush_state f;
+  const int n = kcont_ncpus();
+  int sent = 0;
+  f.left.store(2 * n + 1, std::memory_order_relaxed);  // +1: ours, dropped below
+  for (int c = 0; c < n; c++) {
+    if (kcont_init(&markers[2 * c], flush_marker, &f, target::at(l, kind::interrupt, int16_t(c))) ==
+            0 &&
+        kcont_defer(&markers[2 * c], nullptr, 0))
+      sent++;
+    else
+      f.left.fetch_sub(1, std::memory_order_relaxed);
+    // A thread marker only where the worker exists (init would create it).
+    if (workers_ready(l, c) &&
+        kcont_init(&markers[2 * c + 1], flush_marker, &f, target::in_thread(l, int16_t(c))) == 0 &&
+        kcont_defer(&markers[2 * c + 1], nullptr, 0))
+      sent++;
+    else
+      f.left.fetch_sub(1, std::memory_order_relaxed);
+  }
+  flush_marker(nullptr, &f, 0);  // our +1
+  sleep_until(
+      &f,
+      [](void *a) {
+        return static_cast<level_flush_state *>(a)->left.load(std::memory_order_seq_cst) == 0;
+      },
+      &f);
+  for (auto &m : markers) kcont_drain(&m);
+  (void)sent;
+  return 0;
+}
+
 // ------------------------------------------------------------ run on a CPU
 
 namespace {

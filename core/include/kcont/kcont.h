@@ -368,6 +368,11 @@ struct config {
   bool pin = false;  // pin dispatcher i (and its workers) to core i
   unsigned ring_entries = 256;
   unsigned tick_ns = 1000000;  // callout tick (hz = 1e9 / tick_ns)
+  // Adaptive spin: before it sleeps, a dispatcher with nothing to do polls
+  // its inbox and ring for up to spin_ns (0 = off, the default: an idle
+  // dispatcher sleeps at once).  Trades CPU for fewer sleeps and doorbells
+  // when work arrives within the window; at most 10 ms.
+  unsigned spin_ns = 0;
 };
 
 // Starts the dispatchers (and their rings).  Thread context, not from a
@@ -387,6 +392,19 @@ void kcont_stop();
 bool kcont_running();
 int kcont_ncpus();
 
+// Waits until every continuation of level `l` (both kinds, every CPU) that
+// was pending or running when it was called has run or been cancelled --
+// NetBSD's xc_barrier / Linux's flush_workqueue for a level.  A marker is
+// sent down each {l, interrupt} queue and each existing {l, thread}
+// worker's queue, behind everything already there, and it sleeps (wait
+// channel) until every marker ran.  Deferrals made after it was called may
+// or may not be waited for; continuations called directly by kcq_run are
+// not queued and not waited for.  A level masked on a CPU holds its marker
+// until unmasked.  Thread context, not a worker of level l.  Returns 0,
+// EINVAL (unknown level), ENXIO (kcont not running) or EDEADLK (called on a
+// dispatcher, or on a worker of level l whose own marker could never run).
+int kcont_level_flush(level l);
+
 // Runs fn(arg) on CPU `cpu`'s dispatcher in {lvl, interrupt} and waits for
 // it to return (sleeping on a wait channel).  For set-up that must happen on
 // a CPU (listening sockets, registering buffers).  Thread context, not a
@@ -404,7 +422,11 @@ struct level_stats {
   uint64_t cancelled = 0;       // removed by kcont_cancel
   uint64_t max_depth = 0;       // deepest the queue has been
   uint64_t max_latency_ns = 0;  // queued -> dispatched, interrupt kind only,
-                                // sampled on 1 empty->non-empty in 64
+                                // one sample per 64 dispatcher loops
+  // Histogram of those samples: bucket 0 < 256 ns, bucket i (1..14) in
+  // [2^(i+7), 2^(i+8)) ns, bucket 15 >= 4.19 ms.
+  static constexpr int latency_buckets = 16;
+  uint64_t latency_hist[latency_buckets] = {};
 };
 
 struct cpu_stats {
@@ -416,6 +438,16 @@ struct cpu_stats {
                                // (ring full); it does not sleep until armed
   uint64_t worker_loops = 0;   // loop iterations of this CPU's workers (all levels)
   uint64_t worker_sleeps = 0;  // times those workers blocked
+  uint64_t spins = 0;          // adaptive spins (config::spin_ns) before sleeping
+  uint64_t spin_hits = 0;      // of which found work (no sleep, no doorbell)
+};
+
+// One row of a counter snapshot: {cpu, level, kind} and its counters.
+struct stats_row {
+  int cpu = 0;
+  level lvl{};
+  kind k = kind::interrupt;
+  level_stats s;
 };
 
 // Reads the counters of {cpu, level, kind}.  Any context; values are
@@ -425,6 +457,15 @@ cpu_stats kcont_cpu_stats(int cpu);
 
 // Total doorbells (eventfd writes and futex wakes) sent since start.
 uint64_t kcont_doorbells_total();
+
+// A machine-readable snapshot of every counter, for exporters: fills
+// rows[0 .. max) with one row per {cpu, registered level, kind} of every CPU
+// started since the process began (zero rows included, in cpu, level, kind
+// order) and returns how many rows exist (may exceed max: call again with a
+// larger array).  Reads relaxed counters while everything runs; stops
+// nothing, takes no lock, never allocates.  Any context.  Per-CPU counters:
+// kcont_cpu_stats.
+size_t kcont_stats_snapshot(stats_row *rows, size_t max);
 
 // A printable table of all non-zero counters.  Thread context (allocates).
 std::string kcont_stats_format();
