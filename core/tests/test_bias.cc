@@ -60,6 +60,14 @@ void finish(chain &c) {
   }
 }
 
+// Kicks the chain for `steps` calls from this thread and waits for its end.
+void run_chain(chain &c, int steps) {
+  c.left = steps;
+  ASSERT_TRUE(kcont_defer(&c.k, nullptr, 0));
+  c.accepted++;
+  finish(c);
+}
+
 }  // namespace
 
 TEST_F(KcontTest, ABoundContinuationIsBiasedToItsCpuAndLosesTheBiasToOthers) {
@@ -67,10 +75,7 @@ TEST_F(KcontTest, ABoundContinuationIsBiasedToItsCpuAndLosesTheBiasToOthers) {
   chain c;
   ASSERT_EQ(kcont_init(&c.k, chain_fn, &c, target::at(LVL_SOFTNET, kind::interrupt, 1)), 0);
   EXPECT_FALSE(biased(c.k));
-  c.left = 1000;
-  ASSERT_TRUE(kcont_defer(&c.k, nullptr, 0));
-  c.accepted++;
-  finish(c);
+  run_chain(c, 1000);
   // 1000 deferrals by its own CPU: biased to CPU 1.
   EXPECT_TRUE(biased(c.k));
   EXPECT_EQ(detail::st_owner(c.k.st.load()), 1);
@@ -83,10 +88,7 @@ TEST_F(KcontTest, ABoundContinuationIsBiasedToItsCpuAndLosesTheBiasToOthers) {
   EXPECT_EQ(c.ran.load() + c.cancelled.load(), c.accepted.load());
   // Biased again by a new run of the chain; CPU 0 chains it on a kcq (a
   // chained continuation is moved by whoever runs the chain: no bias).
-  c.left = 1000;
-  ASSERT_TRUE(kcont_defer(&c.k, nullptr, 0));
-  c.accepted++;
-  finish(c);
+  run_chain(c, 1000);
   EXPECT_TRUE(biased(c.k));
   kcq q;
   on_cpu(0, [&] { EXPECT_EQ(kcq_enqueue(&q, &c.k), 0); });
@@ -98,10 +100,7 @@ TEST_F(KcontTest, ABoundContinuationIsBiasedToItsCpuAndLosesTheBiasToOthers) {
   EXPECT_EQ(c.ran.load() + c.cancelled.load(), c.accepted.load());
   // Biased once more; re-initialised from this thread: the claim takes the
   // bias first, and a fresh continuation starts unbiased.
-  c.left = 1000;
-  ASSERT_TRUE(kcont_defer(&c.k, nullptr, 0));
-  c.accepted++;
-  finish(c);
+  run_chain(c, 1000);
   EXPECT_TRUE(biased(c.k));
   EXPECT_EQ(kcont_init(&c.k, chain_fn, &c, target::at(LVL_SOFTNET, kind::interrupt, 1)), 0);
   EXPECT_FALSE(biased(c.k));
