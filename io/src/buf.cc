@@ -141,6 +141,9 @@ bufpool *bufpool_create(size_t nbufs, uint32_t bufsize, std::string *err) {
 
 int bufpool_destroy(bufpool *p) {
   if (!p) return 0;
+  // On a dispatcher kcont_drain cannot wait: a submit continuation could
+  // still run on memory freed here.
+  if (kcont_in_interrupt()) return EDEADLK;
   {
     spinlock g(p->lock);
     if (p->nfree != p->n) return EBUSY;

@@ -619,6 +619,9 @@ sockpool *sockpool_create(const sockpool_config &cfg, std::string *err) {
 
 int sockpool_destroy(sockpool *p) {
   if (!p) return 0;
+  // On a dispatcher it could not wait for the unregistration on the pool's
+  // CPU, and freeing the memory then would leave the buffer ring registered.
+  if (kcont_in_interrupt()) return EDEADLK;
   if (p->in_use.load() != 0) return EBUSY;
   if (p->registered && kcont_running()) run_on_cpu(p, true);
   destroy_memory(p);

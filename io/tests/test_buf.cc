@@ -305,3 +305,12 @@ TEST_F(BufTest, ManyConcurrentReadersFromEveryCpu) {
   bio_stats st = bufpool_stats(pool_);
   EXPECT_EQ(st.submitted + st.coalesced, uint64_t(N));
 }
+
+// A pool is never destroyed where the wait for its submit continuations is
+// impossible (a dispatcher): EDEADLK, and the pool stays usable.
+TEST_F(BufTest, DestroyOnADispatcherIsRefused) {
+  int rc = -1;
+  on_cpu(0, [&] { rc = bufpool_destroy(pool_); });
+  EXPECT_EQ(rc, EDEADLK);
+  EXPECT_EQ(bufpool_available(pool_), 16u);
+}

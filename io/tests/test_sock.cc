@@ -439,6 +439,9 @@ TEST_F(SockTest, ADetachedConnectionIsServedByAnotherCpusPool) {
   std::string err;
   sockpool *pool0 = sockpool_create(c0, &err);
   ASSERT_NE(pool0, nullptr) << err;
+  int drc = -1;  // never on a dispatcher: it could not wait for the CPU
+  on_cpu(0, [&] { drc = sockpool_destroy(pool0); });
+  EXPECT_EQ(drc, EDEADLK);
   srv_.adopt_pool = pool0;
   start_server(mode::handoff, 2);
   int detach_listener = 0;

@@ -110,10 +110,10 @@ struct bio_stats {
 bufpool *bufpool_create(size_t nbufs, uint32_t bufsize, std::string *err = nullptr);
 
 // Destroys a pool: waits (kcont_drain) for the buffers' submit
-// continuations, then frees.  Returns 0 (also for nullptr), or EBUSY (and
-// destroys nothing) while buffers are out.  Thread context, not a
-// dispatcher (not checked: there the wait is skipped); nobody may use the
-// pool meanwhile.
+// continuations, then frees.  Returns 0 (also for nullptr), EBUSY (and
+// destroys nothing) while buffers are out, or EDEADLK (and destroys
+// nothing) on a dispatcher, where it could not wait.  Thread context;
+// nobody may use the pool meanwhile.
 int bufpool_destroy(bufpool *p);
 
 // Takes a free buffer holding one reference, its request fields reset;

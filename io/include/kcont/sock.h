@@ -133,9 +133,10 @@ struct sockpool_stats {
 sockpool *sockpool_create(const sockpool_config &cfg, std::string *err = nullptr);
 
 // Unregisters (on the pool's CPU, waiting, if kcont runs) and frees the
-// pool.  Returns 0 (also for nullptr), or EBUSY and does nothing while a
-// slot is in use (a socket not yet torn down).  Thread context, not a
-// dispatcher (not checked); nobody may use the pool meanwhile.
+// pool.  Returns 0 (also for nullptr), EBUSY and does nothing while a
+// slot is in use (a socket not yet torn down), or EDEADLK and does nothing
+// on a dispatcher (it could not wait there).  Thread context; nobody may
+// use the pool meanwhile.
 int sockpool_destroy(sockpool *p);
 
 // The pool's counters: each field read atomically, not one consistent
