@@ -781,9 +781,11 @@ std::string kcont_stats_format() {
     }
     cpu_stats cs = kcont_cpu_stats(i);
     std::snprintf(line, sizeof line,
-                  "cpu%d: loops %llu sleeps %llu doorbells %llu inbox_items %llu\n", i,
-                  (unsigned long long)cs.loops, (unsigned long long)cs.sleeps,
-                  (unsigned long long)cs.doorbells, (unsigned long long)cs.inbox_items);
+                  "cpu%d: loops %llu sleeps %llu doorbells %llu inbox_items %llu spins %llu "
+                  "(found work %llu)\n",
+                  i, (unsigned long long)cs.loops, (unsigned long long)cs.sleeps,
+                  (unsigned long long)cs.doorbells, (unsigned long long)cs.inbox_items,
+                  (unsigned long long)cs.spins, (unsigned long long)cs.spin_hits);
     out += line;
   }
   return out;
