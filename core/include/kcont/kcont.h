@@ -50,8 +50,13 @@
 // A kc's state word is the shared field: every transition out of idle,
 // pending or cancelled is an atomic compare-and-swap (with a generation
 // count against ABA), so two deferrals of one continuation never link it
-// twice; a chained continuation belongs to its kcq's lock.  Local queues are touched only by their
-// dispatcher; inboxes are Treiber stacks detached whole by their one consumer (no ABA); a kcq is a
+// twice; a chained continuation belongs to its kcq's lock.  The exception
+// is a *biased* continuation (bound, interrupt kind, deferred by its own
+// CPU 255 times in a row; CPU-private ones for life): its dispatcher moves
+// it with plain stores, and any other thread first takes the bias away with
+// a membarrier(2) handshake, then uses compare-and-swap (kcont(9),
+// LOCKING).  Local queues are touched only by their dispatcher; inboxes are
+// Treiber stacks detached whole by their one consumer (no ABA); a kcq is a
 // short spinlocked list.
 #pragma once
 
