@@ -40,7 +40,9 @@ struct bufpool {
   buf **free = nullptr;
   size_t nfree = 0;
   buf *table[TABLE] = {};
-  std::atomic<uint64_t> submitted{0}, completed{0}, coalesced{0}, errors{0}, shorts{0};
+  std::atomic<uint64_t> submitted{0}, completed{0}, coalesced{0}, errors{0}, shorts{0},
+      invalidations{0};
+  uint32_t epoch = 0;  // bumped by bio_invalidate (pool lock)
 };
 
 namespace {
@@ -187,6 +189,7 @@ bio_stats bufpool_stats(bufpool *p) {
   s.coalesced = p->coalesced.load(std::memory_order_relaxed);
   s.errors = p->errors.load(std::memory_order_relaxed);
   s.short_transfers = p->shorts.load(std::memory_order_relaxed);
+  s.invalidations = p->invalidations.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -221,7 +224,8 @@ int bread(bufpool *p, int fd, uint64_t offset, uint32_t len, kcont *kc) {
   {
     spinlock g(p->lock);
     for (buf *x = p->table[h]; x; x = x->hnext) {
-      if (x->fd == fd && x->offset == offset && x->len == len) {
+      // Only a read issued since the last bio_invalidate may be joined.
+      if (x->fd == fd && x->offset == offset && x->len == len && x->epoch == p->epoch) {
         if (kcq_enqueue(&x->waiters, kc) != 0) return EBUSY;
         x->refs.fetch_add(1, std::memory_order_relaxed);
         p->coalesced.fetch_add(1, std::memory_order_relaxed);
@@ -247,6 +251,7 @@ int bread(bufpool *p, int fd, uint64_t offset, uint32_t len, kcont *kc) {
     bp->error = 0;
     bp->done = 0;
     bp->inject = 0;
+    bp->epoch = p->epoch;
     bp->hnext = p->table[h];
     p->table[h] = bp;
     bp->in_table = true;
@@ -277,6 +282,13 @@ void biodone(buf *bp, int res) {
   }
   bp->busy.store(false, std::memory_order_release);
   kcq_run(&bp->waiters, bp, status);
+}
+
+void bio_invalidate(bufpool *p) {
+  if (!p) return;
+  spinlock g(p->lock);
+  p->epoch++;  // older entries stay until biodone takes them out, unjoinable
+  p->invalidations.fetch_add(1, std::memory_order_relaxed);
 }
 
 void bio_set_fault_hook(int (*hook)(const buf *, void *), void *arg) {

@@ -128,6 +128,51 @@ TEST_F(BufTest, ASecondReaderOfAnInFlightBlockChainsOntoTheSameBuffer) {
   EXPECT_EQ(bufpool_stats(pool_).submitted, 2u);
 }
 
+// Read-after-write: a bread that starts after bio_invalidate (a write
+// completed) never joins a read issued before it -- it would hand out the
+// data from before the write.  The first read is still in flight when the
+// second starts (both in one handler), exactly as in the test above.
+TEST_F(BufTest, AReadAfterAnInvalidationNeverJoinsAnOlderRead) {
+  seen a, b;
+  a.release = b.release = true;
+  kcont ka, kb;
+  kcont_init(&ka, on_io, &a, target::at(LVL_SOFTNET));
+  kcont_init(&kb, on_io, &b, target::at(LVL_SOFTNET));
+  int ra = -1, rb = -1;
+  on_cpu(0, [&] {
+    ra = bread(pool_, fd_, 8192, 4096, &ka);
+    bio_invalidate(pool_);  // "the write completed"
+    rb = bread(pool_, fd_, 8192, 4096, &kb);
+  });
+  EXPECT_EQ(ra, 0);
+  EXPECT_EQ(rb, 0);
+  ASSERT_TRUE(eventually([&] { return a.n.load() == 1 && b.n.load() == 1; }));
+  EXPECT_NE(a.bp.load(), b.bp.load());
+  EXPECT_TRUE(a.data_ok.load());
+  EXPECT_TRUE(b.data_ok.load());
+  bio_stats st = bufpool_stats(pool_);
+  EXPECT_EQ(st.submitted, 2u);
+  EXPECT_EQ(st.coalesced, 0u);
+  EXPECT_EQ(st.invalidations, 1u);
+  kcont_drain(&ka);
+  kcont_drain(&kb);
+  // Reads issued after the invalidation join each other again.
+  seen c, d;
+  c.release = d.release = true;
+  kcont kc_, kd;
+  kcont_init(&kc_, on_io, &c, target::at(LVL_SOFTNET));
+  kcont_init(&kd, on_io, &d, target::at(LVL_SOFTNET));
+  on_cpu(0, [&] {
+    bread(pool_, fd_, 8192, 4096, &kc_);
+    bread(pool_, fd_, 8192, 4096, &kd);
+  });
+  ASSERT_TRUE(eventually([&] { return c.n.load() == 1 && d.n.load() == 1; }));
+  EXPECT_EQ(c.bp.load(), d.bp.load());
+  EXPECT_EQ(bufpool_stats(pool_).coalesced, 1u);
+  kcont_drain(&kc_);
+  kcont_drain(&kd);
+}
+
 TEST_F(BufTest, BioContextContinuationsRunInsideBiodone) {
   seen s;
   kcont k;

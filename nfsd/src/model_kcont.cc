@@ -602,6 +602,9 @@ void finish_read(kslot *s, buf *bp, int status) {
 
 // res: the ring's result (bytes written, 0 for fsync, or -errno).
 void finish_write(kslot *s, int res) {
+  // Before the reply: a READ that starts after it must not join a bread
+  // issued before the write (read-after-write; buf(9) bio_invalidate).
+  if (s->proc == NFSPROC3_WRITE) bio_invalidate(s->conn->cpu->t->bufs_);
   struct stat st;
   bool have = fstat(s->fe->fd, &st) == 0;
   nfsstat3 rc = res < 0 ? errno_to_nfs(-res) : NFS3_OK;
@@ -711,6 +714,9 @@ void slot_work(work *wk, void *arg) {
   auto *t = static_cast<kcont_transport *>(arg);
   kslot *s = reinterpret_cast<kslot *>(reinterpret_cast<char *>(wk) - offsetof(kslot, wk));
   s->result = serve_call(t->srv_, s->r);
+  // Any call served here may have changed file data (WRITE, SETATTR,
+  // CREATE ...): before its reply, no READ may join a read issued before it.
+  bio_invalidate(t->bufs_);
   s->st = stage::reply_ready;
   kcont_defer(&s->kc, s, 0);
 }

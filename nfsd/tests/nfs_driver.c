@@ -2880,6 +2880,144 @@ static int cmd_stress(const char *url, int nclients, const char *amount)
 }
 
 /* ------------------------------------------------------------------ */
+/* raw: read-after-write under concurrent readers                       */
+
+#define RAW_BLOCK 8192
+#define RAW_BLOCKS 4
+
+/* Reads random blocks of the file until `end` (keeps in-flight reads of
+ * every block going, so a READ after a WRITE has older reads to join). */
+static int raw_reader(const char *url, const char *path, int id, double end)
+{
+	struct sess S, *s = &S;
+	struct nfsfh *nf = NULL;
+	unsigned char b[RAW_BLOCK];
+	uint64_t rng = (uint64_t)getpid() * 2654435761u + (uint64_t)id;
+	int rc;
+
+	snprintf(g_tag, sizeof g_tag, "[reader %d] ", id);
+	if (sess_open(s, url, -1, -1) != 0)
+		return 1;
+	rc = nfs_open(s->nfs, path, O_RDONLY, &nf);
+	if (rc != 0) {
+		fail("nfs_open", "%s: %d %s", path, rc, nfs_get_error(s->nfs));
+		sess_close(s);
+		return 1;
+	}
+	while (now_s() < end) {
+		uint64_t blk = rng_next(&rng) % RAW_BLOCKS;
+		rc = nfs_pread(s->nfs, nf, blk * RAW_BLOCK, RAW_BLOCK, b);
+		if (rc != RAW_BLOCK) {
+			fail("nfs_pread", "block %" PRIu64 ": %d %s", blk, rc,
+			     nfs_get_error(s->nfs));
+			break;
+		}
+	}
+	nfs_close(s->nfs, nf);
+	sess_close(s);
+	return g_failed ? 1 : 0;
+}
+
+/* One writer stamps a version into a block, waits for the WRITE reply, and
+ * reads the block back while `nreaders` other clients read the same blocks:
+ * every read-back must show the version just written (RFC 1813: a READ
+ * that starts after the WRITE's reply sees the write). */
+static int cmd_raw(const char *url, int nreaders, double secs)
+{
+	struct sess S, *s = &S;
+	struct nfsfh *nf = NULL;
+	char path[128];
+	uint32_t b[RAW_BLOCK / 4], back[RAW_BLOCK / 4];
+	uint32_t version[RAW_BLOCKS] = {0};
+	uint64_t rng = (uint64_t)getpid();
+	pid_t pids[64];
+	int n = 0, stale = 0, rc, failed = 0;
+	double end;
+
+	if (nreaders < 0 || nreaders > 64) {
+		fail("raw", "NREADERS must be 0..64");
+		return 2;
+	}
+	if (sess_open(s, url, -1, -1) != 0)
+		return 1;
+	snprintf(path, sizeof path, "/kcd-raw-%ld", (long)getpid());
+	rc = nfs_creat(s->nfs, path, 0644, &nf);
+	if (rc != 0) {
+		fail("nfs_creat", "%s: %d %s", path, rc, nfs_get_error(s->nfs));
+		sess_close(s);
+		return 1;
+	}
+	memset(b, 0, sizeof b);
+	for (int i = 0; i < RAW_BLOCKS; i++)
+		if (nfs_pwrite(s->nfs, nf, (uint64_t)i * RAW_BLOCK, RAW_BLOCK,
+			       b) != RAW_BLOCK) {
+			fail("nfs_pwrite", "initial block %d: %s", i,
+			     nfs_get_error(s->nfs));
+			sess_close(s);
+			return 1;
+		}
+	end = now_s() + secs;
+	fflush(stdout);
+	fflush(stderr);
+	for (int i = 0; i < nreaders; i++) {
+		pid_t p = fork();
+		if (p < 0) {
+			fail("fork", "%s", strerror(errno));
+			nreaders = i;
+			break;
+		}
+		if (p == 0)
+			_exit(raw_reader(url, path, i, end + 1));
+		pids[i] = p;
+	}
+	while (now_s() < end && !g_failed) {
+		int blk = (int)(rng_next(&rng) % RAW_BLOCKS);
+		uint32_t v = ++version[blk];
+		for (size_t i = 0; i < RAW_BLOCK / 4; i++)
+			b[i] = v;
+		rc = nfs_pwrite(s->nfs, nf, (uint64_t)blk * RAW_BLOCK,
+				RAW_BLOCK, b);
+		if (rc != RAW_BLOCK) {
+			fail("nfs_pwrite", "block %d: %d %s", blk, rc,
+			     nfs_get_error(s->nfs));
+			break;
+		}
+		rc = nfs_pread(s->nfs, nf, (uint64_t)blk * RAW_BLOCK,
+			       RAW_BLOCK, back);
+		if (rc != RAW_BLOCK) {
+			fail("nfs_pread", "block %d: %d %s", blk, rc,
+			     nfs_get_error(s->nfs));
+			break;
+		}
+		if (back[0] != v || back[RAW_BLOCK / 4 - 1] != v) {
+			if (stale++ < 5)
+				fail("read after write",
+				     "block %d: wrote %u, read back %u", blk,
+				     v, back[0]);
+		}
+		n++;
+	}
+	for (int i = 0; i < nreaders; i++) {
+		int st;
+		if (waitpid(pids[i], &st, 0) < 0 || !WIFEXITED(st) ||
+		    WEXITSTATUS(st) != 0) {
+			fail("reader", "reader %d failed", i);
+			failed++;
+		}
+	}
+	nfs_close(s->nfs, nf);
+	nfs_unlink(s->nfs, path);
+	sess_close(s);
+	if (!stale && !failed && !g_failed)
+		ok("%d write/read-back pairs with %d concurrent readers: "
+		   "every read-back saw its write", n, nreaders);
+	else if (stale)
+		fail("read after write", "%d of %d read-backs were stale",
+		     stale, n);
+	return stale || failed || g_failed ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* squash                                                               */
 
 static int cmd_squash(const char *url, uint32_t anon)
@@ -3016,6 +3154,7 @@ static void usage(void)
 		"       nfs_driver save URL STATEFILE\n"
 		"       nfs_driver check URL STATEFILE\n"
 		"       nfs_driver stress URL NCLIENTS ITERATIONS|SECONDSs\n"
+		"       nfs_driver raw URL NREADERS SECONDS\n"
 		"       nfs_driver squash URL [ANONUID]\n"
 		"       nfs_driver ro URL EXISTING-FILE-NAME\n");
 }
@@ -3036,6 +3175,8 @@ int main(int argc, char **argv)
 		rc = cmd_save(argv[2], argv[3]);
 	else if (!strcmp(argv[1], "check") && argc == 4)
 		rc = cmd_check(argv[2], argv[3]);
+	else if (!strcmp(argv[1], "raw") && argc == 5)
+		return cmd_raw(argv[2], atoi(argv[3]), atof(argv[4]));
 	else if (!strcmp(argv[1], "stress") && argc == 5)
 		rc = cmd_stress(argv[2], atoi(argv[3]), argv[4]);
 	else if (!strcmp(argv[1], "squash") && (argc == 3 || argc == 4))

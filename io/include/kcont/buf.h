@@ -84,6 +84,7 @@ struct buf {
   std::atomic<bool> busy{false};  // in flight: set by bio_submit/bread, cleared by biodone
   bool in_table = false;          // on the pool's in-flight read table (bread; pool lock)
   int inject = 0;                 // errno the fault hook chose for this submission, or 0
+  uint32_t epoch = 0;             // the pool's invalidation epoch when bread issued it (pool lock)
   bufpool *pool = nullptr;        // owning pool
   buf *hnext = nullptr;           // in-flight table link (pool lock)
 
@@ -101,6 +102,7 @@ struct bio_stats {
   uint64_t coalesced = 0;        // bread calls that chained onto an in-flight read
   uint64_t errors = 0;           // completions with an errno (EAGAIN and injected included)
   uint64_t short_transfers = 0;  // completions with BIO_SHORT
+  uint64_t invalidations = 0;    // bio_invalidate calls
 };
 
 // Creates a pool of `nbufs` (1 .. 1048576) buffers of `bufsize` (1 .. 64
@@ -108,6 +110,14 @@ struct bio_stats {
 // checked); kcont need not be running.  Returns nullptr (and a reason in
 // *err) on bad sizes or when memory is short.
 bufpool *bufpool_create(size_t nbufs, uint32_t bufsize, std::string *err = nullptr);
+
+// Tells the pool that file data changed (a write completed elsewhere): a
+// bread that starts after this call never joins a read that bread issued
+// before it, so it cannot hand out data older than the write.  Reads in
+// flight still complete for the callers already chained on them.  Call it
+// after the write completed and before anyone is told that it did (before
+// the reply).  Costs one pool lock; no allocation.  Any context.
+void bio_invalidate(bufpool *p);
 
 // Destroys a pool: waits (kcont_drain) for the buffers' submit
 // continuations, then frees.  Returns 0 (also for nullptr), EBUSY (and
