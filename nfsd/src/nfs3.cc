@@ -707,8 +707,24 @@ bool proc_create(call &c) {
   if (c.status == NFS3_OK) {
     cred_enter(dir.who);
     mode_t mode = s.set_mode ? (s.mode & 07777) : 0644;
-    int flags = O_CREAT | O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (how == 0 ? 0 : O_EXCL);
-    int fd = openat(dir.fd(), nm, flags, how == 2 ? 0600 : mode);
+    // O_NONBLOCK: an existing FIFO must not block this thread in open()
+    // (any client could stop a worker for good that way); an existing
+    // object that is not a regular file is refused before and after the
+    // open, as knfsd does (NFS3ERR_EXIST).
+    int flags = O_CREAT | O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | (how == 0 ? 0 : O_EXCL);
+    struct stat old;
+    int fd = -1;
+    if (how == 0 && fstatat(dir.fd(), nm, &old, AT_SYMLINK_NOFOLLOW) == 0 &&
+        !S_ISREG(old.st_mode)) {
+      errno = EEXIST;
+    } else {
+      fd = openat(dir.fd(), nm, flags, how == 2 ? 0600 : mode);
+      if (fd >= 0 && (fstat(fd, &old) != 0 || !S_ISREG(old.st_mode))) {
+        close(fd);  // replaced by something else between the two looks
+        fd = -1;
+        errno = EEXIST;
+      }
+    }
     if (fd >= 0 && how == 2) {
       // EXCLUSIVE: keep the client's verifier in atime/mtime (as knfsd
       // does) so a retried CREATE can be recognised.

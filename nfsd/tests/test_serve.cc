@@ -21,6 +21,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "internal.h"
@@ -1086,3 +1087,36 @@ TEST_F(Serve, ReaddirWithACountBelowEightIsTooSmall) {
 }
 
 }  // namespace
+
+// CREATE naming an existing FIFO (or any non-regular file) is refused at
+// once with NFS3ERR_EXIST, as knfsd does; it used to block the serving
+// thread in open() until a writer came, which any client could do.
+TEST_F(Serve, CreateNamingAFifoIsRefusedAtOnce) {
+  const std::string fifo = dir_ + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  nfs_fh r = root();
+  std::atomic<int> st{-1};
+  std::thread t([&] {
+    nfs_fh fh;
+    st = int(create(r, "fifo", &fh));
+  });
+  // Waits for the reply (bounded so that a regression fails instead of
+  // hanging); a blocked open() is then released by opening the writer end.
+  for (int i = 0; i < 10000 && st.load() == -1; i++) usleep(1000);
+  if (st.load() == -1) {
+    ADD_FAILURE() << "CREATE blocked on the FIFO";
+    int w = open(fifo.c_str(), O_WRONLY);
+    if (w >= 0) close(w);
+  }
+  t.join();
+  EXPECT_EQ(st.load(), int(NFS3ERR_EXIST));
+  // A directory and a symlink are refused the same way; a regular file is
+  // still created (UNCHECKED) over an existing regular file.
+  ASSERT_EQ(mkdir((dir_ + "/d").c_str(), 0755), 0);
+  ASSERT_EQ(symlink("fifo", (dir_ + "/l").c_str()), 0);
+  nfs_fh fh;
+  EXPECT_NE(create(r, "d", &fh), uint32_t(NFS3_OK));
+  EXPECT_EQ(create(r, "l", &fh), uint32_t(NFS3ERR_EXIST));
+  EXPECT_EQ(create(r, "f", &fh), uint32_t(NFS3_OK));
+  EXPECT_EQ(create(r, "f", &fh), uint32_t(NFS3_OK));
+}
