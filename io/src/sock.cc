@@ -577,6 +577,9 @@ sockpool *sockpool_create(const sockpool_config &cfg, std::string *err) {
     return fail("sockpool: nbufs must be a power of two up to 32768");
   if (cfg.bufsize < 512 || cfg.nsocks == 0 || cfg.sndbuf < 512)
     return fail("sockpool: bufsize and sndbuf must be at least 512, nsocks at least 1");
+  // 1 would stop a socket's receive for good (it restarts below half).
+  if (cfg.max_queued == 1 || cfg.max_queued > INT32_MAX)
+    return fail("sockpool: max_queued must be 0 (default) or 2 .. 2^31-1");
   auto *p = new (std::nothrow) sockpool;
   if (!p) return fail("sockpool: out of memory");
   p->cfg = cfg;
@@ -714,6 +717,9 @@ sock *sock_adopt(sockpool *p, int fd, kcont *upcall, int *err) {
   s->fd = fd;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  // This pool's bound, as for its own sockets (open_slot): TCP pushes back.
+  int rcv = int(p->cfg.max_queued);
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
   p->accepted.fetch_add(1, std::memory_order_relaxed);
   s->upcall = upcall;
   arm_recv(s);

@@ -432,6 +432,22 @@ TEST_F(SockTest, AStalledReaderCannotStarveThePool) {
   EXPECT_EQ(srv_.conns[1].rx, total);
 }
 
+// sockpool_create refuses a configuration that could never work, with a
+// reason: max_queued 1 would stop a socket's receive for good.
+TEST_F(SockTest, APoolThatCouldNeverReceiveIsRefused) {
+  sockpool_config c;
+  c.cpu = 0;
+  c.nsocks = 1;
+  c.max_queued = 1;
+  std::string err;
+  EXPECT_EQ(sockpool_create(c, &err), nullptr);
+  EXPECT_NE(err.find("max_queued"), std::string::npos) << err;
+  c.max_queued = 2;
+  sockpool *p = sockpool_create(c, &err);
+  ASSERT_NE(p, nullptr) << err;
+  EXPECT_EQ(sockpool_destroy(p), 0);
+}
+
 TEST_F(SockTest, ADetachedConnectionIsServedByAnotherCpusPool) {
   sockpool_config c0;
   c0.cpu = 0;

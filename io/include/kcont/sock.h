@@ -38,7 +38,7 @@
 // `bufsize` of them.  The kernel receive buffer of sockets made by
 // sock_listen (inherited by accepted ones) and sock_connect is set to
 // `max_queued` (SO_RCVBUF, capped by net.core.rmem_max), so TCP pushes back
-// on a sender nobody reads; sock_adopt leaves the descriptor's as it is.
+// on a sender nobody reads; sock_adopt sets it on the adopted descriptor.
 // From its first sock_sendfile/sock_splice until teardown (or a failed
 // transfer) a socket also keeps a pipe.
 //
@@ -98,11 +98,11 @@ struct sockpool_config {
   uint32_t nbufs = 256;          // provided receive buffers: a power of two, 1 .. 32768
   uint32_t bufsize = 16 * 1024;  // bytes per receive buffer, >= 512
   // Bytes one socket may hold unread (0: max(nbufs / 4, 2) x bufsize,
-  // computed in 32 bits).  Once a receive brings it to this or more, the
-  // socket's receive is stopped until sock_read drains it below
-  // max_queued / 2, so one connection that is not being read cannot starve
-  // the others of buffers.  Also the SO_RCVBUF of listened and connected
-  // sockets.  Not checked: with 1 the receive never restarts.
+  // capped at 2^31-1; otherwise 2 .. 2^31-1, sockpool_create refuses 1).
+  // Once a receive brings it to this or more, the socket's receive is
+  // stopped until sock_read drains it below max_queued / 2, so one
+  // connection that is not being read cannot starve the others of buffers.
+  // Also the SO_RCVBUF of listened, connected and adopted sockets.
   uint32_t max_queued = 0;
 };
 
@@ -129,7 +129,7 @@ struct sockpool_stats {
 // (not a dispatcher); kcont must be running.  Returns nullptr with a reason
 // in *err: kcont not running, called on a dispatcher, cpu out of range,
 // nbufs not a power of two in 1 .. 32768, bufsize or sndbuf < 512, nsocks 0,
-// out of memory, or registration failed.
+// max_queued 1 or above 2^31-1, out of memory, or registration failed.
 sockpool *sockpool_create(const sockpool_config &cfg, std::string *err = nullptr);
 
 // Unregisters (on the pool's CPU, waiting, if kcont runs) and frees the
