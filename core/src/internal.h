@@ -40,10 +40,10 @@ enum : uint32_t {
   ST_INIT = 5,       // kcont_init is writing the fields (transient)
 };
 
-// The state word: the state in the low six bits, the BIASED flag, and a
-// 56-bit generation above them that changes on every claim for a call and
-// every revival, so that no observer can mistake "idle again after another
-// run" for "still idle" (ABA).
+// The state word: the state in the low six bits, the BIASED and PRIVATE
+// flags, the owner's CPU, and a 48-bit generation above them that changes on every claim for a call
+// and every revival, so that no observer can mistake "idle again after another run" for "still
+// idle" (ABA).
 //
 // BIASED: the word belongs to one dispatcher (the *owner*), which moves it
 // with plain stores instead of compare-and-swaps.  A CPU-private
@@ -184,10 +184,9 @@ void wake_drainers(const kcont *kc);
 struct local_queue {
   kcont *head = nullptr;
   kcont *tail = nullptr;
-  uint64_t linked = 0;     // continuations ever linked here
-  uint64_t published = 0;  // of which already added to qstats::deferred
-  uint64_t popped = 0;     // continuations ever taken off
-  uint64_t stamp = 0;      // now_ns() of a sampled empty->non-empty transition
+  uint64_t linked = 0;  // continuations ever linked here (qstats::deferred)
+  uint64_t popped = 0;  // continuations ever taken off
+  uint64_t stamp = 0;   // now_ns() of a sampled empty->non-empty transition
 };
 
 struct worker {
@@ -244,7 +243,6 @@ struct cpu {
 struct level_info {
   char name[32] = {};
   int rank = 0;
-  uint8_t slot = 0;  // dispatch slot: higher slot = served first
   bool used = false;
 };
 

@@ -169,7 +169,7 @@ uint32_t slots_of(level_set s) {
   while (b) {
     int id = __builtin_ctz(b);
     b &= b - 1;
-    if (id < max_levels && sys().levels[id].used) out |= 1u << sys().levels[id].slot;
+    if (id < max_levels && sys().levels[id].used) out |= 1u << sys().level_slot[id];
   }
   return out;
 }
@@ -218,7 +218,6 @@ void assign_slots() {
       if (s.levels[j].rank < s.levels[i].rank || (s.levels[j].rank == s.levels[i].rank && j > i))
         below++;
     }
-    s.levels[i].slot = uint8_t(below);
     s.level_slot[i] = uint8_t(below);
     s.slot_to_level[below] = uint8_t(i);
   }
@@ -946,20 +945,17 @@ int kcont_level_flush(level l) {
   kcont markers[2 * max_cpus];
   level_flush_state f;
   const int n = kcont_ncpus();
-  int sent = 0;
   f.left.store(2 * n + 1, std::memory_order_relaxed);  // +1: ours, dropped below
-  for (int c = 0; c < n; c++) {
-    if (kcont_init(&markers[2 * c], flush_marker, &f, target::at(l, kind::interrupt, int16_t(c))) ==
-            0 &&
-        kcont_defer(&markers[2 * c], nullptr, 0))
-      sent++;
-    else
+  // A marker that cannot be sent is counted as run at once.
+  auto send = [&](kcont *m, target t) {
+    if (kcont_init(m, flush_marker, &f, t) != 0 || !kcont_defer(m, nullptr, 0))
       f.left.fetch_sub(1, std::memory_order_relaxed);
+  };
+  for (int c = 0; c < n; c++) {
+    send(&markers[2 * c], target::at(l, kind::interrupt, int16_t(c)));
     // A thread marker only where the worker exists (init would create it).
-    if (workers_ready(l, c) &&
-        kcont_init(&markers[2 * c + 1], flush_marker, &f, target::in_thread(l, int16_t(c))) == 0 &&
-        kcont_defer(&markers[2 * c + 1], nullptr, 0))
-      sent++;
+    if (workers_ready(l, c))
+      send(&markers[2 * c + 1], target::in_thread(l, int16_t(c)));
     else
       f.left.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -971,7 +967,6 @@ int kcont_level_flush(level l) {
       },
       &f);
   for (auto &m : markers) kcont_drain(&m);
-  (void)sent;
   return 0;
 }
 
