@@ -83,7 +83,8 @@ void ring_submit(buf *bp) {
         io_uring_prep_read(sqe, bp->fd, bp->data, bp->len, bp->offset);
         break;
       case bio_op::write:
-        io_uring_prep_write(sqe, bp->fd, bp->data, bp->len, bp->offset);
+        io_uring_prep_write(sqe, bp->fd, bp->src ? bp->src : bp->data, bp->len, bp->offset);
+        sqe->rw_flags = (bp->flags & B_SYNC) ? RWF_SYNC : (bp->flags & B_DSYNC) ? RWF_DSYNC : 0;
         break;
       case bio_op::fsync:
         io_uring_prep_fsync(sqe, bp->fd, 0);
@@ -174,6 +175,8 @@ buf *buf_get(bufpool *p) {
   bp->op = bio_op::read;
   bp->offset = 0;
   bp->len = 0;
+  bp->src = nullptr;
+  bp->flags = 0;
   return bp;
 }
 
@@ -203,7 +206,8 @@ void brelse(buf *bp) {
 }
 
 int bio_submit(buf *bp, kcont *kc) {
-  if (!kcont_running() || bp->len > bp->cap) return EINVAL;
+  if (!kcont_running() || (bp->len > bp->cap && !(bp->op == bio_op::write && bp->src)))
+    return EINVAL;
   bool expect = false;
   if (!bp->busy.compare_exchange_strong(expect, true, std::memory_order_acq_rel)) return EBUSY;
   if (kc && kcq_enqueue(&bp->waiters, kc) != 0) {
@@ -248,6 +252,8 @@ int bread(bufpool *p, int fd, uint64_t offset, uint32_t len, kcont *kc) {
     bp->op = bio_op::read;
     bp->offset = offset;
     bp->len = len;
+    bp->src = nullptr;
+    bp->flags = 0;
     bp->error = 0;
     bp->done = 0;
     bp->inject = 0;
@@ -280,6 +286,9 @@ void biodone(buf *bp, int res) {
     spinlock g(p->lock);
     table_remove_locked(p, bp);
   }
+  // Read-after-write: before anyone hears of this write, no later bread may
+  // join a read issued before it.
+  if (bp->op == bio_op::write && res > 0) bio_invalidate(p);
   bp->busy.store(false, std::memory_order_release);
   kcq_run(&bp->waiters, bp, status);
 }

@@ -126,7 +126,15 @@ void populate(world &w) {
   for (int i = 0; i < NHANDLES; i++) {
     const export_entry &ex = table->exports[size_t(HANDLES[i].exp)];
     w.handles[i] = nfs_fh{};
-    fh_make(ex, ex.root_fd, HANDLES[i].rel, &w.handles[i]);  // on failure: an empty handle
+    auto r = std::make_unique<vfs::vreq>();  // the VFS walks to it as the server would
+    r->op = vfs::vop::walk;
+    r->fs = ex.fs;
+    r->fh = vfs::vfs_root(ex.fs);
+    r->cred = vfs::vcred{0, 0, 0, {}};
+    r->data = reinterpret_cast<const uint8_t *>(HANDLES[i].rel);
+    r->count = uint32_t(std::strlen(HANDLES[i].rel));
+    if (vfs::vop_call(r.get()) == 0 && r->have_res_fh)  // on failure: an empty handle
+      fh_wrap(ex.id, r->res_fh, &w.handles[i]);
   }
 }
 
@@ -153,7 +161,7 @@ void cleanup() {
     std::fprintf(stderr, "fuzz_rpc: server counters after %llu inputs\n%s",
                  (unsigned long long)W->inputs, format_stats(*W->srv).c_str());
   if (W && !W->base.empty()) {
-    kc::nfs::cred_leave();
+    kc::vfs::vfs_cred_reset();
     std::error_code ec;
     std::filesystem::remove_all(W->base, ec);
   }
@@ -241,7 +249,7 @@ bool serve_record(world &w, const uint8_t *p, size_t n, uint64_t &rng) {
   req.allow_file_part = (r & 8) != 0;
   req.out = xdr_out(w.out.data(), w.out.size());
   serve_result res = serve_call(*w.srv, req);
-  cred_leave();  // serve_call leaves the thread with the caller's identity
+  vfs::vfs_cred_reset();  // serve_call leaves the thread with the caller's identity
   if (res != serve_result::reply) {
     check(req.out.size() == 0, "no reply bytes for drop/close");
     check(req.file.ref == nullptr, "no file part without a reply");
@@ -257,7 +265,7 @@ bool serve_record(world &w, const uint8_t *p, size_t n, uint64_t &rng) {
   if (req.file.ref) {
     check(req.allow_file_part, "file part only when allowed");
     check(req.file.len <= MAX_IO && req.file.pad < 4, "file part bounds");
-    release_file_part(*w.srv, req.file);
+    release_reply(req);
   }
   return true;
 }

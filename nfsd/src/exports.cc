@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "internal.h"
@@ -28,8 +29,7 @@
 namespace kc::nfs {
 
 export_table::~export_table() {
-  for (auto &e : exports)
-    if (e.root_fd >= 0) close(e.root_fd);
+  for (auto &e : exports) vfs::vfs_unmount(e.fs);
 }
 
 const export_entry *export_table::by_id(uint32_t id) const {
@@ -133,16 +133,13 @@ bool parse_options(const std::string &opts, export_opts *o, std::string *why) {
   return true;
 }
 
+// Mounts the export's tree (vfs(9), local backend) and checks that its
+// file handles work: name_to_handle_at on this file system and
+// open_by_handle_at (CAP_DAC_READ_SEARCH).
 bool open_root(export_entry *e, const std::string &path, std::string *why) {
   char real[PATH_MAX];
-  if (!realpath(path.c_str(), real)) {
-    *why = "export " + path + ": " + std::strerror(errno);
-    return false;
-  }
-  e->path = real;
-  e->root_fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   struct stat st;
-  if (e->root_fd < 0 || fstat(e->root_fd, &st) != 0) {
+  if (!realpath(path.c_str(), real) || stat(real, &st) != 0) {
     *why = "export " + path + ": " + std::strerror(errno);
     return false;
   }
@@ -150,23 +147,26 @@ bool open_root(export_entry *e, const std::string &path, std::string *why) {
     *why = "export " + path + ": not a directory";
     return false;
   }
-  e->dev = st.st_dev;
+  e->path = real;
   e->id = path_id(e->path);
-  // File handles need name_to_handle_at on this filesystem and
-  // open_by_handle_at (CAP_DAC_READ_SEARCH): check both now.
-  nfs_fh fh;
-  if (int err = fh_make(*e, e->root_fd, "", &fh)) {
-    *why =
-        "export " + path + ": the filesystem cannot make file handles (" + std::strerror(err) + ")";
+  std::string err;
+  e->fs = vfs::vfs_mount_local(real, 4096, &err);
+  if (!e->fs) {
+    *why = "export " + path + ": " + err;
     return false;
   }
-  int fd = fh_open(*e, fh.view(), O_PATH | O_CLOEXEC);
-  if (fd < 0) {
-    *why = "export " + path + ": open_by_handle_at failed (" + std::strerror(-fd) +
-           (fd == -EPERM ? "): kcont-nfsd needs CAP_DAC_READ_SEARCH -- run it as root" : ")");
+  auto probe = std::make_unique<vfs::vreq>();
+  probe->op = vfs::vop::getattr;
+  probe->fs = e->fs;
+  probe->fh = vfs::vfs_root(e->fs);
+  probe->cred = vfs::vcred{0, 0, 0, {}};
+  int rc = vfs::vop_call(probe.get());
+  vfs::vfs_cred_reset();
+  if (rc != 0) {
+    *why = "export " + path + ": open_by_handle_at failed (" + std::strerror(rc) +
+           (rc == EPERM ? "): kcont-nfsd needs CAP_DAC_READ_SEARCH -- run it as root" : ")");
     return false;
   }
-  close(fd);
   return true;
 }
 
@@ -195,6 +195,9 @@ std::shared_ptr<export_table> parse_exports(const std::string &text, const std::
       *err = where + why;
       return nullptr;
     }
+    // Owned by the table from now on: an error below unmounts it with it.
+    t->exports.emplace_back(std::move(e));
+    e.fs = nullptr;
     while (words >> word) {
       export_client c;
       std::string spec = word, opts;
@@ -211,19 +214,18 @@ std::shared_ptr<export_table> parse_exports(const std::string &text, const std::
         *err = where + why;
         return nullptr;
       }
-      e.clients.push_back(c);
+      t->exports.back().clients.push_back(c);
     }
-    if (e.clients.empty()) {
+    if (t->exports.back().clients.empty()) {
       *err = where + "no clients for " + path + " (write '*(ro)' to export to everyone)";
       return nullptr;
     }
-    for (auto &o : t->exports) {
-      if (o.id == e.id) {
+    for (size_t i = 0; i + 1 < t->exports.size(); i++) {
+      if (t->exports[i].id == t->exports.back().id) {
         *err = where + path + " is exported twice";
         return nullptr;
       }
     }
-    t->exports.push_back(std::move(e));
   }
   if (t->exports.empty()) {
     *err = origin + ": no exports";

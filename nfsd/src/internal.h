@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "kcont/nfsd/server.h"
+#include "kcont/vfs.h"
 
 namespace kc::nfs {
 
@@ -76,14 +77,11 @@ enum stable_how : uint32_t { UNSTABLE = 0, DATA_SYNC = 1, FILE_SYNC = 2 };
 
 // ---- file handles ------------------------------------------------------------
 //
-// Wire layout (at most 64 bytes): 'k' 'n' version(1) hlen(1) export-id(4)
-// handle-type(4) f_handle(hlen) -- the f_handle of name_to_handle_at(2), so
-// a handle names an inode and survives a restart; the export id ties it to
-// its export.  Decoding checks the layout (BADHANDLE), the export (STALE if
-// gone), opens the inode with open_by_handle_at relative to the export's
-// root (STALE if gone), and checks that the path of what it opened lies
-// inside the export (STALE otherwise: a forged handle reaches nothing
-// outside).
+// Wire layout (at most 64 bytes): 'k' 'n' version(1) blen(1) export-id(4),
+// then blen bytes of the VFS's own handle (vfs(9): for the local backend
+// the kernel's name_to_handle_at handle, so a handle names an inode and
+// survives a restart).  The export id ties it to its export; the VFS
+// checks the rest (stale, outside the tree, malformed).
 
 struct nfs_fh {
   uint32_t len = 0;
@@ -91,99 +89,80 @@ struct nfs_fh {
   bytes_view view() const { return {data, len}; }
 };
 
-inline constexpr uint32_t FH_HEADER = 12;
+inline constexpr uint32_t FH_HEADER = 8;
+inline constexpr uint8_t FH_VERSION = 2;
 
-// Makes the handle of dirfd/name (name "" = dirfd itself) without following
-// a final symlink.  Returns 0 or an errno (EOVERFLOW: the filesystem's
-// handles are too big; EXDEV: it is on another filesystem).
-int fh_make(const export_entry &e, int dirfd, const char *name, nfs_fh *out);
+// Wraps a VFS handle of export `id` into the wire layout.
+void fh_wrap(uint32_t export_id, const vfs::vfh &in, nfs_fh *out);
 
-// Opens the inode a well-formed handle of export e names (open_by_handle_at
-// relative to e's root), with no further checks.  Returns a descriptor or
-// -errno (-EPERM without CAP_DAC_READ_SEARCH).
-int fh_open(const export_entry &e, bytes_view fh, int flags);
-
-// A resolved handle: an open descriptor of the inode, kept in the cache.
-// Regular files are open read-write (read-only if that fails), directories
-// read-only, everything else O_PATH.
-struct fh_entry {
-  nfs_fh fh;
-  int fd = -1;
-  uint32_t export_id = 0;
-  mode_t type = 0;  // S_IFMT bits
-  bool is_root = false;
-  // Cache-private.
-  int refs = 0;
-  bool hashed = false;
-  bool referenced = false;  // clock bit
-  fh_entry *hnext = nullptr;
-};
-
-struct fhcache_stats {
-  uint64_t hits = 0, misses = 0, evictions = 0, stale = 0;
-};
-
-fhcache *fhcache_create(size_t entries);
-void fhcache_destroy(fhcache *c);
-fhcache_stats fhcache_get_stats(fhcache *c);
-
-// Looks a handle up in the cache only (no system call); takes a reference.
-// Any context; never blocks for long (a spinlock around a hash chain).
-fh_entry *fh_lookup_cached(fhcache *c, bytes_view fh);
-
-// Looks up or opens the handle.  Returns NFS3_OK with *out referenced, or
-// BADHANDLE / STALE / SERVERFAULT.  Thread context (open_by_handle_at may
-// read the disk).
-nfsstat3 fh_resolve(server &srv, const export_table &t, bytes_view fh, fh_entry **out);
-
-// Drops a reference.  Any context.
-void fh_put(fhcache *c, fh_entry *e);
-
-// Forgets a handle (its file was removed or replaced): later lookups open
-// it again (and find it stale).  Any context.
-void fh_forget(fhcache *c, bytes_view fh);
+// Unwraps a wire handle.  Returns NFS3_OK (and the export id and VFS
+// handle) or NFS3ERR_BADHANDLE.
+nfsstat3 fh_unwrap(bytes_view fh, uint32_t *export_id, vfs::vfh *out);
 
 // ---- credentials -------------------------------------------------------------
 
-struct cred {
-  uint32_t uid = 65534, gid = 65534;
-  uint32_t ngids = 0;
-  uint32_t gids[MAX_GIDS] = {};
-};
-
 // The credential a call acts with on an export (squashing applied).
-cred effective_cred(const rpc_call &call, const export_opts &o);
-
-// Whether mode bits let c read (want 4), write (2) or execute (1) a file.
-// The owner may always read and write (as knfsd allows, so a file created
-// read-only can still be written by its creator).
-bool mode_allows(const struct stat &st, const cred &c, int want);
-
-// Switches the calling thread's filesystem identity (fsuid, fsgid, groups)
-// to c, or back to root.  Thread context (worker threads only).
-void cred_enter(const cred &c);
-void cred_leave();
+vfs::vcred effective_cred(const rpc_call &call, const export_opts &o);
 
 // ---- attribute encoding --------------------------------------------------------
 
-void put_fattr(xdr_out &out, const struct stat &st, uint32_t fsid);
-void put_post_op_attr(xdr_out &out, const struct stat *st, uint32_t fsid);
-void put_pre_op_attr(xdr_out &out, const struct stat *st);
-void put_wcc(xdr_out &out, const struct stat *before, const struct stat *after, uint32_t fsid);
+void put_fattr(xdr_out &out, const vfs::vattr &a, uint32_t fsid);
+void put_post_op_attr(xdr_out &out, const vfs::vattr *a, uint32_t fsid);
+void put_pre_op_attr(xdr_out &out, const vfs::vattr *a);
+void put_wcc(xdr_out &out, const vfs::vwcc &w, uint32_t fsid);
 
 // Encodes the RPC SUCCESS header and the nfsstat3 of a reply.
 void begin_nfs_reply(xdr_out &out, uint32_t xid, nfsstat3 st);
 
-// READs of up to this many bytes are answered from memory (a buf or the
-// reply buffer); bigger ones, where the transport allows, with a file_part
-// sent zero-copy.
-inline constexpr uint32_t INLINE_READ_MAX = 64 * 1024;
-
-// After a NFS3_OK status: READ3resok's attributes, count, eof and the
-// length of the n data bytes that follow.
-void put_read_head(xdr_out &out, const struct stat &st, uint32_t fsid, uint32_t n, bool eof);
-
 // Time of a request for the per-procedure latency counters.
 uint64_t now_ns();
+
+// ---- calls in flight ---------------------------------------------------------------
+//
+// One call from decode to reply (procedures in nfs3.cc, the life cycle in
+// server.h).  A transport owns it (a kcont slot, a worker's stack) and
+// drives it: call_begin decodes and either answers at once or leaves a
+// VFS request in `v` for the transport to run (vop_start with a
+// continuation, or vop_call); call_end then encodes the reply from it.
+
+struct proc_info;
+
+struct readdir_state {
+  size_t entries_at = 0;  // where the first entry goes
+  size_t limit = 0, names_limit = 0, names = 0, entries = 0;
+  bool full = false;
+  uint32_t fsid = 0;
+};
+
+struct nfs_call {
+  server *srv = nullptr;
+  request *req = nullptr;
+  rpc_call rpc;
+  const proc_info *pi = nullptr;
+  proc_counter *ctr = nullptr;
+  const export_table *exports = nullptr;
+  const export_entry *ex = nullptr;
+  const export_opts *opts = nullptr;
+  nfsstat3 status = NFS3_OK;  // set before the VFS runs: it does not run
+  bool ran = false;           // the VFS request ran
+  size_t body_at = 0;         // reply offset just after the status word
+  uint32_t stable = 0, count = 0, dircount = 0, maxcount = 0;
+  uint64_t t0 = 0;
+  nfs_fh mnt_fh;       // MNT: the handle made
+  bytes_view mnt_path;  // MNT, UMNT
+  readdir_state rds;
+  vfs::vreq v;
+};
+
+enum class begin_result { vop, reply, drop, close };
+
+// Decodes the record in req and prepares c.  Returns vop (run c.v, then
+// call_end), reply (req.out holds the finished reply), drop or close.  Any
+// context: never blocks (the VFS decides where the work runs).
+begin_result call_begin(nfs_call &c, server &srv, request &req);
+
+// Encodes the reply of a call whose VFS request completed, finishes the
+// record and counts the call.  Always a reply.  Any context.
+serve_result call_end(nfs_call &c);
 
 }  // namespace kc::nfs

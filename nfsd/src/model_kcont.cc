@@ -3,39 +3,33 @@
 //
 // Model: every CPU has a socket pool and a fixed set of connection objects,
 // each with `slots` request slots (request buffer + reply buffer, mapped
-// once and reused).  CPU 0 listens on both ports and hands each new
-// connection to the CPU serving the fewest (sock_detach -> a per-CPU
-// hand-off list -> sock_adopt there).  Everything about a connection happens on its
-// CPU's dispatcher at {softnet, interrupt}:
+// once and reused, and the call's state).  CPU 0 listens on both ports and
+// hands each new connection to the CPU serving the fewest (sock_detach ->
+// a per-CPU hand-off list -> sock_adopt there).  Everything about a
+// connection happens on its CPU's dispatcher at {softnet, interrupt}:
 //
 //   upcall (data arrived) -> record reassembled straight into a free slot
-//     -> fast path, for NULL / GETATTR / READ / WRITE / COMMIT whose handle
-//        is in the cache:
-//          GETATTR, NULL, READ > 64 KiB: answered on the spot (fstat of an
-//            open descriptor; big READ data goes out by sock_sendfile)
-//          READ <= 64 KiB: bread() -> biodone at {bio, intr} -> the slot's
-//            continuation at softnet encodes the reply from the buffer
-//          WRITE, COMMIT: an io_uring write (RWF_DSYNC/RWF_SYNC for stable
-//            writes) or fsync -> completion at {bio, intr} -> the slot's
-//            continuation encodes the reply
-//     -> otherwise: the slot's work item goes to a workqueue (thread
-//        context, the only place that blocks) which runs serve_call and
-//        defers the slot's continuation back to the connection's CPU
+//     -> call_begin (nfs3.cc) decodes it; calls that need no file system
+//        are answered on the spot
+//     -> otherwise vop_start with the slot's continuation: the VFS
+//        completes the request without a thread when the kernel allows
+//        (cached attributes, reads through buf, writes from the request
+//        buffer, fsync) or runs it in thread context on its own workqueue
+//     -> the slot's continuation, back at softnet on the connection's CPU,
+//        runs call_end, which encodes the reply
 //   -> reply queued on the connection; the pump writes it with sock_send
-//      (and sock_sendfile for file data), waits for SOCK_WRITABLE when the
-//      send buffer is full, and releases the slot, which resumes reading if
-//      the connection was stalled for lack of slots (back-pressure).
+//      (then READ data from its buffer, or sock_sendfile for a file
+//      extent), waits for SOCK_WRITABLE when the send buffer is full, and
+//      releases the slot, which resumes reading if the connection was
+//      stalled for lack of slots (back-pressure).
 //
 // Teardown: a connection is closed only when none of its slots is in flight
-// (in a worker, on the ring, or being sent); its object is reused only when
-// its upcall continuation is idle.
+// (in the VFS or being sent); its object is reused only when its upcall
+// continuation is idle.
 //
-// Locking: none per connection (one CPU owns it); the handle cache and the
-// server counters have their own.  The fstat calls on the fast path are on
-// descriptors the cache holds open: they read an in-core inode and never
-// wait for the disk.
+// Locking: none per connection (one CPU owns it); the VFS and the server
+// counters have their own.
 #include <fcntl.h>
-#include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/mman.h>
@@ -53,33 +47,20 @@
 
 #include "internal.h"
 #include "kcont/bind.h"
-#include "kcont/buf.h"
 #include "kcont/kcont.h"
 #include "kcont/nfsd/transport.h"
-#include "kcont/ring.h"
 #include "kcont/sock.h"
 #include "kcont/spinlock.h"
-#include "kcont/workqueue.h"
 #include "listen.h"
 
 namespace kc::nfs {
 
 namespace {
 
-constexpr int THREAD_QUEUES = 4;  // thread-context workers per CPU
-
 class kcont_transport;
 struct kconn;
 
-enum class stage : uint8_t {
-  idle,
-  thread,
-  reply_ready,
-  read_done,
-  write_done,
-  commit_done,
-  sending_file
-};
+enum class stage : uint8_t { idle, vfs, sending_file };
 
 struct kslot {
   kconn *conn = nullptr;
@@ -88,19 +69,10 @@ struct kslot {
   request r;
   serve_result result = serve_result::reply;
   stage st = stage::idle;
-  kcont kc;         // softnet on the connection's CPU: every stage ends here
-  work wk;          // thread-context hand-off
-  completion comp;  // raw ring operation (write, fsync)
-  // Fast-path state.
-  fh_entry *fe = nullptr;
-  uint32_t xid = 0, proc = 0, fsid = 0, count = 0, stable = 0;
-  uint64_t offset = 0;
-  struct stat pre {};
-  uint64_t t0 = 0;
-  // Sending: the reply buffer, then either a file part (sendfile) or the
-  // data of a buffer (bread), then the XDR padding.
-  buf *bp = nullptr;
-  uint32_t tail_len = 0;
+  kcont kc;  // softnet on the connection's CPU: the VFS and sendfile end here
+  nfs_call call;
+  // Sending: the reply buffer, then READ data (a buffer or a file extent),
+  // then the XDR padding.
   size_t tail_sent = 0;
   size_t sent = 0;
   bool file_sent = false;
@@ -156,9 +128,8 @@ class kcont_transport final : public transport {
   server &srv_;
   transport_config cfg_;
   std::vector<std::unique_ptr<kcpu>> cpus_;
-  bufpool *bufs_ = nullptr;
-  workqueue *wq_[THREAD_QUEUES] = {};
   std::atomic<uint32_t> rr_{0};
+  bool vfs_started_ = false;
   bool stopped_ = false;
 };
 
@@ -174,7 +145,6 @@ void run_on_cpu(int cpu, const std::function<void()> &fn) {
 
 void conn_upcall(void *obj, void *env, int status);
 void slot_continue(void *obj, void *env, int status);
-void slot_work(work *wk, void *arg);
 void read_records(kconn *c);
 void pump(kconn *c);
 
@@ -337,30 +307,11 @@ void conn_upcall(void *, void *env, int) {
 
 void release_slot(kslot *s) {
   kconn *c = s->conn;
-  server &srv = c->cpu->t->srv_;
-  release_file_part(srv, s->r.file);
-  if (s->fe) {
-    fh_put(srv.handles, s->fe);
-    s->fe = nullptr;
-  }
-  if (s->bp) {
-    brelse(s->bp);
-    s->bp = nullptr;
-  }
-  s->tail_len = 0;
+  release_reply(s->r);
   s->st = stage::idle;
   s->next = nullptr;
   c->free_slots.push_back(s);
   c->busy--;
-}
-
-// Counts a finished call in the server's per-procedure counters.
-void count_call(server &srv, uint32_t proc, nfsstat3 st, uint64_t t0) {
-  proc_counter &p = srv.stats.nfs[proc];
-  p.calls.fetch_add(1, std::memory_order_relaxed);
-  if (st != NFS3_OK) p.errors.fetch_add(1, std::memory_order_relaxed);
-  p.ns.fetch_add(now_ns() - t0, std::memory_order_relaxed);
-  srv.stats.fast_path.fetch_add(1, std::memory_order_relaxed);
 }
 
 // Queues a finished reply for sending.
@@ -408,14 +359,14 @@ void pump(kconn *c) {
       s->sent += size_t(n);
       if (s->sent < total) return;  // SOCK_WRITABLE will call again
     }
-    if (s->tail_sent < s->tail_len) {
-      long n = sock_send(c->s, s->bp->data + s->tail_sent, s->tail_len - s->tail_sent);
+    if (s->tail_sent < s->r.data_len) {
+      long n = sock_send(c->s, s->r.data_buf->data + s->tail_sent, s->r.data_len - s->tail_sent);
       if (n < 0) {
         fail_sends(c);
         return;
       }
       s->tail_sent += size_t(n);
-      if (s->tail_sent < s->tail_len) return;
+      if (s->tail_sent < s->r.data_len) return;
     }
     file_part &fp = s->r.file;
     if (fp.len > 0 && !s->file_sent) {
@@ -445,181 +396,6 @@ void pump(kconn *c) {
   if (!c->eof && !c->cur) read_records(c);
 }
 
-// ---- the fast path ---------------------------------------------------------------
-
-void fast_reply_begin(kslot *s, nfsstat3 st) {
-  s->r.out = xdr_out(s->rep, KCONT_REPLY_BUFFER);
-  begin_nfs_reply(s->r.out, s->xid, st);
-}
-
-void fast_finish(kslot *s, nfsstat3 st) {
-  finish_record(s->r.out, s->r.file.len + s->r.file.pad + s->tail_len);
-  count_call(s->conn->cpu->t->srv_, s->proc, st, s->t0);
-  s->result = serve_result::reply;
-  reply_ready(s);
-}
-
-void ring_done(completion *cp, int res, uint32_t) {
-  kslot *s = reinterpret_cast<kslot *>(reinterpret_cast<char *>(cp) - offsetof(kslot, comp));
-  kcont_defer(&s->kc, s, res);
-}
-
-// Tries to serve the call in interrupt context.  Returns false (nothing
-// done, nothing held) when it must go to thread context.
-bool try_fast(kslot *s) {
-  kconn *c = s->conn;
-  server &srv = c->cpu->t->srv_;
-  xdr_in in(s->req, s->r.len);
-  rpc_call call;
-  if (decode_call(in, &call) != call_status::ok || call.prog != NFS_PROGRAM || call.vers != NFS_V3)
-    return false;
-  s->xid = call.xid;
-  s->proc = call.proc;
-  s->t0 = now_ns();
-  s->r.file = file_part{};
-  if (call.proc == NFSPROC3_NULL) {
-    fast_reply_begin(s, NFS3_OK);
-    s->r.out.rewind(s->r.out.size() - 4);
-    fast_finish(s, NFS3_OK);
-    return true;
-  }
-  if (call.proc != NFSPROC3_GETATTR && call.proc != NFSPROC3_READ && call.proc != NFSPROC3_WRITE &&
-      call.proc != NFSPROC3_COMMIT)
-    return false;
-  bytes_view fh = in.var(NFS3_FHSIZE);
-  if (!in.ok()) return false;
-  fh_entry *fe = fh_lookup_cached(srv.handles, fh);
-  if (!fe) return false;
-  const export_table *exports = srv.exports_now();
-  const export_entry *ex = exports ? exports->by_id(fe->export_id) : nullptr;
-  const export_opts *opts = ex ? export_access(*ex, c->peer) : nullptr;
-  struct stat st;
-  if (!opts || fstat(fe->fd, &st) != 0) {
-    fh_put(srv.handles, fe);
-    return false;
-  }
-  s->fe = fe;
-  s->fsid = ex->id;
-  cred who = effective_cred(call, *opts);
-  auto give_up = [&] {
-    fh_put(srv.handles, fe);
-    s->fe = nullptr;
-    return false;
-  };
-
-  switch (call.proc) {
-    case NFSPROC3_GETATTR:
-      fast_reply_begin(s, NFS3_OK);
-      put_fattr(s->r.out, st, s->fsid);
-      fast_finish(s, NFS3_OK);  // release_slot drops the handle
-      return true;
-
-    case NFSPROC3_READ: {
-      s->offset = in.u64();
-      s->count = std::min(in.u32(), MAX_IO);
-      if (!in.ok() || !S_ISREG(st.st_mode) || !mode_allows(st, who, 4)) return give_up();
-      uint64_t size = uint64_t(st.st_size);
-      uint32_t n = s->offset >= size ? 0 : uint32_t(std::min<uint64_t>(s->count, size - s->offset));
-      if (n == 0 || s->count > INLINE_READ_MAX) {
-        // Nothing to read, or big: the data goes straight from the file
-        // to the socket after this header.
-        fast_reply_begin(s, NFS3_OK);
-        put_read_head(s->r.out, st, s->fsid, n, s->offset + n >= size);
-        if (n > 0) {
-          s->r.file = file_part{fe->fd, s->offset, n, uint32_t(xdr_pad(n)), fe};
-          s->fe = nullptr;  // owned by the file part now
-        }
-        fast_finish(s, NFS3_OK);
-        return true;
-      }
-      s->pre = st;
-      s->st = stage::read_done;
-      if (bread(c->cpu->t->bufs_, fe->fd, s->offset, n, &s->kc) != 0) {
-        s->st = stage::idle;
-        return give_up();
-      }
-      return true;
-    }
-
-    case NFSPROC3_WRITE: {
-      s->offset = in.u64();
-      uint32_t count = in.u32();
-      s->stable = in.u32();
-      bytes_view data = in.var(MAX_IO);
-      if (!in.ok() || s->stable > FILE_SYNC || !opts->rw || !S_ISREG(st.st_mode) ||
-          !mode_allows(st, who, 2))
-        return give_up();
-      s->count = std::min<uint32_t>(count, uint32_t(data.len));
-      io_uring_sqe *sqe = kcont_ring_sqe();
-      if (!sqe) return give_up();
-      io_uring_prep_write(sqe, fe->fd, data.data, s->count, s->offset);
-      sqe->rw_flags = s->stable == FILE_SYNC ? RWF_SYNC : s->stable == DATA_SYNC ? RWF_DSYNC : 0;
-      s->pre = st;
-      s->comp.fn = ring_done;
-      s->comp.lvl = LVL_BIO;
-      io_uring_sqe_set_data(sqe, &s->comp);
-      s->st = stage::write_done;
-      return true;
-    }
-
-    case NFSPROC3_COMMIT: {
-      in.u64();
-      in.u32();
-      if (!in.ok() || !S_ISREG(st.st_mode)) return give_up();
-      io_uring_sqe *sqe = kcont_ring_sqe();
-      if (!sqe) return give_up();
-      io_uring_prep_fsync(sqe, fe->fd, 0);
-      s->pre = st;
-      s->comp.fn = ring_done;
-      s->comp.lvl = LVL_BIO;
-      io_uring_sqe_set_data(sqe, &s->comp);
-      s->st = stage::commit_done;
-      return true;
-    }
-  }
-  return give_up();
-}
-
-// The data stays in the buffer and is sent from there (pump); the post-op
-// attributes are the ones read before the READ (a read changes none that
-// matter to the client but atime, which it does not cache).
-void finish_read(kslot *s, buf *bp, int status) {
-  nfsstat3 rc = status > 0 ? errno_to_nfs(status) : NFS3_OK;
-  fast_reply_begin(s, rc);
-  if (rc == NFS3_OK) {
-    uint32_t n = bp->done;
-    put_read_head(s->r.out, s->pre, s->fsid, n,
-                  n < s->count || s->offset + n >= uint64_t(s->pre.st_size));
-    s->bp = bp;
-    s->tail_len = n;
-    s->r.file.pad = uint32_t(xdr_pad(n));
-  } else {
-    put_post_op_attr(s->r.out, &s->pre, s->fsid);
-    brelse(bp);
-  }
-  fast_finish(s, rc);
-}
-
-// res: the ring's result (bytes written, 0 for fsync, or -errno).
-void finish_write(kslot *s, int res) {
-  // Before the reply: a READ that starts after it must not join a bread
-  // issued before the write (read-after-write; buf(9) bio_invalidate).
-  if (s->proc == NFSPROC3_WRITE) bio_invalidate(s->conn->cpu->t->bufs_);
-  struct stat st;
-  bool have = fstat(s->fe->fd, &st) == 0;
-  nfsstat3 rc = res < 0 ? errno_to_nfs(-res) : NFS3_OK;
-  fast_reply_begin(s, rc);
-  put_wcc(s->r.out, &s->pre, have ? &st : nullptr, s->fsid);
-  if (rc == NFS3_OK) {
-    if (s->proc == NFSPROC3_WRITE) {
-      s->r.out.u32(uint32_t(res));
-      s->r.out.u32(s->stable);
-    }
-    s->r.out.fixed(s->conn->cpu->t->srv_.write_verf, 8);
-  }
-  fast_finish(s, rc);
-}
-
 // ---- reading requests ---------------------------------------------------------------
 
 void start_request(kslot *s) {
@@ -629,12 +405,25 @@ void start_request(kslot *s) {
   s->r.rec = s->req;
   s->r.peer = c->peer;
   s->r.allow_file_part = true;
-  if (try_fast(s)) return;
-  t->srv_.stats.thread_path.fetch_add(1, std::memory_order_relaxed);
-  s->st = stage::thread;
+  s->r.in_thread = false;
   s->r.out = xdr_out(s->rep, KCONT_REPLY_BUFFER);
-  uint32_t q = t->rr_.fetch_add(1, std::memory_order_relaxed) % THREAD_QUEUES;
-  workqueue_enqueue(t->wq_[q], &s->wk, c->cpu->cpu);
+  switch (call_begin(s->call, t->srv_, s->r)) {
+    case begin_result::vop:
+      s->st = stage::vfs;
+      s->call.v.done = &s->kc;
+      vfs::vop_start(&s->call.v);
+      return;
+    case begin_result::reply:
+      s->result = serve_result::reply;
+      break;
+    case begin_result::drop:
+      s->result = serve_result::drop;
+      break;
+    case begin_result::close:
+      s->result = serve_result::close;
+      break;
+  }
+  reply_ready(s);
 }
 
 void read_records(kconn *c) {
@@ -675,19 +464,13 @@ void read_records(kconn *c) {
 
 // The slot's continuation: every asynchronous stage ends here, on the
 // connection's CPU at softnet.
-void slot_continue(void *obj, void *env, int status) {
+void slot_continue(void *, void *env, int status) {
   auto *s = static_cast<kslot *>(env);
   kconn *c = s->conn;
   switch (s->st) {
-    case stage::reply_ready:
+    case stage::vfs:
+      s->result = call_end(s->call);
       reply_ready(s);
-      break;
-    case stage::read_done:
-      finish_read(s, static_cast<buf *>(obj), status);
-      break;
-    case stage::write_done:
-    case stage::commit_done:
-      finish_write(s, status);
       break;
     case stage::sending_file:
       c->sending = false;
@@ -709,18 +492,6 @@ void slot_continue(void *obj, void *env, int status) {
   maybe_close(c);
 }
 
-// Thread context: the blocking half of a request.
-void slot_work(work *wk, void *arg) {
-  auto *t = static_cast<kcont_transport *>(arg);
-  kslot *s = reinterpret_cast<kslot *>(reinterpret_cast<char *>(wk) - offsetof(kslot, wk));
-  s->result = serve_call(t->srv_, s->r);
-  // Any call served here may have changed file data (WRITE, SETATTR,
-  // CREATE ...): before its reply, no READ may join a read issued before it.
-  bio_invalidate(t->bufs_);
-  s->st = stage::reply_ready;
-  kcont_defer(&s->kc, s, 0);
-}
-
 // ---- start and stop -------------------------------------------------------------------
 
 int kcont_transport::start(std::string *err) {
@@ -737,21 +508,8 @@ int kcont_transport::start(std::string *err) {
     if (fd < 0) return EADDRINUSE;
     close(fd);
   }
-  bufs_ = bufpool_create(256, INLINE_READ_MAX, err);
-  if (!bufs_) return ENOMEM;
-  for (int i = 0; i < THREAD_QUEUES; i++) {
-    level l;
-    char name[16];
-    std::snprintf(name, sizeof name, "nfsd%d", i);
-    if (!kcont_level_lookup(name, &l)) {
-      *err = std::string("kcont level ") + name + " was not registered before kcont_start";
-      return EINVAL;
-    }
-    if (int e = workqueue_create(&wq_[i], name, slot_work, this, l)) {
-      *err = std::string("workqueue: ") + std::strerror(e);
-      return e;
-    }
-  }
+  if (int e = vfs::vfs_start(vfs::vfs_config{}, err)) return e;
+  vfs_started_ = true;
   uint32_t per_cpu = std::max<uint32_t>(1, (cfg_.max_conns + uint32_t(ncpu) - 1) / uint32_t(ncpu));
   for (int cpu = 0; cpu < ncpu; cpu++) {
     auto k = std::make_unique<kcpu>();
@@ -843,10 +601,8 @@ void kcont_transport::stop() {
     for (int i = 0; i < 2000 && sockpool_get_stats(k->pool).in_use > 0; i++)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  for (auto &q : wq_) {
-    if (q) workqueue_destroy(q);
-    q = nullptr;
-  }
+  if (vfs_started_) vfs::vfs_stop();  // waits for requests in thread context
+  vfs_started_ = false;
   for (auto &k : cpus_) {
     kcont_drain(&k->lkc);
     kcont_drain(&k->adopt_kc);
@@ -860,7 +616,6 @@ void kcont_transport::stop() {
     for (auto &c : k->conns)
       if (c.mem && !c.active) munmap(c.mem, c.mem_len);
   }
-  if (bufs_ && bufpool_destroy(bufs_) == 0) bufs_ = nullptr;
 }
 
 std::string kcont_transport::describe() {
@@ -880,17 +635,8 @@ std::unique_ptr<transport> make_kcont_transport(server &srv, const transport_con
   return std::make_unique<kcont_transport>(srv, cfg);
 }
 
-// Registers the levels the kcont transport's thread-context workers use.
-// Call before kcont_start.
-int register_nfsd_levels() {
-  for (int i = 0; i < THREAD_QUEUES; i++) {
-    char name[16];
-    std::snprintf(name, sizeof name, "nfsd%d", i);
-    level l;
-    if (kcont_level_lookup(name, &l)) continue;
-    if (int e = kcont_level_register(name, 45 + i, &l)) return e;
-  }
-  return 0;
-}
+// Registers the levels the VFS's thread-context workers use.  Call before
+// kcont_start.
+int register_nfsd_levels() { return vfs::vfs_register_levels(); }
 
 }  // namespace kc::nfs

@@ -179,7 +179,7 @@ class Serve : public ::testing::Test {
   }
 
   void TearDown() override {
-    cred_leave();
+    kc::vfs::vfs_cred_reset();
     srv_.reset();  // closes the cached descriptors
     if (!base_.empty()) {
       std::error_code ec;
@@ -217,7 +217,7 @@ class Serve : public ::testing::Test {
     std::memcpy(&req.peer, &sin, sizeof sin);
     req.out = xdr_out(outbuf_.data(), outbuf_.size());
     r.res = serve_call(*srv_, req);
-    cred_leave();  // serve_call leaves the thread with the caller's fsuid
+    kc::vfs::vfs_cred_reset();  // serve_call leaves the thread with the caller's fsuid
     if (r.res != serve_result::reply) {
       EXPECT_EQ(req.out.size(), 0u);
       return r;
@@ -438,15 +438,16 @@ class Serve : public ::testing::Test {
       ADD_FAILURE() << file << ": " << std::strerror(errno);
       return fh;
     }
-    EXPECT_LE(kh.h.handle_bytes, NFS3_FHSIZE - FH_HEADER);
+    EXPECT_LE(kh.h.handle_bytes, NFS3_FHSIZE - FH_HEADER - 4);
+    // The wire header, then the local VFS's handle: type, f_handle.
     fh.data[0] = 'k';
     fh.data[1] = 'n';
-    fh.data[2] = 1;
-    fh.data[3] = uint8_t(kh.h.handle_bytes);
+    fh.data[2] = FH_VERSION;
+    fh.data[3] = uint8_t(4 + kh.h.handle_bytes);
     xdr_out::put32(fh.data + 4, id);
-    xdr_out::put32(fh.data + 8, uint32_t(kh.h.handle_type));
-    std::memcpy(fh.data + FH_HEADER, kh.h.f_handle, kh.h.handle_bytes);
-    fh.len = FH_HEADER + kh.h.handle_bytes;
+    xdr_out::put32(fh.data + FH_HEADER, uint32_t(kh.h.handle_type));
+    std::memcpy(fh.data + FH_HEADER + 4, kh.h.f_handle, kh.h.handle_bytes);
+    fh.len = FH_HEADER + 4 + kh.h.handle_bytes;
     return fh;
   }
 };

@@ -25,7 +25,10 @@
 //
 // bread() adds the buffer cache's one trick that matters here: a read of a
 // block already in flight chains onto the same buffer instead of issuing a
-// second read, and every reader gets the same buffer.
+// second read, and every reader gets the same buffer.  A write completed
+// through a pool's buffer invalidates that pool (bio_invalidate) before its
+// chain runs, so a bread that starts after the writer learned of the write
+// never joins a read issued before it (read-after-write).
 //
 // Buffers and their data come from a bufpool sized at creation (thread
 // context); bio_submit, bread, biodone and brelse never allocate.
@@ -58,6 +61,10 @@ enum class bio_op : uint8_t { read, write, fsync };
 // Status of a short transfer (see above).
 inline constexpr int BIO_SHORT = -1;
 
+// buf::flags for writes.
+inline constexpr uint32_t B_DSYNC = 1;
+inline constexpr uint32_t B_SYNC = 2;
+
 struct bufpool;
 
 struct buf {
@@ -66,7 +73,14 @@ struct buf {
   int fd = -1;               // file descriptor
   bio_op op = bio_op::read;  // read, write or fsync
   uint64_t offset = 0;       // byte offset in the file (unused by fsync)
-  uint32_t len = 0;          // bytes to transfer, <= cap
+  uint32_t len = 0;          // bytes to transfer, <= cap (unless src is set)
+  // Write from the caller's memory instead of data: len bytes at src,
+  // which must stay valid until biodone (any length).  Reset by buf_get.
+  const void *src = nullptr;
+  // Write durability: B_DSYNC (the data and what reading it back needs are
+  // on stable storage when biodone runs, RWF_DSYNC) or B_SYNC (all of the
+  // file's metadata too, RWF_SYNC); 0 = page cache only.  Reset by buf_get.
+  uint32_t flags = 0;
   // The result, written by biodone, valid when the chain runs (bio_submit,
   // bread and buf_get reset both to 0).
   int error = 0;      // 0 or an errno

@@ -1,26 +1,25 @@
 // server.h -- kcont-nfsd: the NFSv3 + MOUNT v3 server, independent of how
 // requests reach it.
 //
-// Model: `server` owns the exports, the file-handle cache, the write
-// verifier and the per-procedure counters.  serve_call() is the protocol:
-// it takes one RPC record and writes the whole reply record (mark
-// included) into the request's reply buffer, using blocking system calls
-// under the caller's credentials -- so it runs in thread context.  Two
-// transports drive it:
+// Model: `server` owns the exports (each one a mounted vfs(9)), the write
+// verifier and the per-procedure counters.  The protocol is written once
+// (nfs3.cc): a call is decoded, its semantics are one VFS request, and the
+// reply is encoded from that request's results -- whichever transport
+// carries it.  The VFS decides whether the request completes in the
+// caller's interrupt context or needs a thread.  Two transports:
 //
-//   kcont model (model_kcont.cc): per-CPU kcont sockets; the hot
-//   procedures (NULL, GETATTR, READ, WRITE, COMMIT on a cached handle)
-//   complete through io_uring and continuations without any thread
-//   sleeping; everything else is handed to a workqueue (thread context)
-//   that calls serve_call and hands the reply back to the socket's CPU.
+//   kcont model (model_kcont.cc): per-CPU kcont sockets; each call is
+//   started on the connection's dispatcher with vop_start and finished by
+//   the slot's continuation; no thread of the transport ever sleeps.
 //
 //   threads model (model_threads.cc): the classic design -- a reader thread
-//   per connection, a pool of worker threads, sleep/wakeup hand-off.
+//   per connection, a pool of worker threads, sleep/wakeup hand-off; the
+//   workers call serve_call, which runs the VFS request with vop_call.
 //
 // Rules: serve_call may be called from any number of threads at once.
 // Locking: exports are an immutable table swapped on reload (readers take a
-// shared_ptr copy); the handle cache has its own lock (see fh.cc); counters
-// are relaxed atomics.
+// shared_ptr copy, or exports_now() for tables kept until the server goes);
+// the mount list has a spinlock; counters are relaxed atomics.
 #pragma once
 
 #include <netinet/in.h>
@@ -35,6 +34,7 @@
 
 #include "kcont/nfsd/rpc.h"
 #include "kcont/nfsd/xdr.h"
+#include "kcont/vfs.h"
 
 namespace kc::nfs {
 
@@ -68,8 +68,7 @@ struct export_client {
 struct export_entry {
   std::string path;  // canonical absolute path (realpath)
   uint32_t id = 0;   // stable identity carried in every file handle
-  int root_fd = -1;  // O_RDONLY|O_DIRECTORY fd of the root (mount fd for handles)
-  dev_t dev = 0;     // the root's device: handles never cross it
+  vfs::vfs *fs = nullptr;  // the mounted tree (owned; unmounted with the table)
   std::vector<export_client> clients;
 };
 
@@ -97,6 +96,7 @@ const export_opts *export_access(const export_entry &e, const sockaddr_storage &
 
 struct proc_counter {
   std::atomic<uint64_t> calls{0}, errors{0}, ns{0};
+  std::atomic<uint64_t> no_thread{0};  // completed without any thread (kcont model)
 };
 
 struct server_stats {
@@ -104,8 +104,6 @@ struct server_stats {
   proc_counter mount[MOUNT3_PROCS];
   std::atomic<uint64_t> rpc_errors{0};   // PROG_UNAVAIL, GARBAGE_ARGS, ... replies
   std::atomic<uint64_t> bad_records{0};  // connections closed on framing errors
-  std::atomic<uint64_t> fast_path{0};    // completed without a thread (kcont model)
-  std::atomic<uint64_t> thread_path{0};  // handed to thread context
   std::atomic<uint64_t> connections{0};
 };
 
@@ -114,8 +112,6 @@ const char *mount3_proc_name(uint32_t proc);
 
 // ---- the server ------------------------------------------------------------
 
-struct fhcache;
-
 struct server_config {
   uint32_t max_record = MAX_IO + 4096;  // largest RPC record accepted
 };
@@ -123,7 +119,6 @@ struct server_config {
 struct server {
   server_config cfg;
   uint8_t write_verf[8] = {};  // changes on every start (nanoseconds + pid)
-  fhcache *handles = nullptr;
   server_stats stats;
 
   std::shared_ptr<const export_table> exports() const;
@@ -133,8 +128,9 @@ struct server {
   // reader never sees one freed; reloads are rare).  Any context.
   const export_table *exports_now() const { return current_.load(std::memory_order_acquire); }
 
-  // Mount list for DUMP (bounded).
-  std::mutex mounts_lock;
+  // Mount list for DUMP (bounded; a kcont spinlock: MOUNT calls may run on
+  // a dispatcher).
+  std::atomic<uint32_t> mounts_lock{0};
   std::vector<std::pair<std::string, std::string>> mounts;
 
   server();
@@ -157,7 +153,7 @@ struct file_part {
   uint64_t offset = 0;
   uint32_t len = 0;
   uint32_t pad = 0;
-  void *ref = nullptr;  // handle-cache entry to release when sent
+  vfs::vnode *ref = nullptr;  // vnode to release (vnode_rele) when sent
 };
 
 struct request {
@@ -166,18 +162,26 @@ struct request {
   sockaddr_storage peer{};
   xdr_out out;                   // the reply record is written here
   bool allow_file_part = false;  // READ may answer with a file_part
+  bool in_thread = false;        // the transport runs the call in thread context
   file_part file;
+  // READ data in a buffer of the I/O layer, sent after the reply buffer's
+  // bytes and before file/pad; the transport brelse()s it.
+  buf *data_buf = nullptr;
+  uint32_t data_len = 0;
 };
 
 enum class serve_result { reply, drop, close };
 
 // Decodes and executes one call; writes the reply record into req.out
 // (reply), or says the message needs no answer (drop) or that the
-// connection must be closed (close).  Thread context; blocks.
+// connection must be closed (close).  Thread context; blocks (vop_call);
+// leaves the thread's filesystem identity as the caller's (see
+// vfs_cred_reset).
 serve_result serve_call(server &srv, request &req);
 
-// Releases what a reply with a file_part holds.  Any context.
-void release_file_part(server &srv, file_part &fp);
+// Releases what a reply still holds (file part, data buffer).  Any
+// context.
+void release_reply(request &req);
 
 // Human-readable counters (one line per procedure that was called).
 std::string format_stats(server &srv);

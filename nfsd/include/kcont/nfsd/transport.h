@@ -45,8 +45,8 @@ class transport {
 };
 
 std::unique_ptr<transport> make_kcont_transport(server &srv, const transport_config &cfg);
-// Registers the kcont levels whose thread-kind workers run the kcont
-// model's blocking procedures ("nfsd0".."nfsd3").  Before kcont_start.
+// Registers the kcont levels whose thread-kind workers the VFS uses for
+// thread context ("vfs0".."vfs3").  Before kcont_start.
 int register_nfsd_levels();
 std::unique_ptr<transport> make_threads_transport(server &srv, const transport_config &cfg);
 

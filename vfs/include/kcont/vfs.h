@@ -1,0 +1,346 @@
+// vfs.h -- a file-system layer whose operations take continuations.
+//
+// Model: a `vfs` is one mounted file system (a backend instance: a local
+// directory tree, or an in-memory tree).  Objects in it are named by
+// handles (`vfh`: up to VFS_FHSIZE opaque bytes the backend makes, stable
+// across restarts where the backend can be); a handle resolved to an open
+// object is a `vnode`, kept in the mount's vnode cache.  Every operation is
+// one request record, a `vreq`, that the caller owns and fills: the
+// operation, the mount, the handle(s), the caller's credential, the
+// arguments, and the continuation to run when it is complete.  The request
+// carries the results back (status, attributes before and after,
+// the object found or made, data).
+//
+// Two ways to run a request:
+//
+//   vop_start(r)  asynchronous.  The VFS resolves the handles from the
+//                 cache, then asks the backend to *start* the operation in
+//                 the calling context (a dispatcher, interrupt kind): the
+//                 backend completes it on the spot when it can do so
+//                 without blocking (a getattr of an open inode), starts it
+//                 on the I/O layer when the kernel can complete it
+//                 asynchronously (read through buf(9), write from the
+//                 caller's memory, fsync), or says it would block; then the
+//                 VFS runs it in thread context on its own workqueue under
+//                 the caller's credential.  Either way the request completes
+//                 by deferring r->done (obj = r, status = r->error): in the
+//                 context *the caller* asked for, never inside vop_start.
+//                 The VFS decides which road an operation takes, never the
+//                 caller; r->used_thread says afterwards which one it took.
+//
+//   vop_call(r)   synchronous, for thread context (the classic model): the
+//                 whole operation runs in the calling thread, which may
+//                 block; r->done is not used.
+//
+// Credentials: every permission decision the backend can leave to the
+// kernel, it leaves to the kernel -- thread-context operations run with the
+// thread's filesystem identity switched to r->cred (fsuid, fsgid,
+// supplementary groups), so ACLs apply and a non-owner's write clears
+// setuid/setgid.  An operation attempted in interrupt context checks mode
+// bits only when that decision is exact (no ACL on the inode, no
+// setuid/setgid bit to clear); otherwise it goes to thread context.  As
+// knfsd does, the owner of a file may always read and write it.
+//
+// Special files: no operation opens a FIFO, socket or device for I/O, and
+// none waits without bound: READ/WRITE of them is EINVAL, CREATE over one
+// is EEXIST, a size change is EINVAL.
+//
+// Locking: a request belongs to its caller until its continuation runs
+// (or vop_call returns); the VFS and the backend touch it only in between.
+// The vnode cache has its own spinlock (never held across a system call).
+// The VFS's global state (workqueues, buffer pool) is set up once by
+// vfs_start and is read-only afterwards.
+#pragma once
+
+#include <sys/types.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "kcont/buf.h"
+#include "kcont/kcont.h"
+#include "kcont/workqueue.h"
+
+namespace kc::vfs {
+
+inline constexpr uint32_t VFS_FHSIZE = 56;     // bytes of a backend handle, at most
+inline constexpr uint32_t VFS_NAME_MAX = 255;  // bytes of a name, at most
+inline constexpr uint32_t VFS_MAX_GIDS = 16;   // supplementary groups of a credential
+inline constexpr uint32_t VFS_BUF_MAX = 64 * 1024;  // reads up to this size go through buf(9)
+
+struct vfs;
+struct vnode;
+struct vfs_backend;
+
+enum class vtype : uint8_t { none, reg, dir, blk, chr, lnk, sock, fifo };
+
+// Attributes of an object (NFS fattr3 without fsid).
+struct vattr {
+  vtype type = vtype::none;
+  uint32_t mode = 0;  // permission bits, 07777
+  uint32_t nlink = 0, uid = 0, gid = 0;
+  uint64_t size = 0, used = 0;  // bytes
+  uint32_t rdev_major = 0, rdev_minor = 0;
+  uint64_t fileid = 0;
+  timespec atime{}, mtime{}, ctime{};
+};
+
+// Attributes before and after an operation (NFS wcc_data), or after only.
+struct vwcc {
+  bool have_pre = false, have_post = false;
+  vattr pre, post;
+};
+
+// The identity an operation acts with (squashing already applied).
+struct vcred {
+  uint32_t uid = 65534, gid = 65534;
+  uint32_t ngids = 0;
+  uint32_t gids[VFS_MAX_GIDS] = {};
+};
+
+// A handle: opaque bytes made by the backend.
+struct vfh {
+  uint32_t len = 0;
+  uint8_t data[VFS_FHSIZE] = {};
+};
+
+// Attributes to set (NFS sattr3).  Times: how 0 = leave, 1 = server's
+// current time, 2 = the given time.
+struct vsattr {
+  bool set_mode = false, set_uid = false, set_gid = false, set_size = false;
+  uint32_t mode = 0, uid = 0, gid = 0;
+  uint64_t size = 0;
+  uint8_t atime_how = 0, mtime_how = 0;
+  timespec atime{}, mtime{};
+};
+
+enum class vop : uint8_t {
+  getattr,   // fh -> obj.post
+  setattr,   // fh, sattr, guard -> obj
+  lookup,    // fh (dir), name -> res_fh, res_attr, obj.post (dir)
+  access,    // fh, access_want -> access_granted, obj.post
+  readlink,  // fh -> link_len bytes at dst, obj.post
+  read,      // fh, offset, count, dst/extent_ok -> rd, obj.post
+  write,     // fh, offset, count, data, stable -> written, obj
+  create,    // fh (dir), name, create_how, sattr, verf -> res_fh, res_attr, obj (dir)
+  mkdir,     // fh (dir), name, sattr -> res_fh, res_attr, obj (dir)
+  symlink,   // fh (dir), name, sattr, data/count (target) -> res_fh, res_attr, obj (dir)
+  mknod,     // fh (dir), name, mknod_type, rdev, sattr -> res_fh, res_attr, obj (dir)
+  remove,    // fh (dir), name -> obj (dir)
+  rmdir,     // fh (dir), name -> obj (dir)
+  rename,    // fh (from dir), name, fh2 (to dir), name2 -> obj (from), obj2 (to)
+  link,      // fh (file), fh2 (dir), name2 -> obj.post (file), obj2 (dir)
+  readdir,   // fh (dir), cookie, plus, emit -> eof, obj.post
+  fsstat,    // fh -> fs, obj.post
+  fsinfo,    // fh -> fs (limits), obj.post
+  commit,    // fh -> obj
+  walk,      // fh (a directory), data/count (a '/'-separated path below it; every
+             // component but the last a directory, no symlink followed, no
+             // `..`) -> res_fh, res_attr
+  count_
+};
+
+const char *vop_name(vop op);
+
+// ACCESS bits (NFS ACCESS3 values).
+enum : uint32_t {
+  VACCESS_READ = 1,
+  VACCESS_LOOKUP = 2,
+  VACCESS_MODIFY = 4,
+  VACCESS_EXTEND = 8,
+  VACCESS_DELETE = 16,
+  VACCESS_EXECUTE = 32,
+};
+
+enum class create_how : uint8_t { unchecked, guarded, exclusive };
+enum class stable_how : uint8_t { unstable, data_sync, file_sync };
+
+// Request flags.
+enum : uint8_t {
+  VREQ_RDONLY = 1,     // the mount is read-only for this caller: modifying ops fail EROFS
+  VREQ_EXTENT_OK = 2,  // read: the caller can send a file extent (rd.where == extent)
+};
+
+// A directory entry handed to readdir's emit callback.
+struct vdirent {
+  uint64_t fileid = 0;
+  const char *name = nullptr;
+  uint32_t namelen = 0;
+  uint64_t cookie = 0;  // resumes after this entry
+  bool have_attr = false, have_fh = false;  // readdir with plus only
+  vattr attr;
+  vfh fh;
+};
+
+// Where read data is.
+enum class rd_where : uint8_t {
+  none,    // nothing read (n == 0 or error)
+  dst,     // copied to r->dst
+  buf,     // in rd.bp->data: the caller brelse()s it
+  extent,  // in the file rd.fd at rd.offset: the caller sends it, then vnode_rele(rd.ref)
+};
+
+struct vread {
+  rd_where where = rd_where::none;
+  uint32_t n = 0;
+  bool eof = false;
+  buf *bp = nullptr;
+  int fd = -1;
+  uint64_t offset = 0;
+  vnode *ref = nullptr;
+};
+
+// File-system figures (NFS FSSTAT3 / FSINFO3 / PATHCONF3).
+struct vfsinfo {
+  uint64_t tbytes = 0, fbytes = 0, abytes = 0, tfiles = 0, ffiles = 0, afiles = 0;
+  uint32_t link_max = 0, name_max = VFS_NAME_MAX;
+  uint64_t max_file_size = 0;
+  bool symlinks = true, hardlinks = true, cansettime = true;
+};
+
+struct vreq {
+  // ---- arguments (the caller's) -------------------------------------------
+  vop op = vop::getattr;
+  uint8_t flags = 0;
+  vfs *fs = nullptr;
+  vfh fh, fh2;
+  vcred cred;
+  char name[VFS_NAME_MAX + 1] = {};  // NUL-terminated; checked by the VFS
+  char name2[VFS_NAME_MAX + 1] = {};
+  uint64_t offset = 0;  // read, write
+  uint32_t count = 0;   // read, write, symlink, walk: length of data / wanted
+  const uint8_t *data = nullptr;  // write data, symlink target, walk path (caller memory
+                                  // that stays valid until completion)
+  uint8_t *dst = nullptr;         // read (when not through buf), readlink: caller memory
+  uint32_t dst_cap = 0;
+  stable_how stable = stable_how::unstable;
+  create_how how = create_how::unchecked;
+  uint8_t verf[8] = {};  // exclusive create
+  vsattr sattr;
+  bool guard = false;  // setattr: fail with VFS_NOT_SYNC unless ctime == guard_ctime
+  timespec guard_ctime{};
+  vtype mknod_type = vtype::none;
+  uint32_t rdev_major = 0, rdev_minor = 0;
+  uint32_t access_want = 0;
+  uint64_t cookie = 0;  // readdir
+  bool plus = false;
+  // readdir: called (thread context) for each entry in order until it returns
+  // false (that entry not taken: the next readdir resumes at it).
+  bool (*emit)(void *arg, const vdirent &e) = nullptr;
+  void *emit_arg = nullptr;
+  kcont *done = nullptr;  // vop_start: run with (obj = this, status = error)
+
+  // ---- results ----------------------------------------------------------------
+  int error = 0;  // 0 or an errno (VFS_NOT_SYNC, VFS_BAD_COOKIE, VFS_BADHANDLE too)
+  bool used_thread = false;  // vop_start: it ran (in part) in thread context
+  vwcc obj;                  // the object fh names (a directory for name operations)
+  vwcc obj2;                 // the object fh2 names (rename, link)
+  vfh res_fh;                // lookup, create, mkdir, symlink, mknod, walk
+  bool have_res_fh = false, have_res_attr = false;
+  vattr res_attr;
+  uint32_t access_granted = 0;
+  uint32_t link_len = 0;  // readlink: bytes at dst
+  vread rd;               // read
+  uint32_t written = 0;   // write
+  bool eof = false;       // readdir
+  vfsinfo fsi;            // fsstat, fsinfo
+
+  // ---- the VFS's and the backend's (do not touch) ---------------------------
+  vnode *vp = nullptr, *vp2 = nullptr;
+  uint8_t stage = 0;
+  work wk;
+  kcont kc;  // the backend's own stage continuation (unbound, {bio, interrupt})
+
+  vreq() = default;
+  vreq(const vreq &) = delete;
+  vreq &operator=(const vreq &) = delete;
+};
+
+// Errors beyond errno values.
+inline constexpr int VFS_NOT_SYNC = 10002;    // setattr guard: ctime differs
+inline constexpr int VFS_BAD_COOKIE = 10003;  // readdir: cookie no longer valid
+inline constexpr int VFS_BADHANDLE = 10001;   // malformed handle
+inline constexpr int VFS_BADTYPE = 10007;     // mknod of a type that cannot be made
+
+// ---- the subsystem ---------------------------------------------------------
+
+// Registers the kcont levels the VFS's thread-context workers use.  Call
+// before kcont_start (any thread).  Returns 0 or an errno.
+int vfs_register_levels();
+
+struct vfs_config {
+  uint32_t bufs = 256;  // buffers of VFS_BUF_MAX bytes for reads and writes
+};
+
+// Starts the asynchronous side (workqueues, buffer pool); kcont must be
+// running.  Counted: every vfs_start needs a vfs_stop.  Thread context.
+// Returns 0 or an errno with a reason in *err.  vop_call needs none of it.
+int vfs_start(const vfs_config &cfg, std::string *err);
+
+// Stops it when the last user stops: waits for the workqueues to drain.
+// Thread context; no request may be in flight.
+void vfs_stop();
+
+// The buffer pool (nullptr before vfs_start).  Any context.
+bufpool *vfs_bufpool();
+
+// ---- mounts ----------------------------------------------------------------
+
+// Mounts the local directory tree at `path` (realpath'd; handles never
+// cross its device).  Needs CAP_DAC_READ_SEARCH to resolve handles.
+// `cache` vnodes are kept open.  Thread context.  nullptr and *err on error.
+vfs *vfs_mount_local(const std::string &path, size_t cache, std::string *err);
+
+// Mounts an empty in-memory tree (a root directory, mode 0777, owned by
+// root).  Thread context.
+vfs *vfs_mount_memory(size_t max_bytes, std::string *err);
+
+// Unmounts: closes every cached vnode.  Thread context; no request on it
+// may be in flight.
+void vfs_unmount(vfs *fs);
+
+// The handle of the root.  Any context.
+const vfh &vfs_root(const vfs *fs);
+
+// Counters per mount (relaxed snapshot).  Any context.
+struct vfs_stats {
+  uint64_t cache_hits = 0, cache_misses = 0, evictions = 0, stale = 0;
+  uint64_t ops_interrupt[size_t(vop::count_)] = {};  // completed without a thread
+  uint64_t ops_thread[size_t(vop::count_)] = {};     // ran in thread context
+};
+vfs_stats vfs_get_stats(const vfs *fs);
+
+// ---- requests --------------------------------------------------------------
+
+// Starts r (see the model).  r->fs, r->op, r->fh, r->cred, the arguments
+// and r->done must be set; the results are reset here.  Always completes by
+// deferring r->done (status = r->error), never before returning.  Any
+// dispatcher context (interrupt kind) after vfs_start; never blocks or
+// allocates.
+void vop_start(vreq *r);
+
+// Runs r to completion in the calling thread (may block).  Thread context.
+// Leaves the calling thread's filesystem identity as r->cred (switching
+// back costs system calls; the next vop_call switches as needed); call
+// vfs_cred_reset() to return it to root.  Returns r->error.
+int vop_call(vreq *r);
+
+// Returns the calling thread's filesystem identity to the process's own.
+// Thread context.
+void vfs_cred_reset();
+
+// Drops a reference to a vnode (rd.ref of an extent read).  Any context.
+void vnode_rele(vnode *vp);
+
+// Readies a request for reuse: every argument back to its default, the
+// results cleared (the VFS's private members are left alone).  The request
+// must not be in flight.  Any context.
+void vreq_reset(vreq *r);
+
+// Releases what a completed request still holds (rd.bp, rd.ref) that the
+// caller did not take; idempotent.  Any context.
+void vreq_release(vreq *r);
+
+}  // namespace kc::vfs

@@ -1,0 +1,113 @@
+// internal.h -- what the VFS core (vfs.cc) shares with its backends
+// (local.cc, memory.cc): the vnode, the mount, the backend interface, the
+// vnode cache and the credential switch.  Not installed.
+//
+// A backend implements five entries:
+//   vget     thread context, as the process's own identity: resolves a
+//            handle into a vnode the cache gave it (fills fd, type, priv);
+//            returns 0 or an errno (ESTALE, VFS_BADHANDLE, EPERM, ...).
+//   reclaim  any context: releases what vget put in a vnode (closes fd);
+//            called once its last reference is gone and it left the cache.
+//   start    interrupt context: attempts r; returns VB_DONE (complete:
+//            results and r->error set), VB_PENDING (it will call
+//            vop_complete(r) later, from any context), or VB_BLOCK (would
+//            block; nothing was changed): the VFS then calls run in thread
+//            context.  Never blocks, never allocates.
+//   run      thread context, identity already switched to r->cred:
+//            performs r (may block); sets the results and r->error.
+//   unmount  thread context: frees the backend's mount state.
+#pragma once
+
+#include <atomic>
+#include <vector>
+
+#include "kcont/vfs.h"
+
+namespace kc::vfs {
+
+enum { VB_DONE = 0, VB_PENDING = 1, VB_BLOCK = 2 };
+
+struct vnode {
+  vfs *fs = nullptr;
+  vfh fh;
+  vtype type = vtype::none;
+  bool is_root = false;
+  // Backend-owned.
+  int fd = -1;
+  void *priv = nullptr;
+  bool has_acl = false;  // local: a POSIX ACL was present at acl_ctime
+  timespec acl_ctime{};
+  // Cache-private (the mount's lock).
+  int refs = 0;
+  bool hashed = false;
+  bool referenced = false;  // clock bit
+  vnode *hnext = nullptr;
+};
+
+struct vfs_backend {
+  const char *name;
+  int (*vget)(vfs *fs, const vfh &fh, vnode *vp);
+  void (*reclaim)(vnode *vp);
+  int (*start)(vreq *r);
+  void (*run)(vreq *r);
+  void (*unmount)(vfs *fs);
+};
+
+struct vfs {
+  const vfs_backend *be = nullptr;
+  void *priv = nullptr;  // the backend's mount state
+  vfh root;
+  // Vnode cache: fixed entries, chained hash over the handle bytes, clock.
+  std::atomic<uint32_t> lock{0};
+  std::vector<vnode> entries;
+  std::vector<vnode *> buckets;
+  uint64_t mask = 0;
+  size_t hand = 0;
+  uint64_t hits = 0, misses = 0, evictions = 0, stale = 0;  // under lock
+  std::atomic<uint64_t> ops_interrupt[size_t(vop::count_)] = {};
+  std::atomic<uint64_t> ops_thread[size_t(vop::count_)] = {};
+};
+
+// Creates the mount's cache and sets fs->be; the backend then sets priv
+// and root.  Thread context.
+vfs *vfs_alloc(const vfs_backend *be, size_t cache);
+
+// The cached vnode of fh with a reference, or nullptr.  Any context.
+vnode *vnode_lookup_cached(vfs *fs, const vfh &fh);
+
+// The cached vnode of fh, or resolved now by the backend (thread context).
+// Returns 0 with *out referenced, or an errno (EAGAIN: every cache entry is
+// in use).
+int vnode_get(vfs *fs, const vfh &fh, vnode **out);
+
+// Adds a reference.  Any context.
+void vnode_ref(vnode *vp);
+
+// Forgets fh (its object was removed or replaced): a later lookup resolves
+// it again and finds it stale.  Any context.
+void vnode_forget(vfs *fs, const vfh &fh);
+
+// Completes a request a backend left pending (VB_PENDING): releases the
+// request's vnodes, counts it, and defers r->done.  Any context.
+void vop_complete(vreq *r);
+
+// Switches the calling thread's filesystem identity (fsuid, fsgid,
+// supplementary groups; this thread only) to c, skipping the system calls
+// when it already is c.  Thread context.
+void cred_enter(const vcred &c);
+
+// Whether mode bits let c read (4), write (2) or execute/search (1) an
+// object with attributes a: the exact decision when the object has no ACL.
+// The owner may always read and write (as knfsd allows).
+bool mode_allows(const vattr &a, const vcred &c, int want);
+
+// Whether r modifies the file system (refused with EROFS on VREQ_RDONLY).
+bool vop_modifies(vop op);
+
+// Validates r->name (and r->name2 when the operation uses it): non-empty,
+// no '/', not longer than VFS_NAME_MAX.  Returns 0 or an errno.
+int check_name(const char *name);
+
+bool timespec_eq(const timespec &a, const timespec &b);
+
+}  // namespace kc::vfs

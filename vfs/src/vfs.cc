@@ -1,0 +1,564 @@
+// vfs.cc -- the VFS core: requests, the road each one takes, the vnode
+// cache, credentials.
+//
+// Model: vop_start resolves the request's handles from the mount's vnode
+// cache and lets the backend try the operation in the caller's interrupt
+// context (backend->start).  A cache miss, or a backend that answers
+// VB_BLOCK, sends the request to thread context: it is enqueued on one of
+// the VFS's workqueues (levels "vfs0".."vfs3", round robin), where a worker
+// resolves the handles (open_by_handle_at may read the disk), switches its
+// filesystem identity to the request's credential and calls backend->run.
+// However the operation ends, vop_complete drops the request's vnode
+// references, counts the road taken, and defers the caller's continuation
+// -- the one place a request completes, so the continuation never runs
+// inside vop_start and always runs in the context its caller chose.
+// vop_call is the same without the first attempt and the hand-off: resolve,
+// switch identity, run, in the calling thread.
+//
+// The vnode cache (per mount) is a fixed array of entries allocated at
+// mount time, a chained hash over the handle bytes and a clock hand for
+// eviction: an entry with no references whose clock bit is clear is
+// recycled.  Removing an object forgets its handle, so a later request
+// resolves it again and finds it stale.
+//
+// Locking: one spinlock per mount protects its cache (table, chains,
+// references, clock); it is never held across a system call -- what an
+// evicted or forgotten vnode holds is reclaimed after the lock is dropped.
+// The subsystem's state (workqueues, buffer pool, start count) is written
+// only by vfs_start/vfs_stop under a mutex, in thread context.
+#include <sys/fsuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <mutex>
+
+#include "internal.h"
+#include "kcont/spinlock.h"
+
+namespace kc::vfs {
+
+namespace {
+
+constexpr int QUEUES = 4;
+
+struct subsystem {
+  std::mutex lock;
+  int users = 0;
+  bufpool *pool = nullptr;
+  workqueue *wq[QUEUES] = {};
+  std::atomic<uint32_t> rr{0};
+};
+subsystem g_sys;
+std::atomic<bufpool *> g_pool{nullptr};
+
+const char *const op_names[size_t(vop::count_)] = {
+    "getattr", "setattr", "lookup", "access", "readlink", "read",  "write",
+    "create",  "mkdir",   "symlink", "mknod", "remove",   "rmdir", "rename",
+    "link",    "readdir", "fsstat", "fsinfo", "commit",   "walk"};
+
+uint64_t hash_bytes(const uint8_t *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+bool same_fh(const vfh &a, const vfh &b) {
+  return a.len == b.len && std::memcmp(a.data, b.data, a.len) == 0;
+}
+
+vnode **chain_of(vfs *fs, const vfh &fh) {
+  return &fs->buckets[hash_bytes(fh.data, fh.len) & fs->mask];
+}
+
+vnode *find_locked(vfs *fs, const vfh &fh) {
+  for (vnode *v = *chain_of(fs, fh); v; v = v->hnext)
+    if (same_fh(v->fh, fh)) return v;
+  return nullptr;
+}
+
+void unhash_locked(vfs *fs, vnode *v) {
+  for (vnode **pp = chain_of(fs, v->fh); *pp; pp = &(*pp)->hnext) {
+    if (*pp == v) {
+      *pp = v->hnext;
+      break;
+    }
+  }
+  v->hnext = nullptr;
+  v->hashed = false;
+}
+
+// Moves what a vnode holds into *out (for reclaim after the lock).
+void take_locked(vnode *v, vnode *out) {
+  out->fs = v->fs;
+  out->fd = v->fd;
+  out->priv = v->priv;
+  out->type = v->type;
+  v->fd = -1;
+  v->priv = nullptr;
+}
+
+void reclaim(vfs *fs, vnode *held) {
+  if (held->fd >= 0 || held->priv) fs->be->reclaim(held);
+}
+
+// An unreferenced entry to reuse (unhashed, emptied into *old), or nullptr.
+vnode *victim_locked(vfs *fs, vnode *old) {
+  size_t n = fs->entries.size();
+  for (size_t i = 0; i < 2 * n; i++) {
+    vnode *v = &fs->entries[fs->hand];
+    fs->hand = (fs->hand + 1) % n;
+    if (v->refs > 0) continue;
+    if (v->hashed && v->referenced) {
+      v->referenced = false;
+      continue;
+    }
+    if (v->hashed) {
+      unhash_locked(fs, v);
+      fs->evictions++;
+    }
+    take_locked(v, old);
+    return v;
+  }
+  return nullptr;
+}
+
+bool needs_second(vop op) { return op == vop::rename || op == vop::link; }
+
+bool uses_name(vop op) {
+  switch (op) {
+    case vop::lookup:
+    case vop::create:
+    case vop::mkdir:
+    case vop::symlink:
+    case vop::mknod:
+    case vop::remove:
+    case vop::rmdir:
+    case vop::rename:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void reset_results(vreq *r) {
+  r->error = 0;
+  r->used_thread = false;
+  r->obj = vwcc{};
+  r->obj2 = vwcc{};
+  r->have_res_fh = r->have_res_attr = false;
+  r->res_fh.len = 0;
+  r->access_granted = 0;
+  r->link_len = 0;
+  r->rd = vread{};
+  r->written = 0;
+  r->eof = false;
+  r->fsi = vfsinfo{};
+  r->vp = r->vp2 = nullptr;
+  r->stage = 0;
+}
+
+// Checks what can be checked before touching the file system.
+int precheck(vreq *r) {
+  if (!r->fs || size_t(r->op) >= size_t(vop::count_)) return EINVAL;
+  if (uses_name(r->op))
+    if (int e = check_name(r->name)) return e;
+  if (r->op == vop::rename || r->op == vop::link)
+    if (int e = check_name(r->name2)) return e;
+  return 0;
+}
+
+void drop_vnodes(vreq *r) {
+  if (r->vp) vnode_rele(r->vp);
+  if (r->vp2) vnode_rele(r->vp2);
+  r->vp = r->vp2 = nullptr;
+}
+
+// Resolves the request's handles in thread context.  Returns 0 or an errno.
+int resolve_blocking(vreq *r) {
+  if (!r->vp)
+    if (int e = vnode_get(r->fs, r->fh, &r->vp)) return e;
+  if (needs_second(r->op) && !r->vp2)
+    if (int e = vnode_get(r->fs, r->fh2, &r->vp2)) return e;
+  return 0;
+}
+
+// Thread context: the whole operation (vop_call, and the worker).
+void run_here(vreq *r) {
+  vfs_cred_reset();  // resolving needs the process's own identity
+  r->error = resolve_blocking(r);
+  if (r->error == 0) {
+    if ((r->flags & VREQ_RDONLY) && vop_modifies(r->op)) r->error = EROFS;
+    cred_enter(r->cred);
+    r->fs->be->run(r);  // sets the attributes it can even for EROFS
+  }
+}
+
+void worker(work *wk, void *) {
+  vreq *r = reinterpret_cast<vreq *>(reinterpret_cast<char *>(wk) - offsetof(vreq, wk));
+  r->used_thread = true;
+  run_here(r);
+  vop_complete(r);
+}
+
+// ---- credentials ----------------------------------------------------------
+
+thread_local bool t_is_root = true;
+thread_local vcred t_cred;
+
+bool same_cred(const vcred &a, const vcred &b) {
+  return a.uid == b.uid && a.gid == b.gid && a.ngids == b.ngids &&
+         std::equal(a.gids, a.gids + a.ngids, b.gids);
+}
+
+}  // namespace
+
+const char *vop_name(vop op) {
+  return size_t(op) < size_t(vop::count_) ? op_names[size_t(op)] : "?";
+}
+
+bool timespec_eq(const timespec &a, const timespec &b) {
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+int check_name(const char *name) {
+  size_t n = strnlen(name, VFS_NAME_MAX + 1);
+  if (n == 0) return ENOENT;
+  if (n > VFS_NAME_MAX) return ENAMETOOLONG;
+  if (std::memchr(name, '/', n)) return EACCES;
+  return 0;
+}
+
+bool vop_modifies(vop op) {
+  switch (op) {
+    case vop::setattr:
+    case vop::write:
+    case vop::create:
+    case vop::mkdir:
+    case vop::symlink:
+    case vop::mknod:
+    case vop::remove:
+    case vop::rmdir:
+    case vop::rename:
+    case vop::link:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool mode_allows(const vattr &a, const vcred &c, int want) {
+  if (c.uid == 0) return (want & 1) == 0 || (a.mode & 0111) || a.type == vtype::dir;
+  if (c.uid == a.uid) {
+    if ((want & 6) == want) return true;  // owner override for read/write
+    return ((a.mode >> 6) & uint32_t(want)) == uint32_t(want);
+  }
+  bool in_group = c.gid == a.gid;
+  for (uint32_t i = 0; i < c.ngids && !in_group; i++) in_group = c.gids[i] == a.gid;
+  if (in_group) return ((a.mode >> 3) & uint32_t(want)) == uint32_t(want);
+  return (a.mode & uint32_t(want)) == uint32_t(want);
+}
+
+void cred_enter(const vcred &c) {
+  if (!t_is_root && same_cred(c, t_cred)) return;
+  gid_t g[VFS_MAX_GIDS];
+  uint32_t n = std::min(c.ngids, VFS_MAX_GIDS);
+  for (uint32_t i = 0; i < n; i++) g[i] = c.gids[i];
+  syscall(SYS_setgroups, size_t(n), g);  // this thread only (glibc's would do all)
+  setfsgid(c.gid);
+  setfsuid(c.uid);
+  t_cred = c;
+  t_is_root = false;
+}
+
+void vfs_cred_reset() {
+  if (t_is_root) return;
+  setfsuid(0);
+  setfsgid(0);
+  syscall(SYS_setgroups, size_t(0), nullptr);
+  t_is_root = true;
+}
+
+// ---- the subsystem ------------------------------------------------------------
+
+int vfs_register_levels() {
+  for (int i = 0; i < QUEUES; i++) {
+    char name[16];
+    std::snprintf(name, sizeof name, "vfs%d", i);
+    level l;
+    if (kcont_level_lookup(name, &l)) continue;
+    if (int e = kcont_level_register(name, 45 + i, &l)) return e;
+  }
+  return 0;
+}
+
+int vfs_start(const vfs_config &cfg, std::string *err) {
+  std::lock_guard<std::mutex> g(g_sys.lock);
+  if (g_sys.users > 0) {
+    g_sys.users++;
+    return 0;
+  }
+  g_sys.pool = bufpool_create(cfg.bufs, VFS_BUF_MAX, err);
+  if (!g_sys.pool) return ENOMEM;
+  for (int i = 0; i < QUEUES; i++) {
+    char name[16];
+    std::snprintf(name, sizeof name, "vfs%d", i);
+    level l;
+    int e = 0;
+    if (!kcont_level_lookup(name, &l)) {
+      if (err) *err = std::string("kcont level ") + name + " was not registered before kcont_start";
+      e = EINVAL;
+    } else if ((e = workqueue_create(&g_sys.wq[i], name, worker, nullptr, l)) != 0) {
+      if (err) *err = std::string("vfs workqueue: ") + std::strerror(e);
+    }
+    if (e) {
+      for (auto &q : g_sys.wq) {
+        if (q) workqueue_destroy(q);
+        q = nullptr;
+      }
+      bufpool_destroy(g_sys.pool);
+      g_sys.pool = nullptr;
+      return e;
+    }
+  }
+  g_pool.store(g_sys.pool, std::memory_order_release);
+  g_sys.users = 1;
+  return 0;
+}
+
+void vfs_stop() {
+  std::lock_guard<std::mutex> g(g_sys.lock);
+  if (g_sys.users == 0 || --g_sys.users > 0) return;
+  for (auto &q : g_sys.wq) {
+    if (q) workqueue_destroy(q);
+    q = nullptr;
+  }
+  g_pool.store(nullptr, std::memory_order_release);
+  if (g_sys.pool && bufpool_destroy(g_sys.pool) == 0) g_sys.pool = nullptr;
+}
+
+bufpool *vfs_bufpool() { return g_pool.load(std::memory_order_acquire); }
+
+// ---- mounts and the vnode cache ----------------------------------------------
+
+vfs *vfs_alloc(const vfs_backend *be, size_t cache) {
+  auto *fs = new vfs;
+  fs->be = be;
+  fs->entries = std::vector<vnode>(std::max<size_t>(cache, 16));
+  size_t b = 1;
+  while (b < 2 * fs->entries.size()) b <<= 1;
+  fs->buckets.assign(b, nullptr);
+  fs->mask = b - 1;
+  return fs;
+}
+
+void vfs_unmount(vfs *fs) {
+  if (!fs) return;
+  for (auto &v : fs->entries) {
+    vnode held;
+    take_locked(&v, &held);
+    reclaim(fs, &held);
+  }
+  if (fs->be->unmount) fs->be->unmount(fs);
+  delete fs;
+}
+
+const vfh &vfs_root(const vfs *fs) { return fs->root; }
+
+vfs_stats vfs_get_stats(const vfs *fs) {
+  vfs_stats s;
+  auto *m = const_cast<vfs *>(fs);
+  {
+    spinlock g(m->lock);
+    s.cache_hits = m->hits;
+    s.cache_misses = m->misses;
+    s.evictions = m->evictions;
+    s.stale = m->stale;
+  }
+  for (size_t i = 0; i < size_t(vop::count_); i++) {
+    s.ops_interrupt[i] = fs->ops_interrupt[i].load(std::memory_order_relaxed);
+    s.ops_thread[i] = fs->ops_thread[i].load(std::memory_order_relaxed);
+  }
+  return s;
+}
+
+vnode *vnode_lookup_cached(vfs *fs, const vfh &fh) {
+  spinlock g(fs->lock);
+  vnode *v = find_locked(fs, fh);
+  if (v) {
+    v->refs++;
+    v->referenced = true;
+    fs->hits++;
+  }
+  return v;
+}
+
+int vnode_get(vfs *fs, const vfh &fh, vnode **out) {
+  if (fh.len == 0 || fh.len > VFS_FHSIZE) return VFS_BADHANDLE;
+  if ((*out = vnode_lookup_cached(fs, fh)) != nullptr) return 0;
+  vnode fresh;
+  fresh.fs = fs;
+  fresh.fh = fh;
+  if (int e = fs->be->vget(fs, fh, &fresh)) {
+    if (e == ESTALE) {
+      spinlock g(fs->lock);
+      fs->stale++;
+    }
+    return e;
+  }
+  vnode old, dup;
+  vnode *v;
+  {
+    spinlock g(fs->lock);
+    fs->misses++;
+    v = find_locked(fs, fh);  // another thread may have resolved it meanwhile
+    if (v) {
+      v->refs++;
+      take_locked(&fresh, &dup);
+    } else if ((v = victim_locked(fs, &old)) != nullptr) {
+      v->fs = fs;
+      v->fh = fh;
+      v->type = fresh.type;
+      v->is_root = fresh.is_root;
+      v->fd = fresh.fd;
+      v->priv = fresh.priv;
+      v->has_acl = fresh.has_acl;
+      v->acl_ctime = fresh.acl_ctime;
+      v->refs = 1;
+      v->referenced = true;
+      v->hashed = true;
+      vnode **chain = chain_of(fs, fh);
+      v->hnext = *chain;
+      *chain = v;
+    }
+  }
+  reclaim(fs, &old);
+  reclaim(fs, &dup);
+  if (!v) {  // every entry is in use: the cache is too small for the load
+    reclaim(fs, &fresh);
+    return EAGAIN;
+  }
+  *out = v;
+  return 0;
+}
+
+void vnode_ref(vnode *vp) {
+  spinlock g(vp->fs->lock);
+  vp->refs++;
+}
+
+void vnode_rele(vnode *vp) {
+  vfs *fs = vp->fs;
+  vnode held;
+  {
+    spinlock g(fs->lock);
+    if (--vp->refs == 0 && !vp->hashed) take_locked(vp, &held);
+  }
+  reclaim(fs, &held);
+}
+
+void vnode_forget(vfs *fs, const vfh &fh) {
+  vnode held;
+  {
+    spinlock g(fs->lock);
+    vnode *v = find_locked(fs, fh);
+    if (!v) return;
+    unhash_locked(fs, v);
+    if (v->refs == 0) take_locked(v, &held);
+  }
+  reclaim(fs, &held);
+}
+
+// ---- requests ------------------------------------------------------------------
+
+void vop_complete(vreq *r) {
+  drop_vnodes(r);
+  auto &ctr = r->used_thread ? r->fs->ops_thread : r->fs->ops_interrupt;
+  ctr[size_t(r->op)].fetch_add(1, std::memory_order_relaxed);
+  kcont_defer(r->done, r, r->error);
+}
+
+void vop_start(vreq *r) {
+  reset_results(r);
+  if ((r->error = precheck(r)) != 0) {
+    if (r->fs) {
+      vop_complete(r);
+    } else {
+      kcont_defer(r->done, r, r->error);
+    }
+    return;
+  }
+  bool cached = (r->vp = vnode_lookup_cached(r->fs, r->fh)) != nullptr &&
+                (!needs_second(r->op) || (r->vp2 = vnode_lookup_cached(r->fs, r->fh2)) != nullptr);
+  if (cached) {
+    if ((r->flags & VREQ_RDONLY) && vop_modifies(r->op)) r->error = EROFS;
+    switch (r->fs->be->start(r)) {
+      case VB_DONE:
+        vop_complete(r);
+        return;
+      case VB_PENDING:
+        return;
+      default:
+        r->error = 0;
+        break;
+    }
+  }
+  if (!vfs_bufpool()) {  // vfs_start was not called: no thread context to go to
+    r->error = ENXIO;
+    vop_complete(r);
+    return;
+  }
+  uint32_t i = g_sys.rr.fetch_add(1, std::memory_order_relaxed) % QUEUES;
+  workqueue_enqueue(g_sys.wq[i], &r->wk);
+}
+
+int vop_call(vreq *r) {
+  reset_results(r);
+  r->used_thread = true;
+  r->error = precheck(r);
+  if (r->error == 0) run_here(r);
+  drop_vnodes(r);
+  if (r->fs) r->fs->ops_thread[size_t(r->op)].fetch_add(1, std::memory_order_relaxed);
+  return r->error;
+}
+
+void vreq_reset(vreq *r) {
+  r->op = vop::getattr;
+  r->flags = 0;
+  r->fs = nullptr;
+  r->fh.len = r->fh2.len = 0;
+  r->cred = vcred{};
+  r->name[0] = r->name2[0] = '\0';
+  r->offset = 0;
+  r->count = 0;
+  r->data = nullptr;
+  r->dst = nullptr;
+  r->dst_cap = 0;
+  r->stable = stable_how::unstable;
+  r->how = create_how::unchecked;
+  std::memset(r->verf, 0, sizeof r->verf);
+  r->sattr = vsattr{};
+  r->guard = false;
+  r->guard_ctime = timespec{};
+  r->mknod_type = vtype::none;
+  r->rdev_major = r->rdev_minor = 0;
+  r->access_want = 0;
+  r->cookie = 0;
+  r->plus = false;
+  r->emit = nullptr;
+  r->emit_arg = nullptr;
+  r->done = nullptr;
+  reset_results(r);
+}
+
+void vreq_release(vreq *r) {
+  if (r->rd.bp) brelse(r->rd.bp);
+  if (r->rd.ref) vnode_rele(r->rd.ref);
+  r->rd.bp = nullptr;
+  r->rd.ref = nullptr;
+}
+
+}  // namespace kc::vfs
