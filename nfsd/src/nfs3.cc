@@ -218,6 +218,7 @@ void begin_nfs_reply(xdr_out &out, uint32_t xid, nfsstat3 st) {
 // ---- server object -------------------------------------------------------------------
 
 server::server() {
+  mounts.reserve(MAX_MOUNT_RECORDS);
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   uint64_t v = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
@@ -260,8 +261,7 @@ namespace {
 
 constexpr uint32_t ATTR = 88;         // post_op_attr with attributes
 constexpr uint32_t WCC = 4 + 24 + ATTR;  // wcc_data with both halves
-constexpr size_t MNTPATHLEN = 1024;
-constexpr size_t MAX_MOUNT_RECORDS = 1024;
+constexpr size_t MNTPATHLEN = sizeof(server::mount_record::dir);
 
 xdr_out &out_of(nfs_call &c) { return c.req->out; }
 uint32_t fsid(const nfs_call &c) { return c.ex ? c.ex->id : 0; }
@@ -747,13 +747,19 @@ enum mountstat3 : uint32_t {
   MNT3ERR_SERVERFAULT = 10006,
 };
 
-std::string peer_host(const sockaddr_storage &p) {
-  char buf[INET6_ADDRSTRLEN] = "?";
+// The client's address as text, into buf (no allocation: MOUNT may run on
+// a dispatcher).
+void peer_host(const sockaddr_storage &p, char (&buf)[46]) {
+  std::strcpy(buf, "?");
   if (p.ss_family == AF_INET)
     inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in &>(p).sin_addr, buf, sizeof buf);
   else if (p.ss_family == AF_INET6)
     inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6 &>(p).sin6_addr, buf, sizeof buf);
-  return buf;
+}
+
+bool same_record(const server::mount_record &m, const char *host, bytes_view dir, bool any_dir) {
+  return std::strcmp(m.host, host) == 0 &&
+         (any_dir || (m.dir_len == dir.len && std::memcmp(m.dir, dir.data, dir.len) == 0));
 }
 
 // MNT: the export containing the path (longest prefix), then the rest of
@@ -822,22 +828,27 @@ void enc_mnt(nfs_call &c) {
   out.u32(2);
   out.u32(AUTH_SYS);
   out.u32(AUTH_NONE);
-  std::pair<std::string, std::string> rec{peer_host(c.req->peer), std::string(c.mnt_path.str())};
+  char host[46];
+  peer_host(c.req->peer, host);
   server &srv = *c.srv;
   spinlock g(srv.mounts_lock);
-  if (std::find(srv.mounts.begin(), srv.mounts.end(), rec) == srv.mounts.end() &&
-      srv.mounts.size() < MAX_MOUNT_RECORDS)
-    srv.mounts.push_back(std::move(rec));
+  for (auto &m : srv.mounts)
+    if (same_record(m, host, c.mnt_path, false)) return;
+  if (srv.mounts.size() >= server::MAX_MOUNT_RECORDS) return;
+  server::mount_record &m = srv.mounts.emplace_back();  // capacity reserved: no allocation
+  std::memcpy(m.host, host, sizeof host);
+  m.dir_len = uint32_t(c.mnt_path.len);
+  std::memcpy(m.dir, c.mnt_path.data, c.mnt_path.len);
 }
 
 void enc_dump(nfs_call &c) {
   xdr_out &out = out_of(c);
   out.rewind(c.body_at);
   spinlock g(c.srv->mounts_lock);
-  for (auto &[host, dir] : c.srv->mounts) {
+  for (auto &m : c.srv->mounts) {
     out.boolean(true);
-    out.str(host);
-    out.str(dir);
+    out.str(m.host);
+    out.var(m.dir, m.dir_len);
   }
   out.boolean(false);
 }
@@ -849,12 +860,11 @@ bool dec_umnt(nfs_call &c, xdr_in &in) {
 
 void enc_umnt(nfs_call &c) {
   out_of(c).rewind(c.body_at);
-  std::string host = peer_host(c.req->peer);
+  char host[46];
+  peer_host(c.req->peer, host);
   bool all = c.rpc.proc == 4;
   spinlock g(c.srv->mounts_lock);
-  std::erase_if(c.srv->mounts, [&](auto &m) {
-    return m.first == host && (all || m.second == c.mnt_path.str());
-  });
+  std::erase_if(c.srv->mounts, [&](auto &m) { return same_record(m, host, c.mnt_path, all); });
 }
 
 void enc_export(nfs_call &c) {

@@ -128,10 +128,17 @@ struct server {
   // reader never sees one freed; reloads are rare).  Any context.
   const export_table *exports_now() const { return current_.load(std::memory_order_acquire); }
 
-  // Mount list for DUMP (bounded; a kcont spinlock: MOUNT calls may run on
-  // a dispatcher).
+  // Mount list for DUMP: at most MAX_MOUNT_RECORDS, stored in place
+  // (reserved at construction: MNT may run on a dispatcher, where nothing
+  // is allocated), under a kcont spinlock.
+  struct mount_record {
+    char host[46] = {};  // INET6_ADDRSTRLEN
+    uint32_t dir_len = 0;
+    char dir[1024] = {};  // MNTPATHLEN
+  };
+  static constexpr size_t MAX_MOUNT_RECORDS = 1024;
   std::atomic<uint32_t> mounts_lock{0};
-  std::vector<std::pair<std::string, std::string>> mounts;
+  std::vector<mount_record> mounts;
 
   server();
   ~server();
