@@ -144,19 +144,26 @@ bool uses_name(vop op) {
   }
 }
 
+// Clears the results: flags and counts only (the attributes behind a false
+// have_* flag are never read), so that starting a request costs no more
+// than a few stores.
 void reset_results(vreq *r) {
   r->error = 0;
   r->used_thread = false;
-  r->obj = vwcc{};
-  r->obj2 = vwcc{};
+  r->obj.have_pre = r->obj.have_post = false;
+  r->obj2.have_pre = r->obj2.have_post = false;
   r->have_res_fh = r->have_res_attr = false;
   r->res_fh.len = 0;
   r->access_granted = 0;
   r->link_len = 0;
-  r->rd = vread{};
+  r->rd.where = rd_where::none;
+  r->rd.n = 0;
+  r->rd.eof = false;
+  r->rd.bp = nullptr;
+  r->rd.fd = -1;
+  r->rd.ref = nullptr;
   r->written = 0;
   r->eof = false;
-  r->fsi = vfsinfo{};
   r->vp = r->vp2 = nullptr;
   r->stage = 0;
 }
