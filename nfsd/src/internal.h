@@ -148,7 +148,7 @@ struct nfs_call {
   size_t body_at = 0;         // reply offset just after the status word
   uint32_t stable = 0, count = 0, dircount = 0, maxcount = 0;
   uint64_t t0 = 0;
-  nfs_fh mnt_fh;       // MNT: the handle made
+  nfs_fh mnt_fh;        // MNT: the handle made
   bytes_view mnt_path;  // MNT, UMNT
   readdir_state rds;
   vfs::vreq v;

@@ -138,8 +138,8 @@ nfsstat3 fh_unwrap(bytes_view fh, uint32_t *export_id, vfs::vfh *out) {
   if (fh.len <= FH_HEADER || fh.len > NFS3_FHSIZE || fh.data[0] != 'k' || fh.data[1] != 'n' ||
       fh.data[2] != FH_VERSION || FH_HEADER + fh.data[3] != fh.len || fh.data[3] > vfs::VFS_FHSIZE)
     return NFS3ERR_BADHANDLE;
-  *export_id = uint32_t(fh.data[4]) << 24 | uint32_t(fh.data[5]) << 16 |
-               uint32_t(fh.data[6]) << 8 | fh.data[7];
+  *export_id = uint32_t(fh.data[4]) << 24 | uint32_t(fh.data[5]) << 16 | uint32_t(fh.data[6]) << 8 |
+               fh.data[7];
   out->len = fh.data[3];
   std::memcpy(out->data, fh.data + FH_HEADER, out->len);
   return NFS3_OK;
@@ -259,7 +259,7 @@ struct proc_info {
 
 namespace {
 
-constexpr uint32_t ATTR = 88;         // post_op_attr with attributes
+constexpr uint32_t ATTR = 88;            // post_op_attr with attributes
 constexpr uint32_t WCC = 4 + 24 + ATTR;  // wcc_data with both halves
 constexpr size_t MNTPATHLEN = sizeof(server::mount_record::dir);
 
@@ -892,28 +892,28 @@ constexpr uint32_t FH_BYTES = 4 + NFS3_FHSIZE;
 constexpr uint32_t CREATED = 4 + 4 + FH_BYTES + ATTR + WCC;
 
 static const proc_info nfs_procs[NFS3_PROCS] = {
-    {dec_none, enc_null, false, 0},                                       // NULL
-    {dec_fh, enc_getattr, true, 4 + 84},                                  // GETATTR
-    {dec_setattr, enc_wcc, true, 4 + WCC},                                // SETATTR
-    {dec_dir_name, enc_lookup, true, 4 + FH_BYTES + 2 * ATTR},            // LOOKUP
-    {dec_access, enc_access, true, 4 + ATTR + 4},                         // ACCESS
-    {dec_readlink, enc_readlink, true, 4 + ATTR + 4 + PATH_MAX},          // READLINK
-    {dec_read, enc_read, true, 4 + ATTR + 12 + MAX_IO},                   // READ
-    {dec_write, enc_write, true, 4 + WCC + 16},                           // WRITE
-    {dec_create, enc_created, true, CREATED},                             // CREATE
-    {dec_mkdir, enc_created, true, CREATED},                              // MKDIR
-    {dec_symlink, enc_created, true, CREATED},                            // SYMLINK
-    {dec_mknod, enc_created, true, CREATED},                              // MKNOD
-    {dec_dir_name, enc_wcc, true, 4 + WCC},                               // REMOVE
-    {dec_dir_name, enc_wcc, true, 4 + WCC},                               // RMDIR
-    {dec_rename, enc_rename, true, 4 + 2 * WCC},                          // RENAME
-    {dec_link, enc_link, true, 4 + ATTR + WCC},                           // LINK
-    {dec_readdir, enc_readdir, true, UINT32_MAX},                         // READDIR: client's count
-    {dec_readdirplus, enc_readdir, true, UINT32_MAX},                     // READDIRPLUS
-    {dec_fh, enc_fsstat, true, 4 + ATTR + 52},                            // FSSTAT
-    {dec_fh, enc_fsinfo, true, 4 + ATTR + 48},                            // FSINFO
-    {dec_fh, enc_pathconf, true, 4 + ATTR + 24},                          // PATHCONF
-    {dec_commit, enc_commit, true, 4 + WCC + 8},                          // COMMIT
+    {dec_none, enc_null, false, 0},                               // NULL
+    {dec_fh, enc_getattr, true, 4 + 84},                          // GETATTR
+    {dec_setattr, enc_wcc, true, 4 + WCC},                        // SETATTR
+    {dec_dir_name, enc_lookup, true, 4 + FH_BYTES + 2 * ATTR},    // LOOKUP
+    {dec_access, enc_access, true, 4 + ATTR + 4},                 // ACCESS
+    {dec_readlink, enc_readlink, true, 4 + ATTR + 4 + PATH_MAX},  // READLINK
+    {dec_read, enc_read, true, 4 + ATTR + 12 + MAX_IO},           // READ
+    {dec_write, enc_write, true, 4 + WCC + 16},                   // WRITE
+    {dec_create, enc_created, true, CREATED},                     // CREATE
+    {dec_mkdir, enc_created, true, CREATED},                      // MKDIR
+    {dec_symlink, enc_created, true, CREATED},                    // SYMLINK
+    {dec_mknod, enc_created, true, CREATED},                      // MKNOD
+    {dec_dir_name, enc_wcc, true, 4 + WCC},                       // REMOVE
+    {dec_dir_name, enc_wcc, true, 4 + WCC},                       // RMDIR
+    {dec_rename, enc_rename, true, 4 + 2 * WCC},                  // RENAME
+    {dec_link, enc_link, true, 4 + ATTR + WCC},                   // LINK
+    {dec_readdir, enc_readdir, true, UINT32_MAX},                 // READDIR: client's count
+    {dec_readdirplus, enc_readdir, true, UINT32_MAX},             // READDIRPLUS
+    {dec_fh, enc_fsstat, true, 4 + ATTR + 52},                    // FSSTAT
+    {dec_fh, enc_fsinfo, true, 4 + ATTR + 48},                    // FSINFO
+    {dec_fh, enc_pathconf, true, 4 + ATTR + 24},                  // PATHCONF
+    {dec_commit, enc_commit, true, 4 + WCC + 8},                  // COMMIT
 };
 
 static constexpr vop nfs_ops[NFS3_PROCS] = {
@@ -923,12 +923,12 @@ static constexpr vop nfs_ops[NFS3_PROCS] = {
     vop::fsstat, vop::fsinfo,  vop::fsinfo,  vop::commit};
 
 static const proc_info mount_procs[MOUNT3_PROCS] = {
-    {dec_none, enc_null, false, 0},            // NULL
+    {dec_none, enc_null, false, 0},               // NULL
     {dec_mnt, enc_mnt, true, 4 + FH_BYTES + 12},  // MNT
-    {dec_none, enc_dump, false, UINT32_MAX},   // DUMP
-    {dec_umnt, enc_umnt, false, 0},            // UMNT
-    {dec_none, enc_umnt, false, 0},            // UMNTALL
-    {dec_none, enc_export, false, UINT32_MAX}, // EXPORT
+    {dec_none, enc_dump, false, UINT32_MAX},      // DUMP
+    {dec_umnt, enc_umnt, false, 0},               // UMNT
+    {dec_none, enc_umnt, false, 0},               // UMNTALL
+    {dec_none, enc_export, false, UINT32_MAX},    // EXPORT
 };
 
 // ---- dispatch ------------------------------------------------------------------------------

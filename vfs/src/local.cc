@@ -249,8 +249,8 @@ int finish_new(int dirfd, const char *name, const vsattr &s) {
 void result_of(vreq *r, const char *name) {
   struct stat st;
   r->have_res_attr = stat_at(r->vp->fd, name, &r->res_attr, &st);
-  r->have_res_fh = r->have_res_attr && st.st_dev == lm(r->fs)->dev &&
-                   make_fh(r->vp->fd, name, &r->res_fh) == 0;
+  r->have_res_fh =
+      r->have_res_attr && st.st_dev == lm(r->fs)->dev && make_fh(r->vp->fd, name, &r->res_fh) == 0;
 }
 
 // ---- thread-context operations ------------------------------------------------
@@ -314,7 +314,8 @@ uint32_t access_bits(vreq *r, const vattr &a, bool can_r, bool can_w, bool can_x
   bool dir = a.type == vtype::dir;
   uint32_t ok = 0;
   if (can_r) ok |= VACCESS_READ;
-  if (can_w && !(r->flags & VREQ_RDONLY)) ok |= VACCESS_MODIFY | VACCESS_EXTEND | (dir ? uint32_t(VACCESS_DELETE) : 0u);
+  if (can_w && !(r->flags & VREQ_RDONLY))
+    ok |= VACCESS_MODIFY | VACCESS_EXTEND | (dir ? uint32_t(VACCESS_DELETE) : 0u);
   if (can_x) ok |= dir ? VACCESS_LOOKUP : VACCESS_EXECUTE;
   return ok & r->access_want;
 }
@@ -494,8 +495,8 @@ void do_mkdir(vreq *r) {
 void do_symlink(vreq *r) {
   pre(r);
   if (r->error == 0 && r->vp->type != vtype::dir) r->error = ENOTDIR;
-  if (r->error == 0 && (r->count == 0 || r->count >= PATH_MAX || !r->data ||
-                        std::memchr(r->data, '\0', r->count)))
+  if (r->error == 0 &&
+      (r->count == 0 || r->count >= PATH_MAX || !r->data || std::memchr(r->data, '\0', r->count)))
     r->error = EINVAL;
   if (r->error == 0) {
     char t[PATH_MAX];
@@ -726,7 +727,8 @@ void do_walk(vreq *r) {
 // Answers a request already refused (EROFS) with the attributes it reports.
 int refused(vreq *r) {
   post(r);
-  if (r->op == vop::rename || r->op == vop::link) r->obj2.have_post = stat_fd(r->vp2->fd, &r->obj2.post);
+  if (r->op == vop::rename || r->op == vop::link)
+    r->obj2.have_post = stat_fd(r->vp2->fd, &r->obj2.post);
   return VB_DONE;
 }
 
@@ -1010,8 +1012,8 @@ void local_unmount(vfs *fs) {
   delete m;
 }
 
-const vfs_backend local_backend = {"local", local_vget, local_reclaim, local_start, local_run,
-                                   local_unmount};
+const vfs_backend local_backend = {"local",     local_vget, local_reclaim,
+                                   local_start, local_run,  local_unmount};
 
 }  // namespace
 
@@ -1037,8 +1039,8 @@ vfs *vfs_mount_local(const std::string &path, size_t cache, std::string *err) {
   fs->priv = m;
   if (int e = make_fh(fd, "", &fs->root)) {
     if (err)
-      *err = std::string(real) + ": cannot make file handles here (name_to_handle_at: " +
-             std::strerror(e) + ")";
+      *err = std::string(real) +
+             ": cannot make file handles here (name_to_handle_at: " + std::strerror(e) + ")";
     vfs_unmount(fs);
     return nullptr;
   }

@@ -56,9 +56,9 @@ subsystem g_sys;
 std::atomic<bufpool *> g_pool{nullptr};
 
 const char *const op_names[size_t(vop::count_)] = {
-    "getattr", "setattr", "lookup", "access", "readlink", "read",  "write",
-    "create",  "mkdir",   "symlink", "mknod", "remove",   "rmdir", "rename",
-    "link",    "readdir", "fsstat", "fsinfo", "commit",   "walk"};
+    "getattr", "setattr", "lookup",  "access", "readlink", "read",  "write",
+    "create",  "mkdir",   "symlink", "mknod",  "remove",   "rmdir", "rename",
+    "link",    "readdir", "fsstat",  "fsinfo", "commit",   "walk"};
 
 uint64_t hash_bytes(const uint8_t *p, size_t n) {
   uint64_t h = 1469598103934665603ull;  // FNV-1a

@@ -65,9 +65,9 @@
 
 namespace kc::vfs {
 
-inline constexpr uint32_t VFS_FHSIZE = 56;     // bytes of a backend handle, at most
-inline constexpr uint32_t VFS_NAME_MAX = 255;  // bytes of a name, at most
-inline constexpr uint32_t VFS_MAX_GIDS = 16;   // supplementary groups of a credential
+inline constexpr uint32_t VFS_FHSIZE = 56;          // bytes of a backend handle, at most
+inline constexpr uint32_t VFS_NAME_MAX = 255;       // bytes of a name, at most
+inline constexpr uint32_t VFS_MAX_GIDS = 16;        // supplementary groups of a credential
 inline constexpr uint32_t VFS_BUF_MAX = 64 * 1024;  // reads up to this size go through buf(9)
 
 struct vfs;
@@ -168,7 +168,7 @@ struct vdirent {
   uint64_t fileid = 0;
   const char *name = nullptr;
   uint32_t namelen = 0;
-  uint64_t cookie = 0;  // resumes after this entry
+  uint64_t cookie = 0;                      // resumes after this entry
   bool have_attr = false, have_fh = false;  // readdir with plus only
   vattr attr;
   vfh fh;
@@ -209,8 +209,8 @@ struct vreq {
   vcred cred;
   char name[VFS_NAME_MAX + 1] = {};  // NUL-terminated; checked by the VFS
   char name2[VFS_NAME_MAX + 1] = {};
-  uint64_t offset = 0;  // read, write
-  uint32_t count = 0;   // read, write, symlink, walk: length of data / wanted
+  uint64_t offset = 0;            // read, write
+  uint32_t count = 0;             // read, write, symlink, walk: length of data / wanted
   const uint8_t *data = nullptr;  // write data, symlink target, walk path (caller memory
                                   // that stays valid until completion)
   uint8_t *dst = nullptr;         // read (when not through buf), readlink: caller memory
@@ -233,7 +233,7 @@ struct vreq {
   kcont *done = nullptr;  // vop_start: run with (obj = this, status = error)
 
   // ---- results ----------------------------------------------------------------
-  int error = 0;  // 0 or an errno (VFS_NOT_SYNC, VFS_BAD_COOKIE, VFS_BADHANDLE too)
+  int error = 0;             // 0 or an errno (VFS_NOT_SYNC, VFS_BAD_COOKIE, VFS_BADHANDLE too)
   bool used_thread = false;  // vop_start: it ran (in part) in thread context
   vwcc obj;                  // the object fh names (a directory for name operations)
   vwcc obj2;                 // the object fh2 names (rename, link)

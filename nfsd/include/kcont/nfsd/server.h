@@ -66,8 +66,8 @@ struct export_client {
 };
 
 struct export_entry {
-  std::string path;  // canonical absolute path (realpath)
-  uint32_t id = 0;   // stable identity carried in every file handle
+  std::string path;        // canonical absolute path (realpath)
+  uint32_t id = 0;         // stable identity carried in every file handle
   vfs::vfs *fs = nullptr;  // the mounted tree (owned; unmounted with the table)
   std::vector<export_client> clients;
 };
