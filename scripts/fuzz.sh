@@ -45,20 +45,25 @@ fi
 # ---- build ---------------------------------------------------------------------
 # The protocol needs only these four sources (plus header-only kcont/spinlock.h
 # from core); the transports (model_*.cc, listen.cc) and io/ are not linked.
+# The protocol and everything below it (vfs -> io -> core); the transports
+# are not part of the target.
 SRCS=(
   "$ROOT/nfsd/fuzz/fuzz_rpc.cc"
   "$ROOT/nfsd/src/rpc.cc"
   "$ROOT/nfsd/src/exports.cc"
-  "$ROOT/nfsd/src/fh.cc"
   "$ROOT/nfsd/src/nfs3.cc"
+  "$ROOT"/vfs/src/*.cc
+  "$ROOT/io/src/buf.cc"
+  "$ROOT"/core/src/*.cc
 )
 mkdir -p "$OUT"
 echo "== building $OUT/fuzz_rpc"
 "$CXX" -std=c++20 -g -O1 -fno-omit-frame-pointer \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
   -Wall -Wextra \
-  -I"$ROOT/nfsd/include" -I"$ROOT/nfsd/src" -I"$ROOT/core/include" \
-  "${SRCS[@]}" -o "$OUT/fuzz_rpc" -lpthread
+  -I"$ROOT/nfsd/include" -I"$ROOT/nfsd/src" -I"$ROOT/vfs/include" -I"$ROOT/io/include" \
+  -I"$ROOT/core/include" \
+  "${SRCS[@]}" -o "$OUT/fuzz_rpc" -luring -lpthread
 
 # ---- run -----------------------------------------------------------------------
 RUN="$OUT/run-$(date +%Y%m%d-%H%M%S)"

@@ -126,14 +126,14 @@ void populate(world &w) {
   for (int i = 0; i < NHANDLES; i++) {
     const export_entry &ex = table->exports[size_t(HANDLES[i].exp)];
     w.handles[i] = nfs_fh{};
-    auto r = std::make_unique<vfs::vreq>();  // the VFS walks to it as the server would
-    r->op = vfs::vop::walk;
+    auto r = std::make_unique<kc::vfs::vreq>();  // the VFS walks to it as the server would
+    r->op = kc::vfs::vop::walk;
     r->fs = ex.fs;
-    r->fh = vfs::vfs_root(ex.fs);
-    r->cred = vfs::vcred{0, 0, 0, {}};
+    r->fh = kc::vfs::vfs_root(ex.fs);
+    r->cred = kc::vfs::vcred{0, 0, 0, {}};
     r->data = reinterpret_cast<const uint8_t *>(HANDLES[i].rel);
     r->count = uint32_t(std::strlen(HANDLES[i].rel));
-    if (vfs::vop_call(r.get()) == 0 && r->have_res_fh)  // on failure: an empty handle
+    if (kc::vfs::vop_call(r.get()) == 0 && r->have_res_fh)  // on failure: an empty handle
       fh_wrap(ex.id, r->res_fh, &w.handles[i]);
   }
 }
@@ -249,7 +249,7 @@ bool serve_record(world &w, const uint8_t *p, size_t n, uint64_t &rng) {
   req.allow_file_part = (r & 8) != 0;
   req.out = xdr_out(w.out.data(), w.out.size());
   serve_result res = serve_call(*w.srv, req);
-  vfs::vfs_cred_reset();  // serve_call leaves the thread with the caller's identity
+  kc::vfs::vfs_cred_reset();  // serve_call leaves the thread with the caller's identity
   if (res != serve_result::reply) {
     check(req.out.size() == 0, "no reply bytes for drop/close");
     check(req.file.ref == nullptr, "no file part without a reply");
