@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
   CLI::App app{"kcont-nfsd: an NFSv3 server built on kcont continuations"};
   std::string export_dir, exports_file, bind_addr = "127.0.0.1", model = "kcont";
   std::string demo_dir = "/tmp/kcont-nfsd-demo", log_level = "info";
-  int nfs_port = 20490, mount_port = 20048, cpus = 0;
+  int nfs_port = 20490, mount_port = 20048, cpus = 0, spin_us = 0;
   uint32_t slots = 16, max_conns = 256, threads = 8, stats_interval = 0;
   bool rpcbind = false, pin = false;
   auto *ex1 = app.add_option("--export", export_dir, "Export one directory read-write to everyone");
@@ -109,6 +109,11 @@ int main(int argc, char **argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
   app.add_flag("--pin", pin, "Pin each kcont CPU to a core");
+  app.add_option("--spin-us", spin_us,
+                 "Microseconds an idle kcont CPU polls for work before it sleeps (0 = sleep at "
+                 "once; fewer context switches, more CPU)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 10000));
   app.add_option("--model", model, "kcont (continuations) or threads (the classic design)")
       ->capture_default_str()
       ->check(CLI::IsMember({"kcont", "threads"}));
@@ -189,6 +194,7 @@ int main(int argc, char **argv) {
     config kc_cfg;
     kc_cfg.cpus = cpus;
     kc_cfg.pin = pin;
+    kc_cfg.spin_ns = unsigned(spin_us) * 1000u;
     kc_cfg.ring_entries = 1024;
     if (kcont_start(kc_cfg, &err) != 0) {
       spdlog::error("cannot start kcont: {}", err);
