@@ -12,6 +12,8 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -347,6 +349,79 @@ class Serve : public ::testing::Test {
     EXPECT_TRUE(b.ok());
     EXPECT_EQ(b.left(), 0u);
     return st;
+  }
+
+  // ---- checks run through both transports (Serve and KcontTransport) ----
+
+  uint32_t write_as(const nfs_fh &fh, const auth &who, std::string_view data = "x") {
+    return nfs(NFSPROC3_WRITE,
+               args().fh(fh).u64(0).u32(uint32_t(data.size())).u32(UNSTABLE).str(data), who)
+        .u32();
+  }
+
+  // The kernel makes the permission decisions: a non-owner's write clears
+  // setuid/setgid, and an ACL that denies a user whom the mode bits would
+  // let in is obeyed.
+  void check_kernel_decides_permissions() {
+    make_file("suid", "0123");
+    ASSERT_EQ(chmod(path("suid").c_str(), 06777), 0);
+    make_file("acl", "0123");
+    ASSERT_EQ(chmod(path("acl").c_str(), 0666), 0);
+    // system.posix_acl_access: user::rw- user:1000:--- group::rw- mask::rw- other::rw-
+    struct __attribute__((packed)) entry {
+      uint16_t tag, perm;
+      uint32_t id;
+    };
+    struct __attribute__((packed)) {
+      uint32_t version = 2;
+      entry e[5] = {
+          {0x01, 6, ~0u}, {0x02, 0, 1000}, {0x04, 6, ~0u}, {0x10, 6, ~0u}, {0x20, 6, ~0u}};
+    } acl;
+    bool have_acl =
+        setxattr(path("acl").c_str(), "system.posix_acl_access", &acl, sizeof acl, 0) == 0;
+    nfs_fh r = root();
+    nfs_fh suid = lookup(r, "suid").fh, aclf = lookup(r, "acl").fh;
+    auth user{AUTH_SYS, 1000, 1000, {}};
+    for (int round = 0; round < 2; round++) {  // the second time the handles are cached
+      ASSERT_EQ(chmod(path("suid").c_str(), 06777), 0);
+      EXPECT_EQ(write_as(suid, user), NFS3_OK);
+      struct stat st;
+      ASSERT_EQ(stat(path("suid").c_str(), &st), 0);
+      EXPECT_EQ(st.st_mode & 06000, 0u) << "round " << round;
+      if (have_acl) {
+        EXPECT_EQ(write_as(aclf, user), NFS3ERR_ACCES) << "round " << round;
+        EXPECT_EQ(write_as(aclf, auth{AUTH_SYS, 1001, 1001, {}}), NFS3_OK);  // "other": rw
+        xdr_in b = nfs(NFSPROC3_ACCESS, args().fh(aclf).u32(0x3f), user);
+        EXPECT_EQ(b.u32(), NFS3_OK);
+        get_post_op(b);
+        EXPECT_EQ(b.u32() & 0x5u, 0u) << "ACCESS grants READ/MODIFY against the ACL";
+      }
+    }
+    if (!have_acl) GTEST_SKIP() << "no POSIX ACLs on this file system: " << std::strerror(errno);
+  }
+
+  // READ/WRITE/SETATTR(size)/CREATE on FIFOs, sockets and devices give the
+  // RFC 1813 errors at once; nothing opens them for I/O.
+  void check_special_files() {
+    ASSERT_EQ(mkfifo(path("fifo").c_str(), 0666), 0);
+    ASSERT_EQ(mknod(path("null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0);
+    nfs_fh r = root();
+    for (const char *name : {"fifo", "null"}) {
+      nfs_fh f = lookup(r, name).fh;
+      ASSERT_GT(f.len, 0u) << name;
+      EXPECT_EQ(nfs_read(f, 0, 10).status, NFS3ERR_INVAL) << name;
+      EXPECT_EQ(nfs_write(f, 0, "x", UNSTABLE).status, NFS3ERR_INVAL) << name;
+      EXPECT_EQ(nfs_write(f, 0, "x", FILE_SYNC).status, NFS3ERR_INVAL) << name;
+      EXPECT_EQ(nfs(NFSPROC3_SETATTR,
+                    args().fh(f).u32(0).u32(0).u32(0).u32(1).u64(0).u32(0).u32(0).u32(0))
+                    .u32(),
+                NFS3ERR_INVAL)
+          << name;
+      nfs_fh out;
+      EXPECT_EQ(create(r, name, &out), NFS3ERR_EXIST) << name;
+      EXPECT_EQ(nfs(NFSPROC3_COMMIT, args().fh(f).u64(0).u32(0)).u32(), NFS3ERR_INVAL) << name;
+      EXPECT_EQ(getattr(f), NFS3_OK) << name;
+    }
   }
 
   struct write_res {
@@ -1135,6 +1210,9 @@ TEST_F(Serve, CreateNamingAFifoIsRefusedAtOnce) {
   EXPECT_EQ(create(r, "f", &fh), uint32_t(NFS3_OK));
 }
 
+TEST_F(Serve, KernelDecidesPermissions) { check_kernel_decides_permissions(); }
+TEST_F(Serve, SpecialFilesGiveTheRfcErrorsAtOnce) { check_special_files(); }
+
 // ---- the kcont transport ------------------------------------------------------------
 //
 // The same calls carried by the kcont model over TCP (kcont running on two
@@ -1263,6 +1341,9 @@ TEST_F(KcontTransport, CachedCallsCompleteWithoutAThread) {
   EXPECT_EQ(no_thread(NFSPROC3_MKDIR), mk);
   EXPECT_EQ(srv_->stats.nfs[NFSPROC3_MKDIR].calls.load(), 1u);
 }
+
+TEST_F(KcontTransport, KernelDecidesPermissions) { check_kernel_decides_permissions(); }
+TEST_F(KcontTransport, SpecialFilesGiveTheRfcErrorsAtOnce) { check_special_files(); }
 
 TEST_F(KcontTransport, ReadAfterWriteThroughTheTransport) {
   make_file("blk", std::string(8192, '0'));
