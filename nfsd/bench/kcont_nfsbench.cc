@@ -1,7 +1,7 @@
 // kcont-nfsbench -- NFSv3 load generator on libnfs's asynchronous raw API.
 //
 //   kcont-nfsbench --url nfs://127.0.0.1/DIR?version=3&nfsport=N&mountport=M
-//                  --op read|write|getattr|mix --size BYTES --depth N --conns N
+//                  --op read|write|getattr|mix|meta|cycle --size BYTES --depth N --conns N
 //                  --procs N --duration S --warmup S --pattern seq|random
 //                  --file NAME --file-size BYTES --stable unstable|file_sync
 //                  [--server-pid PID] [--json FILE] [--quiet]
@@ -18,7 +18,11 @@
 //      of --size bytes (the returned count is checked: a short read is an
 //      error unless it is the file's last block), a WRITE of --size bytes
 //      (count and stability checked), or a GETATTR of the file.  "mix" picks
-//      per request: 70% READ, 20% GETATTR, 10% WRITE.
+//      per request: 70% READ, 20% GETATTR, 10% WRITE.  "meta" works on a tree
+//      of 256 files beside the test file (NAME.tree, created once): LOOKUP,
+//      GETATTR or ACCESS (a third each) of a random file.  "cycle" runs, in
+//      every request slot, CREATE of a new file in the tree, WRITE of 4 KiB,
+//      COMMIT, GETATTR, REMOVE, and again; every call is one op.
 //      UNSTABLE writes are followed by a COMMIT per connection every 64 MiB
 //      written and once at the end (counted as "commits", not as ops).
 //   3. After --warmup seconds, it measures for --duration seconds: only
@@ -83,8 +87,15 @@ constexpr uint64_t kCommitEvery = 64ull << 20;  // UNSTABLE bytes per COMMIT
 constexpr uint64_t kFillChunk = 1ull << 20;     // preparation WRITE size
 constexpr int64_t kDrainNs = 10'000'000'000;    // wait for replies after the end
 
-enum class Op { kRead, kWrite, kGetattr, kMix };
-enum class Kind : uint8_t { kRead, kWrite, kGetattr, kCommit };
+enum class Op { kRead, kWrite, kGetattr, kMix, kMeta, kCycle };
+enum class Kind : uint8_t { kRead, kWrite, kGetattr, kCommit, kLookup, kAccess, kCreate, kRemove };
+
+constexpr int kTreeFiles = 256;         // files of the metadata tree
+constexpr uint32_t kCycleWrite = 4096;  // bytes each cycle writes
+// The steps of one create-write-commit-getattr-remove cycle.
+constexpr Kind kCycle[] = {Kind::kCreate, Kind::kWrite, Kind::kCommit, Kind::kGetattr,
+                           Kind::kRemove};
+constexpr int kCycleSteps = int(sizeof kCycle / sizeof kCycle[0]);
 
 struct Options {
   std::string url;
@@ -210,6 +221,16 @@ void set_err(ProcSlot *s, const char *fmt, ...) {
 
 std::string file_path(const Options &o) { return o.file[0] == '/' ? o.file : "/" + o.file; }
 
+// The metadata tree: a directory beside the test file holding kTreeFiles
+// files (meta) and the cycle's short-lived files.
+std::string tree_path(const Options &o) { return file_path(o) + ".tree"; }
+
+std::string tree_file(int i) {
+  char n[16];
+  snprintf(n, sizeof n, "f%04d", i);
+  return n;
+}
+
 // Creates a context and mounts the URL's export; nullptr + *err on failure.
 nfs_context *mount_url(const std::string &url, std::string *err) {
   nfs_context *nfs = nfs_init_context();
@@ -292,6 +313,41 @@ bool prepare_file(const Options &o, uint64_t *actual, std::string *err) {
   return ok;
 }
 
+// Creates the metadata tree when missing (meta) and removes what an earlier
+// cycle run left behind.  Sync API.
+bool prepare_tree(const Options &o, std::string *err) {
+  nfs_context *nfs = mount_url(o.url, err);
+  if (!nfs) return false;
+  std::string dir = tree_path(o);
+  bool ok = true;
+  struct nfs_stat_64 st;
+  if (nfs_stat64(nfs, dir.c_str(), &st) != 0 && nfs_mkdir(nfs, dir.c_str()) != 0) {
+    *err = "cannot create " + dir + ": " + nfs_get_error(nfs);
+    ok = false;
+  }
+  for (int i = 0; ok && i < kTreeFiles; i++) {
+    std::string f = dir + "/" + tree_file(i);
+    nfsfh *fh = nullptr;
+    if (nfs_stat64(nfs, f.c_str(), &st) == 0) continue;
+    if (nfs_creat(nfs, f.c_str(), 0644, &fh) != 0) {
+      *err = "cannot create " + f + ": " + nfs_get_error(nfs);
+      ok = false;
+    } else {
+      nfs_close(nfs, fh);
+    }
+  }
+  nfsdir *d = nullptr;
+  if (ok && nfs_opendir(nfs, dir.c_str(), &d) == 0) {
+    std::vector<std::string> stale;
+    while (nfsdirent *e = nfs_readdir(nfs, d))
+      if (e->name[0] == 'c') stale.push_back(e->name);
+    nfs_closedir(nfs, d);
+    for (auto &n : stale) nfs_unlink(nfs, (dir + "/" + n).c_str());
+  }
+  nfs_destroy_context(nfs);
+  return ok;
+}
+
 // ---------------------------------------------------------------------------
 // A client process.
 
@@ -305,6 +361,13 @@ struct Req {
   uint32_t len = 0;
   Kind kind = Kind::kRead;
   bool active = false;
+  // meta: the tree file; cycle: the step, the file's name and handle.
+  int file = 0;
+  int step = 0;
+  uint64_t seq = 0;
+  char name[48] = {};
+  char fhbuf[NFS3_FHSIZE] = {};
+  nfs_fh3 fh{};
 };
 
 struct Conn {
@@ -321,6 +384,13 @@ struct Conn {
   int inflight = 0;
   Req commit;
   std::vector<Req> reqs;
+  // meta and cycle: the tree directory and (meta) its files.
+  nfsfh *dir = nullptr;
+  char dirbuf[NFS3_FHSIZE];
+  nfs_fh3 dirfh{};
+  std::vector<nfsfh *> files;
+  std::vector<std::vector<char>> filebufs;
+  std::vector<nfs_fh3> filefh;
 };
 
 struct Worker {
@@ -352,7 +422,7 @@ bool issue(Req *r) {
   Conn *c = r->c;
   Worker *w = c->w;
   const Options &o = *w->o;
-  if (r->kind != Kind::kCommit) {
+  if (r->kind != Kind::kCommit || o.opk == Op::kCycle) {
     Kind k = Kind::kRead;
     switch (o.opk) {
       case Op::kRead:
@@ -369,9 +439,24 @@ bool issue(Req *r) {
         k = p < 7 ? Kind::kRead : p < 9 ? Kind::kGetattr : Kind::kWrite;
         break;
       }
+      case Op::kMeta: {
+        uint64_t p = w->next_rand();
+        r->file = int((p >> 8) % kTreeFiles);
+        k = p % 3 == 0 ? Kind::kLookup : p % 3 == 1 ? Kind::kGetattr : Kind::kAccess;
+        break;
+      }
+      case Op::kCycle:
+        k = kCycle[r->step];
+        if (k == Kind::kCreate)
+          snprintf(r->name, sizeof r->name, "c%d-%p-%" PRIu64, int(getpid()),
+                   static_cast<void *>(r), r->seq++);
+        break;
     }
     r->kind = k;
-    if (k != Kind::kGetattr) {
+    if (o.opk == Op::kMeta || o.opk == Op::kCycle) {
+      r->off = 0;
+      r->len = k == Kind::kWrite ? kCycleWrite : 0;
+    } else if (k != Kind::kGetattr) {
       uint64_t blk;
       if (o.random) {
         blk = w->next_rand() % w->nblocks;
@@ -399,7 +484,7 @@ bool issue(Req *r) {
     }
     case Kind::kWrite: {
       WRITE3args a{};
-      a.file = c->fh;
+      a.file = o.opk == Op::kCycle ? r->fh : c->fh;
       a.offset = r->off;
       a.count = r->len;
       a.stable = o.unstable ? UNSTABLE : FILE_SYNC;
@@ -410,13 +495,48 @@ bool issue(Req *r) {
     }
     case Kind::kGetattr: {
       GETATTR3args a{};
-      a.object = c->fh;
+      a.object = o.opk == Op::kMeta    ? c->filefh[size_t(r->file)]
+                 : o.opk == Op::kCycle ? r->fh
+                                       : c->fh;
       rc = rpc_nfs3_getattr_async(c->rpc, on_reply, &a, r);
+      break;
+    }
+    case Kind::kLookup: {
+      static thread_local std::string name;
+      name = tree_file(r->file);
+      LOOKUP3args a{};
+      a.what.dir = c->dirfh;
+      a.what.name = const_cast<char *>(name.c_str());
+      rc = rpc_nfs3_lookup_async(c->rpc, on_reply, &a, r);
+      break;
+    }
+    case Kind::kAccess: {
+      ACCESS3args a{};
+      a.object = c->filefh[size_t(r->file)];
+      a.access = 0x3f;
+      rc = rpc_nfs3_access_async(c->rpc, on_reply, &a, r);
+      break;
+    }
+    case Kind::kCreate: {
+      CREATE3args a{};
+      a.where.dir = c->dirfh;
+      a.where.name = r->name;
+      a.how.mode = UNCHECKED;
+      a.how.createhow3_u.obj_attributes.mode.set_it = 1;
+      a.how.createhow3_u.obj_attributes.mode.set_mode3_u.mode = 0644;
+      rc = rpc_nfs3_create_async(c->rpc, on_reply, &a, r);
+      break;
+    }
+    case Kind::kRemove: {
+      REMOVE3args a{};
+      a.object.dir = c->dirfh;
+      a.object.name = r->name;
+      rc = rpc_nfs3_remove_async(c->rpc, on_reply, &a, r);
       break;
     }
     case Kind::kCommit: {
       COMMIT3args a{};
-      a.file = c->fh;
+      a.file = o.opk == Op::kCycle ? r->fh : c->fh;
       a.offset = 0;
       a.count = 0;
       rc = rpc_nfs3_commit_async(c->rpc, on_reply, &a, r);
@@ -443,6 +563,14 @@ const char *kind_name(Kind k) {
       return "GETATTR";
     case Kind::kCommit:
       return "COMMIT";
+    case Kind::kLookup:
+      return "LOOKUP";
+    case Kind::kAccess:
+      return "ACCESS";
+    case Kind::kCreate:
+      return "CREATE";
+    case Kind::kRemove:
+      return "REMOVE";
   }
   return "?";
 }
@@ -503,7 +631,7 @@ void on_reply(rpc_context *rpc, int status, void *data, void *priv) {
           ok = false;
         }
         bytes = k.count;
-        if (k.committed != FILE_SYNC) {
+        if (k.committed != FILE_SYNC && o.opk != Op::kCycle) {
           c->dirty = true;
           c->since_commit += k.count;
         }
@@ -525,9 +653,50 @@ void on_reply(rpc_context *rpc, int status, void *data, void *priv) {
         }
         break;
       }
+      case Kind::kLookup: {
+        auto *x = static_cast<LOOKUP3res *>(data);
+        if (x->status != NFS3_OK) {
+          set_err(s, "LOOKUP %s: nfsstat3 %d", tree_file(r->file).c_str(), int(x->status));
+          ok = false;
+        }
+        break;
+      }
+      case Kind::kAccess: {
+        auto *x = static_cast<ACCESS3res *>(data);
+        if (x->status != NFS3_OK) {
+          set_err(s, "ACCESS: nfsstat3 %d", int(x->status));
+          ok = false;
+        }
+        break;
+      }
+      case Kind::kCreate: {
+        auto *x = static_cast<CREATE3res *>(data);
+        const post_op_fh3 *h = x->status == NFS3_OK ? &x->CREATE3res_u.resok.obj : nullptr;
+        if (!h || !h->handle_follows || h->post_op_fh3_u.handle.data.data_len > NFS3_FHSIZE) {
+          set_err(s, "CREATE %s: nfsstat3 %d%s", r->name, int(x->status),
+                  h ? " without a handle" : "");
+          ok = false;
+        } else {
+          const nfs_fh3 &fh = h->post_op_fh3_u.handle;
+          memcpy(r->fhbuf, fh.data.data_val, fh.data.data_len);
+          r->fh.data.data_len = fh.data.data_len;
+          r->fh.data.data_val = r->fhbuf;
+        }
+        break;
+      }
+      case Kind::kRemove: {
+        auto *x = static_cast<REMOVE3res *>(data);
+        if (x->status != NFS3_OK) {
+          set_err(s, "REMOVE %s: nfsstat3 %d", r->name, int(x->status));
+          ok = false;
+        }
+        break;
+      }
     }
   }
-  if (r->kind == Kind::kCommit) {
+  // A cycle goes on with its next step (after a failure: a new file).
+  if (o.opk == Op::kCycle && r != &c->commit) r->step = ok ? (r->step + 1) % kCycleSteps : 0;
+  if (r->kind == Kind::kCommit && r == &c->commit) {
     if (ok) s->commits++;
     if (!ok) s->errors++;
     return;
@@ -563,6 +732,39 @@ void on_reply(rpc_context *rpc, int status, void *data, void *priv) {
 }
 
 // Returns the process exit status.
+// Copies a handle libnfs holds into buf and points fh at it.
+bool take_fh(nfsfh *f, char *buf, nfs_fh3 *fh) {
+  nfs_fh *h = nfs_get_fh(f);
+  if (!h || h->len <= 0 || h->len > NFS3_FHSIZE) return false;
+  memcpy(buf, h->val, size_t(h->len));
+  fh->data.data_len = u_int(h->len);
+  fh->data.data_val = buf;
+  return true;
+}
+
+// The tree's directory handle and (meta) the handles of its files.
+bool open_tree(const Options &o, Conn *c, std::string *err) {
+  std::string dir = tree_path(o);
+  if (nfs_open(c->nfs, dir.c_str(), O_RDONLY, &c->dir) != 0 ||
+      !take_fh(c->dir, c->dirbuf, &c->dirfh)) {
+    *err = "cannot open " + dir + ": " + nfs_get_error(c->nfs);
+    return false;
+  }
+  if (o.opk != Op::kMeta) return true;
+  c->files.resize(kTreeFiles);
+  c->filebufs.assign(kTreeFiles, std::vector<char>(NFS3_FHSIZE));
+  c->filefh.resize(kTreeFiles);
+  for (int i = 0; i < kTreeFiles; i++) {
+    std::string f = dir + "/" + tree_file(i);
+    if (nfs_open(c->nfs, f.c_str(), O_RDONLY, &c->files[size_t(i)]) != 0 ||
+        !take_fh(c->files[size_t(i)], c->filebufs[size_t(i)].data(), &c->filefh[size_t(i)])) {
+      *err = "cannot open " + f + ": " + nfs_get_error(c->nfs);
+      return false;
+    }
+  }
+  return true;
+}
+
 int worker_main(const Options &o, Shared *sh, int idx, uint64_t fsize) {
   ProcSlot *s = &sh->procs[idx];
   Worker w;
@@ -573,7 +775,7 @@ int worker_main(const Options &o, Shared *sh, int idx, uint64_t fsize) {
   w.range = std::min<uint64_t>(o.file_size, fsize);
   w.nblocks = (w.range + o.size - 1) / o.size;
   w.rng = 0x2545f4914f6cdd1dull ^ (uint64_t(getpid()) << 17) ^ uint64_t(idx + 1) * 0x9e37ull;
-  w.wbuf.resize(o.size);
+  w.wbuf.resize(std::max<uint64_t>(o.size, kCycleWrite));
   for (size_t i = 0; i < w.wbuf.size(); i++) w.wbuf[i] = (unsigned char)(w.next_rand() >> 32);
   w.conns.resize(size_t(o.conns));
 
@@ -604,6 +806,14 @@ int worker_main(const Options &o, Shared *sh, int idx, uint64_t fsize) {
     memcpy(c.fhbuf, h->val, size_t(h->len));
     c.fh.data.data_len = u_int(h->len);
     c.fh.data.data_val = c.fhbuf;
+    if (o.opk == Op::kMeta || o.opk == Op::kCycle) {
+      std::string err2;
+      if (!open_tree(o, &c, &err2)) {
+        set_err(s, "%s", err2.c_str());
+        st(s->state, -1);
+        return 1;
+      }
+    }
     c.rpc = nfs_get_rpc_context(c.nfs);
     // sequential streams start spread over the file
     c.cursor = uint64_t(idx * o.conns + i) * w.nblocks / uint64_t(total);
@@ -691,7 +901,12 @@ int worker_main(const Options &o, Shared *sh, int idx, uint64_t fsize) {
   s->cpu_s = cpu1 - cpu0;
   w.teardown = true;
   for (auto &c : w.conns) {
-    if (c.file && !c.dead && c.inflight == 0) nfs_close(c.nfs, c.file);
+    if (!c.dead && c.inflight == 0) {
+      if (c.file) nfs_close(c.nfs, c.file);
+      if (c.dir) nfs_close(c.nfs, c.dir);
+      for (nfsfh *f : c.files)
+        if (f) nfs_close(c.nfs, f);
+    }
     nfs_destroy_context(c.nfs);
   }
   st(s->state, 2);
@@ -832,8 +1047,11 @@ int main(int argc, char **argv) {
   Options o;
   CLI::App app{"kcont-nfsbench: NFSv3 load generator (libnfs async raw API)"};
   app.add_option("--url", o.url, "nfs://HOST/EXPORT?version=3&nfsport=N&mountport=M")->required();
-  app.add_option("--op", o.op, "read, write, getattr or mix (70% READ, 20% GETATTR, 10% WRITE)")
-      ->check(CLI::IsMember({"read", "write", "getattr", "mix"}))
+  app.add_option("--op", o.op,
+                 "read, write, getattr, mix (70% READ, 20% GETATTR, 10% WRITE), meta (LOOKUP, "
+                 "GETATTR, ACCESS on a tree of 256 files) or cycle (CREATE, WRITE 4 KiB, COMMIT, "
+                 "GETATTR, REMOVE per file)")
+      ->check(CLI::IsMember({"read", "write", "getattr", "mix", "meta", "cycle"}))
       ->capture_default_str();
   app.add_option("--size", o.size, "Bytes per READ/WRITE (suffixes K, M: 1024-based)")
       ->transform(CLI::AsSizeValue(false))
@@ -871,6 +1089,8 @@ int main(int argc, char **argv) {
   o.opk = o.op == "read"    ? Op::kRead
           : o.op == "write" ? Op::kWrite
           : o.op == "mix"   ? Op::kMix
+          : o.op == "meta"  ? Op::kMeta
+          : o.op == "cycle" ? Op::kCycle
                             : Op::kGetattr;
   o.random = o.pattern == "random";
   o.unstable = o.stable == "unstable";
@@ -886,7 +1106,8 @@ int main(int argc, char **argv) {
 
   uint64_t fsize = 0;
   std::string err;
-  if (!prepare_file(o, &fsize, &err)) {
+  if (!prepare_file(o, &fsize, &err) ||
+      ((o.opk == Op::kMeta || o.opk == Op::kCycle) && !prepare_tree(o, &err))) {
     fprintf(stderr, "kcont-nfsbench: %s\n", err.c_str());
     return 1;
   }
