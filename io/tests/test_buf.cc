@@ -313,6 +313,57 @@ TEST_F(BufTest, WriteFsyncAndReadBack) {
   EXPECT_TRUE(r.data_ok.load());
 }
 
+// A write from the caller's memory (bigger than a buffer, durable with
+// B_DSYNC) lands in the file, and its completion invalidates the pool
+// before its continuation runs: whoever hears of the write can never be
+// handed an older in-flight read by a later bread.
+TEST_F(BufTest, WriteFromCallerMemoryInvalidatesThePoolBeforeItsChainRuns) {
+  std::vector<char> src(3 * 65536 + 100);
+  for (size_t i = 0; i < src.size(); i++) src[i] = char(uint8_t(9 + (4096 + i) % 251));
+  buf *bp = buf_get(pool_);
+  ASSERT_NE(bp, nullptr);
+  EXPECT_EQ(bp->src, nullptr);
+  EXPECT_EQ(bp->flags, 0u);
+  bp->fd = fd_;
+  bp->op = bio_op::write;
+  bp->offset = 4096;
+  bp->len = uint32_t(src.size());
+  bp->src = src.data();
+  bp->flags = B_DSYNC;
+  struct at_done {
+    bufpool *pool;
+    std::atomic<uint64_t> invalidations{UINT64_MAX};
+    std::atomic<int> status{-100};
+  } d{pool_};
+  uint64_t before = bufpool_stats(pool_).invalidations;
+  kcont k;
+  kcont_init(
+      &k,
+      [](void *, void *env, int status) {
+        auto *x = static_cast<at_done *>(env);
+        x->invalidations = bufpool_stats(x->pool).invalidations;
+        x->status = status;
+      },
+      &d, target::at(LVL_SOFTBIO));
+  ASSERT_EQ(bio_submit(bp, &k), 0);
+  ASSERT_TRUE(eventually([&] { return d.status.load() != -100; }));
+  kcont_drain(&k);
+  EXPECT_EQ(d.status.load(), 0);
+  EXPECT_EQ(bp->done, uint32_t(src.size()));
+  EXPECT_EQ(d.invalidations.load(), before + 1) << "not invalidated before the chain ran";
+  brelse(bp);
+  std::vector<char> back(src.size());
+  ASSERT_EQ(pread(fd_, back.data(), back.size(), 4096), ssize_t(back.size()));
+  EXPECT_EQ(back, src);
+  // A write from a pool buffer longer than the buffer is still refused.
+  bp = buf_get(pool_);
+  bp->fd = fd_;
+  bp->op = bio_op::write;
+  bp->len = bp->cap + 1;
+  EXPECT_EQ(bio_submit(bp, nullptr), EINVAL);
+  brelse(bp);
+}
+
 TEST_F(BufTest, ExhaustedPoolPushesBack) {
   std::vector<buf *> held;
   while (buf *bp = buf_get(pool_)) held.push_back(bp);
