@@ -360,9 +360,12 @@ uint32_t read_len(const vreq *r, uint64_t size) {
   return r->offset >= size ? 0 : uint32_t(std::min<uint64_t>(r->count, size - r->offset));
 }
 
-void read_eof(vreq *r) {
+// EOF: the data reaches the file's size, or the kernel returned less than
+// was asked of it (`asked`: after any cut to the caller's room, which is
+// not an end of file).
+void read_eof(vreq *r, uint32_t asked) {
   uint64_t size = r->obj.have_post ? r->obj.post.size : 0;
-  r->rd.eof = r->rd.n < r->count || r->offset + r->rd.n >= size;
+  r->rd.eof = r->rd.n < asked || r->offset + r->rd.n >= size;
 }
 
 // The data as a file extent for the caller to send.
@@ -383,8 +386,9 @@ void do_read(vreq *r) {
   vattr &a = r->obj.post;
   if (r->error == 0 && !(r->obj.have_post = stat_fd(r->vp->fd, &a))) r->error = errno;
   if (r->error == 0 && !may(r, a, 4)) r->error = EACCES;
+  uint32_t n = 0;
   if (r->error == 0) {
-    uint32_t n = read_len(r, a.size);
+    n = read_len(r, a.size);
     if (n > r->dst_cap && (r->flags & VREQ_EXTENT_OK)) {
       read_extent(r, n);
     } else if (n > 0) {
@@ -399,7 +403,7 @@ void do_read(vreq *r) {
     }
   }
   if (r->error && r->vp->type != vtype::reg) post(r);
-  read_eof(r);
+  read_eof(r, n);
 }
 
 int rwf_of(stable_how s) {
@@ -743,7 +747,7 @@ void read_done(void *obj, void *env, int status) {
     r->rd.bp = bp;
     r->rd.n = bp->done;
   }
-  read_eof(r);
+  read_eof(r, bp->len);
   vop_complete(r);
 }
 
@@ -773,7 +777,7 @@ int start_read(vreq *r) {
   if (n == 0 || (n > VFS_BUF_MAX && (r->flags & VREQ_EXTENT_OK))) {
     if (n > 0) read_extent(r, n);
     r->rd.n = n;
-    read_eof(r);
+    read_eof(r, n);
     return VB_DONE;
   }
   bufpool *p = vfs_bufpool();

@@ -226,8 +226,9 @@ struct vreq {
   uint32_t access_want = 0;
   uint64_t cookie = 0;  // readdir
   bool plus = false;
-  // readdir: called (thread context) for each entry in order until it returns
-  // false (that entry not taken: the next readdir resumes at it).
+  // readdir: called for each entry in order until it returns false (that
+  // entry not taken: the next readdir resumes at it), in the context the
+  // operation runs in -- possibly interrupt: it must not block or allocate.
   bool (*emit)(void *arg, const vdirent &e) = nullptr;
   void *emit_arg = nullptr;
   kcont *done = nullptr;  // vop_start: run with (obj = this, status = error)
