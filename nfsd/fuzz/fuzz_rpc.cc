@@ -54,12 +54,16 @@ struct object {
   int exp;
   const char *rel;
 };
+// Export 2 is the in-memory backend (vfs(9)): the same protocol code on a
+// second file-system implementation.
 constexpr object HANDLES[] = {
-    {0, ""},       {0, "file"}, {0, "dir"},  {0, "link"},
-    {0, "escape"}, {1, ""},     {1, "file"}, {0, "dir/inner"},
+    {0, ""}, {0, "file"}, {0, "dir"},       {0, "link"}, {0, "escape"},
+    {1, ""}, {1, "file"}, {0, "dir/inner"}, {2, ""},
 };
 constexpr int NHANDLES = int(sizeof HANDLES / sizeof HANDLES[0]);
-constexpr object PATHS[] = {{0, ""}, {1, ""}, {0, "dir"}, {0, "link"}, {0, "escape/ssl"}};
+constexpr object PATHS[] = {{0, ""}, {1, ""}, {0, "dir"}, {0, "link"}, {0, "escape/ssl"}, {2, ""}};
+constexpr const char *MEMORY_EXPORT = "/kcont-fuzz-memory";
+constexpr uint64_t MEMORY_BYTES = 64ull << 20;
 constexpr int NPATHS = int(sizeof PATHS / sizeof PATHS[0]);
 const char *const FIXED_NAMES[] = {"file", "dir", "link", "escape"};
 
@@ -252,21 +256,22 @@ bool serve_record(world &w, const uint8_t *p, size_t n, uint64_t &rng) {
   kc::vfs::vfs_cred_reset();  // serve_call leaves the thread with the caller's identity
   if (res != serve_result::reply) {
     check(req.out.size() == 0, "no reply bytes for drop/close");
-    check(req.file.ref == nullptr, "no file part without a reply");
+    check(req.file.ref == nullptr && req.data_buf == nullptr, "no data without a reply");
     return res == serve_result::drop;
   }
   check(req.out.ok(), "reply buffer overflow reached the transport");
   check(req.out.size() >= 24, "reply shorter than a header");
   const uint8_t *o = w.out.data();
   uint32_t mark = uint32_t(o[0]) << 24 | uint32_t(o[1]) << 16 | uint32_t(o[2]) << 8 | o[3];
-  check(mark == (0x80000000u | uint32_t(req.out.size() - 4 + req.file.len + req.file.pad)),
+  check(mark == (0x80000000u |
+                 uint32_t(req.out.size() - 4 + req.data_len + req.file.len + req.file.pad)),
         "record mark matches the reply length");
   check(rec.size() >= 4 && std::memcmp(o + 4, rec.data(), 4) == 0, "reply carries the xid");
   if (req.file.ref) {
     check(req.allow_file_part, "file part only when allowed");
     check(req.file.len <= MAX_IO && req.file.pad < 4, "file part bounds");
-    release_reply(req);
   }
+  release_reply(req);
   return true;
 }
 
@@ -297,11 +302,29 @@ extern "C" int LLVMFuzzerInitialize(int *, char ***) {
     std::fprintf(stderr, "fuzz_rpc: %s\n", err.c_str());
     std::exit(1);
   }
+  {
+    export_entry mem;  // not a directory of this machine: built by hand
+    mem.path = MEMORY_EXPORT;
+    mem.id = 0x6d656d30;
+    mem.fs = kc::vfs::vfs_mount_memory(MEMORY_BYTES, &err);
+    if (!mem.fs) {
+      std::fprintf(stderr, "fuzz_rpc: memory mount: %s\n", err.c_str());
+      std::exit(1);
+    }
+    export_client any;
+    any.spec = "*";
+    any.any = true;
+    any.opts.rw = true;
+    any.opts.root_squash = false;
+    mem.clients.push_back(any);
+    table->exports.push_back(std::move(mem));
+  }
   W->srv->set_exports(table);
   W->rec.resize(W->srv->cfg.max_record);
   W->out.resize(THREADS_REPLY_BUFFER);
   for (int i = 0; i < NPATHS; i++)
-    W->paths[i] = W->dirs[PATHS[i].exp] + (PATHS[i].rel[0] ? std::string("/") + PATHS[i].rel : "");
+    W->paths[i] = (PATHS[i].exp == 2 ? std::string(MEMORY_EXPORT) : W->dirs[PATHS[i].exp]) +
+                  (PATHS[i].rel[0] ? std::string("/") + PATHS[i].rel : "");
   populate(*W);
   return 0;
 }

@@ -11,7 +11,8 @@ import struct
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 NFS, MOUNT = 100003, 100005
-ROOT, FILE, DIR, LINK, ESCAPE, RO_ROOT, RO_FILE, INNER = range(8)
+ROOT, FILE, DIR, LINK, ESCAPE, RO_ROOT, RO_FILE, INNER, MEM_ROOT = range(9)
+MEM_PATH = 5  # path(5): the in-memory export
 
 
 def u32(v): return struct.pack(">I", v & 0xffffffff)
@@ -90,6 +91,20 @@ seeds = {
     record(call(54, NFS, 3, 0, cred=u32(6) + opaque(b"gss!"))),
     "reply_message": record(u32(60) + u32(1) + u32(0) + u32(0) + u32(0) + u32(0)) +
     record(call(61, NFS, 3, 0)),
+    # The in-memory export (vfs(9) memory backend): the same procedures on a
+    # second implementation of the file system.
+    "mem_mnt_create_write_read": record(call(70, MOUNT, 3, 1, path(MEM_PATH))) +
+    record(call(71, NFS, 3, 8, fh(MEM_ROOT) + s("f") + u32(0) + mode_sattr(0o644))) +
+    record(call(72, NFS, 3, 3, fh(MEM_ROOT) + s("f"))) +
+    record(call(73, NFS, 3, 9, fh(MEM_ROOT) + s("d") + no_sattr())) +
+    record(call(74, NFS, 3, 17, fh(MEM_ROOT) + u64(0) + u64(0) + u32(512) + u32(4096))),
+    "mem_symlink_mknod_rename": record(call(75, NFS, 3, 10, fh(MEM_ROOT) + s("sl") + no_sattr() +
+                                             s("f"))) +
+    record(call(76, NFS, 3, 11, fh(MEM_ROOT) + s("p") + u32(7) + no_sattr())) +
+    record(call(77, NFS, 3, 14, fh(MEM_ROOT) + s("sl") + fh(MEM_ROOT) + s("sl2"))) +
+    record(call(78, NFS, 3, 13, fh(MEM_ROOT) + s("d"))),
+    "mem_fsstat_access": record(call(79, NFS, 3, 18, fh(MEM_ROOT))) +
+    record(call(80, NFS, 3, 4, fh(MEM_ROOT) + u32(0x3f), auth_sys(1000, 1000))),
     "empty_fragments": u32(0) + u32(0) + record(call(62, NFS, 3, 0), 4),
 }
 
