@@ -35,6 +35,7 @@
 #include <cstring>
 
 #include "internal.h"
+#include "kcont/nfsd/transport.h"
 #include "kcont/spinlock.h"
 
 namespace kc::nfs {
@@ -258,6 +259,10 @@ struct proc_info {
 };
 
 namespace {
+
+// The largest READDIR/READDIRPLUS reply body, whatever the client asks:
+// fits the kcont transport's reply buffer with room for the RPC header.
+constexpr size_t READDIR_MAX = KCONT_REPLY_BUFFER - 1024;
 
 constexpr uint32_t ATTR = 88;            // post_op_attr with attributes
 constexpr uint32_t WCC = 4 + 24 + ATTR;  // wcc_data with both halves
@@ -635,8 +640,10 @@ bool dec_readdir_common(nfs_call &c, xdr_in &in, bool plus) {
   s = readdir_state{};
   s.fsid = fsid(c);
   s.entries_at = c.body_at + 4 + ATTR + 8;
-  // Budget: the client's limit (bounded by our buffer), less the list's end.
-  s.limit = std::min<size_t>(c.maxcount, out.capacity() - c.body_at);
+  // Budget: the client's limit, bounded by READDIR_MAX (not by the
+  // transport's buffer: a page is the same whichever transport carries
+  // it), less the list's end.
+  s.limit = std::min<size_t>({c.maxcount, READDIR_MAX, out.capacity() - c.body_at});
   s.limit = s.limit > 8 ? s.limit - 8 : 0;  // a count below 8 fits nothing: TOOSMALL
   s.names_limit = plus ? c.dircount : s.limit;
   out.rewind(c.body_at);

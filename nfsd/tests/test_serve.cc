@@ -1372,6 +1372,11 @@ TEST_F(KcontTransport, RepliesAreByteIdenticalToServeCall) {
   nfs_fh lnk = lookup(r, "link").fh;
   nfs_fh bad = f;
   bad.data[0] ^= 1;
+  // A directory whose READDIRPLUS is bigger than any reply buffer of the
+  // kcont transport: the page must still be the same.
+  ASSERT_EQ(mkdir(path("big").c_str(), 0755), 0);
+  for (int i = 0; i < 1500; i++) make_file("big/entry-with-a-long-name-" + std::to_string(i));
+  nfs_fh big = lookup(r, "big").fh;
   std::vector<std::pair<uint32_t, args>> vectors = {
       {NFSPROC3_NULL, args()},
       {NFSPROC3_GETATTR, args().fh(f)},
@@ -1399,6 +1404,8 @@ TEST_F(KcontTransport, RepliesAreByteIdenticalToServeCall) {
       {NFSPROC3_READDIR, args().fh(r).u64(0).u64(0).u32(4096)},
       {NFSPROC3_READDIRPLUS, args().fh(r).u64(0).u64(0).u32(4096).u32(8192)},
       {NFSPROC3_READDIR, args().fh(r).u64(0).u64(0).u32(4)},
+      {NFSPROC3_READDIRPLUS, args().fh(big).u64(0).u64(0).u32(1u << 20).u32(1u << 20)},
+      {NFSPROC3_READDIR, args().fh(big).u64(0).u64(0).u32(1u << 20)},
       {NFSPROC3_FSINFO, args().fh(f)},
       {NFSPROC3_PATHCONF, args().fh(f)},
       {NFSPROC3_COMMIT, args().fh(r).u64(0).u32(0)},

@@ -195,7 +195,12 @@ int resolve_blocking(vreq *r) {
 
 // Thread context: the whole operation (vop_call, and the worker).
 void run_here(vreq *r) {
-  vfs_cred_reset();  // resolving needs the process's own identity
+  // Resolving a handle that is not cached needs the process's own identity
+  // (open_by_handle_at); a cached one needs no switch, which keeps the
+  // identity of the previous call (often the same client's) in place.
+  if (!r->vp) r->vp = vnode_lookup_cached(r->fs, r->fh);
+  if (needs_second(r->op) && !r->vp2) r->vp2 = vnode_lookup_cached(r->fs, r->fh2);
+  if (!r->vp || (needs_second(r->op) && !r->vp2)) vfs_cred_reset();
   r->error = resolve_blocking(r);
   if (r->error == 0) {
     if ((r->flags & VREQ_RDONLY) && vop_modifies(r->op)) r->error = EROFS;
