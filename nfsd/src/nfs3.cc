@@ -224,10 +224,16 @@ server::server() {
   clock_gettime(CLOCK_REALTIME, &ts);
   uint64_t v = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
   v ^= uint64_t(getpid()) << 48;
-  for (int i = 0; i < 8; i++) write_verf[i] = uint8_t(v >> (56 - 8 * i));
+  write_verf.store(v, std::memory_order_relaxed);
 }
 
 server::~server() = default;
+
+void server::new_write_verf() {
+  // A different value from every earlier one of this run: the low bits
+  // count the changes.
+  write_verf.fetch_add(0x9e3779b97f4a7c15ull, std::memory_order_relaxed);
+}
 
 std::shared_ptr<const export_table> server::exports() const {
   std::lock_guard<std::mutex> g(exports_lock_);
@@ -481,6 +487,21 @@ void enc_read(nfs_call &c) {
   }
 }
 
+void put_verf(nfs_call &c) {
+  uint64_t verf = c.srv->write_verf.load(std::memory_order_relaxed);
+  uint8_t v[8];
+  xdr_out::put32(v, uint32_t(verf >> 32));
+  xdr_out::put32(v + 4, uint32_t(verf));
+  out_of(c).fixed(v, 8);
+}
+
+// A write or write-back the file system failed: data acknowledged earlier
+// as UNSTABLE may be lost, so the verifier changes and clients resend.
+void maybe_lost_writes(nfs_call &c) {
+  int e = c.v.error;
+  if (c.ran && (e == EIO || e == ENOSPC || e == EDQUOT)) c.srv->new_write_verf();
+}
+
 bool dec_write(nfs_call &c, xdr_in &in) {
   if (!get_fh(c, in, &c.v.fh)) return false;
   c.v.offset = in.u64();
@@ -495,12 +516,13 @@ bool dec_write(nfs_call &c, xdr_in &in) {
 }
 
 void enc_write(nfs_call &c) {
+  maybe_lost_writes(c);
   nfsstat3 st = begin(c);
   put_wcc(out_of(c), c.v.obj, fsid(c));
   if (st != NFS3_OK) return;
   out_of(c).u32(c.v.written);
   out_of(c).u32(c.stable);
-  out_of(c).fixed(c.srv->write_verf, 8);
+  put_verf(c);
 }
 
 bool dec_create(nfs_call &c, xdr_in &in) {
@@ -737,9 +759,10 @@ bool dec_commit(nfs_call &c, xdr_in &in) {
 }
 
 void enc_commit(nfs_call &c) {
+  maybe_lost_writes(c);
   nfsstat3 st = begin(c);
   put_wcc(out_of(c), c.v.obj, fsid(c));
-  if (st == NFS3_OK) out_of(c).fixed(c.srv->write_verf, 8);
+  if (st == NFS3_OK) put_verf(c);
 }
 
 // ---- MOUNT v3 ---------------------------------------------------------------------------

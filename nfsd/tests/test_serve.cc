@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "internal.h"
+#include "kcont/buf.h"
 #include "kcont/kcont.h"
 #include "kcont/nfsd/rpc.h"
 #include "kcont/nfsd/server.h"
@@ -133,6 +134,15 @@ bool get_post_op(xdr_in &in, fattr *a = nullptr) {
 void skip_wcc(xdr_in &in) {
   if (in.boolean()) in.fixed(24);  // pre_op_attr
   get_post_op(in);
+}
+
+// The server's write verifier as the wire has it.
+bytes verf_of(const server &s) {
+  bytes v(8);
+  uint64_t x = s.write_verf.load();
+  xdr_out::put32(v.data(), uint32_t(x >> 32));
+  xdr_out::put32(v.data() + 4, uint32_t(x));
+  return v;
 }
 
 nfs_fh get_fh(xdr_in &in) {
@@ -1039,14 +1049,14 @@ TEST_F(Serve, UnstableWriteThenCommitGiveTheServerVerifier) {
   ASSERT_EQ(w.status, NFS3_OK);
   EXPECT_EQ(w.count, 14u);
   EXPECT_EQ(w.committed, UNSTABLE);
-  EXPECT_EQ(bytes(w.verf, w.verf + 8), bytes(srv_->write_verf, srv_->write_verf + 8));
+  EXPECT_EQ(bytes(w.verf, w.verf + 8), verf_of(*srv_));
 
   xdr_in b = nfs(NFSPROC3_COMMIT, args().fh(f).u64(0).u32(0));
   ASSERT_EQ(b.u32(), NFS3_OK);
   skip_wcc(b);
   bytes_view v = b.fixed(8);
   ASSERT_TRUE(b.ok());
-  EXPECT_EQ(bytes(v.data, v.data + 8), bytes(srv_->write_verf, srv_->write_verf + 8));
+  EXPECT_EQ(bytes(v.data, v.data + 8), verf_of(*srv_));
   EXPECT_EQ(b.left(), 0u);
 }
 
@@ -1344,6 +1354,31 @@ TEST_F(KcontTransport, CachedCallsCompleteWithoutAThread) {
 
 TEST_F(KcontTransport, KernelDecidesPermissions) { check_kernel_decides_permissions(); }
 TEST_F(KcontTransport, SpecialFilesGiveTheRfcErrorsAtOnce) { check_special_files(); }
+
+// A write-back that fails (an injected EIO on the COMMIT's fsync, through
+// buf(9)'s fault hook) is reported, and the write verifier changes so that
+// clients resend the UNSTABLE writes it may have lost.
+TEST_F(KcontTransport, AFailedCommitChangesTheWriteVerifier) {
+  make_file("w", "");
+  nfs_fh f = lookup(root(), "w").fh;
+  write_res w1 = nfs_write(f, 0, "unstable", UNSTABLE);
+  ASSERT_EQ(w1.status, NFS3_OK);
+  bytes v1(w1.verf, w1.verf + 8);
+  kc::bio_set_fault_hook(
+      [](const kc::buf *bp, void *) { return bp->op == kc::bio_op::fsync ? EIO : 0; }, nullptr);
+  uint32_t st = nfs(NFSPROC3_COMMIT, args().fh(f).u64(0).u32(0)).u32();
+  kc::bio_set_fault_hook(nullptr, nullptr);
+  EXPECT_EQ(st, NFS3ERR_IO);
+  xdr_in b = nfs(NFSPROC3_COMMIT, args().fh(f).u64(0).u32(0));
+  ASSERT_EQ(b.u32(), NFS3_OK);
+  skip_wcc(b);
+  bytes_view v = b.fixed(8);
+  ASSERT_TRUE(b.ok());
+  bytes v2(v.data, v.data + 8);
+  EXPECT_NE(v2, v1) << "the verifier did not change after a failed write-back";
+  write_res w2 = nfs_write(f, 0, "again", UNSTABLE);
+  EXPECT_EQ(bytes(w2.verf, w2.verf + 8), v2);
+}
 
 TEST_F(KcontTransport, ReadAfterWriteThroughTheTransport) {
   make_file("blk", std::string(8192, '0'));

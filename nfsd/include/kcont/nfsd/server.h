@@ -118,7 +118,11 @@ struct server_config {
 
 struct server {
   server_config cfg;
-  uint8_t write_verf[8] = {};  // changes on every start (nanoseconds + pid)
+  // The write verifier: changes on every start (nanoseconds + pid) and
+  // whenever a write-back failed (new_write_verf), so clients resend the
+  // UNSTABLE writes it may have lost, as knfsd does.  Any context.
+  std::atomic<uint64_t> write_verf{0};
+  void new_write_verf();
   server_stats stats;
 
   std::shared_ptr<const export_table> exports() const;
