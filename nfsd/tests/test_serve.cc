@@ -1320,13 +1320,16 @@ class KcontTransport : public Serve {
 
 TEST_F(KcontTransport, CachedCallsCompleteWithoutAThread) {
   make_file("data", std::string(100000, 'x'));
+  ASSERT_EQ(symlink("data", path("short-link").c_str()), 0);  // kept in its inode
   nfs_fh r = root();
   nfs_fh f = lookup(r, "data").fh;
+  nfs_fh l = lookup(r, "short-link").fh;
   ASSERT_GT(f.len, 0u);
-  ASSERT_EQ(getattr(f), NFS3_OK);  // the handle is now in the vnode cache
-  const uint32_t procs[] = {NFSPROC3_GETATTR, NFSPROC3_ACCESS,   NFSPROC3_READ,
-                            NFSPROC3_WRITE,   NFSPROC3_COMMIT,   NFSPROC3_FSSTAT,
-                            NFSPROC3_FSINFO,  NFSPROC3_PATHCONF, NFSPROC3_NULL};
+  ASSERT_EQ(getattr(f), NFS3_OK);  // the handles are now in the vnode cache
+  ASSERT_EQ(getattr(l), NFS3_OK);
+  const uint32_t procs[] = {NFSPROC3_GETATTR, NFSPROC3_ACCESS, NFSPROC3_READ,    NFSPROC3_WRITE,
+                            NFSPROC3_COMMIT,  NFSPROC3_FSSTAT, NFSPROC3_FSINFO,  NFSPROC3_PATHCONF,
+                            NFSPROC3_NULL,    NFSPROC3_LOOKUP, NFSPROC3_READLINK};
   uint64_t before[NFS3_PROCS];
   for (uint32_t p : procs) before[p] = no_thread(p);
   for (int round = 0; round < 3; round++) {
@@ -1341,6 +1344,8 @@ TEST_F(KcontTransport, CachedCallsCompleteWithoutAThread) {
     EXPECT_EQ(nfs(NFSPROC3_FSINFO, args().fh(f)).u32(), NFS3_OK);
     EXPECT_EQ(nfs(NFSPROC3_PATHCONF, args().fh(f)).u32(), NFS3_OK);
     call(NFS_PROGRAM, NFS_V3, NFSPROC3_NULL);
+    EXPECT_EQ(lookup(r, "data").status, NFS3_OK);  // the dentry cache answers
+    EXPECT_EQ(nfs(NFSPROC3_READLINK, args().fh(l)).u32(), NFS3_OK);
   }
   // Counted before the reply is sent, so they are final here.
   for (uint32_t p : procs) EXPECT_EQ(no_thread(p) - before[p], 3u) << nfs3_proc_name(p);

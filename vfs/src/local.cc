@@ -16,6 +16,8 @@
 // it without waiting for anything but an in-core inode or the I/O layer:
 //   getattr, fsstat, fsinfo   fstat / fstatvfs / fpathconf of an open inode
 //   access                    mode bits, when the inode has no ACL
+//   readlink                  a symlink with no blocks of its own (the target
+//                             is in the inode): readlinkat reads no disk
 //   lookup                    openat2(RESOLVE_CACHED): the dentry cache
 //                             answers or it goes to thread context; the
 //                             directory's search permission from mode bits
@@ -348,6 +350,17 @@ void do_readlink(vreq *r) {
       r->link_len = uint32_t(n);
   }
   post(r);
+}
+
+// A symlink whose target lives in its inode (a "fast" symlink: no blocks
+// of its own, as ext4 and tmpfs store short targets) is read without any
+// I/O; a longer one may need its block read: thread context.
+int start_readlink(vreq *r) {
+  if (r->vp->type != vtype::lnk) return VB_BLOCK;  // the thread road gives the error
+  post(r);
+  if (!r->obj.have_post || r->obj.post.used != 0) return VB_BLOCK;
+  do_readlink(r);
+  return VB_DONE;
 }
 
 // Type checks common to read and write.
@@ -928,6 +941,8 @@ int local_start(vreq *r) {
       return VB_DONE;
     case vop::access:
       return start_access(r);
+    case vop::readlink:
+      return start_readlink(r);
     case vop::lookup:
       return start_lookup(r);
     case vop::read:
