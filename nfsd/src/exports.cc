@@ -234,6 +234,38 @@ std::shared_ptr<export_table> parse_exports(const std::string &text, const std::
   return t;
 }
 
+bool add_memory_export(export_table &t, const std::string &path, uint64_t max_bytes,
+                       std::string *err) {
+  if (path.empty() || path[0] != '/' || path.find("/..") != std::string::npos ||
+      (path.size() > 1 && path.back() == '/')) {
+    *err = "memory export " + path + ": give an absolute path without '..' or a trailing '/'";
+    return false;
+  }
+  export_entry e;
+  e.path = path;
+  e.id = path_id(path);
+  for (auto &o : t.exports) {
+    if (o.id == e.id) {
+      *err = "memory export " + path + " is exported twice";
+      return false;
+    }
+  }
+  std::string why;
+  e.fs = vfs::vfs_mount_memory(max_bytes, &why);
+  if (!e.fs) {
+    *err = "memory export " + path + ": " + why;
+    return false;
+  }
+  export_client c;
+  std::string unused;
+  parse_client("*", &c, &unused);
+  c.opts.rw = true;
+  c.opts.root_squash = false;
+  e.clients.push_back(c);
+  t.exports.push_back(std::move(e));
+  return true;
+}
+
 std::shared_ptr<export_table> load_exports(const std::string &file, std::string *err) {
   std::ifstream f(file);
   if (!f) {

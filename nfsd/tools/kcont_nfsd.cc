@@ -89,12 +89,20 @@ bool parse_bind(const std::string &host, int port, sockaddr_storage *out, sockle
 int main(int argc, char **argv) {
   CLI::App app{"kcont-nfsd: an NFSv3 server built on kcont continuations"};
   std::string export_dir, exports_file, bind_addr = "127.0.0.1", model = "kcont";
-  std::string demo_dir = "/tmp/kcont-nfsd-demo", log_level = "info";
+  std::string demo_dir = "/tmp/kcont-nfsd-demo", log_level = "info", memory_export;
+  uint32_t memory_mib = 1024;
   int nfs_port = 20490, mount_port = 20048, cpus = 0, spin_us = 0;
   uint32_t slots = 16, max_conns = 256, threads = 8, stats_interval = 0;
   bool rpcbind = false, pin = false;
   auto *ex1 = app.add_option("--export", export_dir, "Export one directory read-write to everyone");
   auto *ex2 = app.add_option("--exports", exports_file, "Exports file (exports(5) style)");
+  app.add_option("--memory-export", memory_export,
+                 "Also serve an in-memory tree (vfs(9) memory backend) at this virtual path, "
+                 "read-write to everyone; its contents are lost on exit")
+      ->excludes(ex2);
+  app.add_option("--memory-size", memory_mib, "MiB of file data the in-memory tree may hold")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   ex1->excludes(ex2);
   app.add_option("--demo-dir", demo_dir, "Where the demo export lives when none is given")
       ->capture_default_str();
@@ -145,6 +153,8 @@ int main(int argc, char **argv) {
   std::shared_ptr<export_table> table;
   if (!exports_file.empty()) {
     table = load_exports(exports_file, &err);
+  } else if (export_dir.empty() && !memory_export.empty()) {
+    table = std::make_shared<export_table>();  // the in-memory tree alone
   } else {
     if (export_dir.empty()) {
       if (!make_demo_export(demo_dir, &err)) {
@@ -156,6 +166,9 @@ int main(int argc, char **argv) {
     }
     table = single_export(export_dir, &err);
   }
+  if (table && !memory_export.empty() &&
+      !add_memory_export(*table, memory_export, uint64_t(memory_mib) << 20, &err))
+    table = nullptr;
   if (!table) {
     spdlog::error("{}", err);
     return 1;

@@ -88,6 +88,14 @@ std::shared_ptr<export_table> load_exports(const std::string &file, std::string 
 // One directory exported read-write to every client, no root squash.
 std::shared_ptr<export_table> single_export(const std::string &dir, std::string *err);
 
+// Adds an export served from memory (vfs(9) memory backend, at most
+// max_bytes of file data, lost on exit) at the virtual path `path`,
+// read-write to every client, no root squash.  For tests and
+// demonstrations: nothing of it touches the disk.  Returns false and a
+// reason on a bad or duplicate path.  Thread context.
+bool add_memory_export(export_table &t, const std::string &path, uint64_t max_bytes,
+                       std::string *err);
+
 // The options that apply to a client address, or nullptr if it may not
 // use the export.
 const export_opts *export_access(const export_entry &e, const sockaddr_storage &peer);
