@@ -128,9 +128,7 @@ uint64_t now_ns();
 struct proc_info;
 
 struct readdir_state {
-  size_t entries_at = 0;  // where the first entry goes
   size_t limit = 0, names_limit = 0, names = 0, entries = 0;
-  bool full = false;
   uint32_t fsid = 0;
 };
 
@@ -146,7 +144,7 @@ struct nfs_call {
   nfsstat3 status = NFS3_OK;  // set before the VFS runs: it does not run
   bool ran = false;           // the VFS request ran
   size_t body_at = 0;         // reply offset just after the status word
-  uint32_t stable = 0, count = 0, dircount = 0, maxcount = 0;
+  uint32_t stable = 0, dircount = 0, maxcount = 0;
   uint64_t t0 = 0;
   nfs_fh mnt_fh;        // MNT: the handle made
   bytes_view mnt_path;  // MNT, UMNT

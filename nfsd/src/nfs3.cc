@@ -16,7 +16,7 @@
 //   encode   call_end writes the reply from the request's results: status,
 //            attributes, data.
 // The table `nfs_procs` holds each procedure's decoder, encoder, VFS
-// operation and the largest reply it can produce.  READ data goes where
+// operation (none for the procedures answered at once).  READ data goes where
 // the VFS put it: in place in the reply buffer, in an I/O-layer buffer sent
 // after it, or as a file extent the kcont transport sends with sendfile.
 // READDIR entries are encoded by the VFS's emit callback straight into the
@@ -260,8 +260,7 @@ void release_reply(request &req) {
 struct proc_info {
   bool (*decode)(nfs_call &c, xdr_in &in);  // false: garbage arguments
   void (*encode)(nfs_call &c);              // the reply body, from c.v (or c.status)
-  bool uses_vfs;                            // decode leaves a VFS request to run
-  uint32_t max_reply;                       // bytes of reply body at most, data included
+  vop op;  // the VFS operation decode prepares, or vop::count_: none (answered at once)
 };
 
 namespace {
@@ -270,8 +269,7 @@ namespace {
 // fits the kcont transport's reply buffer with room for the RPC header.
 constexpr size_t READDIR_MAX = KCONT_REPLY_BUFFER - 1024;
 
-constexpr uint32_t ATTR = 88;            // post_op_attr with attributes
-constexpr uint32_t WCC = 4 + 24 + ATTR;  // wcc_data with both halves
+constexpr uint32_t ATTR = 88;  // post_op_attr with attributes
 constexpr size_t MNTPATHLEN = sizeof(server::mount_record::dir);
 
 xdr_out &out_of(nfs_call &c) { return c.req->out; }
@@ -630,7 +628,6 @@ bool emit_entry(void *arg, const vfs::vdirent &e) {
     need += 4 + (e.have_attr ? 84 : 0) + 4 + (e.have_fh ? 4 + fh.len + xdr_pad(fh.len) : 0);
   }
   if (out.size() - (c.body_at) + need > s.limit || s.names + fixed > s.names_limit) {
-    s.full = true;
     return false;
   }
   out.boolean(true);
@@ -661,7 +658,6 @@ bool dec_readdir_common(nfs_call &c, xdr_in &in, bool plus) {
   readdir_state &s = c.rds;
   s = readdir_state{};
   s.fsid = fsid(c);
-  s.entries_at = c.body_at + 4 + ATTR + 8;
   // Budget: the client's limit, bounded by READDIR_MAX (not by the
   // transport's buffer: a page is the same whichever transport carries
   // it), less the list's end.
@@ -918,47 +914,40 @@ void enc_export(nfs_call &c) {
 
 // ---- the tables -------------------------------------------------------------------------
 
-constexpr uint32_t FH_BYTES = 4 + NFS3_FHSIZE;
-constexpr uint32_t CREATED = 4 + 4 + FH_BYTES + ATTR + WCC;
+constexpr vop NONE = vop::count_;
 
 static const proc_info nfs_procs[NFS3_PROCS] = {
-    {dec_none, enc_null, false, 0},                               // NULL
-    {dec_fh, enc_getattr, true, 4 + 84},                          // GETATTR
-    {dec_setattr, enc_wcc, true, 4 + WCC},                        // SETATTR
-    {dec_dir_name, enc_lookup, true, 4 + FH_BYTES + 2 * ATTR},    // LOOKUP
-    {dec_access, enc_access, true, 4 + ATTR + 4},                 // ACCESS
-    {dec_readlink, enc_readlink, true, 4 + ATTR + 4 + PATH_MAX},  // READLINK
-    {dec_read, enc_read, true, 4 + ATTR + 12 + MAX_IO},           // READ
-    {dec_write, enc_write, true, 4 + WCC + 16},                   // WRITE
-    {dec_create, enc_created, true, CREATED},                     // CREATE
-    {dec_mkdir, enc_created, true, CREATED},                      // MKDIR
-    {dec_symlink, enc_created, true, CREATED},                    // SYMLINK
-    {dec_mknod, enc_created, true, CREATED},                      // MKNOD
-    {dec_dir_name, enc_wcc, true, 4 + WCC},                       // REMOVE
-    {dec_dir_name, enc_wcc, true, 4 + WCC},                       // RMDIR
-    {dec_rename, enc_rename, true, 4 + 2 * WCC},                  // RENAME
-    {dec_link, enc_link, true, 4 + ATTR + WCC},                   // LINK
-    {dec_readdir, enc_readdir, true, UINT32_MAX},                 // READDIR: client's count
-    {dec_readdirplus, enc_readdir, true, UINT32_MAX},             // READDIRPLUS
-    {dec_fh, enc_fsstat, true, 4 + ATTR + 52},                    // FSSTAT
-    {dec_fh, enc_fsinfo, true, 4 + ATTR + 48},                    // FSINFO
-    {dec_fh, enc_pathconf, true, 4 + ATTR + 24},                  // PATHCONF
-    {dec_commit, enc_commit, true, 4 + WCC + 8},                  // COMMIT
+    {dec_none, enc_null, NONE},                    // NULL
+    {dec_fh, enc_getattr, vop::getattr},           // GETATTR
+    {dec_setattr, enc_wcc, vop::setattr},          // SETATTR
+    {dec_dir_name, enc_lookup, vop::lookup},       // LOOKUP
+    {dec_access, enc_access, vop::access},         // ACCESS
+    {dec_readlink, enc_readlink, vop::readlink},   // READLINK
+    {dec_read, enc_read, vop::read},               // READ
+    {dec_write, enc_write, vop::write},            // WRITE
+    {dec_create, enc_created, vop::create},        // CREATE
+    {dec_mkdir, enc_created, vop::mkdir},          // MKDIR
+    {dec_symlink, enc_created, vop::symlink},      // SYMLINK
+    {dec_mknod, enc_created, vop::mknod},          // MKNOD
+    {dec_dir_name, enc_wcc, vop::remove},          // REMOVE
+    {dec_dir_name, enc_wcc, vop::rmdir},           // RMDIR
+    {dec_rename, enc_rename, vop::rename},         // RENAME
+    {dec_link, enc_link, vop::link},               // LINK
+    {dec_readdir, enc_readdir, vop::readdir},      // READDIR
+    {dec_readdirplus, enc_readdir, vop::readdir},  // READDIRPLUS
+    {dec_fh, enc_fsstat, vop::fsstat},             // FSSTAT
+    {dec_fh, enc_fsinfo, vop::fsinfo},             // FSINFO
+    {dec_fh, enc_pathconf, vop::fsinfo},           // PATHCONF
+    {dec_commit, enc_commit, vop::commit},         // COMMIT
 };
 
-static constexpr vop nfs_ops[NFS3_PROCS] = {
-    vop::count_, vop::getattr, vop::setattr, vop::lookup, vop::access,  vop::readlink,
-    vop::read,   vop::write,   vop::create,  vop::mkdir,  vop::symlink, vop::mknod,
-    vop::remove, vop::rmdir,   vop::rename,  vop::link,   vop::readdir, vop::readdir,
-    vop::fsstat, vop::fsinfo,  vop::fsinfo,  vop::commit};
-
 static const proc_info mount_procs[MOUNT3_PROCS] = {
-    {dec_none, enc_null, false, 0},               // NULL
-    {dec_mnt, enc_mnt, true, 4 + FH_BYTES + 12},  // MNT
-    {dec_none, enc_dump, false, UINT32_MAX},      // DUMP
-    {dec_umnt, enc_umnt, false, 0},               // UMNT
-    {dec_none, enc_umnt, false, 0},               // UMNTALL
-    {dec_none, enc_export, false, UINT32_MAX},    // EXPORT
+    {dec_none, enc_null, NONE},     // NULL
+    {dec_mnt, enc_mnt, vop::walk},  // MNT
+    {dec_none, enc_dump, NONE},     // DUMP
+    {dec_umnt, enc_umnt, NONE},     // UMNT
+    {dec_none, enc_umnt, NONE},     // UMNTALL
+    {dec_none, enc_export, NONE},   // EXPORT
 };
 
 // ---- dispatch ------------------------------------------------------------------------------
@@ -1001,7 +990,7 @@ void reset(nfs_call &c, server &srv, request &req) {
   c.status = NFS3_OK;
   c.ran = false;
   c.body_at = 0;
-  c.stable = c.count = c.dircount = c.maxcount = 0;
+  c.stable = c.dircount = c.maxcount = 0;
   c.mnt_path = {};
   c.rds = readdir_state{};
   vfs::vreq_reset(&c.v);
@@ -1039,11 +1028,11 @@ begin_result call_begin(nfs_call &c, server &srv, request &req) {
   if (prog == NFS_PROGRAM && c.rpc.vers == NFS_V3 && proc < NFS3_PROCS) {
     c.pi = &nfs_procs[proc];
     c.ctr = &srv.stats.nfs[proc];
-    c.v.op = nfs_ops[proc];
+
   } else if (prog == MOUNT_PROGRAM && c.rpc.vers == MOUNT_V3 && proc < MOUNT3_PROCS) {
     c.pi = &mount_procs[proc];
     c.ctr = &srv.stats.mount[proc];
-    c.v.op = vop::walk;
+
   } else {
     if (prog == NFS_PROGRAM || prog == MOUNT_PROGRAM) {
       if (c.rpc.vers == 3)
@@ -1057,6 +1046,7 @@ begin_result call_begin(nfs_call &c, server &srv, request &req) {
     finish_record(req.out);
     return begin_result::reply;
   }
+  c.v.op = c.pi->op;
   c.exports = srv.exports_now();
   encode_accepted(req.out, c.rpc.xid, SUCCESS);
   c.body_at = req.out.size();
@@ -1069,7 +1059,7 @@ begin_result call_begin(nfs_call &c, server &srv, request &req) {
     count(c);
     return begin_result::reply;
   }
-  if (!c.pi->uses_vfs || c.status != NFS3_OK) return finish(c), begin_result::reply;
+  if (c.pi->op == NONE || c.status != NFS3_OK) return finish(c), begin_result::reply;
   return begin_result::vop;
 }
 

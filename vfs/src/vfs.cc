@@ -165,7 +165,6 @@ void reset_results(vreq *r) {
   r->written = 0;
   r->eof = false;
   r->vp = r->vp2 = nullptr;
-  r->stage = 0;
 }
 
 // Checks what can be checked before touching the file system.

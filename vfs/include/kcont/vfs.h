@@ -250,7 +250,6 @@ struct vreq {
 
   // ---- the VFS's and the backend's (do not touch) ---------------------------
   vnode *vp = nullptr, *vp2 = nullptr;
-  uint8_t stage = 0;
   work wk;
   kcont kc;  // the backend's own stage continuation (unbound, {bio, interrupt})
 
