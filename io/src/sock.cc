@@ -274,6 +274,8 @@ void send_done(completion *c, int res, uint32_t) {
     if (!s->error) s->error = -res;
     s->slen = 0;
     notify(s, SOCK_ERROR);
+  } else if (s->error) {
+    s->slen = 0;  // failed or aborted meanwhile: the rest is never sent
   } else {
     s->pool->tx.fetch_add(uint64_t(res), std::memory_order_relaxed);
     bool was_full = s->slen == s->pool->cfg.sndbuf;
@@ -837,11 +839,29 @@ int sock_close(sock *s) {
   s->upcall = nullptr;
   if (s->recv_armed) cancel_op(&s->recv_comp);
   if (s->listening || s->connecting) cancel_op(&s->aux_comp);
-  if (s->listening || s->error) s->slen = 0;  // nothing to flush
+  // Nothing to flush (a send in flight still owns its bytes: send_done
+  // drops the rest once it ends).
+  if ((s->listening || s->error) && !s->send_inflight) s->slen = 0;
   if (s->xfer && !s->xfer_started) xfer_finish(s, ECANCELED);
   if (s->xfer && s->xfer_started) cancel_op(&s->xfer_comp);    // may block on a socket source
   if (s->splice_to && s->fd >= 0) ::shutdown(s->fd, SHUT_RD);  // its splice sees EOF
   send_more(s);
+  maybe_teardown(s);
+  return 0;
+}
+
+int sock_abort(sock *s) {
+  if (!s || !on_pool_cpu(s->pool)) return EPERM;
+  if (!s->error) s->error = ECONNABORTED;
+  if (s->fd >= 0 && !s->listening) {
+    // The peer gets a reset, and a send, receive or splice blocked on the
+    // connection ends now (EPIPE / 0) instead of waiting for the peer.
+    linger lg{1, 0};
+    setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    ::shutdown(s->fd, SHUT_RDWR);
+  }
+  if (!s->send_inflight) s->slen = 0;
+  if (!s->closing) return sock_close(s);
   maybe_teardown(s);
   return 0;
 }

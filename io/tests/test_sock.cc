@@ -335,6 +335,51 @@ TEST_F(SockTest, PeersResettingMidTransfer) {
   EXPECT_EQ(srv_.accepted.load(), n);
 }
 
+// A peer that never reads: sock_close would linger with the send buffer
+// full for as long as TCP keeps the connection; sock_abort frees the socket
+// now and the peer sees the connection reset.
+TEST_F(SockTest, AbortFreesASocketWhosePeerNeverReads) {
+  sockpool_config cfg;
+  cfg.sndbuf = 16 * 1024;
+  srv_.push_bytes = size_t(1) << 30;  // far more than the kernel buffers hold
+  start_server(mode::push, 1, cfg);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(srv_.port);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a), 0);
+  conn *c = &srv_.conns[0];
+  // Wait until the server's send buffer is full: a send is then blocked on
+  // the peer.
+  ASSERT_TRUE(eventually([&] {
+    size_t space = 1;
+    on_cpu(kCpu, [&] {
+      if (c->s) space = sock_send_space(c->s);
+    });
+    return space == 0;
+  }));
+  int rc = -1;
+  on_cpu(kCpu, [&] {
+    rc = sock_abort(c->s);
+    c->to_send = 0;  // the upcall must not touch it again
+    srv_.closed++;
+  });
+  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(sock_abort(nullptr), EPERM);
+  // Freed although the peer has read nothing: only the listener is left.
+  EXPECT_TRUE(eventually([&] { return sockpool_get_stats(srv_.pool).in_use == 1; }));
+  char buf[65536];
+  ssize_t r;
+  while ((r = recv(fd, buf, sizeof buf, 0)) > 0) {
+  }
+  EXPECT_TRUE(r == 0 || errno == ECONNRESET) << strerror(errno);
+  close(fd);
+}
+
 TEST_F(SockTest, SlowReaderPushesBackOnTheSender) {
   const size_t total = 4u << 20;
   sockpool_config cfg;

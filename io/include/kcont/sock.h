@@ -230,6 +230,15 @@ int sock_shutdown(sock *s);
 // CPU).  Pool CPU; safe from the socket's own upcall.
 int sock_close(sock *s);
 
+// Closes at once, discarding what is queued: the peer gets a reset, a
+// send, receive or transfer blocked on the connection ends (a transfer's
+// `done` gets ECANCELED or the splice's errno), and teardown does not wait
+// for a peer that does not read -- for connections that must go now (timed
+// out, evicted).  Also on a socket already closing.  Returns 0, or EPERM
+// (null socket or off the pool's CPU).  Pool CPU; safe from the socket's own
+// upcall.
+int sock_abort(sock *s);
+
 // Sends [offset, offset + len) of file_fd after everything already queued,
 // zero-copy (io_uring splice, file -> pipe -> socket).  `done` (may be null)
 // is then deferred with (sock, status): 0 when all was sent, ENODATA if the
