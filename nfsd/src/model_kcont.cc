@@ -23,12 +23,22 @@
 //      releases the slot, which resumes reading if the connection was
 //      stalled for lack of slots (back-pressure).
 //
-// Teardown: a connection is closed only when none of its slots is in flight
-// (in the VFS or being sent); its object is reused only when its upcall
-// continuation is idle.
+// Limits (conn_limits.h): CPU 0 counts each accepted connection against its
+// client address and hands it over with its port; each CPU keeps separate
+// connection objects for the NFS and the MOUNT port and, when a port's are
+// all taken, evicts its longest-idle connection of that port.  A per-CPU
+// sweep -- a callout every quarter of the shorter timeout, armed only while
+// the CPU has connections -- advances the CPU's epoch and closes connections
+// that sat idle, or whose request or reply did not complete, for too many
+// epochs.  Activity is stamped with the epoch, never with a clock read.
 //
-// Locking: none per connection (one CPU owns it); the VFS and the server
-// counters have their own.
+// Teardown: a connection is closed only when none of its slots is in flight
+// (in the VFS or being sent); one that must go now (timed out, evicted) is
+// reset with sock_abort, which also ends a send blocked on its peer.  Its
+// object is reused only when its upcall continuation is idle.
+//
+// Locking: none per connection (one CPU owns it); the VFS, the server
+// counters and the per-address table have their own.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -45,8 +55,10 @@
 #include <thread>
 #include <vector>
 
+#include "conn_limits.h"
 #include "internal.h"
 #include "kcont/bind.h"
+#include "kcont/callout.h"
 #include "kcont/kcont.h"
 #include "kcont/nfsd/transport.h"
 #include "kcont/sock.h"
@@ -76,8 +88,16 @@ struct kslot {
   size_t tail_sent = 0;
   size_t sent = 0;
   bool file_sent = false;
+  uint32_t ready_at = 0;  // epoch the reply was queued
+  bool big = false;       // touched its buffers beyond SLOT_KEEP
   kslot *next = nullptr;
 };
+
+// Bytes of each slot's request and reply buffers kept mapped while a
+// connection is idle; what a large request or reply touched beyond them is
+// given back (MADV_DONTNEED) at the first sweep that finds the connection
+// quiet, and everything when the connection closes.
+constexpr size_t SLOT_KEEP = 64 * 1024;
 
 struct kcpu;
 
@@ -95,8 +115,19 @@ struct kconn {
   bool active = false;
   bool eof = false;      // no more reading: peer closed, error or framing
   bool sending = false;  // the head of the send queue waits for sendfile
+  uint8_t port = PORT_NFS;
+  uint32_t last_active = 0;  // epoch of the last byte read or sent
+  uint32_t rec_start = 0;    // epoch the record being read began
+  bool big = false;          // some slot is `big`
   void *mem = nullptr;
   size_t mem_len = 0;
+};
+
+// A handed-over connection: accepted on CPU 0, adopted by its CPU.
+struct handoff_item {
+  int fd = -1;
+  uint8_t port = PORT_NFS;
+  sockaddr_storage peer{};
 };
 
 struct kcpu {
@@ -105,32 +136,49 @@ struct kcpu {
   sockpool *pool = nullptr;
   sock *listeners[2] = {};
   kcont lkc;
-  std::vector<kconn> conns;
+  std::vector<kconn> conns;  // [0, nfs_conns) NFS port, the rest MOUNT
+  uint32_t nfs_conns = 0;
   std::atomic<uint32_t> active{0};
-  std::atomic<uint64_t> refused{0};
   bool draining = false;
-  // Connections accepted on CPU 0 and handed to this CPU: descriptors
-  // waiting for adopt_kc (bounded by the CPU's connection objects).
+  // Connections accepted on CPU 0 and handed to this CPU, waiting for
+  // adopt_kc (bounded by the CPU's connection objects).
   std::atomic<uint32_t> handoff_lock{0};
-  std::vector<int> handoff, adopting;  // capacity reserved at start
+  std::vector<handoff_item> handoff, adopting;  // capacity reserved at start
   kcont adopt_kc;
+  // The timeout sweep: sweep_co (softclock) defers sweep_kc (softnet).
+  callout sweep_co;
+  kcont sweep_kc;
+  uint32_t epoch = 0;
+  bool sweep_armed = false;
 };
 
 class kcont_transport final : public transport {
  public:
-  kcont_transport(server &s, const transport_config &c) : srv_(s), cfg_(c) {}
-  ~kcont_transport() override { stop(); }
+  kcont_transport(server &s, const transport_config &c)
+      : srv_(s), cfg_(c), peers_(c.max_conns + c.max_mount_conns + 1024, c.max_conns_per_peer) {}
+  ~kcont_transport() override {
+    stop();
+    if (abandoned_)  // requests still use them: leave them to the exit
+      for (auto &k : cpus_) (void)k.release();
+  }
 
   int start(std::string *err) override;
-  void stop() override;
+  uint32_t stop() override;
   std::string describe() override;
 
   server &srv_;
   transport_config cfg_;
   std::vector<std::unique_ptr<kcpu>> cpus_;
   std::atomic<uint32_t> rr_{0};
+  peer_table peers_;
+  conn_counters counters_;
+  uint32_t sweep_ms_ = 0;     // 0: no timeouts, no sweep
+  uint32_t idle_epochs_ = 0;  // 0: no idle timeout
+  uint32_t record_epochs_ = 0;
   bool vfs_started_ = false;
   bool stopped_ = false;
+  bool abandoned_ = false;
+  uint32_t cut_short_ = 0;
 };
 
 // Runs fn on CPU `cpu` at {softnet, interrupt} and waits for it.  Thread
@@ -191,28 +239,121 @@ bool conn_setup(kconn *c, kcpu *k) {
   return true;
 }
 
+// Frees the connection object once nothing of it is in flight.
 void maybe_close(kconn *c) {
   if (!c->active || !c->eof || c->busy > 0) return;
-  sock_close(c->s);
+  if (c->s) sock_close(c->s);
   c->s = nullptr;
   c->active = false;
+  madvise(c->mem, c->mem_len, MADV_DONTNEED);  // the pages go back now
+  for (auto &s : c->slots) s.big = false;
+  c->big = false;
+  kcont_transport *t = c->cpu->t;
+  t->peers_.release(c->peer);
+  t->counters_.open[c->port].fetch_sub(1, std::memory_order_relaxed);
   c->cpu->active.fetch_sub(1, std::memory_order_relaxed);
 }
 
-// A free connection object of k (its upcall idle), or nullptr.
-kconn *free_conn(kcpu *k) {
+void fail_sends(kconn *c);
+
+// Closes c now (timed out, evicted, shutting down): no more reading, queued
+// replies dropped, the socket reset so that nothing waits for the peer.
+// Requests in the VFS finish first; maybe_close frees the object then.
+void close_now(kconn *c, std::atomic<uint64_t> *why) {
+  if (why) why->fetch_add(1, std::memory_order_relaxed);
+  c->eof = true;
+  if (c->cur) {
+    c->free_slots.push_back(c->cur);
+    c->cur = nullptr;
+  }
+  fail_sends(c);
+  if (c->s) sock_abort(c->s);  // a running sendfile ends with ECANCELED
+  c->s = nullptr;
+  maybe_close(c);
+}
+
+// Reading a record that has begun.
+bool mid_record(const kconn *c) { return c->cur && !c->rd.idle(); }
+
+// Nothing being read, in flight or to send.
+bool quiet(const kconn *c) {
+  return c->active && c->s && !c->eof && c->busy == 0 && !mid_record(c);
+}
+
+// The connection objects of `port` on k.
+std::pair<kconn *, kconn *> port_range(kcpu *k, uint8_t port) {
+  kconn *b = k->conns.data(), *e = b + k->conns.size();
+  kconn *mid = b + k->nfs_conns;
+  return port == PORT_NFS ? std::pair{b, mid} : std::pair{mid, e};
+}
+
+// A free connection object of k for `port` (its upcall idle).  With none,
+// the port's longest-idle connection is evicted to make one; nullptr if
+// none is idle.
+kconn *free_conn(kcpu *k, uint8_t port) {
   if (k->draining) return nullptr;
-  for (auto &cand : k->conns)
-    if (!cand.active && cand.mem && kcont_state(&cand.upcall) == kc_state::idle) return &cand;
+  auto [b, e] = port_range(k, port);
+  for (kconn *c = b; c != e; c++)
+    if (!c->active && c->mem && kcont_state(&c->upcall) == kc_state::idle) return c;
+  kconn *oldest = nullptr;
+  for (kconn *c = b; c != e; c++)
+    if (quiet(c) && (!oldest || k->epoch - c->last_active > k->epoch - oldest->last_active))
+      oldest = c;
+  if (!oldest) return nullptr;
+  close_now(oldest, &k->t->counters_.evicted);
+  if (!oldest->active && kcont_state(&oldest->upcall) == kc_state::idle) return oldest;
   return nullptr;
 }
 
-void conn_started(kcpu *k, kconn *c, sock *s) {
+void sweep_fire(void *arg) { kcont_defer(&static_cast<kcpu *>(arg)->sweep_kc, nullptr, 0); }
+
+void conn_started(kcpu *k, kconn *c, sock *s, uint8_t port, const sockaddr_storage &peer) {
+  kcont_transport *t = k->t;
   c->s = s;
-  socklen_t len = sizeof c->peer;
-  getpeername(sock_fd(s), reinterpret_cast<sockaddr *>(&c->peer), &len);
+  c->port = port;
+  c->peer = peer;
+  c->last_active = k->epoch;
   k->active.fetch_add(1, std::memory_order_relaxed);
-  k->t->srv_.stats.connections.fetch_add(1, std::memory_order_relaxed);
+  t->counters_.open[port].fetch_add(1, std::memory_order_relaxed);
+  t->counters_.accepted.fetch_add(1, std::memory_order_relaxed);
+  t->srv_.stats.connections.fetch_add(1, std::memory_order_relaxed);
+  if (t->sweep_ms_ && !k->sweep_armed && !k->draining) {
+    k->sweep_armed = true;
+    callout_reset(&k->sweep_co, mstohz(t->sweep_ms_), sweep_fire, k);
+  }
+}
+
+// Gives back what large requests and replies touched beyond SLOT_KEEP of
+// their slots.  The connection is quiet: no slot is in use.
+void trim_slots(kconn *c) {
+  size_t rec = c->cpu->t->srv_.cfg.max_record;
+  for (auto &s : c->slots) {
+    if (!s.big) continue;
+    madvise(s.req + SLOT_KEEP, rec - SLOT_KEEP, MADV_DONTNEED);
+    madvise(s.rep + SLOT_KEEP, KCONT_REPLY_BUFFER - SLOT_KEEP, MADV_DONTNEED);
+    s.big = false;
+  }
+  c->big = false;
+}
+
+// The sweep: one epoch passed on k; close what timed out.  Re-arms while
+// the CPU has connections.
+void sweep(void *, void *env, int) {
+  auto *k = static_cast<kcpu *>(env);
+  kcont_transport *t = k->t;
+  uint32_t now = ++k->epoch;
+  for (auto &c : k->conns) {
+    if (!c.active || !c.s) continue;
+    if (t->record_epochs_ && ((mid_record(&c) && now - c.rec_start > t->record_epochs_) ||
+                              (c.sq_head && now - c.sq_head->ready_at > t->record_epochs_)))
+      close_now(&c, &t->counters_.closed_stalled);
+    else if (t->idle_epochs_ && quiet(&c) && now - c.last_active > t->idle_epochs_)
+      close_now(&c, &t->counters_.closed_idle);
+    else if (c.big && quiet(&c))
+      trim_slots(&c);
+  }
+  k->sweep_armed = k->active.load(std::memory_order_relaxed) > 0 && !k->draining;
+  if (k->sweep_armed) callout_reset(&k->sweep_co, mstohz(t->sweep_ms_), sweep_fire, k);
 }
 
 // CPU 0 accepts every connection and spreads them: each goes to the CPU
@@ -233,63 +374,78 @@ kcpu *pick_cpu(kcont_transport *t) {
 
 void adopt_upcall(void *, void *env, int) {
   auto *k = static_cast<kcpu *>(env);
+  kcont_transport *t = k->t;
   {
     spinlock g(k->handoff_lock);
     k->adopting.swap(k->handoff);
   }
-  for (int fd : k->adopting) {
-    kconn *c = free_conn(k);
+  for (const handoff_item &h : k->adopting) {
+    kconn *c = free_conn(k, h.port);
     sock *s = nullptr;
     int err = 0;
     if (c && conn_setup(c, k)) {
-      s = sock_adopt(k->pool, fd, &c->upcall, &err);
+      s = sock_adopt(k->pool, h.fd, &c->upcall, &err);
       if (!s) c->active = false;
     }
     if (!s) {
-      k->refused.fetch_add(1, std::memory_order_relaxed);
-      close(fd);
+      t->counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
+      t->peers_.release(h.peer);
+      close(h.fd);
       continue;
     }
-    conn_started(k, c, s);
+    conn_started(k, c, s, h.port, h.peer);
   }
   k->adopting.clear();
 }
 
 void listener_upcall(void *, void *env, int) {
   auto *k = static_cast<kcpu *>(env);
-  for (sock *l : k->listeners) {
+  kcont_transport *t = k->t;
+  for (uint8_t port : {PORT_NFS, PORT_MOUNT}) {
+    sock *l = k->listeners[port];
     if (!l) continue;
     sock_events(l);
     while (sock *s = sock_accept(l)) {
-      kcpu *to = k->draining ? k : pick_cpu(k->t);
+      handoff_item h;
+      h.port = port;
+      socklen_t len = sizeof h.peer;
+      if (getpeername(sock_fd(s), reinterpret_cast<sockaddr *>(&h.peer), &len) != 0 ||
+          !t->peers_.admit(h.peer)) {
+        t->counters_.refused_peer.fetch_add(1, std::memory_order_relaxed);
+        sock_close(s);
+        continue;
+      }
+      kcpu *to = k->draining ? k : pick_cpu(t);
       if (to != k) {
-        int fd = sock_detach(s);
+        h.fd = sock_detach(s);
         bool queued = false;
-        if (fd >= 0) {
+        if (h.fd >= 0) {
           spinlock g(to->handoff_lock);
           if (to->handoff.size() < to->handoff.capacity()) {
-            to->handoff.push_back(fd);
+            to->handoff.push_back(h);
             queued = true;
           }
         }
         if (queued) {
           kcont_defer(&to->adopt_kc, nullptr, 0);
         } else {
-          k->refused.fetch_add(1, std::memory_order_relaxed);
-          if (fd >= 0)
-            close(fd);
+          t->counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
+          t->peers_.release(h.peer);
+          if (h.fd >= 0)
+            close(h.fd);
           else
             sock_close(s);
         }
         continue;
       }
-      kconn *c = free_conn(k);
+      kconn *c = free_conn(k, port);
       if (!c || !conn_setup(c, k)) {
-        k->refused.fetch_add(1, std::memory_order_relaxed);
+        t->counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
+        t->peers_.release(h.peer);
         sock_close(s);
         continue;
       }
-      conn_started(k, c, s);
+      conn_started(k, c, s, port, h.peer);
       sock_start(s, &c->upcall);
     }
   }
@@ -317,6 +473,7 @@ void release_slot(kslot *s) {
 // Queues a finished reply for sending.
 void reply_ready(kslot *s) {
   kconn *c = s->conn;
+  if (s->r.len > SLOT_KEEP || s->r.out.size() > SLOT_KEEP) s->big = c->big = true;
   if (s->result != serve_result::reply || c->eof) {
     if (s->result == serve_result::close) c->eof = true;
     release_slot(s);
@@ -327,6 +484,7 @@ void reply_ready(kslot *s) {
   s->sent = 0;
   s->tail_sent = 0;
   s->file_sent = false;
+  s->ready_at = c->cpu->epoch;
   s->next = nullptr;
   if (c->sq_tail)
     c->sq_tail->next = s;
@@ -347,6 +505,11 @@ void fail_sends(kconn *c) {
 }
 
 void pump(kconn *c) {
+  if (!c->s) {
+    fail_sends(c);
+    return;
+  }
+  c->last_active = c->cpu->epoch;
   while (kslot *s = c->sq_head) {
     if (c->sending) return;
     size_t total = s->r.out.size();
@@ -437,12 +600,15 @@ void read_records(kconn *c) {
     }
     size_t want;
     uint8_t *p = c->rd.want(&want);
+    bool was_idle = c->rd.idle();
     long n = sock_read(c->s, p, want);
     if (n == -EAGAIN) return;
     if (n <= 0) {
       c->eof = true;
       break;
     }
+    c->last_active = c->cpu->epoch;
+    if (was_idle) c->rec_start = c->cpu->epoch;
     auto r = c->rd.commit(size_t(n));
     if (r == record_reader::too_big || r == record_reader::bad_fragment) {
       t->srv_.stats.bad_records.fetch_add(1, std::memory_order_relaxed);
@@ -475,7 +641,7 @@ void slot_continue(void *, void *env, int status) {
     case stage::sending_file:
       c->sending = false;
       s->file_sent = true;
-      if (status != 0) {
+      if (status != 0 || !c->s) {
         // ECANCELED (closed), ENODATA (the file shrank) or a send error:
         // the record cannot be completed, so the connection must go.
         c->sq_head = s->next;
@@ -510,12 +676,27 @@ int kcont_transport::start(std::string *err) {
   }
   if (int e = vfs::vfs_start(vfs::vfs_config{}, err)) return e;
   vfs_started_ = true;
-  uint32_t per_cpu = std::max<uint32_t>(1, (cfg_.max_conns + uint32_t(ncpu) - 1) / uint32_t(ncpu));
+  // The sweep runs four times per shorter timeout (so a timeout fires
+  // within 25 % of its length), at most every 10 s and at least every 50 ms.
+  uint32_t shortest = 0;
+  for (uint32_t ms : {cfg_.idle_timeout_ms, cfg_.record_timeout_ms})
+    if (ms && (!shortest || ms < shortest)) shortest = ms;
+  if (shortest) {
+    sweep_ms_ = std::clamp<uint32_t>(shortest / 4, 50, 10000);
+    idle_epochs_ = (cfg_.idle_timeout_ms + sweep_ms_ - 1) / sweep_ms_;
+    record_epochs_ = (cfg_.record_timeout_ms + sweep_ms_ - 1) / sweep_ms_;
+  }
+  auto share = [&](uint32_t n) {
+    return std::max<uint32_t>(1, (n + uint32_t(ncpu) - 1) / uint32_t(ncpu));
+  };
+  uint32_t nfs_per_cpu = share(cfg_.max_conns), mount_per_cpu = share(cfg_.max_mount_conns);
+  uint32_t per_cpu = nfs_per_cpu + mount_per_cpu;
   for (int cpu = 0; cpu < ncpu; cpu++) {
     auto k = std::make_unique<kcpu>();
     k->t = this;
     k->cpu = cpu;
     k->conns = std::vector<kconn>(per_cpu);
+    k->nfs_conns = nfs_per_cpu;
     for (auto &c : k->conns) {
       if (!conn_alloc(&c, k.get())) {
         *err = "cannot map connection buffers: " + std::string(std::strerror(errno));
@@ -534,6 +715,9 @@ int kcont_transport::start(std::string *err) {
                target::at(LVL_SOFTNET, kind::interrupt, int16_t(cpu)));
     kcont_init(&k->adopt_kc, adopt_upcall, k.get(),
                target::at(LVL_SOFTNET, kind::interrupt, int16_t(cpu)));
+    kcont_init(&k->sweep_kc, sweep, k.get(),
+               target::at(LVL_SOFTNET, kind::interrupt, int16_t(cpu)));
+    callout_init(&k->sweep_co, cpu);
     k->handoff.reserve(per_cpu);
     k->adopting.reserve(per_cpu);
     cpus_.push_back(std::move(k));
@@ -557,10 +741,10 @@ int kcont_transport::start(std::string *err) {
   return 0;
 }
 
-void kcont_transport::stop() {
-  if (stopped_) return;
+uint32_t kcont_transport::stop() {
+  if (stopped_) return cut_short_;
   stopped_ = true;
-  // 1. Stop accepting.
+  // 1. Stop accepting; the sweep stops re-arming.
   for (auto &k : cpus_) {
     kcpu *kp = k.get();
     run_on_cpu(kp->cpu, [kp] {
@@ -571,9 +755,8 @@ void kcont_transport::stop() {
       }
     });
   }
-  // 2. Let in-flight requests finish, up to the grace period.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg_.grace_ms);
-  for (;;) {
+  // Requests in flight on every CPU (in the VFS or being sent).
+  auto busy_slots = [this] {
     std::atomic<uint32_t> busy{0};
     for (auto &k : cpus_) {
       kcpu *kp = k.get();
@@ -582,31 +765,58 @@ void kcont_transport::stop() {
           if (c.active) busy += c.busy;
       });
     }
-    if (busy == 0 || std::chrono::steady_clock::now() > deadline) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  // 3. Close every connection (sockets finish their queued sends).
+    return busy.load();
+  };
+  auto wait_idle = [&](uint32_t ms) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    for (;;) {
+      uint32_t busy = busy_slots();
+      if (busy == 0 || std::chrono::steady_clock::now() > deadline) return busy;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  };
+  // 2. Let in-flight requests finish, up to the grace period.
+  wait_idle(cfg_.grace_ms);
+  // 3. Close every connection: a quiet one after its queued sends, a busy
+  //    one at once (a reply its client does not read is dropped).
   for (auto &k : cpus_) {
     kcpu *kp = k.get();
     run_on_cpu(kp->cpu, [kp] {
       for (auto &c : kp->conns) {
         if (!c.active) continue;
-        c.eof = true;
-        if (c.busy == 0) maybe_close(&c);
+        if (c.busy == 0) {
+          c.eof = true;
+          maybe_close(&c);
+        } else {
+          close_now(&c, nullptr);
+        }
       }
     });
   }
-  // 4. Wait for the sockets' teardown, then free.
+  // 4. The reset sends unwind at once; what is still busy now waits for a
+  //    file system that does not answer.  It is abandoned, not waited for.
+  if (uint32_t stuck = wait_idle(1000)) {
+    cut_short_ = stuck;
+    abandoned_ = true;
+    return cut_short_;
+  }
+  // 5. Wait for the sockets' teardown, then free.
   for (auto &k : cpus_) {
     for (int i = 0; i < 2000 && sockpool_get_stats(k->pool).in_use > 0; i++)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  if (vfs_started_) vfs::vfs_stop();  // waits for requests in thread context
+  if (vfs_started_) vfs::vfs_stop();  // nothing is in thread context any more
   vfs_started_ = false;
   for (auto &k : cpus_) {
+    callout_halt(&k->sweep_co);
+    callout_destroy(&k->sweep_co);
+    kcont_drain(&k->sweep_kc);
     kcont_drain(&k->lkc);
     kcont_drain(&k->adopt_kc);
-    for (int fd : k->handoff) close(fd);
+    for (const handoff_item &h : k->handoff) {
+      peers_.release(h.peer);
+      close(h.fd);
+    }
     for (auto &c : k->conns) {
       if (!c.mem) continue;
       kcont_drain(&c.upcall);
@@ -616,17 +826,11 @@ void kcont_transport::stop() {
     for (auto &c : k->conns)
       if (c.mem && !c.active) munmap(c.mem, c.mem_len);
   }
+  return 0;
 }
 
 std::string kcont_transport::describe() {
-  uint32_t active = 0;
-  uint64_t refused = 0;
-  for (auto &k : cpus_) {
-    active += k->active.load(std::memory_order_relaxed);
-    refused += k->refused.load(std::memory_order_relaxed);
-  }
-  return "kcont model: " + std::to_string(active) + " connections on " +
-         std::to_string(cpus_.size()) + " CPUs, " + std::to_string(refused) + " refused";
+  return "kcont model on " + std::to_string(cpus_.size()) + " CPUs: " + counters_.describe();
 }
 
 }  // namespace

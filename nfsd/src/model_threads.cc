@@ -1,28 +1,38 @@
-// model_threads.cc -- the classic server design, for the A/B: blocking
-// sockets, a reader thread per connection, a pool of worker threads, and a
-// sleep/wakeup hand-off (mutex + condition variable) between them.
+// model_threads.cc -- the classic server design, for the A/B: a reader
+// thread per connection, a pool of worker threads, and a sleep/wakeup
+// hand-off (mutex + condition variable) between them.
 //
-// Model: an acceptor thread per listening socket accepts connections and
-// starts a reader thread for each.  The reader reassembles records into the
-// connection's free slots (blocking in recv), queues each complete record
-// on the global work queue and wakes a worker; with every slot busy it
-// sleeps until one is released (back-pressure).  A worker runs serve_call
-// (blocking system calls, pread for READ data) into its own reply buffer,
-// writes the reply with blocking send under the connection's send lock, and
-// releases the slot.  The reader closes the connection on EOF, an error or
-// a framing error, after its in-flight requests finish.
+// Model: an acceptor thread per listening socket accepts connections
+// (applying the limits of conn_limits.h: per-port tables, per-address
+// count, eviction of the longest-idle connection) and starts a reader
+// thread for each.  The reader waits in poll() on its socket and an eventfd
+// and reassembles records into the connection's free slots; each complete
+// record goes on the global work queue and wakes a worker; with every slot
+// busy it stops reading (back-pressure).  A worker runs serve_call
+// (blocking system calls, pread for READ data) into the slot's reply
+// buffer and sends it without blocking: what the socket does not take
+// stays in the slot, queued on the connection, and the reader sends it when
+// the socket is writable -- so no worker ever waits for a client.  The slot
+// is released when its reply is sent.  The reader also enforces the
+// timeouts (poll's timeout is the nearest deadline: idle connection,
+// incomplete record, unsent reply) and closes the connection on EOF, an
+// error, a framing error or a timeout, after its in-flight requests finish;
+// it then unmaps the connection's buffers at once.
 //
-// Locking: `work_lock` guards the work queue; each connection's `lock`
-// guards its free slots and in-flight count, `send_lock` serialises
-// replies.  Order: never two at once, except send_lock held while taking
-// nothing else.
+// Locking: `work_lock_` guards the work queue; each connection's `lock`
+// guards its free slots, in-flight count, send queue, descriptor and the
+// reader's wake-up flag (sends happen under it, never blocking);
+// `conns_lock_` guards the connection list.  Order: conns_lock_ before a
+// connection's lock; nothing else is ever held with another.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -30,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "conn_limits.h"
 #include "internal.h"
 #include "kcont/nfsd/transport.h"
 #include "listen.h"
@@ -40,32 +51,58 @@ namespace {
 
 struct tconn;
 
+int64_t mono_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 struct tslot {
   tconn *conn = nullptr;
-  uint8_t *buf = nullptr;
+  uint8_t *buf = nullptr;  // the request record
+  uint8_t *rep = nullptr;  // its reply
   size_t len = 0;
+  size_t rep_len = 0, sent = 0;  // queued reply: bytes in rep, bytes sent
+  int64_t ready_ms = 0;          // when the queued reply was ready
+  tslot *next = nullptr;         // send queue
 };
 
 struct tconn {
-  int fd = -1;
+  int fd = -1;    // -1 once the reader closed it
+  int wake = -1;  // eventfd: a worker queued a reply or freed a slot
+  uint8_t port = PORT_NFS;
   sockaddr_storage peer{};
   std::thread reader;
   std::mutex lock;
-  std::condition_variable cv;
   std::vector<tslot> slots;
   std::vector<tslot *> free_slots;
-  uint32_t in_flight = 0;
-  std::mutex send_lock;
-  bool broken = false;  // a send failed: stop reading
-  std::atomic<bool> done{false};
+  tslot *sq_head = nullptr, *sq_tail = nullptr;  // replies the socket has not taken
+  uint32_t in_flight = 0;           // slots with a request (queued, running or being sent)
+  bool reader_waiting = false;      // the reader sleeps in poll: write `wake`
+  bool broken = false;              // no more sending: drop replies
+  std::atomic<bool> quiet{false};   // nothing being read, in flight or to send
+  std::atomic<bool> counted{true};  // still counted in its port's table
+  std::atomic<bool> done{false};    // the reader has finished
+  std::atomic<int64_t> last_active_ms{0};
   void *mem = nullptr;
   size_t mem_len = 0;
 };
 
 class threads_transport final : public transport {
  public:
-  threads_transport(server &s, const transport_config &c) : srv_(s), cfg_(c) {}
-  ~threads_transport() override { stop(); }
+  threads_transport(server &s, const transport_config &c)
+      : srv_(s), cfg_(c), peers_(c.max_conns + c.max_mount_conns, c.max_conns_per_peer) {}
+  ~threads_transport() override {
+    stop();
+    if (abandoned_) {  // workers are stuck in the kernel: leave it all to the exit
+      for (auto &t : workers_) t.detach();
+      std::lock_guard<std::mutex> g(conns_lock_);
+      for (auto &c : conns_) {
+        if (c->reader.joinable()) c->reader.detach();
+        (void)c.release();
+      }
+    }
+  }
 
   int start(std::string *err) override {
     for (int i = 0; i < 2; i++) {
@@ -78,194 +115,31 @@ class threads_transport final : public transport {
       listen_fds_.push_back(fd);
     }
     for (uint32_t i = 0; i < cfg_.threads; i++) workers_.emplace_back([this] { worker(); });
-    for (int fd : listen_fds_) acceptors_.emplace_back([this, fd] { acceptor(fd); });
+    for (size_t i = 0; i < listen_fds_.size(); i++)
+      acceptors_.emplace_back([this, i] { acceptor(listen_fds_[i], uint8_t(i)); });
     return 0;
   }
 
-  void stop() override {
-    if (stopped_.exchange(true)) return;
-    for (int fd : listen_fds_) shutdown(fd, SHUT_RDWR);
-    for (auto &t : acceptors_) t.join();
-    for (int fd : listen_fds_) close(fd);
-    // Readers stop taking requests; in-flight ones finish (the reader waits
-    // for them before it closes its socket).
-    {
-      std::lock_guard<std::mutex> g(conns_lock_);
-      for (auto &c : conns_) shutdown(c->fd, SHUT_RD);
-    }
-    reap(true);
-    {
-      std::lock_guard<std::mutex> g(work_lock_);
-      stopping_ = true;
-    }
-    work_cv_.notify_all();
-    for (auto &t : workers_) t.join();
-    workers_.clear();
-  }
+  uint32_t stop() override;
 
   std::string describe() override {
-    std::lock_guard<std::mutex> g(conns_lock_);
-    return "threads model: " + std::to_string(conns_.size()) + " connections, " +
-           std::to_string(cfg_.threads) + " workers";
+    return "threads model, " + std::to_string(cfg_.threads) + " workers: " + counters_.describe();
   }
 
  private:
-  void acceptor(int lfd) {
-    for (;;) {
-      sockaddr_storage peer;
-      socklen_t len = sizeof peer;
-      int fd = accept4(lfd, reinterpret_cast<sockaddr *>(&peer), &len, SOCK_CLOEXEC);
-      if (fd < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(10));
-          continue;
-        }
-        return;  // shut down
-      }
-      reap(false);
-      std::lock_guard<std::mutex> g(conns_lock_);
-      if (stopped_ || conns_.size() >= cfg_.max_conns) {
-        close(fd);
-        continue;
-      }
-      int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      auto c = std::make_unique<tconn>();
-      c->fd = fd;
-      c->peer = peer;
-      c->mem_len = size_t(cfg_.slots) * srv_.cfg.max_record;
-      c->mem = mmap(nullptr, c->mem_len, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-      if (c->mem == MAP_FAILED) {
-        close(fd);
-        continue;
-      }
-      c->slots.resize(cfg_.slots);
-      for (uint32_t i = 0; i < cfg_.slots; i++) {
-        c->slots[i].conn = c.get();
-        c->slots[i].buf = static_cast<uint8_t *>(c->mem) + size_t(i) * srv_.cfg.max_record;
-        c->free_slots.push_back(&c->slots[i]);
-      }
-      srv_.stats.connections.fetch_add(1, std::memory_order_relaxed);
-      tconn *raw = c.get();
-      c->reader = std::thread([this, raw] { reader(raw); });
-      conns_.push_back(std::move(c));
-    }
-  }
-
-  // Joins finished readers (all of them with `all`) and frees them.
-  void reap(bool all) {
-    std::list<std::unique_ptr<tconn>> dead;
-    {
-      std::lock_guard<std::mutex> g(conns_lock_);
-      for (auto it = conns_.begin(); it != conns_.end();) {
-        if (all || (*it)->done) {
-          dead.push_back(std::move(*it));
-          it = conns_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-    }
-    for (auto &c : dead) {
-      c->reader.join();
-      munmap(c->mem, c->mem_len);
-    }
-  }
-
-  void reader(tconn *c) {
-    record_reader rd;
-    tslot *cur = nullptr;
-    for (;;) {
-      if (!cur) {
-        std::unique_lock<std::mutex> g(c->lock);
-        c->cv.wait(g, [c] { return !c->free_slots.empty() || c->broken; });
-        if (c->broken) break;
-        cur = c->free_slots.back();
-        c->free_slots.pop_back();
-        rd.begin(cur->buf, srv_.cfg.max_record);
-      }
-      size_t want;
-      uint8_t *p = rd.want(&want);
-      ssize_t n = recv(c->fd, p, want, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      auto r = rd.commit(size_t(n));
-      if (r == record_reader::too_big || r == record_reader::bad_fragment) {
-        srv_.stats.bad_records.fetch_add(1, std::memory_order_relaxed);
-        break;
-      }
-      if (r != record_reader::record) continue;
-      cur->len = rd.length();
-      {
-        std::lock_guard<std::mutex> g(c->lock);
-        c->in_flight++;
-      }
-      {
-        std::lock_guard<std::mutex> g(work_lock_);
-        work_.push_back(cur);
-      }
-      work_cv_.notify_one();
-      cur = nullptr;
-    }
-    // Wait for in-flight requests (their replies may still go out), then
-    // close.
-    {
-      std::unique_lock<std::mutex> g(c->lock);
-      c->cv.wait(g, [c] { return c->in_flight == 0; });
-    }
-    close(c->fd);
-    c->done = true;
-  }
-
-  void worker() {
-    std::vector<uint8_t> reply(THREADS_REPLY_BUFFER);
-    for (;;) {
-      tslot *s;
-      {
-        std::unique_lock<std::mutex> g(work_lock_);
-        work_cv_.wait(g, [this] { return stopping_ || !work_.empty(); });
-        if (work_.empty()) return;
-        s = work_.front();
-        work_.pop_front();
-      }
-      tconn *c = s->conn;
-      request req;
-      req.rec = s->buf;
-      req.len = s->len;
-      req.peer = c->peer;
-      req.out = xdr_out(reply.data(), reply.size());
-      serve_result r = serve_call(srv_, req);
-      bool failed = r == serve_result::close;
-      if (r == serve_result::reply) {
-        std::lock_guard<std::mutex> g(c->send_lock);
-        failed = !send_all(c->fd, req.out.data(), req.out.size());
-      }
-      std::lock_guard<std::mutex> g(c->lock);
-      if (failed && !c->broken) {
-        c->broken = true;
-        shutdown(c->fd, SHUT_RDWR);
-      }
-      c->free_slots.push_back(s);
-      c->in_flight--;
-      c->cv.notify_all();
-    }
-  }
-
-  static bool send_all(int fd, const uint8_t *p, size_t n) {
-    while (n > 0) {
-      ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-      if (k < 0 && errno == EINTR) continue;
-      if (k <= 0) return false;
-      p += k;
-      n -= size_t(k);
-    }
-    return true;
-  }
+  void acceptor(int lfd, uint8_t port);
+  bool make_room(uint8_t port);
+  void reap(bool all);
+  void reader(tconn *c);
+  void worker();
+  bool flush(tconn *c);
+  void release(tconn *c, tslot *s);
+  void reset(tconn *c);
 
   server &srv_;
   transport_config cfg_;
+  peer_table peers_;
+  conn_counters counters_;
   std::vector<int> listen_fds_;
   std::vector<std::thread> acceptors_, workers_;
   std::mutex conns_lock_;
@@ -275,7 +149,349 @@ class threads_transport final : public transport {
   std::deque<tslot *> work_;
   bool stopping_ = false;
   std::atomic<bool> stopped_{false};
+  bool abandoned_ = false;
+  uint32_t cut_short_ = 0;
 };
+
+void wake_reader(tconn *c) {
+  uint64_t one = 1;
+  if (c->wake >= 0) (void)!write(c->wake, &one, sizeof one);
+}
+
+// Resets the connection: nothing more is sent, the peer sees a reset, and
+// the reader's poll returns.  c->lock held.
+void threads_transport::reset(tconn *c) {
+  c->broken = true;
+  if (c->fd >= 0) {
+    linger lg{1, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    shutdown(c->fd, SHUT_RDWR);
+  }
+}
+
+// A slot's request is over (its reply sent or dropped).  c->lock held.
+void threads_transport::release(tconn *c, tslot *s) {
+  s->rep_len = s->sent = 0;
+  c->free_slots.push_back(s);
+  c->in_flight--;
+  if (c->reader_waiting) wake_reader(c);
+}
+
+// Sends queued replies until the socket takes no more.  False if the
+// connection failed (its queue is then dropped).  c->lock held.
+bool threads_transport::flush(tconn *c) {
+  while (tslot *s = c->sq_head) {
+    if (!c->broken && c->fd >= 0) {
+      ssize_t n = send(c->fd, s->rep + s->sent, s->rep_len - s->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+      if (n > 0) {
+        s->sent += size_t(n);
+        c->last_active_ms.store(mono_ms(), std::memory_order_relaxed);
+        if (s->sent < s->rep_len) continue;
+      } else {
+        reset(c);
+      }
+    }
+    c->sq_head = s->next;
+    if (!c->sq_head) c->sq_tail = nullptr;
+    release(c, s);
+  }
+  return !c->broken;
+}
+
+// Closes the longest-idle connection of `port` to make room for a new one.
+// False if none is idle.  conns_lock_ held.
+bool threads_transport::make_room(uint8_t port) {
+  tconn *oldest = nullptr;
+  for (auto &c : conns_) {
+    if (c->port != port || !c->quiet.load() || !c->counted.load() || c->done.load()) continue;
+    if (!oldest || c->last_active_ms.load() < oldest->last_active_ms.load()) oldest = c.get();
+  }
+  if (!oldest || !oldest->counted.exchange(false)) return false;
+  counters_.open[port].fetch_sub(1);
+  counters_.evicted.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> g(oldest->lock);
+  reset(oldest);
+  return true;
+}
+
+void threads_transport::acceptor(int lfd, uint8_t port) {
+  const uint32_t limit = port == PORT_NFS ? cfg_.max_conns : cfg_.max_mount_conns;
+  for (;;) {
+    sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    int fd = accept4(lfd, reinterpret_cast<sockaddr *>(&peer), &len, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        continue;
+      }
+      return;  // shut down
+    }
+    reap(false);
+    if (!peers_.admit(peer)) {
+      counters_.refused_peer.fetch_add(1, std::memory_order_relaxed);
+      close(fd);
+      continue;
+    }
+    std::lock_guard<std::mutex> g(conns_lock_);
+    if (stopped_ || (counters_.open[port].load() >= limit && !make_room(port))) {
+      counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
+      peers_.release(peer);
+      close(fd);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    auto c = std::make_unique<tconn>();
+    c->fd = fd;
+    c->port = port;
+    c->peer = peer;
+    c->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    size_t per_slot = srv_.cfg.max_record + THREADS_REPLY_BUFFER;
+    c->mem_len = size_t(cfg_.slots) * per_slot;
+    c->mem = mmap(nullptr, c->mem_len, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (c->mem == MAP_FAILED || c->wake < 0) {
+      if (c->mem != MAP_FAILED) munmap(c->mem, c->mem_len);
+      if (c->wake >= 0) close(c->wake);
+      counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
+      peers_.release(peer);
+      close(fd);
+      continue;
+    }
+    c->slots.resize(cfg_.slots);
+    for (uint32_t i = 0; i < cfg_.slots; i++) {
+      tslot &s = c->slots[i];
+      s.conn = c.get();
+      s.buf = static_cast<uint8_t *>(c->mem) + size_t(i) * per_slot;
+      s.rep = s.buf + srv_.cfg.max_record;
+      c->free_slots.push_back(&s);
+    }
+    c->last_active_ms = mono_ms();
+    counters_.open[port].fetch_add(1);
+    counters_.accepted.fetch_add(1, std::memory_order_relaxed);
+    srv_.stats.connections.fetch_add(1, std::memory_order_relaxed);
+    tconn *raw = c.get();
+    c->reader = std::thread([this, raw] { reader(raw); });
+    conns_.push_back(std::move(c));
+  }
+}
+
+// Joins finished readers (all of them with `all`) and frees them.
+void threads_transport::reap(bool all) {
+  std::list<std::unique_ptr<tconn>> dead;
+  {
+    std::lock_guard<std::mutex> g(conns_lock_);
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      if (all || (*it)->done) {
+        dead.push_back(std::move(*it));
+        it = conns_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto &c : dead) c->reader.join();
+}
+
+void threads_transport::reader(tconn *c) {
+  record_reader rd;
+  tslot *cur = nullptr;
+  bool eof = false;
+  int64_t rec_start = 0;
+  std::atomic<uint64_t> *why = nullptr;  // the timeout that closed it
+  for (;;) {
+    short events = 0;
+    int64_t deadline = -1;  // ms, -1: none
+    auto nearest = [&](int64_t t) {
+      if (deadline < 0 || t < deadline) deadline = t;
+    };
+    {
+      std::lock_guard<std::mutex> g(c->lock);
+      if (!flush(c)) eof = true;
+      if (eof && c->in_flight == 0) break;
+      if (!cur && !eof && !c->free_slots.empty()) {
+        cur = c->free_slots.back();
+        c->free_slots.pop_back();
+        rd.begin(cur->buf, srv_.cfg.max_record);
+      }
+      if (cur && !eof) events |= POLLIN;
+      if (c->sq_head) {
+        events |= POLLOUT;
+        if (cfg_.record_timeout_ms) nearest(c->sq_head->ready_ms + cfg_.record_timeout_ms);
+      }
+      bool mid = cur && !rd.idle();
+      if (mid && cfg_.record_timeout_ms) nearest(rec_start + cfg_.record_timeout_ms);
+      bool quiet = !eof && !mid && c->in_flight == 0;
+      c->quiet.store(quiet);
+      if (quiet && cfg_.idle_timeout_ms)
+        nearest(c->last_active_ms.load(std::memory_order_relaxed) + cfg_.idle_timeout_ms);
+      c->reader_waiting = true;
+    }
+    // Without interest in the socket it is left out: a hung-up socket would
+    // report POLLHUP at once, again and again.
+    pollfd p[2] = {{events ? c->fd : -1, events, 0}, {c->wake, POLLIN, 0}};
+    int64_t now = mono_ms();
+    int timeout = deadline < 0 ? -1 : int(std::max<int64_t>(0, deadline - now));
+    int r = poll(p, 2, timeout);
+    {
+      std::lock_guard<std::mutex> g(c->lock);
+      c->reader_waiting = false;
+    }
+    if (r < 0 && errno != EINTR) break;
+    if (p[1].revents & POLLIN) {
+      uint64_t v;
+      (void)!read(c->wake, &v, sizeof v);
+    }
+    if (r == 0 && deadline >= 0 && mono_ms() >= deadline) {
+      std::lock_guard<std::mutex> g(c->lock);
+      bool mid = cur && !rd.idle();
+      why = (mid || c->sq_head) ? &counters_.closed_stalled : &counters_.closed_idle;
+      reset(c);
+      eof = true;
+      continue;
+    }
+    if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)) || !cur || eof) continue;
+    size_t want;
+    uint8_t *dst = rd.want(&want);
+    bool was_idle = rd.idle();
+    ssize_t n = recv(c->fd, dst, want, MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) {
+      eof = true;
+      continue;
+    }
+    int64_t t = mono_ms();
+    c->last_active_ms.store(t, std::memory_order_relaxed);
+    if (was_idle) rec_start = t;
+    auto res = rd.commit(size_t(n));
+    if (res == record_reader::too_big || res == record_reader::bad_fragment) {
+      srv_.stats.bad_records.fetch_add(1, std::memory_order_relaxed);
+      eof = true;
+      continue;
+    }
+    if (res != record_reader::record) continue;
+    cur->len = rd.length();
+    {
+      std::lock_guard<std::mutex> g(c->lock);
+      c->in_flight++;
+    }
+    {
+      std::lock_guard<std::mutex> g(work_lock_);
+      work_.push_back(cur);
+    }
+    work_cv_.notify_one();
+    cur = nullptr;
+  }
+  // Every request of the connection is over: close and give the memory
+  // back now.
+  if (why) why->fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> g(c->lock);
+    close(c->fd);
+    c->fd = -1;
+    close(c->wake);
+    c->wake = -1;
+  }
+  munmap(c->mem, c->mem_len);
+  if (c->counted.exchange(false)) counters_.open[c->port].fetch_sub(1);
+  peers_.release(c->peer);
+  c->done = true;
+}
+
+void threads_transport::worker() {
+  for (;;) {
+    tslot *s;
+    {
+      std::unique_lock<std::mutex> g(work_lock_);
+      work_cv_.wait(g, [this] { return stopping_ || !work_.empty(); });
+      if (work_.empty()) return;
+      s = work_.front();
+      work_.pop_front();
+    }
+    tconn *c = s->conn;
+    request req;
+    req.rec = s->buf;
+    req.len = s->len;
+    req.peer = c->peer;
+    req.out = xdr_out(s->rep, THREADS_REPLY_BUFFER);
+    serve_result r = serve_call(srv_, req);
+    std::lock_guard<std::mutex> g(c->lock);
+    if (r == serve_result::close) reset(c);
+    if (r != serve_result::reply || c->broken) {
+      release(c, s);
+      continue;
+    }
+    // Queue the reply behind any other, and send what the socket takes now;
+    // the reader sends the rest when the socket is writable.
+    s->rep_len = req.out.size();
+    s->sent = 0;
+    s->ready_ms = mono_ms();
+    s->next = nullptr;
+    bool was_empty = !c->sq_head;
+    if (c->sq_tail)
+      c->sq_tail->next = s;
+    else
+      c->sq_head = s;
+    c->sq_tail = s;
+    if (was_empty) flush(c);
+    if (c->sq_head) wake_reader(c);  // it must poll for POLLOUT
+  }
+}
+
+uint32_t threads_transport::stop() {
+  if (stopped_.exchange(true)) return cut_short_;
+  for (int fd : listen_fds_) shutdown(fd, SHUT_RDWR);
+  for (auto &t : acceptors_) t.join();
+  for (int fd : listen_fds_) close(fd);
+  // Readers stop taking requests; in-flight ones finish and their replies
+  // go out (the reader waits for them before it closes its socket).
+  auto for_each_conn = [this](auto fn) {
+    std::lock_guard<std::mutex> g(conns_lock_);
+    for (auto &c : conns_) {
+      std::lock_guard<std::mutex> cg(c->lock);
+      if (c->fd >= 0) fn(c.get());
+    }
+  };
+  for_each_conn([](tconn *c) { shutdown(c->fd, SHUT_RD); });
+  auto wait_done = [this](uint32_t ms) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    for (;;) {
+      uint32_t running = 0;
+      {
+        std::lock_guard<std::mutex> g(conns_lock_);
+        for (auto &c : conns_) {
+          if (c->done) continue;
+          std::lock_guard<std::mutex> cg(c->lock);
+          running += std::max<uint32_t>(1, c->in_flight);
+        }
+      }
+      if (running == 0 || std::chrono::steady_clock::now() > deadline) return running;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  };
+  if (wait_done(cfg_.grace_ms) > 0) {
+    // Grace is over: reset what is left (a reply its client does not read
+    // is dropped); what still runs after that is stuck in the kernel.
+    for_each_conn([this](tconn *c) { reset(c); });
+    if (uint32_t stuck = wait_done(1000)) {
+      cut_short_ = stuck;
+      abandoned_ = true;
+      return cut_short_;
+    }
+  }
+  reap(true);
+  {
+    std::lock_guard<std::mutex> g(work_lock_);
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto &t : workers_) t.join();
+  workers_.clear();
+  return 0;
+}
 
 }  // namespace
 

@@ -26,10 +26,20 @@ target_link_libraries(kcont_nfs_driver PRIVATE PkgConfig::NFS)
 foreach(model kcont threads)
   add_test(NAME nfs_integration_${model}
     COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/nfs_integration.sh
-            $<TARGET_FILE:kcont-nfsd> $<TARGET_FILE:kcont_nfs_driver> ${model})
+            $<TARGET_FILE:kcont-nfsd> $<TARGET_FILE:kcont_nfs_driver> ${model}
+            $<TARGET_FILE:kcont_nfs_siege>)
   set_tests_properties(nfs_integration_${model} PROPERTIES
     TIMEOUT 600
     RUN_SERIAL TRUE
     SKIP_RETURN_CODE 77
     LABELS "integration;nfs")
 endforeach()
+
+# nfs_siege: hostile clients (idle, slowloris, never-reading) and a
+# bystander that must still get through; run by nfs_reliability.sh.
+add_executable(kcont_nfs_siege ${CMAKE_CURRENT_LIST_DIR}/nfs_siege.c)
+set_target_properties(kcont_nfs_siege PROPERTIES
+  C_STANDARD 11
+  C_STANDARD_REQUIRED ON
+  C_EXTENSIONS ON)
+target_link_libraries(kcont_nfs_siege PRIVATE PkgConfig::NFS)

@@ -1,27 +1,32 @@
 #!/usr/bin/env bash
 # nfs_integration.sh -- real-client integration test of kcont-nfsd.
 #
-# usage: bash nfs_integration.sh SERVER_BINARY DRIVER_BINARY MODEL
-#   MODEL is kcont or threads (passed to --model).
+# usage: bash nfs_integration.sh SERVER_BINARY DRIVER_BINARY MODEL [SIEGE_BINARY]
+#   MODEL is kcont or threads (passed to --model); with SIEGE_BINARY
+#   (nfs_siege.c) the hostile-client steps run too.
 #
 # Starts the server on two free TCP ports with a temporary export directory,
 # waits for "kcont-nfsd: ready" on its stderr, then talks to it with real NFS
 # clients: the libnfs tools (nfs-ls, nfs-cp, nfs-cat) and nfs_driver (see
 # nfs_driver.c: every NFSv3 procedure, big directory listings, concurrent
 # clients, handles surviving a kill -9 + restart, root squash, read-only
-# export).  Also checks start-up errors and a clean SIGTERM shutdown.
+# export), and, with nfs_siege, hostile clients: idle, slowloris and
+# never-reading connections are closed, full connection tables make room,
+# and a bystander gets through all of it.  Also checks start-up errors and a
+# clean SIGTERM shutdown.
 # Every step prints PASS/FAIL; a failing step prints its output and the tail
 # of the server log.  Exit status is non-zero if any step failed.
 
 set -u
 
-if [ $# -ne 3 ]; then
-	echo "usage: $0 SERVER_BINARY DRIVER_BINARY MODEL" >&2
+if [ $# -ne 3 ] && [ $# -ne 4 ]; then
+	echo "usage: $0 SERVER_BINARY DRIVER_BINARY MODEL [SIEGE_BINARY]" >&2
 	exit 2
 fi
 SERVER=$1
 DRIVER=$2
 MODEL=$3
+SIEGE=${4:-}
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "SKIP: the server needs root (open_by_handle_at)"
@@ -452,6 +457,106 @@ if wait_ready; then
 	fi
 else
 	fail "start server (--memory-export)"
+fi
+
+# ---------------------------------------------------------------------------
+# servers 4 and 5: hostile clients (nfs_siege.c, docs/reliability.md).  The
+# attackers connect from other loopback addresses (127.0.0.2...), the
+# bystander from 127.0.0.1.  Every wait is for an event (the server closing
+# a connection, the bystander's read completing); the MAXSEC arguments are
+# only a bound for a hang.
+
+# rss_kb: the server's resident set in KiB.
+rss_kb() {
+	awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status"
+}
+
+# log_count LOG WORD: the count before WORD in the server's last
+# "connections (...)" line ("evicted 3" -> 3).
+log_count() {
+	grep 'connections (' "$1" | tail -n 1 | grep -o -E "[0-9]+ $2|$2 [0-9]+" |
+		grep -o -E '[0-9]+' | head -n 1
+}
+
+if [ -n "$SIEGE" ]; then
+	RELX=$TMP/hostile
+	mkdir -p "$RELX"
+	head -c $((1024 * 1024)) /dev/urandom >"$RELX/big.bin"
+	read -r NFS_PORT MOUNT_PORT < <(free_ports)
+	echo "=== start server (small tables, short timeouts) on ports $NFS_PORT/$MOUNT_PORT"
+	start_server "$TMP/server4.log" --export "$RELX" --idle-timeout 1 \
+		--record-timeout 2 --max-conns 8 --max-mount-conns 4 --max-conns-per-addr 6
+	if wait_ready; then
+		pass "start server (small tables, short timeouts)"
+		U=$(url "$RELX" big.bin)
+		step "an idle connection is closed after --idle-timeout" 60 \
+			"$SIEGE" expire "$U" 127.0.0.2 idle 30
+		step "a slowloris connection is reset after --record-timeout" 60 \
+			"$SIEGE" expire "$U" 127.0.0.2 slow 30
+		step "a client that never reads its replies is reset after --record-timeout" 90 \
+			"$SIEGE" expire "$U" 127.0.0.2 noread 30
+		step "full tables (3 addresses x 6): the longest-idle connection makes room" 90 \
+			"$SIEGE" siege "$U" 127.0.0.2,127.0.0.3,127.0.0.4 60 6
+		echo "=== the server counted what it did"
+		if stop_server_term; then
+			ev=$(log_count "$SERVER_LOG" evicted)
+			idle=$(log_count "$SERVER_LOG" idle)
+			stalled=$(log_count "$SERVER_LOG" stalled)
+			grep 'connections (' "$SERVER_LOG" | tail -n 1 | sed 's/^/    | /'
+			if [ "${ev:-0}" -gt 0 ] && [ "${idle:-0}" -gt 0 ] && [ "${stalled:-0}" -ge 2 ]; then
+				pass "evictions, idle closes and stalled resets counted"
+			else
+				fail "evictions, idle closes and stalled resets counted" \
+					"evicted=${ev:-?} idle=${idle:-?} stalled=${stalled:-?}"
+			fi
+		else
+			fail "SIGTERM stops the small-tables server with status 0"
+		fi
+	else
+		fail "start server (small tables, short timeouts)"
+	fi
+
+	read -r NFS_PORT MOUNT_PORT < <(free_ports)
+	echo "=== start server (default limits) on ports $NFS_PORT/$MOUNT_PORT"
+	start_server "$TMP/server5.log" --export "$RELX"
+	if wait_ready; then
+		pass "start server (default limits)"
+		rss_idle=$(rss_kb)
+		U=$(url "$RELX" big.bin)
+		step "defaults: 1000 idle + 100 slowloris connections from one address, a bystander reads" \
+			120 "$SIEGE" siege "$U" 127.0.0.2 1000 100
+		step "defaults: 2 clients never read their 1 MiB READ replies, a bystander reads for 4 s" \
+			120 "$SIEGE" noread "$U" 127.0.0.3 2 4
+		if step "16 connections x 16 pipelined 1 MiB WRITEs" 300 \
+			"$SIEGE" bigwrite "$U" 127.0.0.4 16 16; then
+			echo "=== the server's memory comes back (RSS within 64 MiB of its idle value)"
+			for ((i = 0; i < 600; i++)); do
+				[ "$(rss_kb)" -le $((rss_idle + 65536)) ] && break
+				sleep 0.1
+			done
+			echo "    RSS idle $((rss_idle / 1024)) MiB, now $(($(rss_kb) / 1024)) MiB"
+			if [ "$(rss_kb)" -le $((rss_idle + 65536)) ]; then
+				pass "the server's memory comes back after the WRITE burst"
+			else
+				fail "the server's memory comes back after the WRITE burst" "waited 60 s"
+			fi
+		fi
+		if stop_server_term; then
+			pass "SIGTERM stops the default-limits server with status 0"
+			peer=$(log_count "$SERVER_LOG" 'per address')
+			grep 'connections (' "$SERVER_LOG" | tail -n 1 | sed 's/^/    | /'
+			if [ "${peer:-0}" -gt 0 ]; then
+				pass "connections past the per-address limit refused and counted"
+			else
+				fail "connections past the per-address limit refused and counted" \
+					"per-address=${peer:-?}"
+			fi
+		else
+			fail "SIGTERM stops the default-limits server with status 0"
+		fi
+	else
+		fail "start server (default limits)"
+	fi
 fi
 
 finish

@@ -4,7 +4,8 @@
 # test_rpc.cc (XDR, record marking, call decoding, reply headers: pure
 # computation) and test_serve.cc (serve_call on a server exporting a
 # temporary directory; needs root for open_by_handle_at, and skips without
-# it).  The tests include the library's private internal.h for the file
+# it), and test_conn_limits.cc (the per-address connection count).  The
+# tests include the library's private internal.h for the file
 # handle layout and the nfsstat3 codes.
 
 find_package(GTest REQUIRED)
@@ -12,7 +13,8 @@ include(GoogleTest)
 
 add_executable(kcont_nfsd_tests
   ${CMAKE_CURRENT_LIST_DIR}/test_rpc.cc
-  ${CMAKE_CURRENT_LIST_DIR}/test_serve.cc)
+  ${CMAKE_CURRENT_LIST_DIR}/test_serve.cc
+  ${CMAKE_CURRENT_LIST_DIR}/test_conn_limits.cc)
 target_include_directories(kcont_nfsd_tests PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../src)
 target_link_libraries(kcont_nfsd_tests PRIVATE kcont_nfsd GTest::gtest GTest::gtest_main)
 gtest_discover_tests(kcont_nfsd_tests DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)

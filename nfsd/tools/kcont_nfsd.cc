@@ -92,7 +92,9 @@ int main(int argc, char **argv) {
   std::string demo_dir = "/tmp/kcont-nfsd-demo", log_level = "info", memory_export;
   uint32_t memory_mib = 1024;
   int nfs_port = 20490, mount_port = 20048, cpus = 0, spin_us = 0;
-  uint32_t slots = 16, max_conns = 256, threads = 8, stats_interval = 0;
+  uint32_t slots = 16, max_conns = 256, max_mount_conns = 64, per_addr = 64, threads = 8,
+           stats_interval = 0;
+  double idle_timeout = 360, record_timeout = 30, grace = 5;
   bool rpcbind = false, pin = false;
   auto *ex1 = app.add_option("--export", export_dir, "Export one directory read-write to everyone");
   auto *ex2 = app.add_option("--exports", exports_file, "Exports file (exports(5) style)");
@@ -128,9 +130,31 @@ int main(int argc, char **argv) {
   app.add_option("--slots", slots, "Request slots per connection")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
-  app.add_option("--max-conns", max_conns, "Most connections at once")
+  app.add_option("--max-conns", max_conns,
+                 "Most NFS-port connections at once (the longest-idle one is closed to make room)")
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));
+  app.add_option("--max-mount-conns", max_mount_conns, "Most MOUNT-port connections at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
+  app.add_option("--max-conns-per-addr", per_addr,
+                 "Most connections from one client address, both ports (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65536));
+  app.add_option("--idle-timeout", idle_timeout,
+                 "Seconds after which an idle connection is closed (0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
+  app.add_option("--record-timeout", record_timeout,
+                 "Seconds a request may take to arrive, or a reply to be taken by its client, "
+                 "before the connection is reset (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
+  app.add_option("--grace", grace,
+                 "Seconds SIGTERM/SIGINT lets in-flight requests finish; requests still running "
+                 "then (a hung file system) are abandoned and the process exits")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
   app.add_option("--threads", threads, "Worker threads (threads model)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
@@ -186,6 +210,12 @@ int main(int argc, char **argv) {
   }
   tc.slots = slots;
   tc.max_conns = max_conns;
+  tc.max_mount_conns = max_mount_conns;
+  tc.max_conns_per_peer = per_addr;
+  auto ms = [](double sec) { return uint32_t(sec * 1000 + 0.5); };
+  tc.idle_timeout_ms = ms(idle_timeout);
+  tc.record_timeout_ms = ms(record_timeout);
+  tc.grace_ms = ms(grace);
   tc.threads = threads;
 
   // Signals are taken synchronously by this thread; every other thread
@@ -274,7 +304,18 @@ int main(int argc, char **argv) {
   }
   spdlog::info("stopping ({}): finishing in-flight requests", sig == SIGINT ? "SIGINT" : "SIGTERM");
   if (registered) portmap_unregister(uint16_t(nfs_port), uint16_t(mount_port));
-  tp->stop();
+  if (uint32_t cut = tp->stop()) {
+    // Workers are stuck in the kernel (a file system that does not answer):
+    // nothing can wait for them, so the process ends around them.
+    spdlog::warn("{}\n{}", tp->describe(), format_stats(srv));
+    spdlog::warn(
+        "stopped after the grace period of {} s: {} request(s) still running in the file "
+        "system were cut short",
+        grace, cut);
+    spdlog::shutdown();
+    std::fflush(nullptr);
+    _exit(0);
+  }
   spdlog::info("{}\n{}", tp->describe(), format_stats(srv));
   tp.reset();
   if (use_kcont) kcont_stop();

@@ -4,9 +4,11 @@
 // Both listen on two TCP addresses (NFS and MOUNT; either port serves both
 // programs), give each connection a fixed number of request slots (its
 // bounded memory: slots x (max_record + reply buffer)), stop reading from a
-// connection whose slots are all busy (back-pressure), and on stop() close
-// the listeners, let in-flight requests finish (up to a grace period), then
-// close every connection.
+// connection whose slots are all busy (back-pressure), never let a worker
+// wait for a client (a reply that does not fit the socket waits in its
+// slot), enforce the connection limits and timeouts of conn_limits.h, and
+// on stop() close the listeners, let in-flight requests finish (up to a
+// grace period), then close every connection.
 //
 // Rules: start() and stop() from the main thread; the kcont model needs
 // kcont running (start() does not start it: the caller owns the system).
@@ -26,10 +28,14 @@ struct transport_config {
   sockaddr_storage nfs_addr{};
   sockaddr_storage mount_addr{};
   socklen_t addr_len = 0;
-  uint32_t slots = 16;       // request slots per connection
-  uint32_t max_conns = 256;  // connections (kcont model: divided over CPUs)
-  uint32_t threads = 8;      // threads model: worker threads
-  uint32_t grace_ms = 5000;  // stop(): how long in-flight requests may take
+  uint32_t slots = 16;                 // request slots per connection
+  uint32_t max_conns = 256;            // NFS-port connections (kcont model: divided over CPUs)
+  uint32_t max_mount_conns = 64;       // MOUNT-port connections, a table of their own
+  uint32_t max_conns_per_peer = 64;    // per client address, both ports; 0: no limit
+  uint32_t idle_timeout_ms = 360000;   // close a connection idle this long; 0: never
+  uint32_t record_timeout_ms = 30000;  // reset one whose request (or reply) takes longer
+  uint32_t threads = 8;                // threads model: worker threads
+  uint32_t grace_ms = 5000;            // stop(): how long in-flight requests may take
 };
 
 class transport {
@@ -38,8 +44,13 @@ class transport {
   // Binds and starts serving.  Returns 0 or an errno with *err saying what
   // failed (for example "NFS port 2049: Address already in use").
   virtual int start(std::string *err) = 0;
-  // Stops as described above.  Idempotent.
-  virtual void stop() = 0;
+  // Stops as described above.  Returns the number of requests still
+  // running when the grace period ended (0: a clean stop).  When it is not
+  // 0 those requests are abandoned, not waited for: their memory stays
+  // allocated and the caller must end the process (_exit) instead of
+  // destroying the transport or stopping kcont.  Idempotent (later calls
+  // return the same).
+  virtual uint32_t stop() = 0;
   // One line about connections and slots, for the periodic stats.
   virtual std::string describe() = 0;
 };

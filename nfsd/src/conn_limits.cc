@@ -1,0 +1,110 @@
+// conn_limits.cc -- the per-address connection count (see conn_limits.h).
+#include "conn_limits.h"
+
+#include <netinet/in.h>
+
+#include <cstring>
+
+#include "kcont/spinlock.h"
+
+namespace kc::nfs {
+
+namespace {
+
+// The address as 16 bytes: IPv6 as is, IPv4 (and IPv4-mapped IPv6) as
+// ::ffff:a.b.c.d, anything else as zero.
+void peer_key(const sockaddr_storage &a, uint64_t *k0, uint64_t *k1) {
+  uint8_t b[16] = {};
+  if (a.ss_family == AF_INET) {
+    b[10] = b[11] = 0xff;
+    std::memcpy(b + 12, &reinterpret_cast<const sockaddr_in &>(a).sin_addr, 4);
+  } else if (a.ss_family == AF_INET6) {
+    std::memcpy(b, &reinterpret_cast<const sockaddr_in6 &>(a).sin6_addr, 16);
+  }
+  std::memcpy(k0, b, 8);
+  std::memcpy(k1, b + 8, 8);
+}
+
+uint64_t mix(uint64_t k0, uint64_t k1) {
+  uint64_t h = (k0 ^ (k1 * 0x9e3779b97f4a7c15ull)) * 0xbf58476d1ce4e5b9ull;
+  return h ^ (h >> 31);
+}
+
+}  // namespace
+
+peer_table::peer_table(uint32_t max_conns, uint32_t per_peer) : per_peer_(per_peer) {
+  size_t n = 16;
+  while (n < 2 * size_t(max_conns) + 16) n *= 2;  // load factor <= 1/2
+  table_.resize(n);
+}
+
+// The slot of (k0, k1), or the empty slot where it would go.  Lock held.
+size_t peer_table::find(uint64_t k0, uint64_t k1, bool *found) const {
+  size_t mask = table_.size() - 1;
+  for (size_t i = mix(k0, k1) & mask;; i = (i + 1) & mask) {
+    const entry &e = table_[i];
+    if (e.count == 0 || (e.k0 == k0 && e.k1 == k1)) {
+      *found = e.count != 0;
+      return i;
+    }
+  }
+}
+
+bool peer_table::admit(const sockaddr_storage &addr) {
+  uint64_t k0, k1;
+  peer_key(addr, &k0, &k1);
+  spinlock g(lock_);
+  bool found;
+  entry &e = table_[find(k0, k1, &found)];
+  if (found) {
+    if (per_peer_ != 0 && e.count >= per_peer_) return false;
+    e.count++;
+    return true;
+  }
+  e.k0 = k0;
+  e.k1 = k1;
+  e.count = 1;
+  return true;
+}
+
+void peer_table::release(const sockaddr_storage &addr) {
+  uint64_t k0, k1;
+  peer_key(addr, &k0, &k1);
+  spinlock g(lock_);
+  bool found;
+  size_t i = find(k0, k1, &found);
+  if (!found || --table_[i].count > 0) return;
+  // Backward-shift deletion keeps every probe sequence unbroken.
+  size_t mask = table_.size() - 1;
+  for (size_t j = (i + 1) & mask; table_[j].count != 0; j = (j + 1) & mask) {
+    size_t home = mix(table_[j].k0, table_[j].k1) & mask;
+    // Move j into the hole i when its home is not in (i, j] (cyclically).
+    bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+    if (!between) {
+      table_[i] = table_[j];
+      table_[j].count = 0;
+      i = j;
+    }
+  }
+}
+
+uint32_t peer_table::count(const sockaddr_storage &addr) {
+  uint64_t k0, k1;
+  peer_key(addr, &k0, &k1);
+  spinlock g(lock_);
+  bool found;
+  size_t i = find(k0, k1, &found);
+  return found ? table_[i].count : 0;
+}
+
+std::string conn_counters::describe() const {
+  auto n = [](const auto &a) { return std::to_string(a.load(std::memory_order_relaxed)); };
+  uint32_t nfs = open[PORT_NFS].load(std::memory_order_relaxed);
+  uint32_t mnt = open[PORT_MOUNT].load(std::memory_order_relaxed);
+  return std::to_string(nfs + mnt) + " connections (nfs " + std::to_string(nfs) + ", mount " +
+         std::to_string(mnt) + "); accepted " + n(accepted) + ", refused " + n(refused_full) +
+         " full + " + n(refused_peer) + " per address, evicted " + n(evicted) + ", closed " +
+         n(closed_idle) + " idle + " + n(closed_stalled) + " stalled";
+}
+
+}  // namespace kc::nfs

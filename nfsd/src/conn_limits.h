@@ -1,0 +1,80 @@
+// conn_limits.h -- what both transports enforce on their connections, so
+// that no client can lock the others out: a table per port, a limit per
+// client address, an idle timeout, a record timeout, and the oldest idle
+// connection evicted before a new client is refused.
+//
+// Model.  The NFS port and the MOUNT port have their own connection tables
+// (transport_config max_conns and max_mount_conns), so a flood on one does
+// not take the other's places.  A client address (IPv4, or IPv6; an
+// IPv4-mapped IPv6 address counts as the IPv4 one) may hold at most
+// max_conns_per_peer connections over both ports: peer_table counts them,
+// and a connection past the limit is closed as soon as it is accepted.
+// When a port's table is full, the connection that has been idle longest
+// (no request being read, none in flight, nothing to send) is closed to
+// make room (knfsd does the same); only when none is idle is the new one
+// refused.  A connection idle for idle_timeout_ms is closed (knfsd: about 6
+// minutes); one whose request record is not complete record_timeout_ms
+// after its first byte (slowloris), or whose reply has not been sent
+// record_timeout_ms after it was ready (a client that does not read), is
+// reset.  Each transport applies these rules in its own way (timer sweep on
+// each kcont CPU; poll timeouts in the threads model's readers) and counts
+// what it did in conn_counters.
+//
+// Locking: peer_table has a spinlock held for a probe of a small open-
+// addressing table (never while anything else is held or called);
+// conn_counters are relaxed atomics.  Any context.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kc::nfs {
+
+enum conn_port : uint8_t { PORT_NFS = 0, PORT_MOUNT = 1 };
+
+// Connections per client address.
+class peer_table {
+ public:
+  // Room for `max_conns` connections at once (the sum of both tables and
+  // the ones being handed over); per_peer == 0 means no limit.
+  peer_table(uint32_t max_conns, uint32_t per_peer);
+
+  // Counts one more connection from addr.  False (nothing counted) if addr
+  // already holds per_peer connections.  Any context.
+  bool admit(const sockaddr_storage &addr);
+  // Uncounts one admitted connection of addr.  Any context.
+  void release(const sockaddr_storage &addr);
+  // Connections counted for addr (for tests and the stats).
+  uint32_t count(const sockaddr_storage &addr);
+
+ private:
+  struct entry {
+    uint64_t k0 = 0, k1 = 0;
+    uint32_t count = 0;  // 0: empty slot
+  };
+  size_t find(uint64_t k0, uint64_t k1, bool *found) const;
+  std::vector<entry> table_;
+  uint32_t per_peer_;
+  std::atomic<uint32_t> lock_{0};
+};
+
+// What the limits did, for describe() and the tests.
+struct conn_counters {
+  std::atomic<uint32_t> open[2] = {};  // by conn_port
+  std::atomic<uint64_t> accepted{0};
+  std::atomic<uint64_t> refused_full{0};    // table full, nothing idle to evict
+  std::atomic<uint64_t> refused_peer{0};    // the address held its share
+  std::atomic<uint64_t> evicted{0};         // idle, closed to make room
+  std::atomic<uint64_t> closed_idle{0};     // idle_timeout_ms passed
+  std::atomic<uint64_t> closed_stalled{0};  // record_timeout_ms passed
+
+  // "3 connections (nfs 2, mount 1); accepted 9, refused 0 full + 4 per
+  // address, evicted 1, closed 2 idle + 1 stalled".
+  std::string describe() const;
+};
+
+}  // namespace kc::nfs
