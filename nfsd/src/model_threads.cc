@@ -77,10 +77,12 @@ struct tconn {
   std::vector<tslot> slots;
   std::vector<tslot *> free_slots;
   tslot *sq_head = nullptr, *sq_tail = nullptr;  // replies the socket has not taken
-  uint32_t in_flight = 0;           // slots with a request (queued, running or being sent)
-  bool reader_waiting = false;      // the reader sleeps in poll: write `wake`
-  bool broken = false;              // no more sending: drop replies
-  std::atomic<bool> quiet{false};   // nothing being read, in flight or to send
+  uint32_t in_flight = 0;       // slots with a request (queued, running or being sent)
+  bool reader_waiting = false;  // the reader sleeps in poll: write `wake`
+  bool broken = false;          // no more sending: drop replies
+  // Nothing being read, in flight or to send: true from the accept on (a
+  // connection whose reader has not run yet can be evicted like any idle one).
+  std::atomic<bool> quiet{true};
   std::atomic<bool> counted{true};  // still counted in its port's table
   std::atomic<bool> done{false};    // the reader has finished
   std::atomic<int64_t> last_active_ms{0};

@@ -1092,7 +1092,7 @@ serve_result serve_call(server &srv, request &req) {
 
 std::string format_stats(server &srv) {
   std::string s;
-  char line[200];
+  char line[PATH_MAX + 200];
   auto row = [&](const char *prog, const char *name, proc_counter &p) {
     uint64_t n = p.calls.load(std::memory_order_relaxed);
     if (!n) return;
@@ -1112,6 +1112,20 @@ std::string format_stats(server &srv) {
                 (unsigned long long)srv.stats.bad_records.load(),
                 (unsigned long long)srv.stats.connections.load());
   s += line;
+  // Thread context per export: a hung file system shows as its share held
+  // and requests waiting.
+  if (const export_table *t = srv.exports_now()) {
+    for (const export_entry &e : t->exports) {
+      if (!e.fs) continue;
+      vfs::vfs_stats v = vfs::vfs_get_stats(e.fs);
+      if (!v.thread_share) continue;  // no lanes: the threads model
+      std::snprintf(line, sizeof line,
+                    "  export %s: thread context %u of %u, %u waiting (%llu waited)\n",
+                    e.path.c_str(), v.thread_running, v.thread_share, v.thread_waiting,
+                    (unsigned long long)v.thread_waits);
+      s += line;
+    }
+  }
   return s;
 }
 

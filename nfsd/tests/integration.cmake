@@ -5,7 +5,8 @@
 # nfs_integration_kcont and nfs_integration_threads, which run
 # nfs_integration.sh: it starts the kcont-nfsd binary with the given --model on
 # free local ports and drives it with real NFSv3 clients (libnfs-utils' nfs-ls,
-# nfs-cp, nfs-cat and kcont_nfs_driver).  The server needs root
+# nfs-cp, nfs-cat and kcont_nfs_driver), hostile clients (kcont_nfs_siege)
+# and a FUSE file system that stops answering (kcont_hangfs).  The server needs root
 # (open_by_handle_at); without root the script exits 77 and the test is
 # reported as skipped.
 
@@ -16,30 +17,42 @@ if(NOT TARGET PkgConfig::NFS)
   pkg_check_modules(NFS REQUIRED IMPORTED_TARGET libnfs)
 endif()
 
-add_executable(kcont_nfs_driver ${CMAKE_CURRENT_LIST_DIR}/nfs_driver.c)
-set_target_properties(kcont_nfs_driver PROPERTIES
-  C_STANDARD 11
-  C_STANDARD_REQUIRED ON
-  C_EXTENSIONS ON)
-target_link_libraries(kcont_nfs_driver PRIVATE PkgConfig::NFS)
+# kcont_c_tool(NAME SOURCE LIBRARY): a C11 (GNU) test tool.
+function(kcont_c_tool name source library)
+  add_executable(${name} ${CMAKE_CURRENT_LIST_DIR}/${source})
+  set_target_properties(${name} PROPERTIES
+    C_STANDARD 11
+    C_STANDARD_REQUIRED ON
+    C_EXTENSIONS ON)
+  target_link_libraries(${name} PRIVATE ${library})
+endfunction()
+
+kcont_c_tool(kcont_nfs_driver nfs_driver.c PkgConfig::NFS)
+
+# nfs_siege: hostile clients (idle, slowloris, never-reading) and a
+# bystander that must still get through.
+kcont_c_tool(kcont_nfs_siege nfs_siege.c PkgConfig::NFS)
+
+# hangfs: a FUSE file system that stops answering on command (the hung disk
+# of the bounded-blocking and shutdown steps).  Optional: without libfuse3
+# those steps are skipped.
+pkg_check_modules(FUSE3 QUIET IMPORTED_TARGET fuse3)
+if(FUSE3_FOUND)
+  kcont_c_tool(kcont_hangfs hangfs.c PkgConfig::FUSE3)
+  set(KCONT_HANGFS $<TARGET_FILE:kcont_hangfs>)
+else()
+  message(STATUS "libfuse3 not found: the hung-file-system NFS tests are skipped")
+  set(KCONT_HANGFS "")
+endif()
 
 foreach(model kcont threads)
   add_test(NAME nfs_integration_${model}
     COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/nfs_integration.sh
             $<TARGET_FILE:kcont-nfsd> $<TARGET_FILE:kcont_nfs_driver> ${model}
-            $<TARGET_FILE:kcont_nfs_siege>)
+            $<TARGET_FILE:kcont_nfs_siege> "${KCONT_HANGFS}" "${KCONT_SANITIZE}")
   set_tests_properties(nfs_integration_${model} PROPERTIES
     TIMEOUT 600
     RUN_SERIAL TRUE
     SKIP_RETURN_CODE 77
     LABELS "integration;nfs")
 endforeach()
-
-# nfs_siege: hostile clients (idle, slowloris, never-reading) and a
-# bystander that must still get through; run by nfs_reliability.sh.
-add_executable(kcont_nfs_siege ${CMAKE_CURRENT_LIST_DIR}/nfs_siege.c)
-set_target_properties(kcont_nfs_siege PROPERTIES
-  C_STANDARD 11
-  C_STANDARD_REQUIRED ON
-  C_EXTENSIONS ON)
-target_link_libraries(kcont_nfs_siege PRIVATE PkgConfig::NFS)

@@ -64,6 +64,12 @@ struct vfs {
   uint64_t mask = 0;
   size_t hand = 0;
   uint64_t hits = 0, misses = 0, evictions = 0, stale = 0;  // under lock
+  // Thread context (vfs.cc): requests of this mount queued or running on
+  // lanes, at most the subsystem's mount_share; the rest wait here.  Under
+  // lock.
+  uint32_t in_thread = 0, waiting = 0;
+  vreq *wait_head = nullptr, *wait_tail = nullptr;
+  uint64_t waits = 0;
   std::atomic<uint64_t> ops_interrupt[size_t(vop::count_)] = {};
   std::atomic<uint64_t> ops_thread[size_t(vop::count_)] = {};
 };

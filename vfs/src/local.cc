@@ -31,6 +31,10 @@
 //                             under the caller's identity: thread context)
 //   commit                    buf(9) fsync
 // Everything else runs in thread context under the caller's identity.
+// On a file system whose in-core answers may still wait for a daemon or the
+// network (FUSE, NFS, SMB/CIFS, Ceph, 9P, AFS, Coda: fstat there can ask
+// the server) nothing runs in interrupt context: a dispatcher must never
+// wait for someone else's server.
 //
 // ACLs: whether an inode has a POSIX access ACL is read (fgetxattr, an
 // in-core lookup) when its vnode is made and again whenever its ctime
@@ -41,8 +45,10 @@
 // everything else is per request.
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -70,7 +76,28 @@ struct local_mount {
   int root_fd = -1;
   dev_t dev = 0;
   ino_t root_ino = 0;
+  bool thread_only = false;  // a FUSE or network file system (see above)
 };
+
+// File systems where even an fstat may wait for a daemon or a server.
+bool may_wait_for_a_server(int fd) {
+  struct statfs sf;
+  if (fstatfs(fd, &sf) != 0) return true;
+  switch (static_cast<unsigned long>(sf.f_type)) {
+    case FUSE_SUPER_MAGIC:
+    case NFS_SUPER_MAGIC:
+    case SMB_SUPER_MAGIC:
+    case CIFS_SUPER_MAGIC:
+    case SMB2_SUPER_MAGIC:
+    case CEPH_SUPER_MAGIC:
+    case V9FS_MAGIC:
+    case AFS_SUPER_MAGIC:
+    case CODA_SUPER_MAGIC:
+      return true;
+    default:
+      return false;
+  }
+}
 
 local_mount *lm(const vfs *fs) { return static_cast<local_mount *>(fs->priv); }
 
@@ -928,6 +955,7 @@ void local_reclaim(vnode *vp) {
 }
 
 int local_start(vreq *r) {
+  if (lm(r->fs)->thread_only) return VB_BLOCK;
   switch (r->op) {
     case vop::getattr:
       post(r);
@@ -1056,6 +1084,7 @@ vfs *vfs_mount_local(const std::string &path, size_t cache, std::string *err) {
   m->root_fd = fd;
   m->dev = st.st_dev;
   m->root_ino = st.st_ino;
+  m->thread_only = may_wait_for_a_server(fd);
   vfs *fs = vfs_alloc(&local_backend, cache);
   fs->priv = m;
   if (int e = make_fh(fd, "", &fs->root)) {

@@ -5,7 +5,14 @@
 // cache and lets the backend try the operation in the caller's interrupt
 // context (backend->start).  A cache miss, or a backend that answers
 // VB_BLOCK, sends the request to thread context: it is enqueued on one of
-// the VFS's workqueues (levels "vfs0".."vfs3", round robin), where a worker
+// the VFS's *lanes* -- a workqueue level ("vfs0".."vfs3") on one CPU, each
+// served by one worker thread -- the one with the fewest requests, so a
+// worker stuck in a file system that does not answer collects no more work
+// behind it.  A mount may hold at most `mount_share` lanes' worth of
+// requests in thread context at once (half of them by default); more of
+// its requests wait in the mount's FIFO, taking no worker, and go as its
+// running ones finish -- a hung file system under one export can tie up
+// only its share, never MOUNT or another export.  There a worker
 // resolves the handles (open_by_handle_at may read the disk), switches its
 // filesystem identity to the request's credential and calls backend->run.
 // However the operation ends, vop_complete drops the request's vnode
@@ -25,7 +32,9 @@
 // references, clock); it is never held across a system call -- what an
 // evicted or forgotten vnode holds is reclaimed after the lock is dropped.
 // The subsystem's state (workqueues, buffer pool, start count) is written
-// only by vfs_start/vfs_stop under a mutex, in thread context.
+// only by vfs_start/vfs_stop under a mutex, in thread context; the lanes'
+// loads are atomics; a mount's share count and FIFO are under its cache
+// spinlock.
 #include <sys/fsuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -34,6 +43,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <memory>
 #include <mutex>
 
 #include "internal.h"
@@ -51,6 +61,10 @@ struct subsystem {
   bufpool *pool = nullptr;
   workqueue *wq[QUEUES] = {};
   std::atomic<uint32_t> rr{0};
+  // Lane i is workqueue wq[i % QUEUES] on CPU i / QUEUES.
+  uint32_t lanes = 0;
+  std::unique_ptr<std::atomic<uint32_t>[]> lane_load;  // requests queued or running
+  uint32_t mount_share = 1;                            // lanes' worth per mount
 };
 subsystem g_sys;
 std::atomic<bufpool *> g_pool{nullptr};
@@ -208,11 +222,64 @@ void run_here(vreq *r) {
   }
 }
 
+// Enqueues r on the lane with the fewest requests (ties: round robin).
+void dispatch(vreq *r) {
+  uint32_t n = g_sys.lanes, best = g_sys.rr.fetch_add(1, std::memory_order_relaxed) % n;
+  uint32_t best_load = g_sys.lane_load[best].load(std::memory_order_relaxed);
+  for (uint32_t k = 1; k < n && best_load > 0; k++) {
+    uint32_t j = (best + k) % n, load = g_sys.lane_load[j].load(std::memory_order_relaxed);
+    if (load < best_load) {
+      best = j;
+      best_load = load;
+    }
+  }
+  g_sys.lane_load[best].fetch_add(1, std::memory_order_relaxed);
+  r->lane = uint16_t(best);
+  workqueue_enqueue(g_sys.wq[best % QUEUES], &r->wk, int(best / QUEUES));
+}
+
+// Sends r to thread context within its mount's share, or parks it in the
+// mount's FIFO.
+void to_thread(vreq *r) {
+  vfs *fs = r->fs;
+  {
+    spinlock g(fs->lock);
+    if (fs->in_thread >= g_sys.mount_share) {
+      r->wait_next = nullptr;
+      if (fs->wait_tail)
+        fs->wait_tail->wait_next = r;
+      else
+        fs->wait_head = r;
+      fs->wait_tail = r;
+      fs->waiting++;
+      fs->waits++;
+      return;
+    }
+    fs->in_thread++;
+  }
+  dispatch(r);
+}
+
 void worker(work *wk, void *) {
   vreq *r = reinterpret_cast<vreq *>(reinterpret_cast<char *>(wk) - offsetof(vreq, wk));
   r->used_thread = true;
   run_here(r);
-  vop_complete(r);
+  g_sys.lane_load[r->lane].fetch_sub(1, std::memory_order_relaxed);
+  // The mount's next parked request takes this one's place in its share.
+  vfs *fs = r->fs;
+  vreq *next = nullptr;
+  {
+    spinlock g(fs->lock);
+    if ((next = fs->wait_head) != nullptr) {
+      fs->wait_head = next->wait_next;
+      if (!fs->wait_head) fs->wait_tail = nullptr;
+      fs->waiting--;
+    } else {
+      fs->in_thread--;
+    }
+  }
+  vop_complete(r);  // r belongs to its caller from here on
+  if (next) dispatch(next);
 }
 
 // ---- credentials ----------------------------------------------------------
@@ -312,6 +379,15 @@ int vfs_start(const vfs_config &cfg, std::string *err) {
     g_sys.users++;
     return 0;
   }
+  int ncpu = kcont_ncpus();
+  if (ncpu <= 0) {
+    if (err) *err = "kcont is not running";
+    return ENXIO;
+  }
+  g_sys.lanes = uint32_t(QUEUES * ncpu);
+  g_sys.lane_load = std::make_unique<std::atomic<uint32_t>[]>(g_sys.lanes);
+  g_sys.mount_share = cfg.mount_share ? std::min(cfg.mount_share, g_sys.lanes)
+                                      : std::max<uint32_t>(1, g_sys.lanes / 2);
   g_sys.pool = bufpool_create(cfg.bufs, VFS_BUF_MAX, err);
   if (!g_sys.pool) return ENOMEM;
   for (int i = 0; i < QUEUES; i++) {
@@ -388,7 +464,11 @@ vfs_stats vfs_get_stats(const vfs *fs) {
     s.cache_misses = m->misses;
     s.evictions = m->evictions;
     s.stale = m->stale;
+    s.thread_running = m->in_thread;
+    s.thread_waiting = m->waiting;
+    s.thread_waits = m->waits;
   }
+  s.thread_share = g_sys.lanes ? g_sys.mount_share : 0;  // 0: vfs_start not called
   for (size_t i = 0; i < size_t(vop::count_); i++) {
     s.ops_interrupt[i] = fs->ops_interrupt[i].load(std::memory_order_relaxed);
     s.ops_thread[i] = fs->ops_thread[i].load(std::memory_order_relaxed);
@@ -522,8 +602,7 @@ void vop_start(vreq *r) {
     vop_complete(r);
     return;
   }
-  uint32_t i = g_sys.rr.fetch_add(1, std::memory_order_relaxed) % QUEUES;
-  workqueue_enqueue(g_sys.wq[i], &r->wk);
+  to_thread(r);
 }
 
 int vop_call(vreq *r) {

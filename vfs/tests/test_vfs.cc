@@ -24,7 +24,8 @@
 #include <string>
 #include <vector>
 
-#include "fixture.h"  // core/tests: eventually()
+#include "fixture.h"   // core/tests: eventually()
+#include "internal.h"  // the test backend (vfs_alloc, vfs_backend)
 #include "kcont/vfs.h"
 
 using namespace kc;
@@ -1514,3 +1515,114 @@ TEST_P(AsyncVfsTest, AWriteBySomeoneElseClearsSetuid) {
   ASSERT_EQ(start(g), 0);
   EXPECT_EQ(g.obj.post.mode, 0777u);
 }
+
+// ---- thread context: a mount's share of the lanes ---------------------------
+//
+// A test backend whose every operation goes to thread context; on the
+// "stuck" mount, run() waits at a gate the test opens at the end -- a file
+// system that stopped answering.  The other mount answers at once.
+
+namespace {
+
+struct gate_state {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  int running = 0, max_running = 0;
+};
+gate_state g_gate;
+
+int gate_vget(vfs_t *, const vfh &, vnode *vp) {
+  vp->type = vtype::dir;
+  return 0;
+}
+void gate_reclaim(vnode *) {}
+int gate_start(vreq *) { return VB_BLOCK; }
+void gate_run(vreq *r) {
+  if (r->fs->priv == nullptr) return;  // the healthy mount
+  std::unique_lock<std::mutex> g(g_gate.mu);
+  g_gate.running++;
+  g_gate.max_running = std::max(g_gate.max_running, g_gate.running);
+  g_gate.cv.wait(g, [] { return g_gate.open; });
+  g_gate.running--;
+}
+void gate_unmount(vfs_t *) {}
+const vfs_backend gate_backend = {"gate",     gate_vget, gate_reclaim,
+                                  gate_start, gate_run,  gate_unmount};
+
+void count_done(void *, void *env, int) { static_cast<std::atomic<int> *>(env)->fetch_add(1); }
+
+struct gated_requests {
+  std::vector<std::unique_ptr<vreq>> reqs;
+  std::vector<std::unique_ptr<kcont>> kcs;
+  std::atomic<int> done{0};
+  void start(vfs_t *fs, int n) {
+    for (int i = 0; i < n; i++) {
+      auto r = std::make_unique<vreq>();
+      auto k = std::make_unique<kcont>();
+      ASSERT_EQ(kcont_init(k.get(), count_done, &done, target::at(LVL_SOFTNET, kind::interrupt, 0)),
+                0);
+      r->op = vop::getattr;
+      r->fs = fs;
+      r->fh = fs->root;
+      r->done = k.get();
+      ASSERT_EQ(kcont_run_on(
+                    0, LVL_SOFTNET, [](void *a) { vop_start(static_cast<vreq *>(a)); }, r.get()),
+                0);
+      reqs.push_back(std::move(r));
+      kcs.push_back(std::move(k));
+    }
+  }
+  void drain() {
+    for (auto &k : kcs) kcont_drain(k.get());
+  }
+};
+
+TEST(VfsLanes, AHungMountHoldsOnlyItsShareAndOthersGoOn) {
+  ASSERT_EQ(vfs_register_levels(), 0);
+  config cfg;
+  cfg.cpus = 2;
+  std::string err;
+  ASSERT_EQ(kcont_start(cfg, &err), 0) << err;
+  vfs_config vc;
+  vc.bufs = 16;
+  ASSERT_EQ(vfs_start(vc, &err), 0) << err;
+  const int lanes = 4 * kcont_ncpus(), share = lanes / 2;
+  static int stuck_tag;
+  vfs_t *stuck = vfs_alloc(&gate_backend, 16), *healthy = vfs_alloc(&gate_backend, 16);
+  stuck->priv = &stuck_tag;
+  stuck->root.len = healthy->root.len = 1;
+  stuck->root.data[0] = healthy->root.data[0] = 'r';
+
+  gated_requests a, b;
+  a.start(stuck, 3 * lanes);  // far more than its share
+  // Its share of lanes is taken, and no more.
+  ASSERT_TRUE(kctest::eventually([&] {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    return g_gate.running == share;
+  }));
+  // Meanwhile every request of the other mount completes: none waits
+  // behind a stuck worker.
+  b.start(healthy, 2 * lanes);
+  EXPECT_TRUE(kctest::eventually([&] { return b.done.load() == 2 * lanes; }))
+      << b.done.load() << " of " << 2 * lanes << " completed";
+  EXPECT_EQ(a.done.load(), 0);
+  {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    EXPECT_EQ(g_gate.max_running, share);
+    g_gate.open = true;
+  }
+  g_gate.cv.notify_all();
+  // The parked ones go as the running ones finish.
+  EXPECT_TRUE(kctest::eventually([&] { return a.done.load() == 3 * lanes; }));
+  EXPECT_GT(stuck->waits, 0u);
+  EXPECT_EQ(stuck->in_thread, 0u);
+  a.drain();
+  b.drain();
+  vfs_unmount(stuck);
+  vfs_unmount(healthy);
+  vfs_stop();
+  kcont_stop();
+}
+
+}  // namespace

@@ -250,6 +250,8 @@ struct vreq {
 
   // ---- the VFS's and the backend's (do not touch) ---------------------------
   vnode *vp = nullptr, *vp2 = nullptr;
+  vreq *wait_next = nullptr;  // the mount's FIFO of requests over its share
+  uint16_t lane = 0;          // the lane it runs on in thread context
   work wk;
   kcont kc;  // the backend's own stage continuation (unbound, {bio, interrupt})
 
@@ -272,6 +274,11 @@ int vfs_register_levels();
 
 struct vfs_config {
   uint32_t bufs = 256;  // buffers of VFS_BUF_MAX bytes for reads and writes
+  // Thread context has 4 x kcont_ncpus() lanes (a workqueue level on a CPU,
+  // one worker each).  One mount's requests may occupy at most this many
+  // at once (0: half of them); more wait in the mount's FIFO without a
+  // worker, so a file system that stops answering ties up only its share.
+  uint32_t mount_share = 0;
 };
 
 // Starts the asynchronous side (workqueues, buffer pool); kcont must be
@@ -309,6 +316,11 @@ struct vfs_stats {
   uint64_t cache_hits = 0, cache_misses = 0, evictions = 0, stale = 0;
   uint64_t ops_interrupt[size_t(vop::count_)] = {};  // completed without a thread
   uint64_t ops_thread[size_t(vop::count_)] = {};     // ran in thread context
+  // Thread context now: requests on lanes (at most thread_share) and
+  // parked in the mount's FIFO; thread_waits counts every parking.
+  // thread_share is 0 while the asynchronous side is not started.
+  uint32_t thread_running = 0, thread_waiting = 0, thread_share = 0;
+  uint64_t thread_waits = 0;
 };
 vfs_stats vfs_get_stats(const vfs *fs);
 
