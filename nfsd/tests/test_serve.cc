@@ -1385,6 +1385,44 @@ TEST_F(KcontTransport, AFailedCommitChangesTheWriteVerifier) {
   EXPECT_EQ(bytes(w2.verf, w2.verf + 8), v2);
 }
 
+// Errors the file system gives a WRITE reach the client with the RFC 1813
+// status (EIO: NFS3ERR_IO, ENOSPC: NFS3ERR_NOSPC, EDQUOT: NFS3ERR_DQUOT),
+// UNSTABLE and FILE_SYNC alike (injected on the write itself, which carries
+// RWF_SYNC for FILE_SYNC), and each changes the write verifier: UNSTABLE
+// data acknowledged before may be lost with it.
+static std::atomic<int> g_write_errno{0};
+
+TEST_F(KcontTransport, WriteErrorsReachTheClientWithTheirStatus) {
+  make_file("e", "");
+  nfs_fh f = lookup(root(), "e").fh;
+  kc::bio_set_fault_hook(
+      [](const kc::buf *bp, void *) {
+        return bp->op == kc::bio_op::write ? g_write_errno.load() : 0;
+      },
+      nullptr);
+  struct unhook {
+    ~unhook() { kc::bio_set_fault_hook(nullptr, nullptr); }
+  } unhook_at_exit;
+  const struct {
+    int err;
+    uint32_t status;
+  } cases[] = {{EIO, NFS3ERR_IO}, {ENOSPC, NFS3ERR_NOSPC}, {EDQUOT, NFS3ERR_DQUOT}};
+  for (auto [err, status] : cases) {
+    for (uint32_t stable : {uint32_t(UNSTABLE), uint32_t(FILE_SYNC)}) {
+      write_res ok = nfs_write(f, 0, "before", UNSTABLE);
+      ASSERT_EQ(ok.status, NFS3_OK);
+      g_write_errno = err;
+      write_res bad = nfs_write(f, 0, "lost", stable);
+      g_write_errno = 0;
+      EXPECT_EQ(bad.status, status) << "errno " << err << ", stable_how " << stable;
+      write_res after = nfs_write(f, 0, "after", UNSTABLE);
+      ASSERT_EQ(after.status, NFS3_OK);
+      EXPECT_NE(bytes(after.verf, after.verf + 8), bytes(ok.verf, ok.verf + 8))
+          << "the verifier did not change after errno " << err;
+    }
+  }
+}
+
 TEST_F(KcontTransport, ReadAfterWriteThroughTheTransport) {
   make_file("blk", std::string(8192, '0'));
   nfs_fh f = lookup(root(), "blk").fh;
