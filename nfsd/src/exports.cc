@@ -28,8 +28,14 @@
 
 namespace kc::nfs {
 
-export_table::~export_table() {
-  for (auto &e : exports) vfs::vfs_unmount(e.fs);
+export_table::~export_table() = default;  // each entry's mount goes with its last table
+
+// Takes ownership of a fresh mount.
+static void own_mount(export_entry *e, vfs::vfs *fs) {
+  e->fs = fs;
+  e->mount = std::shared_ptr<vfs::vfs>(fs, [](vfs::vfs *m) {
+    if (m) vfs::vfs_unmount(m);
+  });
 }
 
 const export_entry *export_table::by_id(uint32_t id) const {
@@ -150,7 +156,7 @@ bool open_root(export_entry *e, const std::string &path, std::string *why) {
   e->path = real;
   e->id = path_id(e->path);
   std::string err;
-  e->fs = vfs::vfs_mount_local(real, 4096, &err);
+  own_mount(e, vfs::vfs_mount_local(real, 4096, &err));
   if (!e->fs) {
     *why = "export " + path + ": " + err;
     return false;
@@ -197,7 +203,6 @@ std::shared_ptr<export_table> parse_exports(const std::string &text, const std::
     }
     // Owned by the table from now on: an error below unmounts it with it.
     t->exports.emplace_back(std::move(e));
-    e.fs = nullptr;
     while (words >> word) {
       export_client c;
       std::string spec = word, opts;
@@ -251,7 +256,7 @@ bool add_memory_export(export_table &t, const std::string &path, uint64_t max_by
     }
   }
   std::string why;
-  e.fs = vfs::vfs_mount_memory(max_bytes, &why);
+  own_mount(&e, vfs::vfs_mount_memory(max_bytes, &why));
   if (!e.fs) {
     *err = "memory export " + path + ": " + why;
     return false;

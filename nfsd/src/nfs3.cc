@@ -240,8 +240,26 @@ std::shared_ptr<const export_table> server::exports() const {
   return exports_;
 }
 
-void server::set_exports(std::shared_ptr<const export_table> t) {
+void server::set_exports(std::shared_ptr<export_table> t) {
   std::lock_guard<std::mutex> g(exports_lock_);
+  // Keep the mount of every path exported before: the newest table that has
+  // it wins.  t's own mount of that path was never published: it goes now.
+  auto adopt = [](export_entry &e, const export_table *old) {
+    if (!old) return false;
+    for (const export_entry &o : old->exports) {
+      if (o.id == e.id && o.path == e.path && o.mount) {
+        e.mount = o.mount;
+        e.fs = o.fs;
+        return true;
+      }
+    }
+    return false;
+  };
+  for (export_entry &e : t->exports) {
+    if (adopt(e, exports_.get())) continue;
+    for (auto it = retired_.rbegin(); it != retired_.rend(); ++it)
+      if (adopt(e, it->get())) break;
+  }
   if (exports_) retired_.push_back(exports_);
   current_.store(t.get(), std::memory_order_release);
   exports_ = std::move(t);

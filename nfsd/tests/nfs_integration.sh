@@ -197,10 +197,11 @@ wait_ready() {
 	return 1
 }
 
-# stop_server SIGNAL: 0 if the server exits with status 0 within 10 s
+# stop_server_term [SIGNAL]: sends SIGTERM (or SIGNAL); 0 if the server
+# exits with status 0 within 10 s
 stop_server_term() {
-	local i rc
-	kill -TERM "$SERVER_PID" 2>/dev/null
+	local i rc sig=${1:-TERM}
+	kill "-$sig" "$SERVER_PID" 2>/dev/null
 	for ((i = 0; i < 100; i++)); do
 		kill -0 "$SERVER_PID" 2>/dev/null || break
 		sleep 0.1
@@ -208,13 +209,13 @@ stop_server_term() {
 	if kill -0 "$SERVER_PID" 2>/dev/null; then
 		kill -9 "$SERVER_PID" 2>/dev/null
 		wait "$SERVER_PID" 2>/dev/null
-		echo "    server still running 10 s after SIGTERM (killed)"
+		echo "    server still running 10 s after SIG$sig (killed)"
 		return 1
 	fi
 	wait "$SERVER_PID"
 	rc=$?
 	if [ $rc -ne 0 ]; then
-		echo "    server exited with status $rc after SIGTERM"
+		echo "    server exited with status $rc after SIG$sig"
 		return 1
 	fi
 	return 0
@@ -510,8 +511,8 @@ if [ -n "$SIEGE" ]; then
 			"$SIEGE" expire "$U" 127.0.0.2 noread 30
 		step "full tables (3 addresses x 6): the longest-idle connection makes room" 90 \
 			"$SIEGE" siege "$U" 127.0.0.2,127.0.0.3,127.0.0.4 60 6
-		echo "=== the server counted what it did"
-		if stop_server_term; then
+		echo "=== SIGINT stops the server; it counted what it did"
+		if stop_server_term INT; then
 			ev=$(log_count "$SERVER_LOG" evicted)
 			idle=$(log_count "$SERVER_LOG" idle)
 			stalled=$(log_count "$SERVER_LOG" stalled)
@@ -523,7 +524,7 @@ if [ -n "$SIEGE" ]; then
 					"evicted=${ev:-?} idle=${idle:-?} stalled=${stalled:-?}"
 			fi
 		else
-			fail "SIGTERM stops the small-tables server with status 0"
+			fail "SIGINT stops the small-tables server with status 0"
 		fi
 	else
 		fail "start server (small tables, short timeouts)"

@@ -1116,6 +1116,28 @@ TEST_F(Serve, ReadOnlyExportRefusesWrites) {
   EXPECT_NE(access(path("new").c_str(), F_OK), 0);
 }
 
+// A reload (SIGHUP) keeps the mount of every path exported before: the
+// options change, handles stay valid, and no descriptor is left behind by
+// the retired tables -- a long-running server reloaded every few seconds
+// must not run out of descriptors.
+TEST_F(Serve, ReloadKeepsTheMountsAndLeaksNoDescriptor) {
+  make_file("kept", "still here");
+  use_exports(dir_ + " *(rw)");
+  nfs_fh f = lookup(root(), "kept").fh;
+  const kc::vfs::vfs *before = srv_->exports_now()->exports.at(0).fs;
+  auto open_fds = [] {
+    auto it = std::filesystem::directory_iterator("/proc/self/fd");
+    return std::distance(begin(it), end(it));
+  };
+  auto fds = open_fds();
+  for (int i = 0; i < 50; i++) use_exports(dir_ + (i % 2 ? " *(rw)" : " *(ro)"));
+  EXPECT_EQ(open_fds(), fds) << "descriptors left behind by 50 reloads";
+  EXPECT_EQ(srv_->exports_now()->exports.at(0).fs, before) << "the reload remounted the export";
+  use_exports(dir_ + " *(ro)");
+  EXPECT_EQ(nfs_read(f, 0, 100).data, "still here");  // the old handle, the new options
+  EXPECT_EQ(nfs_write(f, 0, "no", FILE_SYNC).status, NFS3ERR_ROFS);
+}
+
 TEST_F(Serve, RootSquashCreatesAsAnonymous) {
   ASSERT_EQ(chmod(dir_.c_str(), 0777), 0);
   use_exports(dir_ + " *(rw,root_squash)");

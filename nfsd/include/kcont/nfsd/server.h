@@ -68,7 +68,12 @@ struct export_client {
 struct export_entry {
   std::string path;        // canonical absolute path (realpath)
   uint32_t id = 0;         // stable identity carried in every file handle
-  vfs::vfs *fs = nullptr;  // the mounted tree (owned; unmounted with the table)
+  vfs::vfs *fs = nullptr;  // the mounted tree (mount.get())
+  // Owns the mount (unmounted with its last table).  A reload keeps the
+  // mount of every path exported before (server::set_exports), so reloads
+  // neither reopen roots nor lose the vnode cache, and a retired table
+  // holds no descriptor of its own.
+  std::shared_ptr<vfs::vfs> mount;
   std::vector<export_client> clients;
 };
 
@@ -134,7 +139,10 @@ struct server {
   server_stats stats;
 
   std::shared_ptr<const export_table> exports() const;
-  void set_exports(std::shared_ptr<const export_table> t);
+  // Publishes t.  An export whose path was exported before (now or by a
+  // retired table) takes over that mount, and t's own, never-used mount of
+  // it is unmounted.  Thread context.
+  void set_exports(std::shared_ptr<export_table> t);
   // The current table without taking a reference: valid for the server's
   // lifetime (replaced tables are kept until the server is destroyed, so a
   // reader never sees one freed; reloads are rare).  Any context.
