@@ -16,8 +16,9 @@
 #     changed, so a client resends its UNSTABLE writes).
 # The server's RSS and open descriptors are sampled every 10 s and printed
 # as a curve at the end.  Exit status non-zero if any client failed, a
-# restart failed, or at the end (with every client gone) the descriptors
-# are not back to their first value or RSS is more than 64 MiB above it.
+# restart failed, or at the end (every client gone) the server holds more
+# than 8 descriptors or 64 MiB of RSS beyond what it held at rest after
+# its first round.
 # Needs root (open_by_handle_at).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,6 +84,8 @@ end=$((t0 + MINUTES * 60))
 sample() { curve+=("$(($(date +%s) - t0)) $(rss_mib) $(fds)"); }
 sample
 round=0
+base_fds=""
+base_rss=0
 echo "soak: $MINUTES min, model $MODEL, $CLIENTS clients, rounds of $ROUND s, kill -9 every $KILL_EVERY rounds"
 while [ "$(date +%s)" -lt "$end" ]; do
   round=$((round + 1))
@@ -112,13 +115,21 @@ while [ "$(date +%s)" -lt "$end" ]; do
   fi
   bg_pids=()
   line="round $round: $(tail -n 1 "$tmp/stress.out")"
-  if [ $((round % KILL_EVERY)) -eq 0 ]; then
+  if [ -z "$base_fds" ]; then # this process's first round is over: at rest
+    sleep 2
+    base_fds=$(fds) base_rss=$(rss_mib)
+    line="$line; at rest: rss $base_rss MiB, $base_fds fds (the baseline)"
+  fi
+  # kill -9 + restart, unless this is the last round (the end is measured
+  # on a process that lived through rounds)
+  if [ $((round % KILL_EVERY)) -eq 0 ] && [ $(($(date +%s) + ROUND)) -lt "$end" ]; then
     if ./build/nfs_driver save "$(url)" "$tmp/state" >"$tmp/save.out" 2>&1; then
       kill -9 "$server_pid"
       wait "$server_pid" 2>/dev/null || true
       starts=$((starts + 1))
       start $starts
       restarts=$((restarts + 1))
+      base_fds=
       if ./build/nfs_driver check "$(url)" "$tmp/state" >"$tmp/check.out" 2>&1; then
         line="$line; kill -9 + restart: handles, data and verifier checked"
       else
@@ -136,27 +147,28 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 
 # At rest, every client gone: the server must hold what it held at rest
-# right after its first start.
+# after its first round of load (when its pools and caches were warm).  The
+# vnode cache keeps a descriptor per cached file (at most 4096 per export),
+# so a few more are fine; a leak per call, connection or reload is not.
 sleep 2
 sample
 echo
 echo "    seconds   RSS MiB   fds"
 printf '%s\n' "${curve[@]}" | awk '{printf "    %7d   %7d   %3d\n", $1, $2, $3}'
-read -r _ rss0 fds0 <<<"${curve[0]}"
 read -r _ rss1 fds1 <<<"${curve[${#curve[@]} - 1]}"
-echo "soak: $round rounds, $restarts restarts, $failures failures; first sample rss $rss0 MiB $fds0 fds, at rest rss $rss1 MiB $fds1 fds"
+echo "soak: $round rounds, $restarts restarts, $failures failures; at rest after the first round rss ${base_rss} MiB ${base_fds:-?} fds, at the end rss $rss1 MiB $fds1 fds"
 kill -USR1 "$server_pid"
 sleep 0.3
 grep -h 'connections (' "$tmp/server.log" | tail -n 1 | sed 's/^.*: //'
 kill -TERM "$server_pid"
 wait "$server_pid" || failures=$((failures + 1))
 server_pid=""
-if [ "$fds1" -gt "$fds0" ]; then
-  echo "soak: FAIL: descriptors grew ($fds0 -> $fds1)" >&2
+if [ -n "$base_fds" ] && [ "$fds1" -gt $((base_fds + 8)) ]; then
+  echo "soak: FAIL: descriptors grew ($base_fds -> $fds1)" >&2
   failures=$((failures + 1))
 fi
-if [ "$rss1" -gt $((rss0 + 64)) ]; then
-  echo "soak: FAIL: RSS grew by more than 64 MiB ($rss0 -> $rss1)" >&2
+if [ "$rss1" -gt $((base_rss + 64)) ]; then
+  echo "soak: FAIL: RSS grew by more than 64 MiB ($base_rss -> $rss1)" >&2
   failures=$((failures + 1))
 fi
 [ "$failures" -eq 0 ]

@@ -7,11 +7,14 @@
 #   4. loaded -- the debug build's core tests again while stress-ng keeps
 #      every CPU busy (no test may depend on an idle machine);
 #   5. fuzz -- the libFuzzer target on the RPC/XDR decoder and the whole
-#      dispatch, for KCONT_FUZZ_SECONDS (default 60) seconds.
+#      dispatch, for KCONT_FUZZ_SECONDS (default 60) seconds;
+#   6. soak -- scripts/soak.sh for KCONT_SOAK_MINUTES (default 2) per model
+#      on a release build: stress clients, connection churn, SIGHUP
+#      reloads, kill -9 + restart; descriptors and RSS must stay flat.
 # The NFS integration tests (libnfs clients against kcont-nfsd) are ctest
 # tests, so they run in stages 1-3.  Exits non-zero on any failure.
-# KCONT_TEST_STAGES="debug asan tsan loaded fuzz" picks stages (default:
-# all five); KCONT_LOADED_TESTS is the ctest -R regex of the loaded stage
+# KCONT_TEST_STAGES="debug asan tsan loaded fuzz soak" picks stages (default:
+# all six); KCONT_LOADED_TESTS is the ctest -R regex of the loaded stage
 # (default: the core tests, about 4.5 minutes under load on 2 cores; "."
 # runs the whole suite under load).
 set -euo pipefail
@@ -19,7 +22,7 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 kcont_ensure_deps
 
-stages=${KCONT_TEST_STAGES:-"debug asan tsan loaded fuzz"}
+stages=${KCONT_TEST_STAGES:-"debug asan tsan loaded fuzz soak"}
 ok=0
 fail=0
 run_stage() {
@@ -64,6 +67,16 @@ for s in $stages; do
       else
         fail=$((fail + 1))
       fi
+      ;;
+    soak)
+      for model in kcont threads; do
+        echo "=== kcont tests: soak ($model model, ${KCONT_SOAK_MINUTES:-2} min) ==="
+        if ROUND=30 KILL_EVERY=2 bash scripts/soak.sh "${KCONT_SOAK_MINUTES:-2}" "$model"; then
+          ok=$((ok + 1))
+        else
+          fail=$((fail + 1))
+        fi
+      done
       ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
   esac
