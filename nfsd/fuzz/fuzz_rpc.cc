@@ -307,6 +307,7 @@ extern "C" int LLVMFuzzerInitialize(int *, char ***) {
     mem.path = MEMORY_EXPORT;
     mem.id = 0x6d656d30;
     mem.fs = kc::vfs::vfs_mount_memory(MEMORY_BYTES, &err);
+    if (mem.fs) mem.mount = std::shared_ptr<kc::vfs::vfs>(mem.fs, kc::vfs::vfs_unmount);
     if (!mem.fs) {
       std::fprintf(stderr, "fuzz_rpc: memory mount: %s\n", err.c_str());
       std::exit(1);
