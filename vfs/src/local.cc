@@ -18,7 +18,8 @@
 //   access                    mode bits, when the inode has no ACL
 //   readlink                  a symlink with no blocks of its own (the target
 //                             is in the inode): readlinkat reads no disk
-//   lookup                    openat2(RESOLVE_CACHED): the dentry cache
+//   walk                      of nothing (MOUNT of an export root): the vnode
+//   lookup                    openat2(RESOLVE_CACHED, RESOLVE_NO_XDEV): the dentry cache
 //                             answers or it goes to thread context; the
 //                             directory's search permission from mode bits
 //   read                      buf(9): bread, coalesced with reads in flight;
@@ -770,6 +771,27 @@ void do_walk(vreq *r) {
 
 // ---- interrupt-context attempts ------------------------------------------------
 
+// A walk of nothing ("", "/", "./.") names the vnode itself: an fstat and a
+// name_to_handle_at of an open inode, both in-core -- so MOUNT of an export
+// root needs no thread even while the export's thread context is full.
+// Anything longer opens names: thread context.
+int start_walk(vreq *r) {
+  std::string_view path(reinterpret_cast<const char *>(r->data), r->data ? r->count : 0);
+  for (size_t pos = 0; pos <= path.size();) {
+    size_t slash = std::min(path.find('/', pos), path.size());
+    std::string_view comp = path.substr(pos, slash - pos);
+    if (!comp.empty() && comp != ".") return VB_BLOCK;
+    pos = slash + 1;
+  }
+  struct stat st;
+  if (!stat_at(r->vp->fd, "", &r->res_attr, &st) || st.st_dev != lm(r->fs)->dev ||
+      make_fh(r->vp->fd, "", &r->res_fh) != 0)
+    r->error = EACCES;
+  else
+    r->have_res_fh = r->have_res_attr = true;
+  return VB_DONE;
+}
+
 // Answers a request already refused (EROFS) with the attributes it reports.
 int refused(vreq *r) {
   post(r);
@@ -883,10 +905,14 @@ int start_lookup(vreq *r) {
     return VB_DONE;
   }
   // The dentry cache answers, or the lookup would read the disk: then it
-  // goes to thread context.
+  // goes to thread context.  So does a name that crosses a mount point
+  // (EXDEV): a stat of what is mounted there (a FUSE or network file system
+  // inside the export) may wait for its server, which a dispatcher never
+  // does; thread context decides what to answer.
   open_how how{};
   how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
-  how.resolve = RESOLVE_CACHED | RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  how.resolve = RESOLVE_CACHED | RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+                RESOLVE_NO_XDEV;
   long fd = syscall(SYS_openat2, r->vp->fd, r->name, &how, sizeof how);
   if (fd < 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
@@ -981,6 +1007,8 @@ int local_start(vreq *r) {
       if (r->vp->type != vtype::reg && r->vp->type != vtype::dir) return VB_BLOCK;
       pre(r);
       return start_io(r, bio_op::fsync);
+    case vop::walk:
+      return start_walk(r);
     default:
       if (r->error && vop_modifies(r->op)) return refused(r);
       return VB_BLOCK;

@@ -1282,6 +1282,35 @@ TEST_P(AsyncVfsTest, AFirstRequestUsesAThreadACachedGetattrDoesNot) {
   EXPECT_GE(s.cache_hits, 1u);
 }
 
+// A walk of nothing (MOUNT of an export root) names the root itself and
+// needs no thread once the root is cached -- so a MOUNT of an export whose
+// thread context is all taken by a hung file system still completes.
+TEST_P(AsyncVfsTest, AWalkOfNothingCompletesWithoutAThread) {
+  vreq warm;
+  prep(warm, vop::getattr, root());
+  ASSERT_EQ(start(warm), 0);
+  for (std::string path : {"", "/", "./.", "//"}) {
+    vreq w;
+    prep(w, vop::walk, root());
+    w.data = reinterpret_cast<const uint8_t *>(path.data());
+    w.count = uint32_t(path.size());
+    ASSERT_EQ(start(w), 0) << "'" << path << "'";
+    EXPECT_FALSE(w.used_thread) << "'" << path << "'";
+    ASSERT_TRUE(w.have_res_fh && w.have_res_attr);
+    EXPECT_TRUE(same(w.res_fh, root())) << "'" << path << "'";
+    EXPECT_EQ(w.res_attr.type, vtype::dir);
+  }
+  vfh f = sync_create("f", "");
+  std::string sub = "/f";
+  vreq w;
+  prep(w, vop::walk, root());
+  w.data = reinterpret_cast<const uint8_t *>(sub.data());
+  w.count = uint32_t(sub.size());
+  ASSERT_EQ(start(w), 0);
+  ASSERT_TRUE(w.have_res_fh);
+  EXPECT_TRUE(same(w.res_fh, f));
+}
+
 TEST_P(AsyncVfsTest, ACachedReadCompletesWithoutAThreadInABuffer) {
   const std::string data = pattern(20000);
   vfh f = sync_create("f", data);
