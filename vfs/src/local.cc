@@ -723,6 +723,17 @@ void do_commit(vreq *r) {
 // A path below the root: every component but the last must be a directory;
 // none is followed if it is a symlink; `..` is refused.  The result is the
 // handle and attributes of what the path names.
+// The result of a walk that ended at the object open at fd: its attributes
+// and handle, or EACCES if it is on another file system or has no handle.
+void walk_result(vreq *r, int fd) {
+  struct stat st;
+  if (!stat_at(fd, "", &r->res_attr, &st) || st.st_dev != lm(r->fs)->dev ||
+      make_fh(fd, "", &r->res_fh) != 0)
+    r->error = EACCES;
+  else
+    r->have_res_fh = r->have_res_attr = true;
+}
+
 void do_walk(vreq *r) {
   int fd = dup(r->vp->fd);
   if (fd < 0) {
@@ -758,14 +769,7 @@ void do_walk(vreq *r) {
       }
     }
   }
-  if (r->error == 0) {
-    struct stat st;
-    if (!stat_at(fd, "", &r->res_attr, &st) || st.st_dev != lm(r->fs)->dev ||
-        make_fh(fd, "", &r->res_fh) != 0)
-      r->error = EACCES;
-    else
-      r->have_res_fh = r->have_res_attr = true;
-  }
+  if (r->error == 0) walk_result(r, fd);
   close(fd);
 }
 
@@ -783,12 +787,7 @@ int start_walk(vreq *r) {
     if (!comp.empty() && comp != ".") return VB_BLOCK;
     pos = slash + 1;
   }
-  struct stat st;
-  if (!stat_at(r->vp->fd, "", &r->res_attr, &st) || st.st_dev != lm(r->fs)->dev ||
-      make_fh(r->vp->fd, "", &r->res_fh) != 0)
-    r->error = EACCES;
-  else
-    r->have_res_fh = r->have_res_attr = true;
+  walk_result(r, r->vp->fd);
   return VB_DONE;
 }
 
