@@ -103,8 +103,28 @@ std::string conn_counters::describe() const {
   uint32_t mnt = open[PORT_MOUNT].load(std::memory_order_relaxed);
   return std::to_string(nfs + mnt) + " connections (nfs " + std::to_string(nfs) + ", mount " +
          std::to_string(mnt) + "); accepted " + n(accepted) + ", refused " + n(refused_full) +
-         " full + " + n(refused_peer) + " per address, evicted " + n(evicted) + ", closed " +
-         n(closed_idle) + " idle + " + n(closed_stalled) + " stalled";
+         " full + " + n(refused_peer) + " per address + " + n(refused_memory) +
+         " memory, evicted " + n(evicted) + ", closed " + n(closed_idle) + " idle + " +
+         n(closed_stalled) + " stalled";
+}
+
+bool conn_gate::admit(const sockaddr_storage &addr) {
+  if (!peers_.admit(addr)) {
+    counters_.refused_peer.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (!mem_.reserve(reserve_)) {
+    peers_.release(addr);
+    counters_.refused_memory.fetch_add(1, std::memory_order_relaxed);
+    mem_.count_refused();
+    return false;
+  }
+  return true;
+}
+
+void conn_gate::release(const sockaddr_storage &addr) {
+  peers_.release(addr);
+  mem_.unreserve(reserve_);
 }
 
 }  // namespace kc::nfs

@@ -32,6 +32,8 @@
 #include <string>
 #include <vector>
 
+#include "memory_budget.h"
+
 namespace kc::nfs {
 
 enum conn_port : uint8_t { PORT_NFS = 0, PORT_MOUNT = 1 };
@@ -68,13 +70,40 @@ struct conn_counters {
   std::atomic<uint64_t> accepted{0};
   std::atomic<uint64_t> refused_full{0};    // table full, nothing idle to evict
   std::atomic<uint64_t> refused_peer{0};    // the address held its share
+  std::atomic<uint64_t> refused_memory{0};  // its reservation did not fit the budget
   std::atomic<uint64_t> evicted{0};         // idle, closed to make room
   std::atomic<uint64_t> closed_idle{0};     // idle_timeout_ms passed
   std::atomic<uint64_t> closed_stalled{0};  // record_timeout_ms passed
 
   // "3 connections (nfs 2, mount 1); accepted 9, refused 0 full + 4 per
-  // address, evicted 1, closed 2 idle + 1 stalled".
+  // address + 0 memory, evicted 1, closed 2 idle + 1 stalled".
   std::string describe() const;
+};
+
+// Admission of an accepted connection: its address's count, then its
+// reservation in the memory budget (memory_budget.h).  Both transports
+// count and uncount every connection through one conn_gate.  Any context.
+class conn_gate {
+ public:
+  // max_conns, per_peer: as for peer_table; reserve: bytes each
+  // connection reserves in mem.
+  conn_gate(uint32_t max_conns, uint32_t per_peer, memory_budget &mem, size_t reserve,
+            conn_counters &counters)
+      : peers_(max_conns, per_peer), mem_(mem), reserve_(reserve), counters_(counters) {}
+
+  // Counts a new connection from addr.  False (nothing counted, the
+  // refusal counted in conn_counters) if its address holds its share or
+  // its reservation does not fit.
+  bool admit(const sockaddr_storage &addr);
+  // Uncounts one admitted connection.
+  void release(const sockaddr_storage &addr);
+  uint32_t count(const sockaddr_storage &addr) { return peers_.count(addr); }
+
+ private:
+  peer_table peers_;
+  memory_budget &mem_;
+  size_t reserve_;
+  conn_counters &counters_;
 };
 
 }  // namespace kc::nfs

@@ -89,15 +89,16 @@ struct kslot {
   size_t sent = 0;
   bool file_sent = false;
   uint32_t ready_at = 0;  // epoch the reply was queued
-  bool big = false;       // touched its buffers beyond SLOT_KEEP
+  size_t charged = 0;     // request buffer bytes beyond SLOT_KEEP charged to the budget
   kslot *next = nullptr;
 };
 
-// Bytes of each slot's request and reply buffers kept mapped while a
-// connection is idle; what a large request or reply touched beyond them is
-// given back (MADV_DONTNEED) at the first sweep that finds the connection
-// quiet, and everything when the connection closes.
-constexpr size_t SLOT_KEEP = 64 * 1024;
+// Each slot keeps SLOT_KEEP bytes of request buffer (and its whole reply
+// buffer, KCONT_REPLY_BUFFER) mapped while its connection is open; what a
+// large request touched beyond them is charged to the memory budget
+// (memory_budget.h) and given back (MADV_DONTNEED) at the first sweep that
+// finds the connection quiet, when the slot is released while somebody
+// waits for memory, and when the connection closes.
 
 struct kcpu;
 
@@ -118,7 +119,8 @@ struct kconn {
   uint8_t port = PORT_NFS;
   uint32_t last_active = 0;  // epoch of the last byte read or sent
   uint32_t rec_start = 0;    // epoch the record being read began
-  bool big = false;          // some slot is `big`
+  bool big = false;          // some slot may hold a charge
+  bool mem_waiting = false;  // waits for the budget to read on (kcpu::mem_waiters)
   void *mem = nullptr;
   size_t mem_len = 0;
 };
@@ -150,12 +152,19 @@ struct kcpu {
   kcont sweep_kc;
   uint32_t epoch = 0;
   bool sweep_armed = false;
+  // Connections of this CPU waiting for memory; the budget's wake-up hook
+  // defers mem_kc, which lets them read on.
+  std::atomic<uint32_t> mem_waiters{0};
+  kcont mem_kc;
 };
 
 class kcont_transport final : public transport {
  public:
   kcont_transport(server &s, const transport_config &c)
-      : srv_(s), cfg_(c), peers_(c.max_conns + c.max_mount_conns + 1024, c.max_conns_per_peer) {}
+      : srv_(s),
+        cfg_(c),
+        gate_(c.max_conns + c.max_mount_conns + 1024, c.max_conns_per_peer, mem_,
+              size_t(c.slots) * (SLOT_KEEP + KCONT_REPLY_BUFFER), counters_) {}
   ~kcont_transport() override {
     stop();
     if (abandoned_)  // requests still use them: leave them to the exit
@@ -170,8 +179,9 @@ class kcont_transport final : public transport {
   transport_config cfg_;
   std::vector<std::unique_ptr<kcpu>> cpus_;
   std::atomic<uint32_t> rr_{0};
-  peer_table peers_;
   conn_counters counters_;
+  memory_budget mem_;
+  conn_gate gate_;
   uint32_t sweep_ms_ = 0;     // 0: no timeouts, no sweep
   uint32_t idle_epochs_ = 0;  // 0: no idle timeout
   uint32_t record_epochs_ = 0;
@@ -239,17 +249,37 @@ bool conn_setup(kconn *c, kcpu *k) {
   return true;
 }
 
+// c no longer waits for memory (it reads no more, or it was charged).
+void stop_mem_wait(kconn *c) {
+  if (!c->mem_waiting) return;
+  c->cpu->t->mem_.stop_waiting(&c->mem_waiting);
+  c->cpu->mem_waiters.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+// Gives back what a slot touched beyond SLOT_KEEP, and its charge.  The
+// slot is not in use.
+void trim_slot(kslot *s) {
+  if (!s->charged) return;
+  madvise(s->req + SLOT_KEEP, s->charged, MADV_DONTNEED);
+  s->conn->cpu->t->mem_.uncharge(s->charged);
+  s->charged = 0;
+}
+
 // Frees the connection object once nothing of it is in flight.
 void maybe_close(kconn *c) {
+  if (c->eof) stop_mem_wait(c);
   if (!c->active || !c->eof || c->busy > 0) return;
   if (c->s) sock_close(c->s);
   c->s = nullptr;
   c->active = false;
   madvise(c->mem, c->mem_len, MADV_DONTNEED);  // the pages go back now
-  for (auto &s : c->slots) s.big = false;
-  c->big = false;
   kcont_transport *t = c->cpu->t;
-  t->peers_.release(c->peer);
+  for (auto &s : c->slots) {
+    t->mem_.uncharge(s.charged);
+    s.charged = 0;
+  }
+  c->big = false;
+  t->gate_.release(c->peer);
   t->counters_.open[c->port].fetch_sub(1, std::memory_order_relaxed);
   c->cpu->active.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -323,16 +353,10 @@ void conn_started(kcpu *k, kconn *c, sock *s, uint8_t port, const sockaddr_stora
   }
 }
 
-// Gives back what large requests and replies touched beyond SLOT_KEEP of
-// their slots.  The connection is quiet: no slot is in use.
+// Gives back what large requests touched beyond SLOT_KEEP of their slots.
+// The connection is quiet: no slot is in use.
 void trim_slots(kconn *c) {
-  size_t rec = c->cpu->t->srv_.cfg.max_record;
-  for (auto &s : c->slots) {
-    if (!s.big) continue;
-    madvise(s.req + SLOT_KEEP, rec - SLOT_KEEP, MADV_DONTNEED);
-    madvise(s.rep + SLOT_KEEP, KCONT_REPLY_BUFFER - SLOT_KEEP, MADV_DONTNEED);
-    s.big = false;
-  }
+  for (auto &s : c->slots) trim_slot(&s);
   c->big = false;
 }
 
@@ -389,7 +413,7 @@ void adopt_upcall(void *, void *env, int) {
     }
     if (!s) {
       t->counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
-      t->peers_.release(h.peer);
+      t->gate_.release(h.peer);
       close(h.fd);
       continue;
     }
@@ -409,9 +433,12 @@ void listener_upcall(void *, void *env, int) {
       handoff_item h;
       h.port = port;
       socklen_t len = sizeof h.peer;
-      if (getpeername(sock_fd(s), reinterpret_cast<sockaddr *>(&h.peer), &len) != 0 ||
-          !t->peers_.admit(h.peer)) {
+      if (getpeername(sock_fd(s), reinterpret_cast<sockaddr *>(&h.peer), &len) != 0) {
         t->counters_.refused_peer.fetch_add(1, std::memory_order_relaxed);
+        sock_close(s);
+        continue;
+      }
+      if (!t->gate_.admit(h.peer)) {  // counted there
         sock_close(s);
         continue;
       }
@@ -430,7 +457,7 @@ void listener_upcall(void *, void *env, int) {
           kcont_defer(&to->adopt_kc, nullptr, 0);
         } else {
           t->counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
-          t->peers_.release(h.peer);
+          t->gate_.release(h.peer);
           if (h.fd >= 0)
             close(h.fd);
           else
@@ -441,7 +468,7 @@ void listener_upcall(void *, void *env, int) {
       kconn *c = free_conn(k, port);
       if (!c || !conn_setup(c, k)) {
         t->counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
-        t->peers_.release(h.peer);
+        t->gate_.release(h.peer);
         sock_close(s);
         continue;
       }
@@ -463,6 +490,7 @@ void conn_upcall(void *, void *env, int) {
 
 void release_slot(kslot *s) {
   kconn *c = s->conn;
+  if (s->charged && c->cpu->t->mem_.pressed()) trim_slot(s);
   release_reply(s->r);
   s->st = stage::idle;
   s->next = nullptr;
@@ -473,7 +501,6 @@ void release_slot(kslot *s) {
 // Queues a finished reply for sending.
 void reply_ready(kslot *s) {
   kconn *c = s->conn;
-  if (s->r.len > SLOT_KEEP || s->r.out.size() > SLOT_KEEP) s->big = c->big = true;
   if (s->result != serve_result::reply || c->eof) {
     if (s->result == serve_result::close) c->eof = true;
     release_slot(s);
@@ -589,6 +616,25 @@ void start_request(kslot *s) {
   reply_ready(s);
 }
 
+// The record being read into c->cur announces `need` bytes beyond
+// SLOT_KEEP: charges what the slot lacks, or makes c wait for memory (its
+// socket left unread) and gives back what its idle slots hold.  False: c
+// waits; mem_available resumes it.
+bool charge_record(kconn *c, size_t need) {
+  kcpu *k = c->cpu;
+  // Counted on the CPU before the budget sees the waiter, so that a wake-up
+  // that sees the waiter also finds this CPU.
+  if (!c->mem_waiting) k->mem_waiters.fetch_add(1, std::memory_order_seq_cst);
+  if (k->t->mem_.wait_for(need - c->cur->charged, &c->mem_waiting)) {
+    k->mem_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    c->cur->charged = need;
+    c->big = true;
+    return true;
+  }
+  for (kslot *s : c->free_slots) trim_slot(s);
+  return false;
+}
+
 void read_records(kconn *c) {
   kcont_transport *t = c->cpu->t;
   while (!c->eof && c->s) {
@@ -598,6 +644,8 @@ void read_records(kconn *c) {
       c->free_slots.pop_back();
       c->rd.begin(c->cur->req, t->srv_.cfg.max_record);
     }
+    size_t need = beyond_keep(c->rd.announced());
+    if (need > c->cur->charged && !charge_record(c, need)) return;
     size_t want;
     uint8_t *p = c->rd.want(&want);
     bool was_idle = c->rd.idle();
@@ -625,6 +673,18 @@ void read_records(kconn *c) {
   if (c->eof && c->cur) {
     c->free_slots.push_back(c->cur);
     c->cur = nullptr;
+  }
+  if (c->eof) stop_mem_wait(c);
+}
+
+// Memory was given back while connections of this CPU waited for it: they
+// try again (the first that fits takes it; the others wait on).
+void mem_available(void *, void *env, int) {
+  auto *k = static_cast<kcpu *>(env);
+  for (auto &c : k->conns) {
+    if (!c.active || !c.mem_waiting) continue;
+    read_records(&c);
+    maybe_close(&c);
   }
 }
 
@@ -674,6 +734,9 @@ int kcont_transport::start(std::string *err) {
     if (fd < 0) return EADDRINUSE;
     close(fd);
   }
+  if (!mem_.configure(cfg_.max_memory, size_t(cfg_.slots) * (SLOT_KEEP + KCONT_REPLY_BUFFER),
+                      srv_.cfg.max_record, err))
+    return EINVAL;
   if (int e = vfs::vfs_start(vfs::vfs_config{}, err)) return e;
   vfs_started_ = true;
   // The sweep runs four times per shorter timeout (so a timeout fires
@@ -717,11 +780,18 @@ int kcont_transport::start(std::string *err) {
                target::at(LVL_SOFTNET, kind::interrupt, int16_t(cpu)));
     kcont_init(&k->sweep_kc, sweep, k.get(),
                target::at(LVL_SOFTNET, kind::interrupt, int16_t(cpu)));
+    kcont_init(&k->mem_kc, mem_available, k.get(),
+               target::at(LVL_SOFTNET, kind::interrupt, int16_t(cpu)));
     callout_init(&k->sweep_co, cpu);
     k->handoff.reserve(per_cpu);
     k->adopting.reserve(per_cpu);
     cpus_.push_back(std::move(k));
   }
+  // Any context that gives memory back may wake a CPU's waiters.
+  mem_.set_wake([this] {
+    for (auto &k : cpus_)
+      if (k->mem_waiters.load(std::memory_order_seq_cst) > 0) kcont_defer(&k->mem_kc, nullptr, 0);
+  });
   // Listen only once every CPU exists: CPU 0's accept path reads cpus_.
   {
     int e1 = 0, e2 = 0;
@@ -813,8 +883,9 @@ uint32_t kcont_transport::stop() {
     kcont_drain(&k->sweep_kc);
     kcont_drain(&k->lkc);
     kcont_drain(&k->adopt_kc);
+    kcont_drain(&k->mem_kc);
     for (const handoff_item &h : k->handoff) {
-      peers_.release(h.peer);
+      gate_.release(h.peer);
       close(h.fd);
     }
     for (auto &c : k->conns) {
@@ -830,7 +901,8 @@ uint32_t kcont_transport::stop() {
 }
 
 std::string kcont_transport::describe() {
-  return "kcont model on " + std::to_string(cpus_.size()) + " CPUs: " + counters_.describe();
+  return "kcont model on " + std::to_string(cpus_.size()) + " CPUs: " + counters_.describe() +
+         "; " + mem_.describe();
 }
 
 }  // namespace

@@ -31,6 +31,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -64,6 +65,9 @@ struct tslot {
   size_t len = 0;
   size_t rep_len = 0, sent = 0;  // queued reply: bytes in rep, bytes sent
   int64_t ready_ms = 0;          // when the queued reply was ready
+  size_t charged = 0;            // request buffer bytes beyond SLOT_KEEP charged to the budget
+  size_t rep_charged = 0;        // reply buffer bytes beyond SLOT_KEEP charged
+  bool rep_big = false;          // a reply touched the reply buffer beyond SLOT_KEEP
   tslot *next = nullptr;         // send queue
 };
 
@@ -86,14 +90,25 @@ struct tconn {
   std::atomic<bool> counted{true};  // still counted in its port's table
   std::atomic<bool> done{false};    // the reader has finished
   std::atomic<int64_t> last_active_ms{0};
+  bool big = false;          // some slot may hold a charge (under lock)
+  bool mem_waiting = false;  // the reader waits for memory (reader's; in mem_waiters_)
   void *mem = nullptr;
   size_t mem_len = 0;
 };
 
+void wake_reader(tconn *c);
+
+// A quiet connection gives back what its slots hold beyond SLOT_KEEP after
+// this long (sooner while somebody waits for memory).
+constexpr int64_t TRIM_AFTER_MS = 1000;
+
 class threads_transport final : public transport {
  public:
   threads_transport(server &s, const transport_config &c)
-      : srv_(s), cfg_(c), peers_(c.max_conns + c.max_mount_conns, c.max_conns_per_peer) {}
+      : srv_(s),
+        cfg_(c),
+        gate_(c.max_conns + c.max_mount_conns, c.max_conns_per_peer, mem_,
+              size_t(c.slots) * 2 * SLOT_KEEP, counters_) {}
   ~threads_transport() override {
     stop();
     if (abandoned_) {  // workers are stuck in the kernel: leave it all to the exit
@@ -107,6 +122,13 @@ class threads_transport final : public transport {
   }
 
   int start(std::string *err) override {
+    if (!mem_.configure(cfg_.max_memory, size_t(cfg_.slots) * 2 * SLOT_KEEP, srv_.cfg.max_record,
+                        err))
+      return EINVAL;
+    mem_.set_wake([this] {
+      std::lock_guard<std::mutex> g(mem_lock_);
+      for (tconn *c : mem_waiters_) wake_reader(c);
+    });
     for (int i = 0; i < 2; i++) {
       const sockaddr_storage &a = i == 0 ? cfg_.nfs_addr : cfg_.mount_addr;
       int fd = listen_socket(a, cfg_.addr_len, false, i == 0 ? "NFS" : "MOUNT", err);
@@ -125,7 +147,8 @@ class threads_transport final : public transport {
   uint32_t stop() override;
 
   std::string describe() override {
-    return "threads model, " + std::to_string(cfg_.threads) + " workers: " + counters_.describe();
+    return "threads model, " + std::to_string(cfg_.threads) + " workers: " + counters_.describe() +
+           "; " + mem_.describe();
   }
 
  private:
@@ -137,11 +160,19 @@ class threads_transport final : public transport {
   bool flush(tconn *c);
   void release(tconn *c, tslot *s);
   void reset(tconn *c);
+  void trim_slot(tslot *s);
+  bool charge_record(tconn *c, tslot *cur, size_t need);
+  void stop_mem_wait(tconn *c);
 
   server &srv_;
   transport_config cfg_;
-  peer_table peers_;
   conn_counters counters_;
+  memory_budget mem_;
+  conn_gate gate_;
+  // Connections whose readers wait for memory; the budget's wake-up hook
+  // wakes them.  Taken after a connection's lock, never before.
+  std::mutex mem_lock_;
+  std::vector<tconn *> mem_waiters_;
   std::vector<int> listen_fds_;
   std::vector<std::thread> acceptors_, workers_;
   std::mutex conns_lock_;
@@ -160,6 +191,43 @@ void wake_reader(tconn *c) {
   if (c->wake >= 0) (void)!write(c->wake, &one, sizeof one);
 }
 
+// Gives back what a slot touched beyond SLOT_KEEP, and its charges.  The
+// slot is not in use.
+void threads_transport::trim_slot(tslot *s) {
+  if (s->charged) madvise(s->buf + SLOT_KEEP, s->charged, MADV_DONTNEED);
+  if (s->rep_charged) madvise(s->rep + SLOT_KEEP, s->rep_charged, MADV_DONTNEED);
+  mem_.uncharge(s->charged + s->rep_charged);
+  s->charged = s->rep_charged = 0;
+  s->rep_big = false;
+}
+
+// The record being read into cur announces `need` bytes beyond SLOT_KEEP:
+// charges what the slot lacks, or makes the reader wait for memory (its
+// socket unread) and gives back what the idle slots hold.  c->lock held.
+bool threads_transport::charge_record(tconn *c, tslot *cur, size_t need) {
+  if (!c->mem_waiting) {  // listed before the budget sees the waiter
+    std::lock_guard<std::mutex> g(mem_lock_);
+    mem_waiters_.push_back(c);
+  }
+  if (mem_.wait_for(need - cur->charged, &c->mem_waiting)) {
+    std::lock_guard<std::mutex> g(mem_lock_);
+    std::erase(mem_waiters_, c);
+    cur->charged = need;
+    c->big = true;
+    return true;
+  }
+  for (tslot *s : c->free_slots) trim_slot(s);
+  return false;
+}
+
+// The reader no longer waits for memory.  c->lock held.
+void threads_transport::stop_mem_wait(tconn *c) {
+  if (!c->mem_waiting) return;
+  mem_.stop_waiting(&c->mem_waiting);
+  std::lock_guard<std::mutex> g(mem_lock_);
+  std::erase(mem_waiters_, c);
+}
+
 // Resets the connection: nothing more is sent, the peer sees a reset, and
 // the reader's poll returns.  c->lock held.
 void threads_transport::reset(tconn *c) {
@@ -174,6 +242,7 @@ void threads_transport::reset(tconn *c) {
 // A slot's request is over (its reply sent or dropped).  c->lock held.
 void threads_transport::release(tconn *c, tslot *s) {
   s->rep_len = s->sent = 0;
+  if ((s->charged || s->rep_charged) && mem_.pressed()) trim_slot(s);
   c->free_slots.push_back(s);
   c->in_flight--;
   if (c->reader_waiting) wake_reader(c);
@@ -232,15 +301,14 @@ void threads_transport::acceptor(int lfd, uint8_t port) {
       return;  // shut down
     }
     reap(false);
-    if (!peers_.admit(peer)) {
-      counters_.refused_peer.fetch_add(1, std::memory_order_relaxed);
+    if (!gate_.admit(peer)) {  // counted there
       close(fd);
       continue;
     }
     std::lock_guard<std::mutex> g(conns_lock_);
     if (stopped_ || (counters_.open[port].load() >= limit && !make_room(port))) {
       counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
-      peers_.release(peer);
+      gate_.release(peer);
       close(fd);
       continue;
     }
@@ -259,7 +327,7 @@ void threads_transport::acceptor(int lfd, uint8_t port) {
       if (c->mem != MAP_FAILED) munmap(c->mem, c->mem_len);
       if (c->wake >= 0) close(c->wake);
       counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
-      peers_.release(peer);
+      gate_.release(peer);
       close(fd);
       continue;
     }
@@ -306,20 +374,24 @@ void threads_transport::reader(tconn *c) {
   std::atomic<uint64_t> *why = nullptr;  // the timeout that closed it
   for (;;) {
     short events = 0;
-    int64_t deadline = -1;  // ms, -1: none
+    int64_t deadline = -1;  // ms, -1: none (a timeout)
+    int64_t trim_at = -1;   // ms, -1: none (give back what the slots hold)
     auto nearest = [&](int64_t t) {
       if (deadline < 0 || t < deadline) deadline = t;
     };
     {
       std::lock_guard<std::mutex> g(c->lock);
       if (!flush(c)) eof = true;
+      if (eof) stop_mem_wait(c);
       if (eof && c->in_flight == 0) break;
       if (!cur && !eof && !c->free_slots.empty()) {
         cur = c->free_slots.back();
         c->free_slots.pop_back();
         rd.begin(cur->buf, srv_.cfg.max_record);
       }
-      if (cur && !eof) events |= POLLIN;
+      size_t need = cur ? beyond_keep(rd.announced()) : 0;
+      bool room = !cur || need <= cur->charged || charge_record(c, cur, need);
+      if (cur && !eof && room) events |= POLLIN;
       if (c->sq_head) {
         events |= POLLOUT;
         if (cfg_.record_timeout_ms) nearest(c->sq_head->ready_ms + cfg_.record_timeout_ms);
@@ -328,15 +400,24 @@ void threads_transport::reader(tconn *c) {
       if (mid && cfg_.record_timeout_ms) nearest(rec_start + cfg_.record_timeout_ms);
       bool quiet = !eof && !mid && c->in_flight == 0;
       c->quiet.store(quiet);
-      if (quiet && cfg_.idle_timeout_ms)
-        nearest(c->last_active_ms.load(std::memory_order_relaxed) + cfg_.idle_timeout_ms);
+      int64_t last = c->last_active_ms.load(std::memory_order_relaxed);
+      if (quiet && cfg_.idle_timeout_ms) nearest(last + cfg_.idle_timeout_ms);
+      if (quiet && c->big) {
+        trim_at = mem_.pressed() ? 0 : last + TRIM_AFTER_MS;
+        if (mono_ms() >= trim_at) {  // no slot is in use
+          for (auto &s : c->slots) trim_slot(&s);
+          c->big = false;
+          trim_at = -1;
+        }
+      }
       c->reader_waiting = true;
     }
     // Without interest in the socket it is left out: a hung-up socket would
     // report POLLHUP at once, again and again.
     pollfd p[2] = {{events ? c->fd : -1, events, 0}, {c->wake, POLLIN, 0}};
-    int64_t now = mono_ms();
-    int timeout = deadline < 0 ? -1 : int(std::max<int64_t>(0, deadline - now));
+    int64_t now = mono_ms(), wake_at = deadline;
+    if (trim_at >= 0 && (wake_at < 0 || trim_at < wake_at)) wake_at = trim_at;
+    int timeout = wake_at < 0 ? -1 : int(std::max<int64_t>(0, wake_at - now));
     int r = poll(p, 2, timeout);
     {
       std::lock_guard<std::mutex> g(c->lock);
@@ -392,6 +473,8 @@ void threads_transport::reader(tconn *c) {
   if (why) why->fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> g(c->lock);
+    stop_mem_wait(c);  // before the eventfd goes
+    for (auto &s : c->slots) mem_.uncharge(s.charged + s.rep_charged);
     close(c->fd);
     c->fd = -1;
     close(c->wake);
@@ -399,7 +482,7 @@ void threads_transport::reader(tconn *c) {
   }
   munmap(c->mem, c->mem_len);
   if (c->counted.exchange(false)) counters_.open[c->port].fetch_sub(1);
-  peers_.release(c->peer);
+  gate_.release(c->peer);
   c->done = true;
 }
 
@@ -418,9 +501,25 @@ void threads_transport::worker() {
     req.rec = s->buf;
     req.len = s->len;
     req.peer = c->peer;
-    req.out = xdr_out(s->rep, THREADS_REPLY_BUFFER);
+    // READ data is built in the reply buffer: what it may touch beyond
+    // SLOT_KEEP is charged first, or the reply is built in SLOT_KEEP (a
+    // short READ, fewer directory entries).
+    constexpr size_t REPLY_EXTRA = THREADS_REPLY_BUFFER - SLOT_KEEP;
+    bool room = s->rep_charged || mem_.charge(REPLY_EXTRA);
+    if (room)
+      s->rep_charged = REPLY_EXTRA;
+    else
+      mem_.count_limited_reply();
+    req.out = xdr_out(s->rep, room ? THREADS_REPLY_BUFFER : SLOT_KEEP);
     serve_result r = serve_call(srv_, req);
+    if (req.out.size() > SLOT_KEEP) {
+      s->rep_big = true;  // charged until the connection trims it
+    } else if (room && !s->rep_big) {
+      mem_.uncharge(REPLY_EXTRA);
+      s->rep_charged = 0;
+    }
     std::lock_guard<std::mutex> g(c->lock);
+    if (s->rep_big) c->big = true;
     if (r == serve_result::close) reset(c);
     if (r != serve_result::reply || c->broken) {
       release(c, s);

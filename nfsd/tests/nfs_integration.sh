@@ -575,6 +575,45 @@ if [ -n "$SIEGE" ]; then
 	else
 		fail "start server (default limits)"
 	fi
+	# server 5b: a small --max-memory.  16 connections x 16 pipelined 1 MiB
+	# WRITEs want 256 MiB of request buffers; 40 MiB are allowed, so
+	# connections wait for memory (their sockets unread) and every WRITE
+	# is still answered.  The server's own account (its last stats line)
+	# must never have passed the limit, and must show the waits.
+	read -r NFS_PORT MOUNT_PORT < <(free_ports)
+	echo "=== start server (--max-memory 40M --slots 4) on ports $NFS_PORT/$MOUNT_PORT"
+	start_server "$TMP/server5b.log" --export "$RELX" --max-memory 40M --slots 4
+	if wait_ready; then
+		pass "start server (--max-memory 40M)"
+		U=$(url "$RELX" big.bin)
+		step "under a 40 MiB budget: 16 connections x 16 pipelined 1 MiB WRITEs" 300 \
+			"$SIEGE" bigwrite "$U" 127.0.0.4 16 16
+		if stop_server_term; then
+			line=$(grep -o 'memory [0-9]* of 40 MiB (peak [0-9]*), [0-9]* waited' "$SERVER_LOG" | tail -n 1)
+			echo "    | $line"
+			peak=$(echo "$line" | sed -E 's/.*peak ([0-9]+).*/\1/')
+			waited=$(echo "$line" | sed -E 's/.*\), ([0-9]+) waited/\1/')
+			if [ -n "$line" ] && [ "$peak" -le 40 ] && [ "$waited" -gt 0 ]; then
+				pass "the budget held (peak ${peak} MiB of 40) and connections waited for it ($waited)"
+			else
+				fail "the budget held and connections waited for it" "stats: ${line:-none}"
+			fi
+		else
+			fail "SIGTERM stops the --max-memory server with status 0"
+		fi
+	else
+		fail "start server (--max-memory 40M)"
+	fi
+	echo "=== a --max-memory below one connection and one largest request is refused at start"
+	read -r NFS_PORT MOUNT_PORT < <(free_ports)
+	start_server "$TMP/server5c.log" --export "$RELX" --max-memory 2M
+	if wait "$SERVER_PID"; then
+		fail "--max-memory 2M refused at start" "the server ran"
+	elif grep -q 'give at least 3 MiB' "$SERVER_LOG"; then
+		pass "--max-memory 2M refused at start, saying what would do"
+	else
+		fail "--max-memory 2M refused at start, saying what would do" "$(tail -n 3 "$SERVER_LOG")"
+	fi
 fi
 
 # ---------------------------------------------------------------------------

@@ -2,12 +2,19 @@
 // address, IPv4-mapped IPv6 counts as IPv4, and many addresses coming and
 // going in any order never lose or confuse a count (the table deletes by
 // backward shift: a wrong shift shows up as a count found under the wrong
-// key or not found at all).
+// key or not found at all).  The memory budget never passes its limit, no
+// waiter misses its wake-up, and a connection whose reservation does not
+// fit is refused and counted.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <random>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "conn_limits.h"
@@ -78,6 +85,165 @@ TEST(PeerTable, ManyAddressesComingAndGoingKeepTheirCounts) {
     }
   }
   for (uint32_t j = 0; j < kAddrs; j++) EXPECT_EQ(t.count(v4(0x0a000000 + j * 3)), expect[j]);
+}
+
+// ---- the memory budget (memory_budget.h) and admission (conn_gate) ----
+
+TEST(MemoryBudget, BeyondKeepCountsWholePagesPastTheKeptPart) {
+  EXPECT_EQ(beyond_keep(0), 0u);
+  EXPECT_EQ(beyond_keep(SLOT_KEEP), 0u);
+  EXPECT_EQ(beyond_keep(SLOT_KEEP + 1), 4096u);
+  EXPECT_EQ(beyond_keep(SLOT_KEEP + 4096), 4096u);
+  EXPECT_EQ(beyond_keep((1u << 20) + 4096), (1u << 20) + 4096 - SLOT_KEEP);
+}
+
+TEST(MemoryBudget, ConfigureRefusesABudgetThatCannotServeOneLargeRequest) {
+  memory_budget m;
+  std::string err;
+  size_t reserve = 16 * 2 * SLOT_KEEP, record = (1u << 20) + 4096;
+  EXPECT_FALSE(m.configure(reserve, reserve, record, &err));
+  EXPECT_NE(err.find("--max-memory"), std::string::npos) << err;
+  EXPECT_NE(err.find("give at least 3 MiB"), std::string::npos) << err;
+  EXPECT_TRUE(m.configure(reserve + beyond_keep(record), reserve, record, &err));
+  EXPECT_TRUE(m.configure(0, reserve, record, &err));  // the default
+  EXPECT_EQ(m.limit(), default_max_memory());
+  EXPECT_LE(default_max_memory(), uint64_t(1) << 30);
+}
+
+TEST(MemoryBudget, ChargesNeverPassTheLimitAndAllComeBack) {
+  memory_budget m;
+  std::string err;
+  ASSERT_TRUE(m.configure(8 << 20, 0, 0, &err));
+  std::vector<std::thread> threads;
+  std::atomic<uint64_t> granted{0}, denied{0};
+  for (int t = 0; t < 4; t++)
+    threads.emplace_back([&, t] {
+      std::mt19937 rng{uint32_t(t)};
+      std::vector<size_t> held;
+      for (int i = 0; i < 20000; i++) {
+        if (!held.empty() && rng() % 2) {
+          m.uncharge(held.back());
+          held.pop_back();
+          continue;
+        }
+        size_t n = 4096 * (1 + rng() % 512);
+        if (m.charge(n)) {
+          held.push_back(n);
+          granted++;
+        } else {
+          denied++;
+        }
+      }
+      for (size_t n : held) m.uncharge(n);
+    });
+  for (auto &t : threads) t.join();
+  EXPECT_LE(m.peak(), 8u << 20);
+  EXPECT_EQ(m.used(), 0u);
+  EXPECT_GT(granted.load(), 0u);
+  EXPECT_GT(denied.load(), 0u);  // the limit was reached, and held
+}
+
+// A waiter and a releaser racing, many times: the waiter announces itself
+// before its last try and the release looks for waiters after it gives
+// back, so every wait ends.  A lost wake-up hangs this test (the ctest
+// timeout ends it); nothing here waits for time.
+TEST(MemoryBudget, NoWakeUpIsLost) {
+  memory_budget m;
+  std::string err;
+  ASSERT_TRUE(m.configure(1 << 20, 0, 0, &err));
+  std::mutex lock;
+  std::condition_variable cv;
+  uint64_t wakes = 0;
+  m.set_wake([&] {
+    std::lock_guard<std::mutex> g(lock);
+    wakes++;
+    cv.notify_all();
+  });
+  constexpr int ROUNDS = 20000;
+  std::atomic<int> round{0};
+  std::thread holder([&] {
+    for (int i = 0; i < ROUNDS; i++) {
+      while (!m.charge(1 << 20)) std::this_thread::yield();  // the whole budget
+      round.store(i + 1);
+      std::this_thread::yield();
+      m.uncharge(1 << 20);
+    }
+  });
+  uint64_t waited = 0;
+  for (int i = 0; i < ROUNDS; i++) {
+    while (round.load() <= i) std::this_thread::yield();
+    bool waiting = false;
+    for (;;) {
+      uint64_t seen;
+      {
+        std::lock_guard<std::mutex> g(lock);
+        seen = wakes;
+      }
+      bool was_waiting = waiting;
+      if (m.wait_for(4096, &waiting)) break;
+      if (!was_waiting) waited++;  // a wait begins
+      std::unique_lock<std::mutex> g(lock);
+      cv.wait(g, [&] { return wakes != seen; });
+    }
+    EXPECT_FALSE(waiting);
+    m.uncharge(4096);
+  }
+  holder.join();
+  EXPECT_EQ(m.used(), 0u);
+  EXPECT_FALSE(m.pressed());
+  EXPECT_EQ(m.waits(), waited);  // one per wait, however many wake-ups it took
+}
+
+TEST(MemoryBudget, EachShareKeepsItsGuaranteedPart) {
+  memory_budget m;
+  std::string err;
+  // 20 MiB: large requests are guaranteed a quarter (5 MiB), reservations
+  // four connections' worth but at most a quarter (5 MiB).
+  ASSERT_TRUE(m.configure(20 << 20, 2 << 20, (1 << 20) + 4096, &err));
+  int big = 0;
+  while (m.charge(1 << 20)) big++;
+  EXPECT_EQ(big, 15);               // all but the reservations' part
+  EXPECT_TRUE(m.reserve(2 << 20));  // new clients still get in...
+  EXPECT_TRUE(m.reserve(2 << 20));
+  EXPECT_FALSE(m.reserve(2 << 20));  // ...as far as their part goes
+  EXPECT_EQ(m.used(), 19u << 20);
+  for (int i = 0; i < big; i++) m.uncharge(1 << 20);
+  // Now connections take what is free, but not the large requests' part.
+  int conns = 2;
+  while (m.reserve(2 << 20)) conns++;
+  EXPECT_EQ(conns, 7);  // 14 MiB: 15 would leave large requests less than 5
+  int more = 0;
+  while (m.charge(1 << 20)) more++;
+  EXPECT_EQ(more, 6);  // their guaranteed part, and the last free MiB
+  EXPECT_EQ(m.used(), 20u << 20);
+  EXPECT_LE(m.peak(), 20u << 20);
+}
+
+TEST(ConnGate, AConnectionWhoseReservationDoesNotFitIsRefusedAndCounted) {
+  memory_budget m;
+  conn_counters counters;
+  std::string err;
+  // 10 MiB: three 2 MiB reservations fit beside the large requests' part.
+  ASSERT_TRUE(m.configure(10 << 20, 2 << 20, 0, &err));
+  conn_gate gate(64, 2, m, 2 << 20, counters);
+  auto a = v4(0x7f000002), b = v4(0x7f000003), c = v4(0x7f000004);
+  EXPECT_TRUE(gate.admit(a));
+  EXPECT_TRUE(gate.admit(a));
+  EXPECT_FALSE(gate.admit(a));  // its address's share
+  EXPECT_EQ(counters.refused_peer.load(), 1u);
+  EXPECT_TRUE(gate.admit(b));
+  EXPECT_FALSE(gate.admit(c));  // the fourth reservation does not fit
+  EXPECT_EQ(counters.refused_memory.load(), 1u);
+  EXPECT_EQ(m.refused(), 1u);
+  EXPECT_EQ(gate.count(c), 0u);  // a refusal counts nothing
+  gate.release(a);
+  EXPECT_TRUE(gate.admit(c));
+  EXPECT_EQ(m.used(), 6u << 20);
+  gate.release(a);
+  gate.release(b);
+  gate.release(c);
+  EXPECT_EQ(m.used(), 0u);
+  EXPECT_NE(counters.describe().find("+ 1 memory"), std::string::npos) << counters.describe();
 }
 
 }  // namespace

@@ -95,6 +95,7 @@ int main(int argc, char **argv) {
   uint32_t slots = 16, max_conns = 256, max_mount_conns = 64, per_addr = 64, threads = 8,
            stats_interval = 0;
   double idle_timeout = 360, record_timeout = 30, grace = 5;
+  uint64_t max_memory = 0;
   bool rpcbind = false, pin = false;
   auto *ex1 = app.add_option("--export", export_dir, "Export one directory read-write to everyone");
   auto *ex2 = app.add_option("--exports", exports_file, "Exports file (exports(5) style)");
@@ -155,6 +156,11 @@ int main(int argc, char **argv) {
                  "then (a hung file system) are abandoned and the process exits")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--max-memory", max_memory,
+                 "Request and reply buffer memory of all connections (e.g. 512M, 2G): a "
+                 "connection that cannot reserve its slots is refused, a large request waits "
+                 "for memory (default: 1G or a quarter of RAM, whichever is less)")
+      ->transform(CLI::AsSizeValue(false));
   app.add_option("--threads", threads, "Worker threads (threads model)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
@@ -217,6 +223,7 @@ int main(int argc, char **argv) {
   tc.record_timeout_ms = ms(record_timeout);
   tc.grace_ms = ms(grace);
   tc.threads = threads;
+  tc.max_memory = max_memory;
 
   // Signals are taken synchronously by this thread; every other thread
   // inherits the mask.

@@ -77,6 +77,9 @@ class record_reader {
   // begin() with a new buffer before reading more.
   result commit(size_t n);
   size_t length() const { return len_; }
+  // Bytes the record will hold once the fragment being read is in: what
+  // the buffer must have room for before the next want().
+  size_t announced() const { return len_ + (in_header_ ? 0 : frag_left_); }
   // True when no partial record or header is buffered.
   bool idle() const { return in_header_ && hdr_have_ == 0 && len_ == 0; }
 

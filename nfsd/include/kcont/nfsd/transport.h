@@ -3,8 +3,9 @@
 //
 // Both listen on two TCP addresses (NFS and MOUNT; either port serves both
 // programs), give each connection a fixed number of request slots (its
-// bounded memory: slots x (max_record + reply buffer)), stop reading from a
-// connection whose slots are all busy (back-pressure), never let a worker
+// bounded memory: slots x (max_record + reply buffer)), keep what all slots
+// touch under the max_memory budget (src/memory_budget.h), stop reading from
+// a connection whose slots are all busy (back-pressure), never let a worker
 // wait for a client (a reply that does not fit the socket waits in its
 // slot), enforce the connection limits and timeouts of conn_limits.h, and
 // on stop() close the listeners, let in-flight requests finish (up to a
@@ -36,6 +37,7 @@ struct transport_config {
   uint32_t record_timeout_ms = 30000;  // reset one whose request (or reply) takes longer
   uint32_t threads = 8;                // threads model: worker threads
   uint32_t grace_ms = 5000;            // stop(): how long in-flight requests may take
+  uint64_t max_memory = 0;             // request/reply buffer budget; 0: 1 GiB or RAM/4
 };
 
 class transport {
@@ -61,8 +63,10 @@ std::unique_ptr<transport> make_kcont_transport(server &srv, const transport_con
 int register_nfsd_levels();
 std::unique_ptr<transport> make_threads_transport(server &srv, const transport_config &cfg);
 
-// Bytes of reply buffer per request slot in each model.
-inline constexpr size_t KCONT_REPLY_BUFFER = 128 * 1024;
+// Bytes of reply buffer per request slot in each model.  kcont sends READ
+// data from the buffer cache or the file, so its replies are small: the
+// reply buffer is the part of the slot a connection keeps.
+inline constexpr size_t KCONT_REPLY_BUFFER = 64 * 1024;
 inline constexpr size_t THREADS_REPLY_BUFFER = MAX_IO + 64 * 1024;
 
 }  // namespace kc::nfs
