@@ -23,7 +23,8 @@ uint64_t reserved_pages(uint64_t word) { return word >> 32; }
 
 }  // namespace
 
-bool memory_budget::configure(uint64_t limit, size_t reserve, size_t max_record, std::string *err) {
+bool memory_budget::configure(uint64_t limit, size_t reserve, size_t max_record,
+                              uint32_t table_conns, std::string *err) {
   if (!limit) limit = default_max_memory();
   limit = std::min<uint64_t>(limit, uint64_t(0xffffffffu) << PAGE_SHIFT);
   uint64_t largest = beyond_keep(max_record);
@@ -36,9 +37,9 @@ bool memory_budget::configure(uint64_t limit, size_t reserve, size_t max_record,
     return false;
   }
   limit_pages_ = limit >> PAGE_SHIFT;
-  uint64_t quarter = limit / 4;
-  uint64_t big = std::max(largest, quarter);
-  uint64_t reserved = std::max<uint64_t>(reserve, std::min<uint64_t>(4 * reserve, quarter));
+  uint64_t big = std::max(largest, limit / 4);
+  uint64_t reserved =
+      std::max<uint64_t>(reserve, std::min<uint64_t>(limit / 2, uint64_t(table_conns) * reserve));
   if (big + reserved > limit) big = limit - reserved;  // both still >= one of each
   guaranteed_[0] = pages(big);
   guaranteed_[1] = reserved >> PAGE_SHIFT;

@@ -31,8 +31,9 @@
 // guaranteed a part the other cannot take: large requests at least a
 // quarter of the limit (and never less than one largest request), so
 // connections holding their reservations cannot starve every request
-// into waiting; reservations at least four connections' worth (at most a
-// quarter), so a burst of large requests never keeps a new client out.
+// into waiting; reservations half of it, or what the connection tables
+// need if that is less, so a burst of large requests does not keep new
+// clients out.
 //
 // Not counted: kernel socket buffers, the kcont socket pool's receive
 // buffers (fixed at start), the VFS buffer cache (its own bound) and the
@@ -75,10 +76,13 @@ inline size_t beyond_keep(size_t len) {
 
 class memory_budget {
  public:
-  // Sets the limit (0: default_max_memory()) and checks that it holds one
-  // connection's reservation plus one largest request beyond it; false
-  // with *err naming the least that would.  Before the transport starts.
-  bool configure(uint64_t limit, size_t reserve, size_t max_record, std::string *err);
+  // Sets the limit (0: default_max_memory()) and the shares for
+  // `table_conns` connections of `reserve` bytes and requests of up to
+  // max_record bytes, and checks that the limit holds one reservation and
+  // one largest request; false with *err naming the least that would.
+  // Before the transport starts.
+  bool configure(uint64_t limit, size_t reserve, size_t max_record, uint32_t table_conns,
+                 std::string *err);
   uint64_t limit() const { return limit_pages_ << 12; }
   // The transport's wake-up hook (see Waiting above).  Before it starts.
   void set_wake(std::function<void()> fn) { wake_ = std::move(fn); }

@@ -735,7 +735,7 @@ int kcont_transport::start(std::string *err) {
     close(fd);
   }
   if (!mem_.configure(cfg_.max_memory, size_t(cfg_.slots) * (SLOT_KEEP + KCONT_REPLY_BUFFER),
-                      srv_.cfg.max_record, err))
+                      srv_.cfg.max_record, cfg_.max_conns + cfg_.max_mount_conns, err))
     return EINVAL;
   if (int e = vfs::vfs_start(vfs::vfs_config{}, err)) return e;
   vfs_started_ = true;

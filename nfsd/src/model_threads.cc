@@ -123,7 +123,7 @@ class threads_transport final : public transport {
 
   int start(std::string *err) override {
     if (!mem_.configure(cfg_.max_memory, size_t(cfg_.slots) * 2 * SLOT_KEEP, srv_.cfg.max_record,
-                        err))
+                        cfg_.max_conns + cfg_.max_mount_conns, err))
       return EINVAL;
     mem_.set_wake([this] {
       std::lock_guard<std::mutex> g(mem_lock_);

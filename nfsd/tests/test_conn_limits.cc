@@ -101,11 +101,11 @@ TEST(MemoryBudget, ConfigureRefusesABudgetThatCannotServeOneLargeRequest) {
   memory_budget m;
   std::string err;
   size_t reserve = 16 * 2 * SLOT_KEEP, record = (1u << 20) + 4096;
-  EXPECT_FALSE(m.configure(reserve, reserve, record, &err));
+  EXPECT_FALSE(m.configure(reserve, reserve, record, 320, &err));
   EXPECT_NE(err.find("--max-memory"), std::string::npos) << err;
   EXPECT_NE(err.find("give at least 3 MiB"), std::string::npos) << err;
-  EXPECT_TRUE(m.configure(reserve + beyond_keep(record), reserve, record, &err));
-  EXPECT_TRUE(m.configure(0, reserve, record, &err));  // the default
+  EXPECT_TRUE(m.configure(reserve + beyond_keep(record), reserve, record, 320, &err));
+  EXPECT_TRUE(m.configure(0, reserve, record, 320, &err));  // the default
   EXPECT_EQ(m.limit(), default_max_memory());
   EXPECT_LE(default_max_memory(), uint64_t(1) << 30);
 }
@@ -113,7 +113,7 @@ TEST(MemoryBudget, ConfigureRefusesABudgetThatCannotServeOneLargeRequest) {
 TEST(MemoryBudget, ChargesNeverPassTheLimitAndAllComeBack) {
   memory_budget m;
   std::string err;
-  ASSERT_TRUE(m.configure(8 << 20, 0, 0, &err));
+  ASSERT_TRUE(m.configure(8 << 20, 0, 0, 0, &err));
   std::vector<std::thread> threads;
   std::atomic<uint64_t> granted{0}, denied{0};
   for (int t = 0; t < 4; t++)
@@ -150,7 +150,7 @@ TEST(MemoryBudget, ChargesNeverPassTheLimitAndAllComeBack) {
 TEST(MemoryBudget, NoWakeUpIsLost) {
   memory_budget m;
   std::string err;
-  ASSERT_TRUE(m.configure(1 << 20, 0, 0, &err));
+  ASSERT_TRUE(m.configure(1 << 20, 0, 0, 0, &err));
   std::mutex lock;
   std::condition_variable cv;
   uint64_t wakes = 0;
@@ -197,21 +197,22 @@ TEST(MemoryBudget, NoWakeUpIsLost) {
 TEST(MemoryBudget, EachShareKeepsItsGuaranteedPart) {
   memory_budget m;
   std::string err;
-  // 20 MiB: large requests are guaranteed a quarter (5 MiB), reservations
-  // four connections' worth but at most a quarter (5 MiB).
-  ASSERT_TRUE(m.configure(20 << 20, 2 << 20, (1 << 20) + 4096, &err));
+  // 20 MiB, tables of 2 connections: large requests are guaranteed a
+  // quarter (5 MiB), reservations what the tables need (4 MiB; at most
+  // half).
+  ASSERT_TRUE(m.configure(20 << 20, 2 << 20, (1 << 20) + 4096, 2, &err));
   int big = 0;
   while (m.charge(1 << 20)) big++;
-  EXPECT_EQ(big, 15);               // all but the reservations' part
-  EXPECT_TRUE(m.reserve(2 << 20));  // new clients still get in...
+  EXPECT_EQ(big, 16);               // all but the reservations' part
+  EXPECT_TRUE(m.reserve(2 << 20));  // the tables' clients still get in...
   EXPECT_TRUE(m.reserve(2 << 20));
   EXPECT_FALSE(m.reserve(2 << 20));  // ...as far as their part goes
-  EXPECT_EQ(m.used(), 19u << 20);
+  EXPECT_EQ(m.used(), 20u << 20);
   for (int i = 0; i < big; i++) m.uncharge(1 << 20);
   // Now connections take what is free, but not the large requests' part.
   int conns = 2;
   while (m.reserve(2 << 20)) conns++;
-  EXPECT_EQ(conns, 7);  // 14 MiB: 15 would leave large requests less than 5
+  EXPECT_EQ(conns, 7);  // 14 MiB: 16 would leave large requests less than 5
   int more = 0;
   while (m.charge(1 << 20)) more++;
   EXPECT_EQ(more, 6);  // their guaranteed part, and the last free MiB
@@ -224,7 +225,7 @@ TEST(ConnGate, AConnectionWhoseReservationDoesNotFitIsRefusedAndCounted) {
   conn_counters counters;
   std::string err;
   // 10 MiB: three 2 MiB reservations fit beside the large requests' part.
-  ASSERT_TRUE(m.configure(10 << 20, 2 << 20, 0, &err));
+  ASSERT_TRUE(m.configure(10 << 20, 2 << 20, 0, 64, &err));
   conn_gate gate(64, 2, m, 2 << 20, counters);
   auto a = v4(0x7f000002), b = v4(0x7f000003), c = v4(0x7f000004);
   EXPECT_TRUE(gate.admit(a));
