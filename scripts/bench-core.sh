@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # The core benchmark tables: builds kcont in release mode and runs the core
 # table (kcont against a bare queue, a
 # condvar hand-off, Asio post and libuv async), then the buf read path

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Builds kcont-relay (release) and runs the relay benchmark: iperf3 direct
 # vs through kcont-relay vs through socat, in one run (docs/relay.md).
 set -euo pipefail

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # Sourced by the scripts: installs the Debian packages the build needs when
 # any is missing (you are root on a fresh Debian 12 machine; nothing else is
 # downloaded).

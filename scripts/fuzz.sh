@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # fuzz.sh -- builds and runs the libFuzzer target of kcont-nfsd's request
 # path (nfsd/fuzz/fuzz_rpc.cc: record marking, call decoding, serve_call).
 #
 # Usage: bash scripts/fuzz.sh [SECONDS]      (default 60; needs root)
 #
 # Installs clang-14 and libclang-rt-14-dev with apt-get when missing,
-# compiles the target straight from the protocol sources (no CMake) with
-# libFuzzer + ASan + UBSan into build-fuzz/, runs it for SECONDS on a copy
+# builds the CMake target kcont_fuzz_rpc (KCONT_FUZZ=ON) with libFuzzer +
+# ASan + UBSan in build-fuzz/, runs it for SECONDS on a copy
 # of nfsd/fuzz/corpus/ (the seeds stay untouched; new inputs land in
 # build-fuzz/corpus/), prints a summary, and exits non-zero on any crash,
 # leak, UB report or timeout (the reproducer is left in build-fuzz/).
@@ -19,6 +20,7 @@ if ! [[ "$SECONDS_TO_RUN" =~ ^[0-9]+$ ]] || [ "$SECONDS_TO_RUN" -lt 1 ]; then
 fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/build-fuzz"
+FUZZER="$OUT/nfsd/fuzz/kcont_fuzz_rpc"
 CXX=clang++-14
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -43,27 +45,17 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 # ---- build ---------------------------------------------------------------------
-# The protocol needs only these four sources (plus header-only kcont/spinlock.h
-# from core); the transports (model_*.cc, listen.cc) and io/ are not linked.
-# The protocol and everything below it (vfs -> io -> core); the transports
-# are not part of the target.
-SRCS=(
-  "$ROOT/nfsd/fuzz/fuzz_rpc.cc"
-  "$ROOT/nfsd/src/rpc.cc"
-  "$ROOT/nfsd/src/exports.cc"
-  "$ROOT/nfsd/src/nfs3.cc"
-  "$ROOT"/vfs/src/*.cc
-  "$ROOT/io/src/buf.cc"
-  "$ROOT"/core/src/*.cc
-)
-mkdir -p "$OUT"
-echo "== building $OUT/fuzz_rpc"
-"$CXX" -std=c++20 -g -O1 -fno-omit-frame-pointer \
-  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-  -Wall -Wextra \
-  -I"$ROOT/nfsd/include" -I"$ROOT/nfsd/src" -I"$ROOT/vfs/include" -I"$ROOT/io/include" \
-  -I"$ROOT/core/include" \
-  "${SRCS[@]}" -o "$OUT/fuzz_rpc" -luring -lpthread
+# The CMake target kcont_fuzz_rpc (nfsd/fuzz/CMakeLists.txt): the protocol
+# and everything below it (vfs -> io -> core), every library built with
+# libFuzzer's coverage and ASan + UBSan.
+# shellcheck source=scripts/deps.sh
+. "$ROOT/scripts/deps.sh"
+kcont_ensure_deps
+echo "== building $FUZZER"
+cmake -S "$ROOT" -B "$OUT" -G Ninja -DCMAKE_CXX_COMPILER="$CXX" -DCMAKE_BUILD_TYPE=Debug \
+  -DKCONT_FUZZ=ON -DKCONT_SANITIZE=address,undefined -DKCONT_TESTS=OFF -DKCONT_BENCH=OFF \
+  >/dev/null
+ninja -C "$OUT" -j"$(kcont_jobs)" kcont_fuzz_rpc
 
 # ---- run -----------------------------------------------------------------------
 RUN="$OUT/run-$(date +%Y%m%d-%H%M%S)"
@@ -74,7 +66,7 @@ echo "== fuzzing for ${SECONDS_TO_RUN}s (log: $LOG)"
 set +e
 KCONT_FUZZ_STATS=1 ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:allocator_may_return_null=1" \
   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
-  "$OUT/fuzz_rpc" "$OUT/corpus" \
+  "$FUZZER" "$OUT/corpus" \
   -max_total_time="$SECONDS_TO_RUN" -timeout=10 -rss_limit_mb=2048 \
   -max_len=8192 -print_final_stats=1 \
   -artifact_prefix="$RUN/artifacts/" >"$LOG" 2>&1
@@ -107,7 +99,7 @@ if [ "$rc" -ne 0 ] || [ -n "$artifacts" ] || [ "$ub" -gt 0 ]; then
   echo "  RESULT:      FAILED"
   grep -E 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:|invariant violated|SUMMARY:' \
     "$LOG" | head -20 | sed 's/^/    /'
-  for a in $artifacts; do echo "    reproducer: $a  (re-run: $OUT/fuzz_rpc $a)"; done
+  for a in $artifacts; do echo "    reproducer: $a  (re-run: $FUZZER $a)"; done
   echo "  full log: $LOG"
   exit 1
 fi

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # scripts/memory.sh [MODEL ...] -- what a burst of large WRITEs costs a
 # release kcont-nfsd, with and without a --max-memory budget, for the
 # figures in docs/reliability.md.

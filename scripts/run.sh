@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # The main job: builds kcont-nfsd (release) and runs it in the foreground.
 # With no arguments it serves a demo export it creates itself
 # (/tmp/kcont-nfsd-demo) on 127.0.0.1, NFS port 20490, MOUNT port 20048;

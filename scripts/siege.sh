@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # scripts/siege.sh [MODEL ...] -- hostile clients against a release
 # kcont-nfsd with its default limits, for the figures in
 # docs/reliability.md (the test command runs the same attacks scaled down,

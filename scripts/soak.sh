@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # scripts/soak.sh [MINUTES] [MODEL] -- a long run of kcont-nfsd (release
 # build) under a changing load, for docs/reliability.md.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # The test command: installs what is missing, builds, and runs every test.
 #   1. debug build (allocation guard on) -- all unit and race tests;
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build -- the same tests;
@@ -8,13 +9,16 @@
 #      every CPU busy (no test may depend on an idle machine);
 #   5. fuzz -- the libFuzzer target on the RPC/XDR decoder and the whole
 #      dispatch, for KCONT_FUZZ_SECONDS (default 60) seconds;
-#   6. soak -- scripts/soak.sh for KCONT_SOAK_MINUTES (default 2) per model
+#   6. install -- a release build installed into a temporary prefix; a
+#      program outside the tree (packaging/consumer) is built against it
+#      with find_package(kcont) and with pkg-config, and run;
+#   7. soak -- scripts/soak.sh for KCONT_SOAK_MINUTES (default 2) per model
 #      on a release build: stress clients, connection churn, SIGHUP
 #      reloads, kill -9 + restart; descriptors and RSS must stay flat.
 # The NFS integration tests (libnfs clients against kcont-nfsd) are ctest
 # tests, so they run in stages 1-3.  Exits non-zero on any failure.
-# KCONT_TEST_STAGES="debug asan tsan loaded fuzz soak" picks stages (default:
-# all six); KCONT_LOADED_TESTS is the ctest -R regex of the loaded stage
+# KCONT_TEST_STAGES="debug asan tsan loaded fuzz install soak" picks stages
+# (default: all seven); KCONT_LOADED_TESTS is the ctest -R regex of the loaded stage
 # (default: the core tests, about 4.5 minutes under load on 2 cores; "."
 # runs the whole suite under load).
 set -euo pipefail
@@ -22,7 +26,7 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 kcont_ensure_deps
 
-stages=${KCONT_TEST_STAGES:-"debug asan tsan loaded fuzz soak"}
+stages=${KCONT_TEST_STAGES:-"debug asan tsan loaded fuzz install soak"}
 ok=0
 fail=0
 run_stage() {
@@ -63,6 +67,17 @@ for s in $stages; do
     fuzz)
       echo "=== kcont tests: fuzz ==="
       if bash scripts/fuzz.sh "${KCONT_FUZZ_SECONDS:-60}"; then
+        ok=$((ok + 1))
+      else
+        fail=$((fail + 1))
+      fi
+      ;;
+    install)
+      echo "=== kcont tests: install (find_package and pkg-config consumers) ==="
+      cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKCONT_TESTS=OFF -DKCONT_BENCH=ON \
+        >/dev/null
+      if ninja -C build -j"$(kcont_jobs)" kcont_core kcont_io kcont_vfs kcont_nfsd kcont-nfsd &&
+        bash packaging/test-install.sh build; then
         ok=$((ok + 1))
       else
         fail=$((fail + 1))

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // Standalone Asio baseline: a handler that re-posts itself n times on a
 // single-threaded io_context (concurrency hint 1, Asio's fastest setting).
 #include <asio.hpp>

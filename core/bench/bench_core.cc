@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // bench_core.cc -- the kcont core benchmark table.
 //
 // Every row runs in this one process, one after another, so the ratios

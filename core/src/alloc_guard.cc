@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // alloc_guard.cc -- debug builds: no allocation in interrupt context.
 //
 // Linked into Debug builds only (see core/CMakeLists.txt).  It replaces the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // callout.cc -- callout(9) over kcont: a tickless per-CPU timer wheel.
 //
 // Model (see callout.h): hardclock is the completion of one absolute

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // cpu.cc -- dispatchers, workers, inboxes, doorbells, masks, start/stop.
 //
 // Model: each CPU is one dispatcher thread that owns an io_uring ring and a

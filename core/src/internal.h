@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // internal.h -- the kcont core's private structures.
 //
 // Everything here is shared by the core's translation units and by the

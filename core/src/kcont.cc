@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // kcont.cc -- continuations, chains (kcq), levels, executors and pools.
 //
 // Model: a continuation moves idle -> pending (kcont_defer) or idle ->

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // sleepq.cc -- wait channels over kcont (see sleepq.h for the model).
 //
 // A thread that sleeps puts a continuation on its stack, chains it on the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // softint.cc -- softint(9) over kcont.
 //
 // Model and locking: see softint.h.  A handle holds one continuation per

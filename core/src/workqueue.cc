@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // workqueue.cc -- workqueue(9) over kcont.
 //
 // Model and locking: see workqueue.h.  An enqueue claims the item's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // count_allocs.h -- replaces the global allocation functions with counting
 // versions.  Include it in exactly one file of a binary (it defines
 // malloc, calloc, realloc, free and the global operator new/delete); read

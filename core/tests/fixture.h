@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // Shared test fixture: starts kcont with two CPUs around each test.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // Iteration counts for race tests: many thousands in plain builds, fewer
 // (still thousands) under sanitizers, which are 5-20x slower.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // Allocation counting: this binary replaces the global operator new and
 // malloc/calloc/realloc with counting versions, and checks that steady-state
 // defer, dispatch, cross-CPU deferral, thread-kind deferral, kcq run,

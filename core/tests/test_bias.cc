@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // Biased continuations: a bound interrupt-kind continuation that its own
 // CPU keeps deferring is moved with plain stores by that CPU's dispatcher;
 // any other thread takes the bias away (membarrier handshake) before it

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // One regression test per defect of the 2004 prototype (DESIGN.md §2),
 // named after it, each proving the defect cannot happen here.
 #include <errno.h>

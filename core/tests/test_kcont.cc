@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // Basic semantics of continuations, chains, pools and typed binding.
 #include <errno.h>
 #include <pthread.h>

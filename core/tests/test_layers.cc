@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // The classic APIs layered on kcont: softint(9), callout(9), workqueue(9)
 // and sleep/wakeup, with their classic semantics.
 #include <errno.h>

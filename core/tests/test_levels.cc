@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // Levels registered at start-up: registration rules, and that a user level
 // runs its continuations in its own context on the CPU they asked for.
 #include <errno.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // What kernel developers ask for next: a per-level flush (xc_barrier /
 // flush_workqueue for a level), a machine-readable snapshot of every
 // counter with a latency histogram, and an adaptive spin before a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // Races, each run many thousands of times: cancel vs run, drain vs
 // re-defer, disestablish vs schedule, callout_halt vs expiry, and wakeup vs
 // sleep timeout.  Every one checks an exact invariant, never a timing.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // The rules the API reference states, each with a test that fails when the
 // rule is broken: non-reentrance, init claims, CPU-private ownership, pool
 // hand-back, wake-ups that are never lost, continuations that free their own

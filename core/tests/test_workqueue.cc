@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // workqueue(9): pending enqueues are counted no-ops under any concurrency,
 // cancel keeps the outstanding count right, flush and destroy wait for
 // exactly what is outstanding, delayed work fires through a callout.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // bench_buf.cc -- the buf read path against the classic sleep/wakeup one.
 //
 //   kcont buf   continuations on CPU 0 keep `depth` reads in flight with

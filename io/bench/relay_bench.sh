@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Relay benchmark: iperf3 throughput direct, through kcont-relay (zero-copy
 # splice, and --copy) and through socat (the classic relay), side by side in
 # one run on loopback, with each relay's context switches per MiB relayed:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // buf.cc -- buffers, biodone, and the in-flight read table (see buf.h).
 //
 // Submission: on a dispatcher thread the operation is prepared straight on

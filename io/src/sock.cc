@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // sock.cc -- TCP sockets on a CPU's ring with upcalls (see sock.h).
 //
 // State machine of one socket, all on the pool's CPU:

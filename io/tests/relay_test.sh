@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Integration test: real clients and servers through kcont-relay, loopback
 # only.  1) curl downloads a 20 MiB random file from `python3 -m
 # http.server` through the relay, 8 times in parallel: every byte must

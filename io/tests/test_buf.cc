@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // Buffers on kcont: reads and writes through the ring, biodone running the
 // chain in the right contexts, in-flight read coalescing, short reads and
 // errors reaching every continuation, and no buffer leaked.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // Sockets with upcalls: echo over many connections, close from inside the
 // socket's own upcall, peers resetting mid-transfer, a slow reader pushing
 // back on the sender, and receive buffers running out without losing a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // kcont-relay -- forwards TCP connections through kcont sockets.
 //
 //   kcont-relay --listen HOST:PORT --to HOST:PORT [--cpus N] [--max-conns N] [--copy]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // kcont-nfsbench -- NFSv3 load generator on libnfs's asynchronous raw API.
 //
 //   kcont-nfsbench --url nfs://127.0.0.1/DIR?version=3&nfsport=N&mountport=M

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // fuzz_rpc.cc -- libFuzzer target for kcont-nfsd's request path: record
 // marking (record_reader), call decoding and the whole protocol
 // (serve_call: NFSv3, MOUNT v3, file handles, the export rules).

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 # make_corpus.py -- writes the seed inputs of fuzz_rpc (nfsd/fuzz/corpus/).
 #
 # Each seed is a TCP byte stream: one or more ONC RPC call records with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // conn_limits.cc -- the per-address connection count (see conn_limits.h).
 #include "conn_limits.h"
 

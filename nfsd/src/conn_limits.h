@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // conn_limits.h -- what both transports enforce on their connections, so
 // that no client can lock the others out: a table per port, a limit per
 // client address, an idle timeout, a record timeout, and the oldest idle

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // exports.cc -- the exports table: parsing exports(5)-style text, opening
 // the roots, and matching clients.
 //

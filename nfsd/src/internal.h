@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // internal.h -- what the protocol code (nfs3.cc) shares with the
 // transports: file handles, the handle cache, credentials, and the XDR
 // encoders of NFS attributes.  Not installed; see server.h for the model.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // listen.cc -- see listen.h.
 #include "listen.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // listen.h -- listening sockets and their start-up error messages, shared
 // by the two transports.  Thread context.
 #pragma once

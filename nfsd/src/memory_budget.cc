@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // memory_budget.cc -- the --max-memory budget (see memory_budget.h).
 #include "memory_budget.h"
 
@@ -75,15 +76,18 @@ uint64_t memory_budget::used() const {
 }
 
 bool memory_budget::wait_for(size_t n, bool *waiting) {
-  if (!*waiting) {
+  bool first = !*waiting;
+  if (first) {
     if (charge(n)) return true;
     *waiting = true;
     waiters_.fetch_add(1, std::memory_order_seq_cst);
-    waits_.fetch_add(1, std::memory_order_relaxed);
   }
   // The last try, after announcing the wait: a release that came before
   // the announcement is seen here, one that comes after sees the waiter.
-  if (!charge(n)) return false;
+  if (!charge(n)) {
+    if (first) waits_.fetch_add(1, std::memory_order_relaxed);  // a wait begins
+    return false;
+  }
   stop_waiting(waiting);
   return true;
 }

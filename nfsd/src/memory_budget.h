@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // memory_budget.h -- the --max-memory budget: how much request and reply
 // buffer memory all connections of a transport may hold at once.
 //

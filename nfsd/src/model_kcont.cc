@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // model_kcont.cc -- the kcont transport: NFS requests as chains of
 // continuations, with no thread sleeping for an I/O.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // model_threads.cc -- the classic server design, for the A/B: a reader
 // thread per connection, a pool of worker threads, and a sleep/wakeup
 // hand-off (mutex + condition variable) between them.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // nfs3.cc -- the protocol: RPC dispatch, the 22 NFSv3 procedures (RFC 1813)
 // and the 6 MOUNT v3 procedures, each written once against vfs(9).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // rpc.cc -- ONC RPC record marking, call decoding and reply headers.
 // See rpc.h for the model.  Everything here is pure computation on memory
 // the caller owns.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /*
  * hangfs.c -- a FUSE file system that stops answering on command: the
  * "hung disk" of kcont-nfsd's reliability tests (docs/reliability.md).

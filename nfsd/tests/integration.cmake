@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # integration.cmake -- real-client NFS integration tests of kcont-nfsd.
 #
 # Included from nfsd/tests/CMakeLists.txt.  Builds kcont_nfs_driver (C, linked

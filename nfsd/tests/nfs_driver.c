@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /*
  * nfs_driver.c -- real-client integration driver for kcont-nfsd.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # nfs_integration.sh -- real-client integration test of kcont-nfsd.
 #
 # usage: bash nfs_integration.sh SERVER_BINARY DRIVER_BINARY MODEL [SIEGE_BINARY

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /*
  * nfs_siege.c -- hostile clients against kcont-nfsd, and a bystander that
  * must still get through (docs/reliability.md).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // The per-address connection count (conn_limits.h): the limit holds per
 // address, IPv4-mapped IPv6 counts as IPv4, and many addresses coming and
 // going in any order never lose or confuse a count (the table deletes by

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // test_rpc.cc -- unit tests of the wire layer: XDR (xdr_in / xdr_out),
 // ONC RPC record marking (record_reader), call-header decoding
 // (decode_call) and the reply-header encoders.

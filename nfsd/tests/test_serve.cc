@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // test_serve.cc -- tests of the protocol (serve_call): RPC dispatch errors,
 // argument decoding, MOUNT v3, file handles and the NFSv3 procedures, on a
 // kc::nfs::server that exports a temporary directory.

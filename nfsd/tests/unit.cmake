@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # unit.cmake -- GoogleTest unit tests of kcont-nfsd's protocol layer.
 #
 # Included from nfsd/tests/CMakeLists.txt.  kcont_nfsd_tests holds

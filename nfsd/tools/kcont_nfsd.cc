@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // kcont-nfsd -- an NFSv3 server on kcont (docs/nfsd.md).
 //
 //   kcont-nfsd [--export DIR | --exports FILE] [--bind ADDR] [--nfs-port N]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // portmap.cc -- see portmap.h.  One short-lived TCP connection per call,
 // encoded with the server's own XDR and RPC helpers.
 #include "portmap.h"

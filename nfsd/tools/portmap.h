@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // portmap.h -- registering with the local rpcbind (portmapper v2 SET/UNSET
 // over TCP to 127.0.0.1:111).  Thread context; blocks briefly.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // internal.h -- what the VFS core (vfs.cc) shares with its backends
 // (local.cc, memory.cc): the vnode, the mount, the backend interface, the
 // vnode cache and the credential switch.  Not installed.

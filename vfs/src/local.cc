@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // local.cc -- the local backend: a directory tree of this machine.
 //
 // Model: a handle is the kernel's own (name_to_handle_at: handle type,

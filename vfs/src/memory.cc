@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // memory.cc -- the in-memory backend: a tree of nodes in this process.
 //
 // Model: every object is a node -- a regular file (its bytes in a vector),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // vfs.cc -- the VFS core: requests, the road each one takes, the vnode
 // cache, credentials.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // The VFS through both backends (memory, and local on a fresh mkdtemp
 // directory -- the local backend needs root for open_by_handle_at, so its
 // tests are skipped otherwise).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // bind.h -- typed binding over the raw fn(obj, env, status) form.
 //
 // kcont_bind<&T::method>(kc, self, target) makes kc call self->method(...)

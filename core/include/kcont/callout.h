@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // callout.h -- callout(9) as a thin layer over kcont.
 //
 // Model: each CPU has a hashed timer wheel (256 slots of one tick each;

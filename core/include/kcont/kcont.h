@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // kcont.h -- kernel-style continuations, levels and per-CPU dispatch.
 //
 // Model

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // ring.h -- the dispatcher's io_uring ring, for layers that complete I/O.
 //
 // Model: each CPU's dispatcher thread is the only submitter of its ring

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // sleepq.h -- wait channels: sleep/wakeup over kcont.
 //
 // Model: a wait channel is any address.  Channels hash into 256 buckets,

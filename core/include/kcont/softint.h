@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // softint.h -- softint(9) as a thin layer over kcont.
 //
 // A soft interrupt handle is a per-CPU set of continuations (one per CPU,

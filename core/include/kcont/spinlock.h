@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // spinlock.h -- a tiny lock for critical sections of a few instructions.
 //
 // Test-and-test-and-set on one 32-bit word, spinning with the CPU's pause

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // workqueue.h -- workqueue(9) as a thin layer over kcont.
 //
 // A workqueue names a level whose thread-kind workers (one per CPU, created

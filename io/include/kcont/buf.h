@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // buf.h -- I/O buffers whose completion runs a chain of continuations.
 //
 // Model: a `buf` is an I/O request (read, write or fsync of a file

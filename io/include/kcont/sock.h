@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // sock.h -- TCP sockets driven by a CPU's io_uring ring, with upcalls.
 //
 // Model: a sockpool belongs to one CPU.  It holds a fixed number of socket

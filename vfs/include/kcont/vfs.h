@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // vfs.h -- a file-system layer whose operations take continuations.
 //
 // Model: a `vfs` is one mounted file system (a backend instance: a local

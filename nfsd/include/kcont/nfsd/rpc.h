@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // rpc.h -- ONC RPC v2 (RFC 5531) over TCP: record marking, call headers,
 // credentials, and reply headers.
 //

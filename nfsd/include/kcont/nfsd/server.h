@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // server.h -- kcont-nfsd: the NFSv3 + MOUNT v3 server, independent of how
 // requests reach it.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // transport.h -- how RPC records reach the server: the kcont model and the
 // classic threads model, behind one small interface.
 //

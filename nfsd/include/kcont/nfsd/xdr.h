@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 // xdr.h -- XDR (RFC 4506) decoding and encoding over caller-owned memory.
 //
 // Model: an xdr_in reads a record that already sits in memory; it never
