@@ -50,4 +50,54 @@ if(KCONT_NFSD)
   kcont_pc(kcont-vfs kcont_vfs "kcont VFS: file-system operations that take continuations" kcont-io)
   kcont_pc(kcont-nfsd kcont_nfsd "kcont NFSv3 server library (protocol and transports)" kcont-vfs)
   install(TARGETS kcont-nfsd RUNTIME DESTINATION ${CMAKE_INSTALL_SBINDIR} COMPONENT nfsd)
+  # The configuration: relative to the prefix unless SYSCONFDIR is given
+  # (the Debian build passes /etc).
+  install(FILES ${PROJECT_SOURCE_DIR}/packaging/exports
+          DESTINATION ${CMAKE_INSTALL_SYSCONFDIR}/kcont-nfsd COMPONENT nfsd)
+  install(FILES ${PROJECT_SOURCE_DIR}/packaging/kcont-nfsd.default
+          DESTINATION ${CMAKE_INSTALL_SYSCONFDIR}/default RENAME kcont-nfsd COMPONENT nfsd)
+endif()
+
+# Man pages, generated from docs/ with pandoc (cmake/manpage.cmake):
+# KCONT_MANPAGES ON requires pandoc; by default they are built when pandoc
+# is there.
+find_program(KCONT_PANDOC pandoc)
+if(KCONT_PANDOC)
+  set(manpages_default ON)
+else()
+  set(manpages_default OFF)
+endif()
+option(KCONT_MANPAGES "Generate and install man pages from docs/ (pandoc)" ${manpages_default})
+if(KCONT_MANPAGES)
+  if(NOT KCONT_PANDOC)
+    message(FATAL_ERROR "KCONT_MANPAGES needs pandoc (Debian package pandoc)")
+  endif()
+  set(pages "kcont.9.md kcont 9" "buf.9.md buf 9" "sock.9.md sock 9")
+  if(KCONT_NFSD)
+    list(APPEND pages "vfs.9.md vfs 9" "nfsd.md kcont-nfsd 8" "kcont-exports.5.md kcont-exports 5")
+  endif()
+  set(outputs "")
+  foreach(page ${pages})
+    separate_arguments(page)
+    list(GET page 0 doc)
+    list(GET page 1 name)
+    list(GET page 2 section)
+    set(out ${PROJECT_BINARY_DIR}/man/${name}.${section})
+    add_custom_command(
+      OUTPUT ${out}
+      COMMAND ${CMAKE_COMMAND} -DPANDOC=${KCONT_PANDOC} -DIN=${PROJECT_SOURCE_DIR}/docs/${doc}
+              -DOUT=${out} -DNAME=${name} -DSECTION=${section} -DVERSION=${PROJECT_VERSION}
+              -P ${PROJECT_SOURCE_DIR}/cmake/manpage.cmake
+      DEPENDS ${PROJECT_SOURCE_DIR}/docs/${doc} ${PROJECT_SOURCE_DIR}/cmake/manpage.cmake
+              ${PROJECT_SOURCE_DIR}/cmake/manpage.lua
+      COMMENT "man page ${name}(${section})")
+    list(APPEND outputs ${out})
+    if(section STREQUAL "9")
+      set(component dev)
+    else()
+      set(component nfsd)
+    endif()
+    install(FILES ${out} DESTINATION ${CMAKE_INSTALL_MANDIR}/man${section} COMPONENT ${component})
+  endforeach()
+  add_custom_target(kcont_manpages ALL DEPENDS ${outputs})
 endif()

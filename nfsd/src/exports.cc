@@ -234,7 +234,7 @@ std::shared_ptr<export_table> parse_exports(const std::string &text, const std::
     }
   }
   if (t->exports.empty()) {
-    *err = origin + ": no exports";
+    *err = origin + ": no exports (add a line such as '/srv/nfs 192.168.1.0/24(rw)'; see kcont-exports(5))";
     return nullptr;
   }
   return t;

@@ -11,6 +11,9 @@
 //
 // Libraries: CLI11 for the command line, spdlog for logging (Debian
 // packages libcli11-dev, libspdlog-dev); neither is on a request's path.
+// With libsystemd (libsystemd-dev at build time) it tells systemd when it
+// is ready (both ports listen), reloading and stopping (sd_notify; a
+// no-op outside a Type=notify unit).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -19,6 +22,10 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#ifdef KCONT_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
@@ -36,6 +43,14 @@ using namespace kc;
 using namespace kc::nfs;
 
 namespace {
+
+// Tells systemd about the service's state (READY=1, RELOADING=1,
+// STOPPING=1); nothing without libsystemd or outside a notify unit.
+void notify_systemd([[maybe_unused]] const char *state) {
+#ifdef KCONT_HAVE_SYSTEMD
+  sd_notify(0, state);
+#endif
+}
 
 // Fills the demo export (idempotent): a README, a small text file and a
 // 4 MiB file of deterministic bytes.
@@ -280,6 +295,7 @@ int main(int argc, char **argv) {
   std::fprintf(stderr,
                "kcont-nfsd: ready (try: nfs-ls 'nfs://%s%s?version=3&nfsport=%d&mountport=%d')\n",
                bind_addr.c_str(), url_path.c_str(), nfs_port, mount_port);
+  notify_systemd("READY=1");
 
   // Wait for signals.
   int sig = 0;
@@ -297,6 +313,10 @@ int main(int argc, char **argv) {
     if (sig == SIGINT || sig == SIGTERM) break;
     if (sig == SIGUSR1) spdlog::info("{}\n{}", tp->describe(), format_stats(srv));
     if (sig == SIGHUP) {
+      notify_systemd("RELOADING=1");
+      struct ready_again {
+        ~ready_again() { notify_systemd("READY=1"); }
+      } after_reload;
       if (exports_file.empty()) {
         spdlog::info("SIGHUP: no exports file to reload");
         continue;
@@ -310,6 +330,7 @@ int main(int argc, char **argv) {
       }
     }
   }
+  notify_systemd("STOPPING=1");
   spdlog::info("stopping ({}): finishing in-flight requests", sig == SIGINT ? "SIGINT" : "SIGTERM");
   if (registered) portmap_unregister(uint16_t(nfs_port), uint16_t(mount_port));
   if (uint32_t cut = tp->stop()) {
