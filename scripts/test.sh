@@ -12,13 +12,16 @@
 #   6. install -- a release build installed into a temporary prefix; a
 #      program outside the tree (packaging/consumer) is built against it
 #      with find_package(kcont) and with pkg-config, and run;
-#   7. soak -- scripts/soak.sh for KCONT_SOAK_MINUTES (default 2) per model
+#   7. package -- packaging/test-deb.sh: the Debian packages built, installed
+#      with dpkg -i, the installed server started as its unit says, used
+#      by NFS clients, reloaded, stopped, and the packages removed;
+#   8. soak -- scripts/soak.sh for KCONT_SOAK_MINUTES (default 2) per model
 #      on a release build: stress clients, connection churn, SIGHUP
 #      reloads, kill -9 + restart; descriptors and RSS must stay flat.
 # The NFS integration tests (libnfs clients against kcont-nfsd) are ctest
 # tests, so they run in stages 1-3.  Exits non-zero on any failure.
-# KCONT_TEST_STAGES="debug asan tsan loaded fuzz install soak" picks stages
-# (default: all seven); KCONT_LOADED_TESTS is the ctest -R regex of the loaded stage
+# KCONT_TEST_STAGES="debug asan tsan loaded fuzz install package soak" picks
+# stages (default: all eight); KCONT_LOADED_TESTS is the ctest -R regex of the loaded stage
 # (default: the core tests, about 4.5 minutes under load on 2 cores; "."
 # runs the whole suite under load).
 set -euo pipefail
@@ -26,7 +29,7 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 kcont_ensure_deps
 
-stages=${KCONT_TEST_STAGES:-"debug asan tsan loaded fuzz install soak"}
+stages=${KCONT_TEST_STAGES:-"debug asan tsan loaded fuzz install package soak"}
 ok=0
 fail=0
 run_stage() {
@@ -78,6 +81,14 @@ for s in $stages; do
         >/dev/null
       if ninja -C build -j"$(kcont_jobs)" kcont_core kcont_io kcont_vfs kcont_nfsd kcont-nfsd &&
         bash packaging/test-install.sh build; then
+        ok=$((ok + 1))
+      else
+        fail=$((fail + 1))
+      fi
+      ;;
+    package)
+      echo "=== kcont tests: Debian packages (build, dpkg -i, serve, dpkg -P) ==="
+      if bash packaging/test-deb.sh; then
         ok=$((ok + 1))
       else
         fail=$((fail + 1))
