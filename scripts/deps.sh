@@ -6,7 +6,8 @@ kcont_ensure_deps() {
   local pkgs=(cmake ninja-build g++ pkg-config liburing-dev libgtest-dev
               libbenchmark-dev libboost-dev libasio-dev libuv1-dev
               iperf3 curl python3 libnfs-dev libnfs-utils libcli11-dev
-              libspdlog-dev libfuse3-dev fuse3 libsystemd-dev "$@")
+              libspdlog-dev libfuse3-dev fuse3 libsystemd-dev
+              python3-prometheus-client "$@")
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -128,6 +128,7 @@ __attribute__((noinline, cold)) void record_latency(qstats &st, local_queue &q) 
   const uint64_t ns = now_ns() - q.stamp;
   q.stamp = 0;
   raise_max(st.max_latency_ns, ns);
+  bump(st.latency_sum_ns, ns);
   int b = ns < 256 ? 0 : (63 - __builtin_clzll(ns)) - 7;
   if (b >= level_stats::latency_buckets) b = level_stats::latency_buckets - 1;
   bump(st.latency_hist[b]);
@@ -400,7 +401,7 @@ void reset_cpu(cpu *c, int id) {
   for (auto &row : c->stats)
     for (auto &q : row)
       for (auto *a : {&q.deferred, &q.run, &q.direct, &q.coalesced, &q.cancelled, &q.max_depth,
-                      &q.max_latency_ns})
+                      &q.max_latency_ns, &q.latency_sum_ns})
         a->store(0);
   for (auto &row : c->stats)
     for (auto &q : row)
@@ -707,6 +708,7 @@ level_stats kcont_stats(int cpu_index, level l, kind k) {
   out.cancelled = ld(q.cancelled);
   out.max_depth = ld(q.max_depth);
   out.max_latency_ns = ld(q.max_latency_ns);
+  out.latency_sum_ns = ld(q.latency_sum_ns);
   for (int b = 0; b < level_stats::latency_buckets; b++)
     out.latency_hist[b] = ld(q.latency_hist[b]);
   (void)s;

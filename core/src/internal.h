@@ -111,7 +111,7 @@ struct inbox {
 
 struct qstats {
   std::atomic<uint64_t> deferred{0}, run{0}, direct{0}, coalesced{0}, cancelled{0}, max_depth{0},
-      max_latency_ns{0};
+      max_latency_ns{0}, latency_sum_ns{0};
   std::atomic<uint64_t> latency_hist[level_stats::latency_buckets] = {};
 };
 

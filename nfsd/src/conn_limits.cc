@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "kcont/nfsd/transport.h"
 #include "kcont/spinlock.h"
 
 namespace kc::nfs {
@@ -107,6 +108,24 @@ std::string conn_counters::describe() const {
          " full + " + n(refused_peer) + " per address + " + n(refused_memory) +
          " memory, evicted " + n(evicted) + ", closed " + n(closed_idle) + " idle + " +
          n(closed_stalled) + " stalled";
+}
+
+void fill_transport_stats(const conn_counters &c, const memory_budget &m, transport_stats *out) {
+  auto ld = [](const auto &a) { return a.load(std::memory_order_relaxed); };
+  out->open_nfs = ld(c.open[PORT_NFS]);
+  out->open_mount = ld(c.open[PORT_MOUNT]);
+  out->accepted = ld(c.accepted);
+  out->refused_full = ld(c.refused_full);
+  out->refused_peer = ld(c.refused_peer);
+  out->refused_memory = ld(c.refused_memory);
+  out->evicted = ld(c.evicted);
+  out->closed_idle = ld(c.closed_idle);
+  out->closed_stalled = ld(c.closed_stalled);
+  out->memory_used = m.used();
+  out->memory_limit = m.limit();
+  out->memory_peak = m.peak();
+  out->memory_waits = m.waits();
+  out->replies_limited = m.limited_replies();
 }
 
 bool conn_gate::admit(const sockaddr_storage &addr) {

@@ -81,6 +81,10 @@ struct conn_counters {
   std::string describe() const;
 };
 
+struct transport_stats;
+// Fills *out from the counters and the budget.  Any context.
+void fill_transport_stats(const conn_counters &c, const memory_budget &m, transport_stats *out);
+
 // Admission of an accepted connection: its address's count, then its
 // reservation in the memory budget (memory_budget.h).  Both transports
 // count and uncount every connection through one conn_gate.  Any context.

@@ -5,8 +5,10 @@
 // Model: every CPU has a socket pool and a fixed set of connection objects,
 // each with `slots` request slots (request buffer + reply buffer, mapped
 // once and reused, and the call's state).  CPU 0 listens on both ports and
-// hands each new connection to the CPU serving the fewest (sock_detach ->
-// a per-CPU hand-off list -> sock_adopt there).  Everything about a
+// hands each new connection to the CPU serving the fewest of its port
+// (sock_detach -> a per-CPU hand-off list -> sock_adopt there); a CPU with
+// no room for it (no free object, none idle to evict) passes it on to the
+// next, and only when every CPU has tried is it refused.  Everything about a
 // connection happens on its CPU's dispatcher at {softnet, interrupt}:
 //
 //   upcall (data arrived) -> record reassembled straight into a free slot
@@ -130,6 +132,7 @@ struct kconn {
 struct handoff_item {
   int fd = -1;
   uint8_t port = PORT_NFS;
+  uint8_t tried = 0;  // CPUs that had no room for it so far
   sockaddr_storage peer{};
 };
 
@@ -142,6 +145,7 @@ struct kcpu {
   std::vector<kconn> conns;  // [0, nfs_conns) NFS port, the rest MOUNT
   uint32_t nfs_conns = 0;
   std::atomic<uint32_t> active{0};
+  std::atomic<uint32_t> open_port[2] = {};  // active, by conn_port
   bool draining = false;
   // Connections accepted on CPU 0 and handed to this CPU, waiting for
   // adopt_kc (bounded by the CPU's connection objects).
@@ -175,6 +179,11 @@ class kcont_transport final : public transport {
   int start(std::string *err) override;
   uint32_t stop() override;
   std::string describe() override;
+  transport_stats stats() override {
+    transport_stats s;
+    fill_transport_stats(counters_, mem_, &s);
+    return s;
+  }
 
   server &srv_;
   transport_config cfg_;
@@ -283,6 +292,7 @@ void maybe_close(kconn *c) {
   t->gate_.release(c->peer);
   t->counters_.open[c->port].fetch_sub(1, std::memory_order_relaxed);
   c->cpu->active.fetch_sub(1, std::memory_order_relaxed);
+  c->cpu->open_port[c->port].fetch_sub(1, std::memory_order_relaxed);
 }
 
 void fail_sends(kconn *c);
@@ -345,6 +355,7 @@ void conn_started(kcpu *k, kconn *c, sock *s, uint8_t port, const sockaddr_stora
   c->peer = peer;
   c->last_active = k->epoch;
   k->active.fetch_add(1, std::memory_order_relaxed);
+  k->open_port[port].fetch_add(1, std::memory_order_relaxed);
   t->counters_.open[port].fetch_add(1, std::memory_order_relaxed);
   t->counters_.accepted.fetch_add(1, std::memory_order_relaxed);
   t->srv_.stats.connections.fetch_add(1, std::memory_order_relaxed);
@@ -382,19 +393,42 @@ void sweep(void *, void *env, int) {
 }
 
 // CPU 0 accepts every connection and spreads them: each goes to the CPU
-// with the fewest (SO_REUSEPORT would hash them, and two connections land
-// on one CPU half the time).
-kcpu *pick_cpu(kcont_transport *t) {
+// with the fewest of its port (then the fewest in all; SO_REUSEPORT would
+// hash them, and two connections land on one CPU half the time).
+kcpu *pick_cpu(kcont_transport *t, uint8_t port) {
   kcpu *best = nullptr;
   uint32_t start = t->rr_.fetch_add(1, std::memory_order_relaxed);
   size_t n = t->cpus_.size();
+  auto load = [port](kcpu *k) {
+    return std::pair{k->open_port[port].load(std::memory_order_relaxed),
+                     k->active.load(std::memory_order_relaxed)};
+  };
   for (size_t i = 0; i < n; i++) {
     kcpu *k = t->cpus_[(start + i) % n].get();
-    if (!best ||
-        k->active.load(std::memory_order_relaxed) < best->active.load(std::memory_order_relaxed))
-      best = k;
+    if (!best || load(k) < load(best)) best = k;
   }
   return best;
+}
+
+// Queues h for CPU `to` (its adopt_kc takes it).  False, nothing queued,
+// if to's hand-off list is full.
+bool hand_to(kcpu *to, const handoff_item &h) {
+  {
+    spinlock g(to->handoff_lock);
+    if (to->handoff.size() >= to->handoff.capacity()) return false;
+    to->handoff.push_back(h);
+  }
+  kcont_defer(&to->adopt_kc, nullptr, 0);
+  return true;
+}
+
+// `from` had no room for h (no free connection object of its port, none
+// idle to evict): the next CPU tries, until every CPU has.  False when all
+// have (the caller refuses it).
+bool pass_on(kcont_transport *t, kcpu *from, handoff_item h) {
+  size_t n = t->cpus_.size();
+  if (++h.tried >= n) return false;
+  return hand_to(t->cpus_[(size_t(from->cpu) + 1) % n].get(), h);
 }
 
 void adopt_upcall(void *, void *env, int) {
@@ -406,6 +440,7 @@ void adopt_upcall(void *, void *env, int) {
   }
   for (const handoff_item &h : k->adopting) {
     kconn *c = free_conn(k, h.port);
+    if (!c && !k->draining && pass_on(t, k, h)) continue;
     sock *s = nullptr;
     int err = 0;
     if (c && conn_setup(c, k)) {
@@ -443,20 +478,12 @@ void listener_upcall(void *, void *env, int) {
         sock_close(s);
         continue;
       }
-      kcpu *to = k->draining ? k : pick_cpu(t);
-      if (to != k) {
+      kcpu *to = k->draining ? k : pick_cpu(t, port);
+      kconn *c = to == k ? free_conn(k, port) : nullptr;
+      if (to != k || (!c && !k->draining && t->cpus_.size() > 1)) {
         h.fd = sock_detach(s);
-        bool queued = false;
-        if (h.fd >= 0) {
-          spinlock g(to->handoff_lock);
-          if (to->handoff.size() < to->handoff.capacity()) {
-            to->handoff.push_back(h);
-            queued = true;
-          }
-        }
-        if (queued) {
-          kcont_defer(&to->adopt_kc, nullptr, 0);
-        } else {
+        bool queued = h.fd >= 0 && (to != k ? hand_to(to, h) : pass_on(t, k, h));
+        if (!queued) {
           t->counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
           t->gate_.release(h.peer);
           if (h.fd >= 0)
@@ -466,7 +493,6 @@ void listener_upcall(void *, void *env, int) {
         }
         continue;
       }
-      kconn *c = free_conn(k, port);
       if (!c || !conn_setup(c, k)) {
         t->counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
         t->gate_.release(h.peer);

@@ -147,6 +147,12 @@ class threads_transport final : public transport {
 
   uint32_t stop() override;
 
+  transport_stats stats() override {
+    transport_stats s;
+    fill_transport_stats(counters_, mem_, &s);
+    return s;
+  }
+
   std::string describe() override {
     return "threads model, " + std::to_string(cfg_.threads) + " workers: " + counters_.describe() +
            "; " + mem_.describe();

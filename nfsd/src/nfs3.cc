@@ -975,11 +975,26 @@ namespace {
 
 void count(nfs_call &c) {
   if (!c.ctr) return;
+  server_stats &st = c.srv->stats;
   c.ctr->calls.fetch_add(1, std::memory_order_relaxed);
-  if (c.status != NFS3_OK || c.v.error != 0) c.ctr->errors.fetch_add(1, std::memory_order_relaxed);
+  bool nfs = c.ctr >= st.nfs && c.ctr < st.nfs + NFS3_PROCS;
+  if (c.status != NFS3_OK || c.v.error != 0) {
+    c.ctr->errors.fetch_add(1, std::memory_order_relaxed);
+    if (nfs) {
+      int i = nfs3_status_index(c.status != NFS3_OK ? uint32_t(c.status)
+                                                    : uint32_t(errno_to_nfs(c.v.error)));
+      if (i >= 0) st.nfs_errors[i].fetch_add(1, std::memory_order_relaxed);
+    }
+  } else if (c.ctr == &st.nfs[NFSPROC3_READ]) {
+    st.read_bytes.fetch_add(c.v.rd.n, std::memory_order_relaxed);
+  } else if (c.ctr == &st.nfs[NFSPROC3_WRITE]) {
+    st.written_bytes.fetch_add(c.v.written, std::memory_order_relaxed);
+  }
   if (!c.req->in_thread && !(c.ran && c.v.used_thread))
     c.ctr->no_thread.fetch_add(1, std::memory_order_relaxed);
-  c.ctr->ns.fetch_add(now_ns() - c.t0, std::memory_order_relaxed);
+  uint64_t ns = now_ns() - c.t0;
+  c.ctr->ns.fetch_add(ns, std::memory_order_relaxed);
+  c.ctr->latency[proc_latency_bucket(ns)].fetch_add(1, std::memory_order_relaxed);
 }
 
 // Encodes the reply and finishes the record.
@@ -1107,6 +1122,59 @@ serve_result serve_call(server &srv, request &req) {
       break;
   }
   return serve_result::close;
+}
+
+int proc_latency_bucket(uint64_t ns) {
+  if (ns < 1024) return 0;
+  int b = (63 - __builtin_clzll(ns)) - 9;
+  return b < PROC_LATENCY_BUCKETS - 1 ? b : PROC_LATENCY_BUCKETS - 1;
+}
+
+namespace {
+struct status_name {
+  nfsstat3 status;
+  const char *name;
+};
+constexpr status_name NFS3_ERRORS[NFS3_ERROR_STATUSES] = {
+    {NFS3ERR_PERM, "NFS3ERR_PERM"},
+    {NFS3ERR_NOENT, "NFS3ERR_NOENT"},
+    {NFS3ERR_IO, "NFS3ERR_IO"},
+    {NFS3ERR_NXIO, "NFS3ERR_NXIO"},
+    {NFS3ERR_ACCES, "NFS3ERR_ACCES"},
+    {NFS3ERR_EXIST, "NFS3ERR_EXIST"},
+    {NFS3ERR_XDEV, "NFS3ERR_XDEV"},
+    {NFS3ERR_NODEV, "NFS3ERR_NODEV"},
+    {NFS3ERR_NOTDIR, "NFS3ERR_NOTDIR"},
+    {NFS3ERR_ISDIR, "NFS3ERR_ISDIR"},
+    {NFS3ERR_INVAL, "NFS3ERR_INVAL"},
+    {NFS3ERR_FBIG, "NFS3ERR_FBIG"},
+    {NFS3ERR_NOSPC, "NFS3ERR_NOSPC"},
+    {NFS3ERR_ROFS, "NFS3ERR_ROFS"},
+    {NFS3ERR_MLINK, "NFS3ERR_MLINK"},
+    {NFS3ERR_NAMETOOLONG, "NFS3ERR_NAMETOOLONG"},
+    {NFS3ERR_NOTEMPTY, "NFS3ERR_NOTEMPTY"},
+    {NFS3ERR_DQUOT, "NFS3ERR_DQUOT"},
+    {NFS3ERR_STALE, "NFS3ERR_STALE"},
+    {NFS3ERR_REMOTE, "NFS3ERR_REMOTE"},
+    {NFS3ERR_BADHANDLE, "NFS3ERR_BADHANDLE"},
+    {NFS3ERR_NOT_SYNC, "NFS3ERR_NOT_SYNC"},
+    {NFS3ERR_BAD_COOKIE, "NFS3ERR_BAD_COOKIE"},
+    {NFS3ERR_NOTSUPP, "NFS3ERR_NOTSUPP"},
+    {NFS3ERR_TOOSMALL, "NFS3ERR_TOOSMALL"},
+    {NFS3ERR_SERVERFAULT, "NFS3ERR_SERVERFAULT"},
+    {NFS3ERR_BADTYPE, "NFS3ERR_BADTYPE"},
+    {NFS3ERR_JUKEBOX, "NFS3ERR_JUKEBOX"},
+};
+}  // namespace
+
+int nfs3_status_index(uint32_t status) {
+  for (int i = 0; i < NFS3_ERROR_STATUSES; i++)
+    if (NFS3_ERRORS[i].status == status) return i;
+  return -1;
+}
+
+const char *nfs3_status_name(int index) {
+  return index >= 0 && index < NFS3_ERROR_STATUSES ? NFS3_ERRORS[index].name : "?";
 }
 
 std::string format_stats(server &srv) {

@@ -29,6 +29,7 @@ if [ $# -lt 3 ] || [ $# -gt 6 ]; then
 	echo "usage: $0 SERVER_BINARY DRIVER_BINARY MODEL [SIEGE_BINARY [HANGFS_BINARY [SANITIZER]]]" >&2
 	exit 2
 fi
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SERVER=$1
 DRIVER=$2
 MODEL=$3
@@ -615,6 +616,42 @@ if [ -n "$SIEGE" ]; then
 	else
 		fail "--max-memory 2M refused at start, saying what would do" "$(tail -n 3 "$SERVER_LOG")"
 	fi
+fi
+
+# ---------------------------------------------------------------------------
+# server 7: --metrics.  The Prometheus endpoint parsed by Debian's
+# python3-prometheus-client (metrics_check.py): every family there with its
+# type; counters rise under a libnfs workload and none goes down; silent
+# scrapers holding every place make a scrape fail until the server resets
+# them, then scrapes work again.
+read -r NFS_PORT MOUNT_PORT < <(free_ports)
+read -r METRICS_PORT _ < <(free_ports)
+METRICS_DIR=$TMP/metrics
+mkdir -p "$METRICS_DIR"
+head -c 300000 /dev/urandom >"$METRICS_DIR/data.bin"
+echo "=== start server (--metrics 127.0.0.1:$METRICS_PORT) on ports $NFS_PORT/$MOUNT_PORT"
+start_server "$TMP/server7.log" --export "$METRICS_DIR" --metrics "127.0.0.1:$METRICS_PORT"
+if wait_ready; then
+	pass "start server (--metrics)"
+	MURL="http://127.0.0.1:$METRICS_PORT/metrics"
+	step "metrics: scrape and parse (prometheus_client)" 60 \
+		/usr/bin/python3 "$HERE/metrics_check.py" scrape "$MURL" "$TMP/metrics.before"
+	for i in 1 2 3; do
+		timeout 60 nfs-cat "$(url "$METRICS_DIR" data.bin)" >/dev/null 2>&1
+	done
+	step "metrics: scrape after 3 reads of 300000 bytes" 60 \
+		/usr/bin/python3 "$HERE/metrics_check.py" scrape "$MURL" "$TMP/metrics.after"
+	step "metrics: the counters rose with the workload" 60 \
+		/usr/bin/python3 "$HERE/metrics_check.py" rose "$TMP/metrics.before" "$TMP/metrics.after" 900000
+	step "metrics: 4 silent scrapers are reset; scrapes work again" 120 \
+		/usr/bin/python3 "$HERE/metrics_check.py" hostile 127.0.0.1 "$METRICS_PORT" 4
+	if stop_server_term; then
+		pass "SIGTERM stops the --metrics server with status 0"
+	else
+		fail "SIGTERM stops the --metrics server with status 0"
+	fi
+else
+	fail "start server (--metrics)"
 fi
 
 # ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@
 #include <thread>
 
 #include "kcont/kcont.h"
+#include "kcont/nfsd/metrics.h"
 #include "kcont/nfsd/server.h"
 #include "kcont/nfsd/transport.h"
 #include "portmap.h"
@@ -105,7 +106,7 @@ bool parse_bind(const std::string &host, int port, sockaddr_storage *out, sockle
 int main(int argc, char **argv) {
   CLI::App app{"kcont-nfsd: an NFSv3 server built on kcont continuations"};
   std::string export_dir, exports_file, bind_addr = "127.0.0.1", model = "kcont";
-  std::string demo_dir = "/tmp/kcont-nfsd-demo", log_level = "info", memory_export;
+  std::string demo_dir = "/tmp/kcont-nfsd-demo", log_level = "info", memory_export, metrics;
   uint32_t memory_mib = 1024;
   int nfs_port = 20490, mount_port = 20048, cpus = 0, spin_us = 0;
   uint32_t slots = 16, max_conns = 256, max_mount_conns = 64, per_addr = 64, threads = 8,
@@ -180,6 +181,9 @@ int main(int argc, char **argv) {
   app.add_option("--threads", threads, "Worker threads (threads model)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
+  app.add_option("--metrics", metrics,
+                 "Serve the counters in Prometheus text format over HTTP at ADDR:PORT "
+                 "(e.g. 127.0.0.1:9449; GET /metrics), on kcont sockets");
   app.add_flag("--rpcbind", rpcbind, "Register NFS and MOUNT with the local rpcbind");
   app.add_option("--stats-interval", stats_interval,
                  "Print counters every N seconds (0: only on SIGUSR1)")
@@ -251,14 +255,36 @@ int main(int argc, char **argv) {
   server srv;
   srv.set_exports(table);
 
+  // The metrics endpoint: ADDR:PORT ([v6addr]:PORT for IPv6).
+  sockaddr_storage metrics_addr{};
+  socklen_t metrics_len = 0;
+  if (!metrics.empty()) {
+    auto colon = metrics.rfind(':');
+    std::string host = colon == std::string::npos ? "" : metrics.substr(0, colon);
+    if (host.size() > 1 && host.front() == '[' && host.back() == ']')
+      host = host.substr(1, host.size() - 2);
+    char *end = nullptr;
+    long port = colon == std::string::npos ? 0 : std::strtol(metrics.c_str() + colon + 1, &end, 10);
+    if (host.empty() || port < 1 || port > 65535 || !end || *end ||
+        !parse_bind(host, int(port), &metrics_addr, &metrics_len, &err)) {
+      spdlog::error("--metrics {}: give ADDR:PORT, e.g. 127.0.0.1:9449{}", metrics,
+                    err.empty() ? "" : " (" + err + ")");
+      return 1;
+    }
+  }
+
   bool use_kcont = model == "kcont";
+  // The threads model runs kcont only to serve --metrics (one CPU).
+  bool kcont_needed = use_kcont || !metrics.empty();
   if (use_kcont) {
     if (int e = register_nfsd_levels()) {
       spdlog::error("cannot register kcont levels: {}", std::strerror(e));
       return 1;
     }
+  }
+  if (kcont_needed) {
     config kc_cfg;
-    kc_cfg.cpus = cpus;
+    kc_cfg.cpus = use_kcont ? cpus : 1;
     kc_cfg.pin = pin;
     kc_cfg.spin_ns = unsigned(spin_us) * 1000u;
     kc_cfg.ring_entries = 1024;
@@ -271,8 +297,23 @@ int main(int argc, char **argv) {
   if (tp->start(&err) != 0) {
     spdlog::error("{}", err);
     tp.reset();
-    if (use_kcont) kcont_stop();
+    if (kcont_needed) kcont_stop();
     return 1;
+  }
+  std::unique_ptr<metrics_server> scrape;
+  if (!metrics.empty()) {
+    metrics_config mc;
+    mc.addr = metrics_addr;
+    mc.addr_len = metrics_len;
+    scrape = metrics_start(srv, tp.get(), mc, &err);
+    if (!scrape) {
+      spdlog::error("{}", err);
+      tp->stop();
+      tp.reset();
+      kcont_stop();
+      return 1;
+    }
+    spdlog::info("metrics: http://{}/metrics", metrics);
   }
   bool registered = false;
   if (rpcbind) {
@@ -333,6 +374,7 @@ int main(int argc, char **argv) {
   notify_systemd("STOPPING=1");
   spdlog::info("stopping ({}): finishing in-flight requests", sig == SIGINT ? "SIGINT" : "SIGTERM");
   if (registered) portmap_unregister(uint16_t(nfs_port), uint16_t(mount_port));
+  scrape.reset();  // no scrape while the transport goes
   if (uint32_t cut = tp->stop()) {
     // Workers are stuck in the kernel (a file system that does not answer):
     // nothing can wait for them, so the process ends around them.
@@ -347,7 +389,7 @@ int main(int argc, char **argv) {
   }
   spdlog::info("{}\n{}", tp->describe(), format_stats(srv));
   tp.reset();
-  if (use_kcont) kcont_stop();
+  if (kcont_needed) kcont_stop();
   spdlog::info("stopped");
   return 0;
 }

@@ -429,6 +429,7 @@ struct level_stats {
   uint64_t max_depth = 0;       // deepest the queue has been
   uint64_t max_latency_ns = 0;  // queued -> dispatched, interrupt kind only,
                                 // one sample per 64 dispatcher loops
+  uint64_t latency_sum_ns = 0;  // the sum of those samples
   // Histogram of those samples: bucket 0 < 256 ns, bucket i (1..14) in
   // [2^(i+7), 2^(i+8)) ns, bucket 15 >= 4.19 ms.
   static constexpr int latency_buckets = 16;

@@ -108,14 +108,31 @@ const export_opts *export_access(const export_entry &e, const sockaddr_storage &
 
 // ---- counters --------------------------------------------------------------
 
+// Server time per call (decode to reply ready), log2 buckets: bucket i
+// (0 .. PROC_LATENCY_BUCKETS - 2) counts calls under 2^(i+10) ns (1.024 us
+// << i, up to 2.1 s), the last one the rest.
+inline constexpr int PROC_LATENCY_BUCKETS = 22;
+int proc_latency_bucket(uint64_t ns);
+
 struct proc_counter {
   std::atomic<uint64_t> calls{0}, errors{0}, ns{0};
   std::atomic<uint64_t> no_thread{0};  // completed without any thread (kcont model)
+  std::atomic<uint64_t> latency[PROC_LATENCY_BUCKETS] = {};
 };
+
+// The NFSv3 error statuses (RFC 1813), indexed 0 .. NFS3_ERROR_STATUSES-1.
+inline constexpr int NFS3_ERROR_STATUSES = 28;
+// The index of an nfsstat3 error, or -1 (NFS3_OK or not a status).
+int nfs3_status_index(uint32_t status);
+// "NFS3ERR_NOENT" for an index of nfs3_status_index.
+const char *nfs3_status_name(int index);
 
 struct server_stats {
   proc_counter nfs[NFS3_PROCS];
   proc_counter mount[MOUNT3_PROCS];
+  std::atomic<uint64_t> nfs_errors[NFS3_ERROR_STATUSES] = {};  // NFS replies by error status
+  std::atomic<uint64_t> read_bytes{0};                         // data returned by READ
+  std::atomic<uint64_t> written_bytes{0};                      // data taken by WRITE
   std::atomic<uint64_t> rpc_errors{0};   // PROG_UNAVAIL, GARBAGE_ARGS, ... replies
   std::atomic<uint64_t> bad_records{0};  // connections closed on framing errors
   std::atomic<uint64_t> connections{0};

@@ -41,6 +41,16 @@ struct transport_config {
   uint64_t max_memory = 0;             // request/reply buffer budget; 0: 1 GiB or RAM/4
 };
 
+// What the connection limits and the memory budget did (conn_limits.h,
+// memory_budget.h), for exporters.
+struct transport_stats {
+  uint32_t open_nfs = 0, open_mount = 0;  // connections now
+  uint64_t accepted = 0, refused_full = 0, refused_peer = 0, refused_memory = 0;
+  uint64_t evicted = 0, closed_idle = 0, closed_stalled = 0;
+  uint64_t memory_used = 0, memory_limit = 0, memory_peak = 0;  // bytes
+  uint64_t memory_waits = 0, replies_limited = 0;
+};
+
 class transport {
  public:
   virtual ~transport() = default;
@@ -56,6 +66,8 @@ class transport {
   virtual uint32_t stop() = 0;
   // One line about connections and slots, for the periodic stats.
   virtual std::string describe() = 0;
+  // The counters behind describe().  Any context; never allocates.
+  virtual transport_stats stats() = 0;
 };
 
 std::unique_ptr<transport> make_kcont_transport(server &srv, const transport_config &cfg);
