@@ -50,6 +50,7 @@ if(KCONT_NFSD)
   kcont_pc(kcont-vfs kcont_vfs "kcont VFS: file-system operations that take continuations" kcont-io)
   kcont_pc(kcont-nfsd kcont_nfsd "kcont NFSv3 server library (protocol and transports)" kcont-vfs)
   install(TARGETS kcont-nfsd RUNTIME DESTINATION ${CMAKE_INSTALL_SBINDIR} COMPONENT nfsd)
+  install(TARGETS kcont-nfsstat RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT nfsd)
   # The configuration: relative to the prefix unless SYSCONFDIR is given
   # (the Debian build passes /etc).
   install(FILES ${PROJECT_SOURCE_DIR}/packaging/exports

@@ -117,6 +117,14 @@ timeout 60 nfs-ls "$(url "$export_dir")" | grep -q hello.txt || fail "nfs-ls of 
   fail "nfs-cat of hello.txt"
 pass "nfs-ls and nfs-cat through the installed server"
 
+metrics=$(echo "$KCONT_NFSD_OPTS" | sed -n 's/.*--metrics \([^ ]*\).*/\1/p')
+if [ -n "$metrics" ]; then
+  out=$(kcont-nfsstat "$metrics" 2>&1) || fail "kcont-nfsstat $metrics: $out"
+  echo "$out" | grep -E '^READ +[0-9]+' | awk '{exit !($2 >= 1)}' ||
+    fail "kcont-nfsstat shows no READ: $out"
+  pass "kcont-nfsstat reads the installed server's --metrics $metrics"
+fi
+
 printf '%s 127.0.0.1(ro)\n' "$second" >>/etc/kcont-nfsd/exports
 kill -HUP "$server_pid"
 for _ in $(seq 100); do

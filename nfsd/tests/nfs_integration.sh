@@ -643,6 +643,17 @@ if wait_ready; then
 		/usr/bin/python3 "$HERE/metrics_check.py" scrape "$MURL" "$TMP/metrics.after"
 	step "metrics: the counters rose with the workload" 60 \
 		/usr/bin/python3 "$HERE/metrics_check.py" rose "$TMP/metrics.before" "$TMP/metrics.after" 900000
+	NFSSTAT=$(dirname "$SERVER")/kcont-nfsstat
+	echo "=== kcont-nfsstat 127.0.0.1:$METRICS_PORT"
+	if out=$(timeout 30 "$NFSSTAT" "127.0.0.1:$METRICS_PORT" 2>&1) &&
+		echo "$out" | grep -E '^READ +[0-9]+' | awk '{exit !($2 >= 3)}' &&
+		echo "$out" | grep -q '^connections: '; then
+		echo "$out" | grep -E '^(READ|MNT|data|connections|memory)' | sed 's/^/    | /'
+		pass "kcont-nfsstat prints the running server's counters"
+	else
+		echo "$out" | sed 's/^/    | /'
+		fail "kcont-nfsstat prints the running server's counters"
+	fi
 	step "metrics: 4 silent scrapers are reset; scrapes work again" 120 \
 		/usr/bin/python3 "$HERE/metrics_check.py" hostile 127.0.0.1 "$METRICS_PORT" 4
 	if stop_server_term; then
