@@ -10,10 +10,12 @@
 // IPv4-mapped IPv6 address counts as the IPv4 one) may hold at most
 // max_conns_per_peer connections over both ports: peer_table counts them,
 // and a connection past the limit is closed as soon as it is accepted.
-// When a port's table is full, the connection that has been idle longest
-// (no request being read, none in flight, nothing to send) is closed to
-// make room (knfsd does the same); only when none is idle is the new one
-// refused.  A connection idle for idle_timeout_ms is closed (knfsd: about 6
+// When a port's table is full, an idle connection (no request being read,
+// none in flight, nothing to send) is closed to make room, as knfsd does:
+// one of the address that holds the most connections, the longest idle of
+// those -- so a flood from one address evicts its own connections rather
+// than a client's that has just connected; only when none is idle is the
+// new one refused.  A connection idle for idle_timeout_ms is closed (knfsd: about 6
 // minutes); one whose request record is not complete record_timeout_ms
 // after its first byte (slowloris), or whose reply has not been sent
 // record_timeout_ms after it was ready (a client that does not read), is

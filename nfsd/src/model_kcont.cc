@@ -29,8 +29,8 @@
 // Limits (conn_limits.h): CPU 0 counts each accepted connection against its
 // client address and hands it over with its port; each CPU keeps separate
 // connection objects for the NFS and the MOUNT port and, when a port's are
-// all taken, evicts its longest-idle connection of that port.  A per-CPU
-// sweep -- a callout every quarter of the shorter timeout, armed only while
+// all taken, evicts an idle connection of that port (conn_limits.h says
+// which).  A per-CPU sweep -- a callout every quarter of the shorter timeout, armed only while
 // the CPU has connections -- advances the CPU's epoch and closes connections
 // that sat idle, or whose request or reply did not complete, for too many
 // epochs.  Activity is stamped with the epoch, never with a clock read.
@@ -329,17 +329,27 @@ std::pair<kconn *, kconn *> port_range(kcpu *k, uint8_t port) {
 }
 
 // A free connection object of k for `port` (its upcall idle).  With none,
-// the port's longest-idle connection is evicted to make one; nullptr if
-// none is idle.
+// an idle connection of the port is evicted to make one (see below);
+// nullptr if none is idle.
 kconn *free_conn(kcpu *k, uint8_t port) {
   if (k->draining) return nullptr;
   auto [b, e] = port_range(k, port);
   for (kconn *c = b; c != e; c++)
     if (!c->active && c->mem && kcont_state(&c->upcall) == kc_state::idle) return c;
+  // The victim: an idle connection of the address holding the most, the
+  // longest idle of those -- so a flood from one address evicts its own
+  // connections, not a client's that has not sent its first request yet.
   kconn *oldest = nullptr;
-  for (kconn *c = b; c != e; c++)
-    if (quiet(c) && (!oldest || k->epoch - c->last_active > k->epoch - oldest->last_active))
+  uint32_t oldest_held = 0;
+  for (kconn *c = b; c != e; c++) {
+    if (!quiet(c)) continue;
+    uint32_t held = k->t->gate_.count(c->peer);
+    if (!oldest || held > oldest_held ||
+        (held == oldest_held && k->epoch - c->last_active > k->epoch - oldest->last_active)) {
       oldest = c;
+      oldest_held = held;
+    }
+  }
   if (!oldest) return nullptr;
   close_now(oldest, &k->t->counters_.evicted);
   if (!oldest->active && kcont_state(&oldest->upcall) == kc_state::idle) return oldest;
@@ -745,6 +755,10 @@ void slot_continue(void *, void *env, int status) {
   maybe_close(c);
 }
 
+// Spare socket slots of CPU 0's pool for accepted connections on their way
+// (hand-off, eviction, refusal).
+constexpr uint32_t ACCEPT_SLACK = 8;
+
 // ---- start and stop -------------------------------------------------------------------
 
 int kcont_transport::start(std::string *err) {
@@ -795,7 +809,12 @@ int kcont_transport::start(std::string *err) {
     }
     sockpool_config pc;
     pc.cpu = cpu;
-    pc.nsocks = per_cpu + 2;
+    // CPU 0 also holds every connection between accept and its hand-off,
+    // eviction or refusal: without slots to spare, a CPU 0 whose own
+    // connection objects are all in use could not accept at all, so it
+    // could neither evict an idle connection nor refuse the new one (they
+    // would wait in the kernel's backlog).
+    pc.nsocks = per_cpu + 2 + (cpu == 0 ? ACCEPT_SLACK : 0);
     pc.sndbuf = 256 * 1024;
     pc.nbufs = 256;
     pc.bufsize = 64 * 1024;

@@ -5,7 +5,7 @@
 //
 // Model: an acceptor thread per listening socket accepts connections
 // (applying the limits of conn_limits.h: per-port tables, per-address
-// count, eviction of the longest-idle connection) and starts a reader
+// count, eviction of an idle connection) and starts a reader
 // thread for each.  The reader waits in poll() on its socket and an eventfd
 // and reassembles records into the connection's free slots; each complete
 // record goes on the global work queue and wakes a worker; with every slot
@@ -277,13 +277,21 @@ bool threads_transport::flush(tconn *c) {
   return !c->broken;
 }
 
-// Closes the longest-idle connection of `port` to make room for a new one.
-// False if none is idle.  conns_lock_ held.
+// Closes an idle connection of `port` to make room for a new one.  False
+// if none is idle.  conns_lock_ held.
 bool threads_transport::make_room(uint8_t port) {
+  // An idle connection of the address holding the most, the longest idle
+  // of those: a flood from one address evicts its own connections.
   tconn *oldest = nullptr;
+  uint32_t oldest_held = 0;
   for (auto &c : conns_) {
     if (c->port != port || !c->quiet.load() || !c->counted.load() || c->done.load()) continue;
-    if (!oldest || c->last_active_ms.load() < oldest->last_active_ms.load()) oldest = c.get();
+    uint32_t held = gate_.count(c->peer);
+    if (!oldest || held > oldest_held ||
+        (held == oldest_held && c->last_active_ms.load() < oldest->last_active_ms.load())) {
+      oldest = c.get();
+      oldest_held = held;
+    }
   }
   if (!oldest || !oldest->counted.exchange(false)) return false;
   counters_.open[port].fetch_sub(1);

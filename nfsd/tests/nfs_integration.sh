@@ -665,6 +665,26 @@ else
 	fail "start server (--metrics)"
 fi
 
+# server 8: a full MOUNT table flooded from one address; an idle client
+# of another address keeps its connection (evict_check.py).
+read -r NFS_PORT MOUNT_PORT < <(free_ports)
+read -r METRICS_PORT _ < <(free_ports)
+echo "=== start server (--max-mount-conns 4 --max-conns-per-addr 16) on ports $NFS_PORT/$MOUNT_PORT"
+start_server "$TMP/server8.log" --export "$METRICS_DIR" --max-mount-conns 4 \
+	--max-conns-per-addr 16 --record-timeout 2 --metrics "127.0.0.1:$METRICS_PORT"
+if wait_ready; then
+	step "a flood from one address evicts its own idle connections, not a client's" 120 \
+		/usr/bin/python3 "$HERE/evict_check.py" 127.0.0.1 "$MOUNT_PORT" \
+		"http://127.0.0.1:$METRICS_PORT/metrics" 12
+	if stop_server_term; then
+		pass "SIGTERM stops the flooded server with status 0"
+	else
+		fail "SIGTERM stops the flooded server with status 0"
+	fi
+else
+	fail "start server (--max-mount-conns 4)"
+fi
+
 # ---------------------------------------------------------------------------
 # server 6: a file system that stops answering (hangfs.c over FUSE) under
 # one export, a plain directory under another.  Twelve clients hang in the
