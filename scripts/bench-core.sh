@@ -18,7 +18,7 @@ mkdir -p "$results"
 csv=$results/core-$(date +%Y%m%d-%H%M%S).csv
 ./build/core/bench/kcont_bench --benchmark_out="$csv" --benchmark_out_format=csv "$@"
 cp "$csv" "$results/core-latest.csv"
-# name -> ns per operation (real time), for the chart.
+# name -> ns per operation, for the chart.
 python3 - "$csv" "$results/core-latest.dat" <<'PY'
 import csv, sys
 scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
@@ -29,7 +29,17 @@ with open(sys.argv[2], "w") as out:
         if r.get("error_occurred") == "true" or not r.get("real_time"):
             continue
         name = r["name"].replace("BM_", "").split("/")[0]
-        out.write('"%s" %.3f\n' % (name, float(r["real_time"]) * scale.get(r["time_unit"], 1.0)))
+        # Rows time batches of operations; items_per_second is per second of
+        # the benchmark thread's CPU time, so items per batch = rate x CPU
+        # time, and one operation's wall time = real time / items.
+        unit = scale.get(r["time_unit"], 1.0)
+        real_ns, cpu_ns = float(r["real_time"]) * unit, float(r["cpu_time"]) * unit
+        ns = real_ns
+        if r.get("items_per_second") and cpu_ns > 0:
+            items = float(r["items_per_second"]) * cpu_ns / 1e9
+            if items > 0:
+                ns = real_ns / items
+        out.write('"%s" %.3f\n' % (name, ns))
 PY
 gnuplot <<GP || echo "bench-core: gnuplot failed; no chart" >&2
 set terminal pngcairo size 1200,640 font 'DejaVu Sans,10'
