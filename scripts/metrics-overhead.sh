@@ -24,7 +24,8 @@ tmp=$(mktemp -d /tmp/kcont-mo.XXXXXX)
 server_pid="" scraper=""
 cleanup() {
   local p
-  for p in $scraper $server_pid; do kill -9 "$p" 2>/dev/null || true; done
+  for p in $scraper $server_pid; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -44,7 +45,7 @@ url="nfs://127.0.0.1$tmp/export?version=3&nfsport=$NFS_PORT&mountport=$MOUNT_POR
 bench() { # bench -> "ops/s cpu-us/op"
   ./build/nfsd/bench/kcont-nfsbench --url "$url" --op read --size 8k --depth 16 \
     --duration 5 --warmup 1 --file-size 64M --server-pid "$server_pid" \
-    --json "$tmp/r.json" >/dev/null
+    --json "$tmp/r.json" >/dev/null 2>&1
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["ops_per_s"], r.get("server_cpu_us_per_op") or 0)' "$tmp/r.json"
 }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
