@@ -17,7 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 . scripts/deps.sh
-kcont_ensure_deps debhelper pandoc dpkg-dev
+kcont_ensure_deps debhelper pandoc dpkg-dev man-db
 for f in /etc/kcont-nfsd/exports /usr/sbin/kcont-nfsd; do
   if [ -e "$f" ]; then
     echo "test-deb: $f exists: kcont-nfsd is installed here already; not touching it" >&2
