@@ -103,12 +103,7 @@ echo "== $exec_start  (KCONT_NFSD_OPTS=\"$KCONT_NFSD_OPTS\")"
 eval "set -- ${exec_start//\$KCONT_NFSD_OPTS/$KCONT_NFSD_OPTS}"
 "$@" 2>"$tmp/server.log" &
 server_pid=$!
-for _ in $(seq 300); do
-  grep -q 'kcont-nfsd: ready' "$tmp/server.log" && break
-  kill -0 "$server_pid" 2>/dev/null || break
-  sleep 0.1
-done
-grep -q 'kcont-nfsd: ready' "$tmp/server.log" || fail "the installed server did not start"
+kcont_wait_ready "$tmp/server.log" "$server_pid" || fail "the installed server did not start"
 pass "the installed server started with the installed configuration"
 
 url() { echo "nfs://127.0.0.1$1?version=3&nfsport=$nfs_port&mountport=$mount_port"; }

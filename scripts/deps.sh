@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
+# shellcheck shell=bash
 # Sourced by the scripts: installs the Debian packages the build needs when
 # any is missing (you are root on a fresh Debian 12 machine; nothing else is
 # downloaded).
@@ -23,3 +24,16 @@ kcont_ensure_deps() {
 }
 
 kcont_jobs() { nproc 2>/dev/null || echo 2; }
+
+# kcont_wait_ready LOG PID: waits until kcont-nfsd's stderr LOG says it is
+# ready.  0 then; 1 if process PID exits first or 30 s pass (a bound
+# against a hang, not a timing).
+kcont_wait_ready() {
+  local _
+  for _ in $(seq 300); do
+    grep -q 'kcont-nfsd: ready' "$1" 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -q 'kcont-nfsd: ready' "$1" 2>/dev/null
+}

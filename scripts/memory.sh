@@ -51,12 +51,7 @@ for model in "${models[@]}"; do
     : >"$tmp/server.log"
     ./build/nfsd/kcont-nfsd "${args[@]}" 2>"$tmp/server.log" &
     server_pid=$!
-    for _ in $(seq 300); do
-      grep -q 'kcont-nfsd: ready' "$tmp/server.log" && break
-      kill -0 "$server_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if ! grep -q 'kcont-nfsd: ready' "$tmp/server.log"; then
+    if ! kcont_wait_ready "$tmp/server.log" "$server_pid"; then
       echo "memory: the server did not start; log:" >&2
       tail -n 5 "$tmp/server.log" >&2
       exit 1

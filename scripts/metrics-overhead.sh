@@ -33,11 +33,7 @@ mkdir "$tmp/export"
 ./build/nfsd/kcont-nfsd --export "$tmp/export" --bind 127.0.0.1 --nfs-port "$NFS_PORT" \
   --mount-port "$MOUNT_PORT" --metrics "127.0.0.1:$METRICS_PORT" 2>"$tmp/server.log" &
 server_pid=$!
-for _ in $(seq 300); do
-  grep -q 'kcont-nfsd: ready' "$tmp/server.log" && break
-  sleep 0.1
-done
-grep -q 'kcont-nfsd: ready' "$tmp/server.log" || {
+kcont_wait_ready "$tmp/server.log" "$server_pid" || {
   cat "$tmp/server.log" >&2
   exit 1
 }

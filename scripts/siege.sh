@@ -43,10 +43,10 @@ for model in "${@:-kcont threads}"; do
     ./build/nfsd/kcont-nfsd --export "$tmp/export" --model "$m" --nfs-port "$NFS_PORT" \
       --mount-port "$MOUNT_PORT" 2>"$tmp/server.log" &
     server_pid=$!
-    for _ in $(seq 100); do
-      grep -q 'kcont-nfsd: ready' "$tmp/server.log" && break
-      sleep 0.1
-    done
+    kcont_wait_ready "$tmp/server.log" "$server_pid" || {
+      cat "$tmp/server.log" >&2
+      exit 1
+    }
     echo "server at rest: $(usage)"
     ./build/nfs_siege siege "$(url small.txt)" 127.0.0.2 "$IDLE" "$SLOW" || failed=1
     echo "server after the siege: $(usage)"

@@ -30,10 +30,10 @@
 // client address and hands it over with its port; each CPU keeps separate
 // connection objects for the NFS and the MOUNT port and, when a port's are
 // all taken, evicts an idle connection of that port (conn_limits.h says
-// which).  A per-CPU sweep -- a callout every quarter of the shorter timeout, armed only while
-// the CPU has connections -- advances the CPU's epoch and closes connections
-// that sat idle, or whose request or reply did not complete, for too many
-// epochs.  Activity is stamped with the epoch, never with a clock read.
+// which).  A per-CPU sweep -- a callout every quarter of the shorter
+// timeout, armed only while the CPU has connections -- advances the CPU's epoch and closes
+// connections that sat idle, or whose request or reply did not complete, for too many epochs.
+// Activity is stamped with the epoch, never with a clock read.
 //
 // Teardown: a connection is closed only when none of its slots is in flight
 // (in the VFS or being sent); one that must go now (timed out, evicted) is
@@ -659,11 +659,16 @@ void start_request(kslot *s) {
 // waits; mem_available resumes it.
 bool charge_record(kconn *c, size_t need) {
   kcpu *k = c->cpu;
-  // Counted on the CPU before the budget sees the waiter, so that a wake-up
-  // that sees the waiter also finds this CPU.
-  if (!c->mem_waiting) k->mem_waiters.fetch_add(1, std::memory_order_seq_cst);
-  if (k->t->mem_.wait_for(need - c->cur->charged, &c->mem_waiting)) {
-    k->mem_waiters.fetch_sub(1, std::memory_order_seq_cst);
+  size_t more = need - c->cur->charged;
+  bool charged = !c->mem_waiting && k->t->mem_.charge(more);  // the usual case
+  if (!charged) {
+    // Counted on the CPU before the budget sees the waiter, so that a
+    // wake-up that sees the waiter also finds this CPU.
+    if (!c->mem_waiting) k->mem_waiters.fetch_add(1, std::memory_order_seq_cst);
+    charged = k->t->mem_.wait_for(more, &c->mem_waiting);
+    if (charged) k->mem_waiters.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  if (charged) {
     c->cur->charged = need;
     c->big = true;
     return true;

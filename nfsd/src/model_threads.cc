@@ -212,13 +212,20 @@ void threads_transport::trim_slot(tslot *s) {
 // charges what the slot lacks, or makes the reader wait for memory (its
 // socket unread) and gives back what the idle slots hold.  c->lock held.
 bool threads_transport::charge_record(tconn *c, tslot *cur, size_t need) {
-  if (!c->mem_waiting) {  // listed before the budget sees the waiter
-    std::lock_guard<std::mutex> g(mem_lock_);
-    mem_waiters_.push_back(c);
+  size_t more = need - cur->charged;
+  bool charged = !c->mem_waiting && mem_.charge(more);  // the usual case
+  if (!charged) {
+    if (!c->mem_waiting) {  // listed before the budget sees the waiter
+      std::lock_guard<std::mutex> g(mem_lock_);
+      mem_waiters_.push_back(c);
+    }
+    charged = mem_.wait_for(more, &c->mem_waiting);
+    if (charged) {
+      std::lock_guard<std::mutex> g(mem_lock_);
+      std::erase(mem_waiters_, c);
+    }
   }
-  if (mem_.wait_for(need - cur->charged, &c->mem_waiting)) {
-    std::lock_guard<std::mutex> g(mem_lock_);
-    std::erase(mem_waiters_, c);
+  if (charged) {
     cur->charged = need;
     c->big = true;
     return true;
