@@ -47,6 +47,14 @@ struct sock {
   bool recv_armed = false, starved = false, wants_writable = false;
   bool throttled = false;  // holds max_queued bytes: no receive until read
   bool connecting = false;
+  bool on_hold = false;  // sock_hold: no receive is armed
+  // sock_read_into: the rest goes straight to rx_dst (rx_left bytes) with
+  // its own receive (rx_comp, in flight while rx_inflight).
+  char *rx_dst = nullptr;
+  size_t rx_left = 0;
+  kcont *rx_done = nullptr;
+  bool rx_inflight = false;
+  completion rx_comp;
   // sendfile: file -> pipe -> socket with io_uring splice
   int pipe_r = -1, pipe_w = -1;
   size_t pipe_cap = 0;  // the pipe's size (F_GETPIPE_SZ)
@@ -90,12 +98,14 @@ struct sockpool {
   uint16_t bgid = 0;
   uint16_t *bnext = nullptr;
   uint32_t *blen = nullptr;
-  uint32_t held = 0;             // receive buffers queued on sockets
+  // Receive buffers queued on sockets: written on the pool's CPU only
+  // (relaxed load + store, no locked RMW), read by sockpool_get_stats.
+  std::atomic<uint32_t> held{0};
   sock *starved_head = nullptr;  // sockets waiting for buffers to re-arm
   std::atomic<bool> registered{false};
   int setup_err = 0;
   std::atomic<uint64_t> accepted{0}, refused{0}, connected{0}, closed{0}, rx{0}, tx{0}, rearms{0},
-      enobufs{0}, throttles{0};
+      enobufs{0}, throttles{0}, rx_direct{0};
   std::atomic<uint32_t> in_use{0};
 };
 
@@ -124,7 +134,7 @@ void notify(sock *s, uint32_t ev) {
 }
 
 void give_back(sockpool *p, uint16_t bid) {
-  p->held--;
+  p->held.store(p->held.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
   io_uring_buf_ring_add(p->br, p->bufmem + size_t(bid) * p->cfg.bufsize, p->cfg.bufsize, bid,
                         io_uring_buf_ring_mask(p->cfg.nbufs), 0);
   io_uring_buf_ring_advance(p->br, 1);
@@ -155,7 +165,7 @@ void arm_recv(sock *s);
 // Buffers came back: re-arm every socket that ran dry.
 void wake_starved(sockpool *p) {
   while (sock *s = p->starved_head) {
-    if (p->held >= p->cfg.nbufs) return;
+    if (p->held.load(std::memory_order_relaxed) >= p->cfg.nbufs) return;
     p->starved_head = s->starve_next;
     s->on_starved = false;
     s->starve_next = nullptr;
@@ -167,8 +177,11 @@ void wake_starved(sockpool *p) {
 
 void arm_recv(sock *s) {
   // A throttled socket is re-armed by sock_read once it is drained, never
-  // by buffers coming back to the pool.
-  if (s->recv_armed || s->throttled || s->spliced || s->closing || s->eof || s->error) return;
+  // by buffers coming back to the pool; a held one by sock_hold, one that
+  // reads into caller memory when that ends.
+  if (s->recv_armed || s->throttled || s->spliced || s->closing || s->eof || s->error ||
+      s->on_hold || s->rx_dst)
+    return;
   io_uring_sqe *sqe = kcont_ring_sqe();
   if (!sqe) {
     park_starved(s);  // retried when buffers come back
@@ -371,6 +384,109 @@ void maybe_teardown(sock *s) {
   free_slot(s);
 }
 
+// Moves up to n queued bytes to dst, gives emptied buffers back and
+// re-arms a throttled socket once it is drained below half its bound.
+size_t copy_queued(sock *s, void *dst, size_t n) {
+  sockpool *p = s->pool;
+  size_t got = 0;
+  while (got < n && s->rq_head != NO_BUF) {
+    uint16_t b = s->rq_head;
+    uint32_t avail = p->blen[b] - s->boff;
+    size_t take = std::min<size_t>(avail, n - got);
+    std::memcpy(static_cast<char *>(dst) + got, p->bufmem + size_t(b) * p->cfg.bufsize + s->boff,
+                take);
+    got += take;
+    s->boff += uint32_t(take);
+    if (s->boff == p->blen[b]) {
+      s->rq_head = p->bnext[b];
+      if (s->rq_head == NO_BUF) s->rq_tail = NO_BUF;
+      s->boff = 0;
+      give_back(p, b);
+    }
+  }
+  s->readable -= got;
+  if (s->throttled && s->readable < p->cfg.max_queued / 2) {
+    s->throttled = false;
+    if (!s->recv_armed) {
+      p->rearms.fetch_add(1, std::memory_order_relaxed);
+      arm_recv(s);
+    }
+  }
+  wake_starved(p);
+  return got;
+}
+
+// Ends a sock_read_into: its continuation gets (sock, status); the pool's
+// receive resumes (unless the socket is held).
+void rx_finish(sock *s, int status) {
+  kcont *done = s->rx_done;
+  s->rx_dst = nullptr;
+  s->rx_left = 0;
+  s->rx_done = nullptr;
+  kcont_defer(done, s, status);
+  if (!s->recv_armed && !s->starved && !s->throttled) arm_recv(s);
+}
+
+// Advances a sock_read_into: queued bytes first, then one receive of the
+// rest straight into the caller's memory -- once no pool receive is in
+// flight (its buffer may hold the next bytes of the stream; recv_done calls
+// us again).
+void rx_step(sock *s) {
+  if (!s->rx_dst || s->rx_inflight) return;
+  if (s->closing) {
+    rx_finish(s, ECANCELED);
+    return;
+  }
+  size_t got = copy_queued(s, s->rx_dst, s->rx_left);
+  s->rx_dst += got;
+  s->rx_left -= got;
+  if (s->rx_left == 0) {
+    rx_finish(s, 0);
+    return;
+  }
+  if (s->error) {
+    rx_finish(s, s->error);
+    return;
+  }
+  if (s->eof) {
+    rx_finish(s, ENODATA);
+    return;
+  }
+  if (s->recv_armed) return;
+  io_uring_sqe *sqe = kcont_ring_sqe();
+  if (!sqe) {
+    rx_finish(s, EAGAIN);
+    return;
+  }
+  // MSG_WAITALL: io_uring keeps receiving into the range until it is full
+  // (one completion) instead of completing once per segment.
+  io_uring_prep_recv(sqe, s->fd, s->rx_dst, s->rx_left, MSG_WAITALL);
+  io_uring_sqe_set_data(sqe, &s->rx_comp);
+  s->rx_inflight = true;
+  s->ops++;
+}
+
+void rx_done_fn(completion *c, int res, uint32_t) {
+  sock *s = from_comp(c, &sock::rx_comp);
+  sockpool *p = s->pool;
+  s->ops--;
+  s->rx_inflight = false;
+  if (res > 0) {
+    size_t n = std::min(size_t(res), s->rx_left);
+    s->rx_dst += n;
+    s->rx_left -= n;
+    p->rx_direct.fetch_add(uint64_t(n), std::memory_order_relaxed);
+  } else if (res == 0) {
+    s->eof = true;
+    if (!s->closing) notify(s, SOCK_EOF | SOCK_READABLE);
+  } else if (res != -ECANCELED || !s->closing) {
+    if (!s->error) s->error = -res;
+    if (!s->closing) notify(s, SOCK_ERROR);
+  }
+  rx_step(s);  // finishes, or receives the rest after a short receive
+  maybe_teardown(s);
+}
+
 void recv_done(completion *c, int res, uint32_t flags) {
   sock *s = from_comp(c, &sock::recv_comp);
   sockpool *p = s->pool;
@@ -381,10 +497,10 @@ void recv_done(completion *c, int res, uint32_t flags) {
   if (res > 0 && (flags & IORING_CQE_F_BUFFER)) {
     uint16_t bid = uint16_t(flags >> IORING_CQE_BUFFER_SHIFT);
     if (s->closing) {
-      p->held++;
+      p->held.store(p->held.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       give_back(p, bid);
     } else {
-      p->held++;
+      p->held.store(p->held.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       p->blen[bid] = uint32_t(res);
       p->bnext[bid] = NO_BUF;
       if (s->rq_tail == NO_BUF)
@@ -401,7 +517,8 @@ void recv_done(completion *c, int res, uint32_t flags) {
         s->throttled = true;
         p->throttles.fetch_add(1, std::memory_order_relaxed);
       }
-      if (!s->spliced) notify(s, SOCK_READABLE);  // else the splice forwards it
+      // A splice forwards it; sock_read_into takes it (below).
+      if (!s->spliced && !s->rx_dst) notify(s, SOCK_READABLE);
     }
   } else if (res == 0) {
     s->eof = true;
@@ -410,13 +527,14 @@ void recv_done(completion *c, int res, uint32_t flags) {
     // Out of receive buffers: the data waits in the kernel.  Re-arm now if
     // buffers came back meanwhile, else when sock_read gives some back.
     p->enobufs.fetch_add(1, std::memory_order_relaxed);
-    if (p->held >= p->cfg.nbufs) park_starved(s);
+    if (p->held.load(std::memory_order_relaxed) >= p->cfg.nbufs) park_starved(s);
   } else if (res < 0 && res != -ECANCELED) {
     if (!s->error) s->error = -res;
     notify(s, SOCK_ERROR);
   }
   if (s->splice_to) send_more(s->splice_to);
-  if (!s->recv_armed && !s->starved && !s->closing && !s->throttled) {
+  rx_step(s);
+  if (!s->recv_armed && !s->starved && !s->closing && !s->throttled && !s->on_hold && !s->rx_dst) {
     p->rearms.fetch_add(1, std::memory_order_relaxed);
     arm_recv(s);
   }
@@ -428,9 +546,11 @@ sock *take_slot(sockpool *p) {
   sock *s = p->free[--p->nfree];
   char *sbuf = s->sbuf;
   sockpool *pool = s->pool;
-  completion rc = s->recv_comp, sc = s->send_comp, ac = s->aux_comp, xc = s->xfer_comp;
+  completion rc = s->recv_comp, sc = s->send_comp, ac = s->aux_comp, xc = s->xfer_comp,
+             xr = s->rx_comp;
   *s = sock{};
   s->xfer_comp = xc;
+  s->rx_comp = xr;
   s->sbuf = sbuf;
   s->pool = pool;
   s->recv_comp = rc;
@@ -610,6 +730,7 @@ sockpool *sockpool_create(const sockpool_config &cfg, std::string *err) {
     s.send_comp = completion{send_done, LVL_NET};
     s.aux_comp = completion{accept_done, LVL_NET};
     s.xfer_comp = completion{xfer_done_fn, LVL_NET};
+    s.rx_comp = completion{rx_done_fn, LVL_NET};
     p->free[i] = &p->socks[cfg.nsocks - 1 - i];
   }
   p->nfree = cfg.nsocks;
@@ -646,6 +767,8 @@ sockpool_stats sockpool_get_stats(sockpool *p) {
   s.enobufs = p->enobufs.load();
   s.throttles = p->throttles.load();
   s.in_use = p->in_use.load();
+  s.rx_direct_bytes = p->rx_direct.load();
+  s.buffers_queued = p->held.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -764,38 +887,34 @@ int sock_error(sock *s) { return s ? s->error : EINVAL; }
 
 long sock_read(sock *s, void *dst, size_t n) {
   if (!s || !on_pool_cpu(s->pool)) return -EPERM;
-  sockpool *p = s->pool;
-  size_t got = 0;
-  while (got < n && s->rq_head != NO_BUF) {
-    uint16_t b = s->rq_head;
-    uint32_t avail = p->blen[b] - s->boff;
-    size_t take = std::min<size_t>(avail, n - got);
-    std::memcpy(static_cast<char *>(dst) + got, p->bufmem + size_t(b) * p->cfg.bufsize + s->boff,
-                take);
-    got += take;
-    s->boff += uint32_t(take);
-    if (s->boff == p->blen[b]) {
-      s->rq_head = p->bnext[b];
-      if (s->rq_head == NO_BUF) s->rq_tail = NO_BUF;
-      s->boff = 0;
-      give_back(p, b);
-    }
-  }
-  s->readable -= got;
-  if (s->throttled && s->readable < p->cfg.max_queued / 2) {
-    s->throttled = false;
-    if (!s->recv_armed) {
-      p->rearms.fetch_add(1, std::memory_order_relaxed);
-      arm_recv(s);
-    }
-  }
-  wake_starved(p);
+  if (s->rx_dst) return -EBUSY;
+  size_t got = copy_queued(s, dst, n);
   if (got) return long(got);
   if (s->eof) return 0;
   return -EAGAIN;
 }
 
 size_t sock_readable(sock *s) { return s ? s->readable : 0; }
+
+int sock_read_into(sock *s, void *dst, size_t n, kcont *done) {
+  if (!s || !on_pool_cpu(s->pool)) return EPERM;
+  if (s->listening || s->spliced || !done || n == 0) return EINVAL;
+  if (s->rx_dst) return EBUSY;
+  if (s->closing) return EPIPE;
+  s->rx_dst = static_cast<char *>(dst);
+  s->rx_left = n;
+  s->rx_done = done;
+  rx_step(s);  // may finish at once (done deferred, not run here)
+  return 0;
+}
+
+int sock_hold(sock *s, bool hold) {
+  if (!s || !on_pool_cpu(s->pool)) return EPERM;
+  if (s->listening) return EINVAL;
+  s->on_hold = hold;
+  if (!hold && !s->recv_armed && !s->starved && !s->throttled) arm_recv(s);
+  return 0;
+}
 
 long sock_send(sock *s, const void *src, size_t n) {
   if (!s || !on_pool_cpu(s->pool)) return -EPERM;
@@ -839,6 +958,10 @@ int sock_close(sock *s) {
   if (s->upcall) kcont_cancel(s->upcall);
   s->upcall = nullptr;
   if (s->recv_armed) cancel_op(&s->recv_comp);
+  if (s->rx_inflight)
+    cancel_op(&s->rx_comp);  // rx_done_fn ends the read with ECANCELED
+  else if (s->rx_dst)
+    rx_finish(s, ECANCELED);
   if (s->listening || s->connecting) cancel_op(&s->aux_comp);
   // Nothing to flush (a send in flight still owns its bytes: send_done
   // drops the rest once it ends).

@@ -36,11 +36,19 @@ struct conn {
   size_t sent = 0, to_send = 0;  // for the push test
   uint64_t rx = 0;
   bool bad = false;
-  kcont done;  // sendfile completion; handoff mode: the adoption on CPU 0
+  kcont done;  // sendfile completion; handoff mode: the adoption on CPU 0;
+               // records mode: the sock_read_into completion
   int handoff_fd = -1;
+  // records mode: a 4-byte big-endian length, then that many bytes
+  uint8_t hdr[4] = {};
+  size_t hdr_have = 0;
+  std::vector<char> rec;
+  bool reading_into = false;
+  std::atomic<bool> stalled{false};  // reads nothing while set
+  bool junk = false;                 // records mode: accepted stalled; discards its bytes
 };
 
-enum class mode { echo, echo_close_on_bye, push, sink, sendfile, handoff, splice };
+enum class mode { echo, echo_close_on_bye, push, sink, sendfile, handoff, splice, records };
 
 struct server {
   sockpool *pool = nullptr;
@@ -56,6 +64,9 @@ struct server {
   std::atomic<int> sf_status{-1};
   std::atomic<int> closed{0}, errors{0}, accepted{0}, bad{0};
   std::atomic<bool> stall_first{false};  // conns[0] does not read while set
+  std::atomic<bool> stall_new{false};    // connections accepted now are stalled
+  std::atomic<int> reading_into{0};      // records mode: sock_read_into calls made
+  std::atomic<int> rx_status{-1};        // records mode: the last completion's status
   sockpool *adopt_pool = nullptr;        // handoff mode: CPU 0's pool
   std::atomic<int> upcalls_on_cpu0{0};
   uint16_t port = 0;
@@ -87,6 +98,61 @@ void sendfile_done(void *obj, void *env, int status) {
   }
 }
 
+// records mode: reads headers with sock_read and each record's body with
+// sock_read_into, checks it and answers with the length.
+void records_read(conn *c) {
+  server *srv = c->srv;
+  while (!c->reading_into && !c->stalled.load()) {
+    long n = sock_read(c->s, c->hdr + c->hdr_have, 4 - c->hdr_have);
+    if (n == -EAGAIN) return;
+    if (n <= 0) {  // EOF or -EBUSY (must not happen) or error
+      if (n != 0) srv->bad++;
+      sock_close(c->s);
+      srv->closed++;
+      return;
+    }
+    c->hdr_have += size_t(n);
+    if (c->hdr_have < 4) continue;
+    uint32_t len = uint32_t(c->hdr[0]) << 24 | uint32_t(c->hdr[1]) << 16 |
+                   uint32_t(c->hdr[2]) << 8 | c->hdr[3];
+    c->hdr_have = 0;
+    if (len > c->rec.capacity()) {  // reserved at start: no allocation here
+      srv->bad++;
+      sock_close(c->s);
+      srv->closed++;
+      return;
+    }
+    c->rec.assign(len, 0);
+    c->reading_into = true;
+    srv->reading_into++;
+    if (sock_read_into(c->s, c->rec.data(), len, &c->done) != 0) srv->bad++;
+  }
+}
+
+void records_done(void *obj, void *env, int status) {
+  auto *c = static_cast<conn *>(env);
+  server *srv = c->srv;
+  c->reading_into = false;
+  srv->rx_status = status;
+  if (status == ECANCELED) return;  // closed: the socket is gone
+  sock *s = static_cast<sock *>(obj);
+  if (status != 0) {
+    srv->errors++;
+    sock_close(s);
+    srv->closed++;
+    return;
+  }
+  for (size_t i = 0; i < c->rec.size(); i++)
+    if (uint8_t(c->rec[i]) != pattern(i)) {
+      srv->bad++;
+      break;
+    }
+  uint32_t len = uint32_t(c->rec.size());
+  uint8_t ack[4] = {uint8_t(len >> 24), uint8_t(len >> 16), uint8_t(len >> 8), uint8_t(len)};
+  if (sock_send(s, ack, 4) != 4) srv->bad++;
+  records_read(c);  // bytes queued meanwhile got no upcall
+}
+
 void conn_upcall(void *obj, void *env, int) {
   auto *c = static_cast<conn *>(env);
   sock *s = static_cast<sock *>(obj);
@@ -103,12 +169,19 @@ void conn_upcall(void *obj, void *env, int) {
     return;
   }
   if (srv->stall_first.load() && c == &srv->conns[0]) return;
+  if (srv->m == mode::records && !c->junk) {
+    if (ev & SOCK_ERROR) srv->errors++;
+    records_read(c);
+    return;
+  }
+  if (c->stalled.load()) return;
   if (srv->m == mode::handoff && kcont_current_cpu() == 0) srv->upcalls_on_cpu0++;
   if (srv->m == mode::splice) return;  // the splice moves the bytes
   char buf[4096];
   for (;;) {
     long n = sock_read(s, buf, sizeof buf);
     if (n > 0) {
+      if (srv->m == mode::records) continue;  // junk: discarded
       if (srv->m == mode::sink) {
         for (long i = 0; i < n; i++)
           if (uint8_t(buf[i]) != pattern(c->rx + uint64_t(i))) c->bad = true;
@@ -182,7 +255,11 @@ void listener_upcall(void *, void *env, int) {
       continue;
     }
     c->s = s;
+    c->stalled = srv->stall_new.load();
+    c->junk = c->stalled.load();
     kcont_init(&c->kc, conn_upcall, c, target::cpu_private_to(LVL_SOFTNET, kCpu));
+    if (srv->m == mode::records)
+      kcont_init(&c->done, records_done, c, target::at(LVL_SOFTNET, kind::interrupt, kCpu));
     ASSERT_EQ(sock_start(s, &c->kc), 0);
     srv->accepted++;
     if (srv->m == mode::push) {
@@ -216,6 +293,8 @@ class SockTest : public kctest::KcontTest {
     ASSERT_NE(srv_.pool, nullptr) << err;
     srv_.m = m;
     srv_.conns = std::vector<conn>(nconns);
+    if (m == mode::records)
+      for (auto &c : srv_.conns) c.rec.reserve(4u << 20);
     kcont_init(&srv_.lkc, listener_upcall, &srv_, target::at(LVL_SOFTNET, kind::interrupt, kCpu));
     int e = -1;
     on_cpu(kCpu, [&] {
@@ -652,4 +731,207 @@ TEST_F(SockTest, SendfileSendsAFileAfterQueuedBytesZeroCopy) {
   EXPECT_EQ(n, 4u + 100u);
   ASSERT_TRUE(eventually([&] { return srv_.sf_status.load() == ENODATA; }));
   close(fd);
+}
+
+namespace {
+
+// A record for records mode: a 4-byte big-endian length, then the pattern.
+std::vector<char> make_record(uint32_t len) {
+  std::vector<char> r(4 + size_t(len));
+  r[0] = char(len >> 24);
+  r[1] = char(len >> 16);
+  r[2] = char(len >> 8);
+  r[3] = char(len);
+  for (uint32_t i = 0; i < len; i++) r[4 + i] = char(pattern(i));
+  return r;
+}
+
+bool send_all(int fd, const char *p, size_t n) {
+  while (n) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    p += w;
+    n -= size_t(w);
+  }
+  return true;
+}
+
+}  // namespace
+
+// Records of every size class, pipelined on two connections: each body
+// arrives whole and in order whether it was queued in the pool's buffers,
+// received straight into the caller's memory, or both.
+TEST_F(SockTest, ReadIntoReceivesRecordsInOrderIntoCallerMemory) {
+  sockpool_config cfg;
+  cfg.nbufs = 16;
+  cfg.bufsize = 4096;
+  start_server(mode::records, 2, cfg);
+  const uint32_t sizes[] = {1, 4095, 4096, 4097, 65537, 1u << 20, (3u << 20) + 7, 2};
+  std::vector<std::thread> ts;
+  std::atomic<int> acks_ok{0};
+  for (int t = 0; t < 2; t++)
+    ts.emplace_back([&] {
+      int fd = client();
+      ASSERT_GE(fd, 0);
+      std::thread w([&] {
+        for (uint32_t len : sizes) {
+          auto r = make_record(len);
+          if (!send_all(fd, r.data(), r.size())) return;
+        }
+      });
+      for (uint32_t len : sizes) {
+        char ack[4];
+        if (!read_exact(fd, ack, 4)) break;
+        uint32_t got = uint32_t(uint8_t(ack[0])) << 24 | uint32_t(uint8_t(ack[1])) << 16 |
+                       uint32_t(uint8_t(ack[2])) << 8 | uint8_t(ack[3]);
+        if (got == len) acks_ok++;
+      }
+      w.join();
+      close(fd);
+    });
+  for (auto &t : ts) t.join();
+  EXPECT_EQ(acks_ok.load(), 2 * int(std::size(sizes)));
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 2; }));
+  EXPECT_EQ(srv_.bad.load(), 0);
+  EXPECT_EQ(srv_.errors.load(), 0);
+  // The 1 MiB and 3 MiB bodies cannot all have been queued (64 KiB of
+  // buffers): the rest went straight into the records.
+  EXPECT_GT(sockpool_get_stats(srv_.pool).rx_direct_bytes, 0u);
+}
+
+// Other sockets hold every receive buffer of the pool and read nothing; a
+// record whose length is known still arrives, received into its own memory.
+// With sock_read instead of sock_read_into its connection would wait for
+// buffers that never come back.
+TEST_F(SockTest, ReadIntoProgressesWhileOtherSocketsHoldEveryBuffer) {
+  sockpool_config cfg;
+  cfg.nbufs = 8;
+  cfg.bufsize = 4096;  // max_queued: 2 buffers; a stalled socket holds <= 3
+  start_server(mode::records, 8, cfg);
+  int a = client();
+  ASSERT_GE(a, 0);
+  const uint32_t len = 2u << 20;
+  auto r = make_record(len);
+  ASSERT_TRUE(send_all(a, r.data(), 4));  // the header alone
+  ASSERT_TRUE(eventually([&] { return srv_.reading_into.load() == 1; }));
+  // Four stalled connections fill the pool.
+  srv_.stall_new = true;
+  std::vector<int> stalled;
+  std::vector<char> junk(16384, 'j');
+  for (int i = 0; i < 4; i++) {
+    int fd = client();
+    ASSERT_GE(fd, 0);
+    stalled.push_back(fd);
+    ASSERT_EQ(send(fd, junk.data(), junk.size(), MSG_NOSIGNAL | MSG_DONTWAIT),
+              ssize_t(junk.size()));
+  }
+  ASSERT_TRUE(eventually([&] { return sockpool_get_stats(srv_.pool).buffers_queued == 8; }));
+  // The body: no buffer is free for it.
+  std::thread w([&] { send_all(a, r.data() + 4, len); });
+  char ack[4];
+  ASSERT_TRUE(read_exact(a, ack, 4)) << "the record never completed";
+  w.join();
+  EXPECT_EQ(uint32_t(uint8_t(ack[0])) << 24 | uint32_t(uint8_t(ack[1])) << 16 |
+                uint32_t(uint8_t(ack[2])) << 8 | uint8_t(ack[3]),
+            len);
+  EXPECT_EQ(srv_.rx_status.load(), 0);
+  EXPECT_EQ(sockpool_get_stats(srv_.pool).buffers_queued, 8u);  // still all held
+  EXPECT_GE(sockpool_get_stats(srv_.pool).rx_direct_bytes, len - 8 * 4096);
+  close(a);
+  // Let the stalled connections read and see their clients' EOF.
+  for (int fd : stalled) close(fd);
+  for (size_t i = 1; i <= stalled.size(); i++) {
+    conn *c = &srv_.conns[i];
+    c->stalled = false;
+    kctest::on_cpu(
+        kCpu, [&] { kcont_defer(&c->kc, c->s, 0); }, LVL_SOFTNET);
+  }
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 5; }));
+  EXPECT_EQ(srv_.bad.load(), 0);
+}
+
+// The stream ends before the record does: ENODATA.  The socket is closed
+// while a read waits: ECANCELED, and the completion does not touch it.
+TEST_F(SockTest, ReadIntoReportsAnEndedStreamAndAClose) {
+  start_server(mode::records, 2);
+  int a = client();
+  ASSERT_GE(a, 0);
+  auto r = make_record(1u << 20);
+  ASSERT_TRUE(send_all(a, r.data(), 4 + 1000));
+  shutdown(a, SHUT_WR);
+  ASSERT_TRUE(eventually([&] { return srv_.rx_status.load() == ENODATA; }));
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 1; }));
+  EXPECT_EQ(srv_.errors.load(), 1);  // records_done counts the short stream
+  close(a);
+
+  srv_.rx_status = -1;
+  int b = client();
+  ASSERT_GE(b, 0);
+  ASSERT_TRUE(send_all(b, r.data(), 4 + 1000));
+  ASSERT_TRUE(eventually([&] { return srv_.reading_into.load() == 2; }));
+  conn *c = &srv_.conns[1];
+  int busy = 0, again = 0, closed = -1;
+  kctest::on_cpu(
+      kCpu,
+      [&] {
+        char x;
+        busy = int(sock_read(c->s, &x, 1));
+        again = sock_read_into(c->s, &x, 1, &c->done);
+        closed = sock_close(c->s);
+      },
+      LVL_SOFTNET);
+  EXPECT_EQ(busy, -EBUSY);
+  EXPECT_EQ(again, EBUSY);
+  EXPECT_EQ(closed, 0);
+  srv_.closed++;
+  ASSERT_TRUE(eventually([&] { return srv_.rx_status.load() == ECANCELED; }));
+  close(b);
+  EXPECT_EQ(srv_.bad.load(), 0);
+}
+
+// A held socket arms no receive: while the other connection streams a
+// megabyte through the pool, the held one's 64 KiB wait in the kernel (one
+// receive in flight when it was held may bring a buffer); released, it
+// reads all of it.
+TEST_F(SockTest, AHeldSocketTakesNoMoreBuffers) {
+  sockpool_config cfg;
+  cfg.nbufs = 64;
+  cfg.bufsize = 4096;  // max_queued 64 KiB: unheld, the socket would queue it all
+  start_server(mode::sink, 2, cfg);
+  int a = client();
+  ASSERT_GE(a, 0);
+  ASSERT_TRUE(eventually([&] { return srv_.accepted.load() == 1; }));
+  conn *held = &srv_.conns[0];
+  int rc = -1;
+  kctest::on_cpu(
+      kCpu, [&] { rc = sock_hold(held->s, true); }, LVL_SOFTNET);
+  ASSERT_EQ(rc, 0);
+  srv_.stall_first = true;  // the sink would read it otherwise
+  std::vector<char> body(65536);
+  for (size_t i = 0; i < body.size(); i++) body[i] = char(pattern(i));
+  ASSERT_TRUE(send_all(a, body.data(), body.size()));
+  // Another connection streams 1 MiB through the pool meanwhile.
+  int b = client();
+  ASSERT_GE(b, 0);
+  std::vector<char> mb(1u << 20);
+  for (size_t i = 0; i < mb.size(); i++) mb[i] = char(pattern(i));
+  ASSERT_TRUE(send_all(b, mb.data(), mb.size()));
+  shutdown(b, SHUT_WR);
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 1; }));
+  EXPECT_EQ(srv_.conns[1].rx, mb.size());
+  size_t queued = 0;
+  kctest::on_cpu(
+      kCpu, [&] { queued = sock_readable(held->s); }, LVL_SOFTNET);
+  EXPECT_LE(queued, cfg.bufsize) << "a held socket kept receiving";
+  // Released: everything arrives.
+  srv_.stall_first = false;
+  kctest::on_cpu(
+      kCpu, [&] { rc = sock_hold(held->s, false); }, LVL_SOFTNET);
+  EXPECT_EQ(rc, 0);
+  shutdown(a, SHUT_WR);
+  ASSERT_TRUE(eventually([&] { return srv_.closed.load() == 2; }));
+  EXPECT_EQ(held->rx, body.size());
+  EXPECT_EQ(srv_.bad.load(), 0);
+  close(a);
+  close(b);
 }

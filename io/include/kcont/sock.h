@@ -55,10 +55,10 @@
 // any thread.  Everything else is for the pool's CPU: code running on its
 // dispatcher (kcont_in_interrupt() and kcont_current_cpu() == cfg.cpu --
 // ring completions, upcalls, any interrupt-kind continuation on that CPU).
-// Off it: sock_start, sock_shutdown, sock_close, sock_sendfile and
-// sock_splice return EPERM; sock_detach, sock_read and sock_send -EPERM;
-// sock_listen/connect/adopt nullptr with *err = EPERM; sock_accept nullptr
-// and sock_events 0 (nothing changed, no errno).  sock_error,
+// Off it: sock_start, sock_shutdown, sock_close, sock_sendfile,
+// sock_splice, sock_read_into and sock_hold return EPERM; sock_detach,
+// sock_read and sock_send -EPERM; sock_listen/connect/adopt nullptr with
+// *err = EPERM; sock_accept nullptr and sock_events 0 (nothing changed, no errno).  sock_error,
 // sock_readable, sock_send_space and sock_fd do not check: off the CPU they
 // read fields that CPU writes without synchronisation (a data race: stale
 // values, a descriptor that may be closed and reused) -- do not call them
@@ -109,20 +109,23 @@ struct sockpool_config {
 
 // Counters since sockpool_create, written by the pool's CPU (relaxed atomics).
 struct sockpool_stats {
-  uint64_t accepted = 0;   // connections a listener took into a slot, plus sock_adopt
-                           // successes (sock_detach takes nothing back)
-  uint64_t refused = 0;    // accepted connections closed at once: no free slot (or
-                           // the listener was closing)
-  uint64_t connected = 0;  // sock_connect that succeeded
-  uint64_t closed = 0;     // slots freed by teardown (also a listen/connect that got
-                           // a slot but no ring entry); not sock_detach
-  uint64_t rx_bytes = 0;   // bytes received into the pool's buffers (not spliced bytes)
-  uint64_t tx_bytes = 0;   // bytes written to sockets: sends, sendfile and splice
-  uint64_t rearms = 0;     // receive re-arms: after each receive completion, when
-                           // buffers came back to a starved socket, when a throttle ended
-  uint64_t enobufs = 0;    // receives that ended with ENOBUFS (pool out of buffers)
-  uint64_t throttles = 0;  // receives stopped at max_queued
-  uint32_t in_use = 0;     // slots in use now (current value, not a counter)
+  uint64_t accepted = 0;         // connections a listener took into a slot, plus sock_adopt
+                                 // successes (sock_detach takes nothing back)
+  uint64_t refused = 0;          // accepted connections closed at once: no free slot (or
+                                 // the listener was closing)
+  uint64_t connected = 0;        // sock_connect that succeeded
+  uint64_t closed = 0;           // slots freed by teardown (also a listen/connect that got
+                                 // a slot but no ring entry); not sock_detach
+  uint64_t rx_bytes = 0;         // bytes received into the pool's buffers (not spliced bytes)
+  uint64_t tx_bytes = 0;         // bytes written to sockets: sends, sendfile and splice
+  uint64_t rearms = 0;           // receive re-arms: after each receive completion, when
+                                 // buffers came back to a starved socket, when a throttle ended
+  uint64_t enobufs = 0;          // receives that ended with ENOBUFS (pool out of buffers)
+  uint64_t throttles = 0;        // receives stopped at max_queued
+  uint32_t in_use = 0;           // slots in use now (current value, not a counter)
+  uint64_t rx_direct_bytes = 0;  // bytes received straight into caller memory
+                                 // (sock_read_into), not counted in rx_bytes
+  uint32_t buffers_queued = 0;   // receive buffers holding unread data now (of nbufs)
 };
 
 // Creates a pool on cfg.cpu: allocates everything and registers the receive
@@ -199,13 +202,41 @@ int sock_error(sock *s);
 
 // Copies up to n received bytes; returns the count, 0 at end of file (EOF
 // seen and nothing queued), -EAGAIN when nothing is queued (also after an
-// error: see sock_error), or -EPERM (null socket or off the pool's CPU).
-// Pool CPU.
+// error: see sock_error), -EBUSY while a sock_read_into runs, or -EPERM
+// (null socket or off the pool's CPU).  Pool CPU.
 long sock_read(sock *s, void *dst, size_t n);
 
 // Bytes received and not yet read; 0 for a null socket.  Pool CPU only; not
 // checked (elsewhere: a data race).
 size_t sock_readable(sock *s);
+
+// Reads exactly n bytes of the stream into dst, which must stay valid and
+// untouched until `done` runs: bytes already queued are copied at once, the
+// rest the kernel receives straight into dst (one io_uring receive with
+// MSG_WAITALL, once any pool receive in flight has completed) -- no receive
+// buffer of the pool is used for it, so it progresses while the pool's
+// buffers are all taken by other sockets, and the bytes are copied once.
+// `done` (not null) is then deferred with (sock, status): 0 when all n bytes
+// are in dst, ENODATA if the stream ended first, ECANCELED if the socket was
+// closed meanwhile (`done` must not touch it then), EAGAIN if the ring had
+// no free entry, or the socket's error.  On a status other than 0 the
+// number of bytes that arrived is unknown: close the socket.  While it runs,
+// sock_read returns -EBUSY and no SOCK_READABLE upcall is made (SOCK_EOF
+// and SOCK_ERROR still are); the pool's receive resumes when it ends.
+// Returns 0, EPERM (null socket or off the pool's CPU), EINVAL (a listener,
+// a splice source, no `done`, n == 0), EBUSY (one is running) or EPIPE
+// (closing).  Pool CPU.
+int sock_read_into(sock *s, void *dst, size_t n, kcont *done);
+
+// hold = true: no receive is armed for the socket from now on, so it takes
+// no more of the pool's receive buffers (a receive already in flight still
+// completes: at most one more buffer); unread data waits in the kernel and
+// TCP pushes back on the peer.  For a reader that cannot take more data for
+// a while (e.g. it waits for memory) and must not starve the pool's other
+// sockets.  hold = false receives again.  Queued bytes stay readable either
+// way.  Returns 0, EPERM (null socket or off the pool's CPU) or EINVAL (a
+// listener).  Pool CPU.
+int sock_hold(sock *s, bool hold);
 
 // Queues up to n bytes for sending; returns how many were accepted (less
 // than n when the send buffer is full: wait for SOCK_WRITABLE; 0 while a
