@@ -123,7 +123,14 @@ struct kconn {
   uint32_t last_active = 0;  // epoch of the last byte read or sent
   uint32_t rec_start = 0;    // epoch the record being read began
   bool big = false;          // some slot may hold a charge
-  bool mem_waiting = false;  // waits for the budget to read on (kcpu::mem_waiters)
+  bool mem_waiting = false;  // waits for the budget to read on (kcpu::mem_waiters);
+                             // its socket is held meanwhile (sock_hold)
+  // A charged record's body is received straight into its slot
+  // (sock_read_into): rx_kc runs when rx_len bytes are there.  Counted in
+  // `busy`: the slot's memory is the kernel's until then.
+  kcont rx_kc;
+  bool receiving = false;
+  size_t rx_len = 0;
   void *mem = nullptr;
   size_t mem_len = 0;
 };
@@ -214,6 +221,7 @@ void run_on_cpu(int cpu, const std::function<void()> &fn) {
 void conn_upcall(void *obj, void *env, int status);
 void slot_continue(void *obj, void *env, int status);
 void read_records(kconn *c);
+void record_received(void *obj, void *env, int status);
 void pump(kconn *c);
 
 // Allocates a connection object's slots and maps its buffers (address
@@ -240,6 +248,8 @@ bool conn_alloc(kconn *c, kcpu *k) {
     kcont_init(&s.kc, slot_continue, &s, target::at(LVL_SOFTNET, kind::interrupt, int16_t(k->cpu)));
   }
   kcont_init(&c->upcall, conn_upcall, c, target::at(LVL_SOFTNET, kind::interrupt, int16_t(k->cpu)));
+  kcont_init(&c->rx_kc, record_received, c,
+             target::at(LVL_SOFTNET, kind::interrupt, int16_t(k->cpu)));
   return true;
 }
 
@@ -255,6 +265,7 @@ bool conn_setup(kconn *c, kcpu *k) {
   c->busy = 0;
   c->eof = false;
   c->sending = false;
+  c->receiving = false;
   c->active = true;
   return true;
 }
@@ -390,8 +401,11 @@ void sweep(void *, void *env, int) {
   uint32_t now = ++k->epoch;
   for (auto &c : k->conns) {
     if (!c.active || !c.s) continue;
-    if (t->record_epochs_ && ((mid_record(&c) && now - c.rec_start > t->record_epochs_) ||
-                              (c.sq_head && now - c.sq_head->ready_at > t->record_epochs_)))
+    // A record waiting for memory is not the client's slowness: its clock
+    // restarts when it is charged (charge_record).
+    if (t->record_epochs_ &&
+        ((mid_record(&c) && !c.mem_waiting && now - c.rec_start > t->record_epochs_) ||
+         (c.sq_head && now - c.sq_head->ready_at > t->record_epochs_)))
       close_now(&c, &t->counters_.closed_stalled);
     else if (t->idle_epochs_ && quiet(&c) && now - c.last_active > t->idle_epochs_)
       close_now(&c, &t->counters_.closed_idle);
@@ -654,13 +668,16 @@ void start_request(kslot *s) {
 }
 
 // The record being read into c->cur announces `need` bytes beyond
-// SLOT_KEEP: charges what the slot lacks, or makes c wait for memory (its
-// socket left unread) and gives back what its idle slots hold.  False: c
+// SLOT_KEEP: charges what the slot lacks, or makes c wait for memory and
+// gives back what its idle slots hold.  A waiting connection's socket is
+// held (sock_hold): it takes no more of the CPU's receive buffers, which
+// the connections that are charged or read small records need.  False: c
 // waits; mem_available resumes it.
 bool charge_record(kconn *c, size_t need) {
   kcpu *k = c->cpu;
   size_t more = need - c->cur->charged;
-  bool charged = !c->mem_waiting && k->t->mem_.charge(more);  // the usual case
+  bool at_once = !c->mem_waiting && k->t->mem_.charge(more);  // the usual case
+  bool charged = at_once;
   if (!charged) {
     // Counted on the CPU before the budget sees the waiter, so that a
     // wake-up that sees the waiter also finds this CPU.
@@ -671,15 +688,44 @@ bool charge_record(kconn *c, size_t need) {
   if (charged) {
     c->cur->charged = need;
     c->big = true;
+    if (!at_once) {
+      sock_hold(c->s, false);
+      c->rec_start = k->epoch;  // the record's clock restarts
+    }
     return true;
   }
+  sock_hold(c->s, true);
   for (kslot *s : c->free_slots) trim_slot(s);
   return false;
 }
 
+// n bytes arrived where c->rd.want() said: a complete record starts its
+// request.  False: the stream is bad (c->eof set).
+bool take_bytes(kconn *c, size_t n) {
+  kcont_transport *t = c->cpu->t;
+  c->last_active = c->cpu->epoch;
+  auto r = c->rd.commit(n);
+  if (r == record_reader::too_big || r == record_reader::bad_fragment) {
+    t->srv_.stats.bad_records.fetch_add(1, std::memory_order_relaxed);
+    c->eof = true;
+    return false;
+  }
+  if (r == record_reader::record) {
+    kslot *s = c->cur;
+    c->cur = nullptr;
+    s->r.len = c->rd.length();
+    start_request(s);
+  }
+  return true;
+}
+
+// A charged record's fragment body at least this large and not yet queued
+// is received straight into the slot (sock_read_into).
+constexpr size_t READ_INTO_MIN = 16 * 1024;
+
 void read_records(kconn *c) {
   kcont_transport *t = c->cpu->t;
-  while (!c->eof && c->s) {
+  while (!c->eof && c->s && !c->receiving) {
     if (!c->cur) {
       if (c->free_slots.empty()) return;  // back-pressure: resumes on release
       c->cur = c->free_slots.back();
@@ -691,32 +737,49 @@ void read_records(kconn *c) {
     size_t want;
     uint8_t *p = c->rd.want(&want);
     bool was_idle = c->rd.idle();
+    if (c->cur->charged && want >= READ_INTO_MIN && want > sock_readable(c->s)) {
+      // The body of a large record: what is queued, then the rest received
+      // into the slot by the kernel -- no receive buffer of the CPU's pool,
+      // so a charged record always completes, however many connections
+      // hold the pool's buffers while they wait for memory.
+      if (sock_read_into(c->s, p, want, &c->rx_kc) != 0) {
+        c->eof = true;
+        break;
+      }
+      c->receiving = true;
+      c->rx_len = want;
+      c->busy++;
+      return;
+    }
     long n = sock_read(c->s, p, want);
     if (n == -EAGAIN) return;
     if (n <= 0) {
       c->eof = true;
       break;
     }
-    c->last_active = c->cpu->epoch;
     if (was_idle) c->rec_start = c->cpu->epoch;
-    auto r = c->rd.commit(size_t(n));
-    if (r == record_reader::too_big || r == record_reader::bad_fragment) {
-      t->srv_.stats.bad_records.fetch_add(1, std::memory_order_relaxed);
-      c->eof = true;
-      break;
-    }
-    if (r == record_reader::record) {
-      kslot *s = c->cur;
-      c->cur = nullptr;
-      s->r.len = c->rd.length();
-      start_request(s);
-    }
+    if (!take_bytes(c, size_t(n))) break;
   }
   if (c->eof && c->cur) {
     c->free_slots.push_back(c->cur);
     c->cur = nullptr;
   }
   if (c->eof) stop_mem_wait(c);
+}
+
+// sock_read_into's continuation: the body is in the slot (status 0), or
+// the stream ended or failed (the connection goes), or the socket was
+// closed (ECANCELED: c closes; the slot's memory is ours again).
+void record_received(void *, void *env, int status) {
+  auto *c = static_cast<kconn *>(env);
+  c->receiving = false;
+  c->busy--;
+  if (status == 0 && c->active && c->s && !c->eof)
+    take_bytes(c, c->rx_len);
+  else
+    c->eof = true;
+  read_records(c);
+  maybe_close(c);
 }
 
 // Memory was given back while connections of this CPU waited for it: they
@@ -942,6 +1005,7 @@ uint32_t kcont_transport::stop() {
     for (auto &c : k->conns) {
       if (!c.mem) continue;
       kcont_drain(&c.upcall);
+      kcont_drain(&c.rx_kc);
       for (auto &s : c.slots) kcont_drain(&s.kc);
     }
     if (sockpool_get_stats(k->pool).in_use == 0) sockpool_destroy(k->pool);

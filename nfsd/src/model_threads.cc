@@ -412,14 +412,19 @@ void threads_transport::reader(tconn *c) {
         rd.begin(cur->buf, srv_.cfg.max_record);
       }
       size_t need = cur ? beyond_keep(rd.announced()) : 0;
+      bool was_waiting = c->mem_waiting;
       bool room = !cur || need <= cur->charged || charge_record(c, cur, need);
+      // Waiting for memory is not the client's slowness: the record's
+      // clock stops meanwhile and restarts when it is charged.
+      if (was_waiting && room) rec_start = mono_ms();
       if (cur && !eof && room) events |= POLLIN;
       if (c->sq_head) {
         events |= POLLOUT;
         if (cfg_.record_timeout_ms) nearest(c->sq_head->ready_ms + cfg_.record_timeout_ms);
       }
       bool mid = cur && !rd.idle();
-      if (mid && cfg_.record_timeout_ms) nearest(rec_start + cfg_.record_timeout_ms);
+      if (mid && cfg_.record_timeout_ms && !c->mem_waiting)
+        nearest(rec_start + cfg_.record_timeout_ms);
       bool quiet = !eof && !mid && c->in_flight == 0;
       c->quiet.store(quiet);
       int64_t last = c->last_active_ms.load(std::memory_order_relaxed);
