@@ -33,6 +33,9 @@ namespace kc {
 namespace {
 constexpr uint16_t NO_BUF = 0xffff;
 constexpr uint16_t BGID_BASE = 0x4b00;
+// At most this many iovecs of queued sock_sendv requests go in one sendmsg
+// (small replies queued while a send is in flight leave together).
+constexpr unsigned SENDV_GATHER = 32;
 std::atomic<uint16_t> g_next_bgid{0};
 }  // namespace
 
@@ -79,7 +82,14 @@ struct sock {
   // send buffer (circular)
   char *sbuf = nullptr;
   uint32_t shead = 0, slen = 0;
-  bool send_inflight = false;
+  bool send_inflight = false;  // a send (of the buffer or of sendv requests) is in flight
+  // sock_sendv requests, FIFO; sent after the send buffer, before a
+  // transfer queued later.  viov/vmsg: the sendmsg in flight.
+  sock_sendv_req *vq_head = nullptr, *vq_tail = nullptr;
+  bool vq_inflight = false;
+  iovec viov[SENDV_GATHER];
+  msghdr vmsg{};
+  completion vq_comp;
   // listener: accepted, not yet taken
   sock *acc_head = nullptr, *acc_tail = nullptr, *acc_next = nullptr;
   sockaddr_storage peer{};
@@ -198,6 +208,7 @@ void arm_recv(sock *s) {
 
 void maybe_teardown(sock *s);
 void send_more(sock *s);
+void send_vq(sock *s);
 void xfer_step(sock *s);
 
 // One splice moves up to this much (the pipe is grown to it; 1 MiB is
@@ -280,6 +291,83 @@ void xfer_step(sock *s) {
   s->ops++;
 }
 
+// Ends every queued sendv request with `status` (the socket failed or was
+// aborted: their bytes will never be sent).
+void fail_vq(sock *s, int status) {
+  while (sock_sendv_req *r = s->vq_head) {
+    s->vq_head = r->next_;
+    r->next_ = nullptr;
+    if (r->done_) kcont_defer(r->done_, s, status);
+  }
+  s->vq_tail = nullptr;
+}
+
+// One sendmsg of what the queued sendv requests still hold (several
+// requests' iovecs gathered, up to SENDV_GATHER).
+void send_vq(sock *s) {
+  unsigned n = 0;
+  for (sock_sendv_req *r = s->vq_head; r && n < SENDV_GATHER; r = r->next_) {
+    size_t skip = r->sent_;
+    for (unsigned i = 0; i < r->iovcnt && n < SENDV_GATHER; i++) {
+      size_t len = r->iov[i].iov_len;
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      s->viov[n].iov_base = static_cast<char *>(r->iov[i].iov_base) + skip;
+      s->viov[n].iov_len = len - skip;
+      skip = 0;
+      n++;
+    }
+  }
+  if (n == 0) return;
+  io_uring_sqe *sqe = kcont_ring_sqe();
+  if (!sqe) return;  // the next completion or call retries
+  s->vmsg = msghdr{};
+  s->vmsg.msg_iov = s->viov;
+  s->vmsg.msg_iovlen = n;
+  io_uring_prep_sendmsg(sqe, s->fd, &s->vmsg, MSG_NOSIGNAL);
+  io_uring_sqe_set_data(sqe, &s->vq_comp);
+  s->send_inflight = true;
+  s->vq_inflight = true;
+  s->ops++;
+}
+
+void vq_done(completion *c, int res, uint32_t) {
+  sock *s = from_comp(c, &sock::vq_comp);
+  s->ops--;
+  s->send_inflight = false;
+  s->vq_inflight = false;
+  if (res < 0) {
+    if (!s->error) s->error = -res;
+    fail_vq(s, -res);
+    notify(s, SOCK_ERROR);
+  } else {
+    s->pool->tx.fetch_add(uint64_t(res), std::memory_order_relaxed);
+    size_t left = size_t(res);
+    // Requests wholly sent are done: the kernel has copied their bytes.
+    while (sock_sendv_req *r = s->vq_head) {
+      size_t rest = r->len_ - r->sent_;
+      if (left < rest) {
+        r->sent_ += left;
+        break;
+      }
+      left -= rest;
+      s->vq_head = r->next_;
+      if (!s->vq_head) s->vq_tail = nullptr;
+      r->next_ = nullptr;
+      if (r->done_) kcont_defer(r->done_, s, 0);
+    }
+    if (s->error) fail_vq(s, ECANCELED);  // aborted meanwhile
+    if (!s->vq_head && s->wants_writable && !s->closing && !s->xfer) {
+      s->wants_writable = false;
+      notify(s, SOCK_WRITABLE);
+    }
+  }
+  send_more(s);
+  maybe_teardown(s);
+}
+
 void send_done(completion *c, int res, uint32_t) {
   sock *s = from_comp(c, &sock::send_comp);
   s->ops--;
@@ -326,13 +414,17 @@ void send_more(sock *s) {
     // A sendfile owns the socket's byte stream once the buffer drained (a
     // splice also waits for its source's last receive to complete).
     bool src_quiet = !s->xfer_src || (!s->xfer_src->recv_armed && s->xfer_src->readable == 0);
-    if (s->slen == 0 && !s->xfer_started && src_quiet) {
+    if (s->slen == 0 && !s->vq_head && !s->xfer_started && src_quiet) {
       s->xfer_started = true;
       xfer_step(s);
     }
     if (s->xfer_started) return;
   }
   if (s->slen == 0) {
+    if (s->vq_head) {  // the send buffer is out: the sendv requests follow
+      if (!s->error) send_vq(s);
+      return;
+    }
     // Not while a sendfile/splice is queued: it owns the stream's tail
     // (xfer_finish calls us again).
     if (s->shut_wr && !s->shut_done && !s->xfer) {
@@ -370,7 +462,8 @@ void free_slot(sock *s) {
 
 void maybe_teardown(sock *s) {
   if (!s->closing || s->ops > 0 || s->send_inflight) return;
-  if (s->slen > 0 && !s->error && s->fd >= 0) return;  // queued data still to send
+  if ((s->slen > 0 || s->vq_head) && !s->error && s->fd >= 0) return;  // still to send
+  fail_vq(s, ECANCELED);                                               // never sent (failed)
   // Accepted connections nobody took die with their listener.
   while (sock *a = s->acc_head) {
     s->acc_head = a->acc_next;
@@ -547,8 +640,9 @@ sock *take_slot(sockpool *p) {
   char *sbuf = s->sbuf;
   sockpool *pool = s->pool;
   completion rc = s->recv_comp, sc = s->send_comp, ac = s->aux_comp, xc = s->xfer_comp,
-             xr = s->rx_comp;
+             xr = s->rx_comp, vc = s->vq_comp;
   *s = sock{};
+  s->vq_comp = vc;
   s->xfer_comp = xc;
   s->rx_comp = xr;
   s->sbuf = sbuf;
@@ -731,6 +825,7 @@ sockpool *sockpool_create(const sockpool_config &cfg, std::string *err) {
     s.aux_comp = completion{accept_done, LVL_NET};
     s.xfer_comp = completion{xfer_done_fn, LVL_NET};
     s.rx_comp = completion{rx_done_fn, LVL_NET};
+    s.vq_comp = completion{vq_done, LVL_NET};
     p->free[i] = &p->socks[cfg.nsocks - 1 - i];
   }
   p->nfree = cfg.nsocks;
@@ -920,7 +1015,7 @@ long sock_send(sock *s, const void *src, size_t n) {
   if (!s || !on_pool_cpu(s->pool)) return -EPERM;
   if (s->error) return -s->error;
   if (s->shut_wr || s->closing) return -EPIPE;
-  if (s->xfer) {  // bytes queued now must follow the file: wait for it
+  if (s->xfer || s->vq_head) {  // bytes queued now must follow them: wait
     s->wants_writable = true;
     return 0;
   }
@@ -938,6 +1033,29 @@ long sock_send(sock *s, const void *src, size_t n) {
   if (done < n) s->wants_writable = true;
   if (!s->connecting) send_more(s);
   return long(done);
+}
+
+int sock_sendv(sock *s, sock_sendv_req *r, kcont *done) {
+  if (!s || !on_pool_cpu(s->pool)) return EPERM;
+  if (!r || r->iovcnt == 0 || r->iovcnt > SOCK_SENDV_MAX_IOV || (!r->iov && r->iovcnt))
+    return EINVAL;
+  if (s->error) return s->error;
+  if (s->shut_wr || s->closing || s->listening || s->fd < 0) return EPIPE;
+  if (s->xfer) return EBUSY;
+  size_t len = 0;
+  for (unsigned i = 0; i < r->iovcnt; i++) len += r->iov[i].iov_len;
+  if (len == 0) return EINVAL;
+  r->len_ = len;
+  r->sent_ = 0;
+  r->done_ = done;
+  r->next_ = nullptr;
+  if (s->vq_tail)
+    s->vq_tail->next_ = r;
+  else
+    s->vq_head = r;
+  s->vq_tail = r;
+  if (!s->connecting) send_more(s);
+  return 0;
 }
 
 size_t sock_send_space(sock *s) { return s ? s->pool->cfg.sndbuf - s->slen : 0; }
@@ -965,7 +1083,10 @@ int sock_close(sock *s) {
   if (s->listening || s->connecting) cancel_op(&s->aux_comp);
   // Nothing to flush (a send in flight still owns its bytes: send_done
   // drops the rest once it ends).
-  if ((s->listening || s->error) && !s->send_inflight) s->slen = 0;
+  if ((s->listening || s->error) && !s->send_inflight) {
+    s->slen = 0;
+    fail_vq(s, ECANCELED);
+  }
   if (s->xfer && !s->xfer_started) xfer_finish(s, ECANCELED);
   if (s->xfer && s->xfer_started) cancel_op(&s->xfer_comp);    // may block on a socket source
   if (s->splice_to && s->fd >= 0) ::shutdown(s->fd, SHUT_RD);  // its splice sees EOF
@@ -984,7 +1105,10 @@ int sock_abort(sock *s) {
     setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     ::shutdown(s->fd, SHUT_RDWR);
   }
-  if (!s->send_inflight) s->slen = 0;
+  if (!s->send_inflight) {
+    s->slen = 0;
+    fail_vq(s, ECANCELED);
+  }
   if (!s->closing) return sock_close(s);
   maybe_teardown(s);
   return 0;

@@ -48,7 +48,7 @@ struct conn {
   bool junk = false;                 // records mode: accepted stalled; discards its bytes
 };
 
-enum class mode { echo, echo_close_on_bye, push, sink, sendfile, handoff, splice, records };
+enum class mode { echo, echo_close_on_bye, push, sink, sendfile, handoff, splice, records, sendv };
 
 struct server {
   sockpool *pool = nullptr;
@@ -67,7 +67,22 @@ struct server {
   std::atomic<bool> stall_new{false};    // connections accepted now are stalled
   std::atomic<int> reading_into{0};      // records mode: sock_read_into calls made
   std::atomic<int> rx_status{-1};        // records mode: the last completion's status
-  sockpool *adopt_pool = nullptr;        // handoff mode: CPU 0's pool
+  // sendv mode: two requests of caller memory between buffered bytes and a
+  // file; their completions' statuses in the order they ran.
+  std::vector<char> vmem;
+  iovec viov[4] = {};
+  sock_sendv_req vreq[2];
+  kcont vdone[2];
+  std::atomic<int> vstatus[3] = {-1, -1, -1};  // [2]: the sendfile's
+  std::atomic<int> vorder{0};
+  std::atomic<int> vseen[3] = {-1, -1, -1};  // which completion ran 1st, 2nd, 3rd
+  std::atomic<long> send_while_queued{-99};
+  bool vabort = false;  // abort instead of the file: the requests never all go
+  struct vctx_t {
+    server *srv;
+    int which;
+  } vctx[3] = {{this, 0}, {this, 1}, {this, 2}};
+  sockpool *adopt_pool = nullptr;  // handoff mode: CPU 0's pool
   std::atomic<int> upcalls_on_cpu0{0};
   uint16_t port = 0;
 };
@@ -206,6 +221,21 @@ void conn_upcall(void *obj, void *env, int) {
   }
 }
 
+// sendv mode: a request's (or the file's) completion.
+void sendv_done(void *obj, void *env, int status) {
+  auto *ctx = static_cast<server::vctx_t *>(env);
+  server *srv = ctx->srv;
+  int which = ctx->which;
+  (void)obj;
+  srv->vstatus[which] = status;
+  int n = srv->vorder.fetch_add(1);
+  if (n < 3) srv->vseen[n] = which;
+  if (which == 2 && status != ECANCELED) {
+    sock_close(srv->conns[0].s);
+    srv->closed++;
+  }
+}
+
 // splice mode: conns[0] -> conns[1] ended; pass EOF on and close both.
 void splice_done(void *, void *env, int status) {
   auto *c = static_cast<conn *>(env);
@@ -272,6 +302,32 @@ void listener_upcall(void *, void *env, int) {
       ASSERT_EQ(sock_splice(srv->conns[0].s, s, &c->done), 0);
       EXPECT_EQ(sock_splice(srv->conns[0].s, s, nullptr), EBUSY);
       EXPECT_EQ(sock_send(s, "x", 1), 0);  // the splice owns the stream
+    }
+    if (srv->m == mode::sendv) {
+      // "HDR\n" through the buffer, request 0 (three iovecs), request 1
+      // (one), then the file: the client must see exactly that.
+      ASSERT_EQ(sock_send(s, "HDR\n", 4), 4);
+      char *m = srv->vmem.data();
+      size_t third = (srv->vmem.size() - 1000) / 3;
+      srv->viov[0] = {m, third};
+      srv->viov[1] = {m + third, third};
+      srv->viov[2] = {m + 2 * third, srv->vmem.size() - 1000 - 2 * third};
+      srv->viov[3] = {m + srv->vmem.size() - 1000, 1000};
+      srv->vreq[0].iov = &srv->viov[0];
+      srv->vreq[0].iovcnt = 3;
+      srv->vreq[1].iov = &srv->viov[3];
+      srv->vreq[1].iovcnt = 1;
+      for (int k = 0; k < 2; k++) ASSERT_EQ(sock_sendv(s, &srv->vreq[k], &srv->vdone[k]), 0);
+      srv->send_while_queued = sock_send(s, "x", 1);  // must wait behind them
+      if (srv->vabort) {
+        sock_abort(s);
+        srv->closed++;
+      } else {
+        kcont_init(&c->done, sendv_done, &srv->vctx[2],
+                   target::at(LVL_SOFTNET, kind::interrupt, kCpu));
+        ASSERT_EQ(sock_sendfile(s, srv->file_fd, 0, srv->file_len, &c->done), 0);
+        EXPECT_EQ(sock_sendv(s, &srv->vreq[0], nullptr), EBUSY);  // the file owns the tail
+      }
     }
     if (srv->m == mode::sendfile) {
       // A header through the send buffer, then the file, in that order.
@@ -934,4 +990,63 @@ TEST_F(SockTest, AHeldSocketTakesNoMoreBuffers) {
   EXPECT_EQ(srv_.bad.load(), 0);
   close(a);
   close(b);
+}
+
+// Buffered bytes, two requests of caller memory and a file leave in the
+// order they were queued; sock_send waits behind the requests, a request
+// cannot be queued behind the file, and each completion runs once its bytes
+// are the kernel's -- the requests' before the file's.
+TEST_F(SockTest, SendvSendsCallerMemoryInOrderBetweenBufferAndFile) {
+  char path[] = "/tmp/kcont-sendv-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  unlink(path);
+  std::vector<char> file(300000);
+  for (size_t i = 0; i < file.size(); i++) file[i] = char(i * 7 + 3);
+  ASSERT_EQ(write(fd, file.data(), file.size()), ssize_t(file.size()));
+  srv_.file_fd = fd;
+  srv_.file_len = file.size();
+  srv_.vmem.resize((2u << 20) + 1000);
+  for (size_t i = 0; i < srv_.vmem.size(); i++) srv_.vmem[i] = char(pattern(i));
+  for (int k = 0; k < 2; k++)
+    kcont_init(&srv_.vdone[k], sendv_done, &srv_.vctx[k],
+               target::at(LVL_SOFTNET, kind::interrupt, kCpu));
+  start_server(mode::sendv, 1);
+  int a = client();
+  ASSERT_GE(a, 0);
+  std::vector<char> got(4 + srv_.vmem.size() + file.size());
+  ASSERT_TRUE(read_exact(a, got.data(), got.size()));
+  char extra;
+  EXPECT_EQ(recv(a, &extra, 1, 0), 0) << "bytes after the file (sock_send did not wait?)";
+  close(a);
+  EXPECT_EQ(std::memcmp(got.data(), "HDR\n", 4), 0);
+  EXPECT_EQ(std::memcmp(got.data() + 4, srv_.vmem.data(), srv_.vmem.size()), 0);
+  EXPECT_EQ(std::memcmp(got.data() + 4 + srv_.vmem.size(), file.data(), file.size()), 0);
+  ASSERT_TRUE(eventually([&] { return srv_.vorder.load() == 3; }));
+  EXPECT_EQ(srv_.send_while_queued.load(), 0);
+  for (int k = 0; k < 3; k++) EXPECT_EQ(srv_.vstatus[k].load(), 0) << k;
+  EXPECT_EQ(srv_.vseen[0].load(), 0);
+  EXPECT_EQ(srv_.vseen[1].load(), 1);
+  EXPECT_EQ(srv_.vseen[2].load(), 2);
+  for (auto &k : srv_.vdone) kcont_drain(&k);
+  close(fd);
+}
+
+// Aborted with requests queued (the peer reads nothing, so 2 MiB cannot
+// all be the kernel's): every request completes, the unsent with a
+// nonzero status, and the socket is torn down.
+TEST_F(SockTest, SendvRequestsOfAnAbortedSocketComplete) {
+  srv_.vabort = true;
+  srv_.vmem.resize((2u << 20) + 1000, 'v');
+  for (int k = 0; k < 2; k++)
+    kcont_init(&srv_.vdone[k], sendv_done, &srv_.vctx[k],
+               target::at(LVL_SOFTNET, kind::interrupt, kCpu));
+  start_server(mode::sendv, 1);
+  int a = client();
+  ASSERT_GE(a, 0);
+  ASSERT_TRUE(eventually([&] { return srv_.vorder.load() == 2; }));
+  EXPECT_NE(srv_.vstatus[1].load(), 0);   // 1000 bytes behind 2 MiB nobody read
+  EXPECT_EQ(srv_.vstatus[2].load(), -1);  // no file was queued
+  close(a);
+  for (auto &k : srv_.vdone) kcont_drain(&k);
 }

@@ -20,10 +20,12 @@
 //        buffer, fsync) or runs it in thread context on its own workqueue
 //     -> the slot's continuation, back at softnet on the connection's CPU,
 //        runs call_end, which encodes the reply
-//   -> reply queued on the connection; the pump writes it with sock_send
-//      (then READ data from its buffer, or sock_sendfile for a file
-//      extent), waits for SOCK_WRITABLE when the send buffer is full, and
-//      releases the slot, which resumes reading if the connection was
+//   -> reply queued on the connection; the pump hands it to the socket
+//      with sock_sendv straight from the slot's reply buffer (and READ data
+//      from its buffer), or the reply buffer then sock_sendfile for a file
+//      extent -- nothing is copied into a send buffer; replies queued
+//      together leave in one sendmsg -- and the slot is released when the
+//      kernel holds its bytes, which resumes reading if the connection was
 //      stalled for lack of slots (back-pressure).
 //
 // Limits (conn_limits.h): CPU 0 counts each accepted connection against its
@@ -75,7 +77,7 @@ namespace {
 class kcont_transport;
 struct kconn;
 
-enum class stage : uint8_t { idle, vfs, sending_file };
+enum class stage : uint8_t { idle, vfs, sending, sending_file };
 
 struct kslot {
   kconn *conn = nullptr;
@@ -84,13 +86,14 @@ struct kslot {
   request r;
   serve_result result = serve_result::reply;
   stage st = stage::idle;
-  kcont kc;  // softnet on the connection's CPU: the VFS and sendfile end here
+  kcont kc;  // softnet on the connection's CPU: the VFS, the send and sendfile end here
   nfs_call call;
-  // Sending: the reply buffer, then READ data (a buffer or a file extent),
-  // then the XDR padding.
-  size_t tail_sent = 0;
-  size_t sent = 0;
-  bool file_sent = false;
+  // Sending: the reply buffer, READ data from its buffer and the XDR
+  // padding in one sock_sendv request -- or, for a file extent, the reply
+  // buffer, then sock_sendfile, then the padding (pad_req).
+  iovec iov[3] = {};
+  sock_sendv_req sreq, pad_req;
+  bool handed = false;    // its sends are queued on the socket
   uint32_t ready_at = 0;  // epoch the reply was queued
   size_t charged = 0;     // request buffer bytes beyond SLOT_KEEP charged to the budget
   kslot *next = nullptr;
@@ -114,11 +117,13 @@ struct kconn {
   kslot *cur = nullptr;  // slot the reader fills
   std::vector<kslot> slots;
   std::vector<kslot *> free_slots;
-  kslot *sq_head = nullptr, *sq_tail = nullptr;
+  // Replies not yet the kernel's, oldest first; [sq_head, sq_next) are
+  // handed to the socket, the rest wait.
+  kslot *sq_head = nullptr, *sq_tail = nullptr, *sq_next = nullptr;
   uint32_t busy = 0;  // slots in flight (thread, ring, send queue)
   bool active = false;
   bool eof = false;      // no more reading: peer closed, error or framing
-  bool sending = false;  // the head of the send queue waits for sendfile
+  bool sending = false;  // a handed reply's file extent is being sent (it owns the stream's tail)
   uint8_t port = PORT_NFS;
   uint32_t last_active = 0;  // epoch of the last byte read or sent
   uint32_t rec_start = 0;    // epoch the record being read began
@@ -261,7 +266,7 @@ bool conn_setup(kconn *c, kcpu *k) {
   for (auto &s : c->slots) c->free_slots.push_back(&s);
   c->cur = nullptr;
   c->rd = record_reader{};
-  c->sq_head = c->sq_tail = nullptr;
+  c->sq_head = c->sq_tail = c->sq_next = nullptr;
   c->busy = 0;
   c->eof = false;
   c->sending = false;
@@ -559,9 +564,7 @@ void reply_ready(kslot *s) {
     if (!c->eof && !c->cur) read_records(c);
     return;
   }
-  s->sent = 0;
-  s->tail_sent = 0;
-  s->file_sent = false;
+  s->handed = false;
   s->ready_at = c->cpu->epoch;
   s->next = nullptr;
   if (c->sq_tail)
@@ -569,70 +572,91 @@ void reply_ready(kslot *s) {
   else
     c->sq_head = s;
   c->sq_tail = s;
+  if (!c->sq_next) c->sq_next = s;
   pump(c);
 }
 
+// Takes s (handed, its bytes now the kernel's or never to be sent) off the
+// send queue and releases it.
+void sent_slot(kslot *s) {
+  kconn *c = s->conn;
+  kslot **pp = &c->sq_head;
+  kslot *prev = nullptr;
+  while (*pp && *pp != s) {
+    prev = *pp;
+    pp = &(*pp)->next;
+  }
+  if (*pp) {
+    *pp = s->next;
+    if (c->sq_tail == s) c->sq_tail = prev;
+  }
+  release_slot(s);
+}
+
+// No more sending: replies not handed to the socket are released now; the
+// handed ones end through their continuations (ECANCELED once the socket
+// is aborted, or when a closing socket has sent them).
 void fail_sends(kconn *c) {
   c->eof = true;
-  while (kslot *s = c->sq_head) {
-    if (c->sending && s == c->sq_head) return;  // sendfile's continuation will come
-    c->sq_head = s->next;
-    if (!c->sq_head) c->sq_tail = nullptr;
+  kslot *last_handed = nullptr;
+  for (kslot *s = c->sq_head; s && s != c->sq_next; s = s->next) last_handed = s;
+  kslot *s = c->sq_next;
+  c->sq_next = nullptr;
+  if (last_handed)
+    last_handed->next = nullptr;
+  else
+    c->sq_head = nullptr;
+  c->sq_tail = last_handed;
+  while (s) {
+    kslot *n = s->next;
     release_slot(s);
+    s = n;
   }
 }
 
+const uint8_t XDR_ZERO[4] = {};
+
+// Hands every waiting reply to the socket, in order: no copy, no send
+// buffer to fill, so nothing waits for SOCK_WRITABLE -- only a file extent
+// being sent holds the next replies back (it owns the stream's tail).
 void pump(kconn *c) {
   if (!c->s) {
     fail_sends(c);
     return;
   }
   c->last_active = c->cpu->epoch;
-  while (kslot *s = c->sq_head) {
-    if (c->sending) return;
-    size_t total = s->r.out.size();
-    if (s->sent < total) {
-      long n = sock_send(c->s, s->rep + s->sent, total - s->sent);
-      if (n < 0) {
-        fail_sends(c);
-        return;
-      }
-      s->sent += size_t(n);
-      if (s->sent < total) return;  // SOCK_WRITABLE will call again
-    }
-    if (s->tail_sent < s->r.data_len) {
-      long n = sock_send(c->s, s->r.data_buf->data + s->tail_sent, s->r.data_len - s->tail_sent);
-      if (n < 0) {
-        fail_sends(c);
-        return;
-      }
-      s->tail_sent += size_t(n);
-      if (s->tail_sent < s->r.data_len) return;
-    }
+  while (kslot *s = c->sq_next) {
+    if (c->sending) return;  // the file extent's continuation calls again
     file_part &fp = s->r.file;
-    if (fp.len > 0 && !s->file_sent) {
-      s->st = stage::sending_file;
-      int e = sock_sendfile(c->s, fp.fd, fp.offset, fp.len, &s->kc);
-      if (e != 0) {
-        fail_sends(c);
+    unsigned n = 0;
+    s->iov[n++] = {s->rep, s->r.out.size()};
+    if (fp.len == 0) {
+      if (s->r.data_len > 0) s->iov[n++] = {s->r.data_buf->data, s->r.data_len};
+      if (fp.pad > 0) s->iov[n++] = {const_cast<uint8_t *>(XDR_ZERO), fp.pad};
+    }
+    s->sreq.iov = s->iov;
+    s->sreq.iovcnt = n;
+    // With a file extent the reply buffer goes first without a
+    // continuation: the sendfile queued behind it starts once it is sent,
+    // and the slot ends with the sendfile.
+    s->st = fp.len > 0 ? stage::sending_file : stage::sending;
+    int e = sock_sendv(c->s, &s->sreq, fp.len > 0 ? nullptr : &s->kc);
+    if (e == 0 && fp.len > 0) {
+      e = sock_sendfile(c->s, fp.fd, fp.offset, fp.len, &s->kc);
+      if (e != 0) {  // the reply buffer is queued: nothing may follow it
+        s->st = stage::idle;
+        close_now(c, nullptr);
         return;
       }
       c->sending = true;
+    }
+    if (e != 0) {
+      s->st = stage::idle;
+      fail_sends(c);
       return;
     }
-    if (fp.pad > 0) {
-      static const uint8_t zero[4] = {};
-      long n = sock_send(c->s, zero, fp.pad);
-      if (n < 0) {
-        fail_sends(c);
-        return;
-      }
-      fp.pad -= uint32_t(n);
-      if (fp.pad > 0) return;
-    }
-    c->sq_head = s->next;
-    if (!c->sq_head) c->sq_tail = nullptr;
-    release_slot(s);
+    s->handed = true;
+    c->sq_next = s->next;
   }
   if (!c->eof && !c->cur) read_records(c);
 }
@@ -803,20 +827,39 @@ void slot_continue(void *, void *env, int status) {
       s->result = call_end(s->call);
       reply_ready(s);
       break;
-    case stage::sending_file:
+    case stage::sending:
+      // The reply is the kernel's (0), or will never be sent.
+      sent_slot(s);
+      if (status != 0) {
+        fail_sends(c);
+      } else if (c->s) {
+        pump(c);  // may resume reading (slots were all taken)
+      }
+      break;
+    case stage::sending_file: {
       c->sending = false;
-      s->file_sent = true;
+      uint32_t pad = s->r.file.pad;
       if (status != 0 || !c->s) {
         // ECANCELED (closed), ENODATA (the file shrank) or a send error:
         // the record cannot be completed, so the connection must go.
-        c->sq_head = s->next;
-        if (!c->sq_head) c->sq_tail = nullptr;
-        release_slot(s);
+        sent_slot(s);
         fail_sends(c);
-      } else if (c->s) {
-        pump(c);
+        break;
       }
+      if (pad > 0) {  // static zeros: nothing of the slot is needed for them
+        s->pad_req.iov = &s->iov[2];
+        s->iov[2] = {const_cast<uint8_t *>(XDR_ZERO), pad};
+        s->pad_req.iovcnt = 1;
+        if (sock_sendv(c->s, &s->pad_req, nullptr) != 0) {
+          sent_slot(s);
+          fail_sends(c);
+          break;
+        }
+      }
+      sent_slot(s);
+      pump(c);
       break;
+    }
     default:
       break;
   }

@@ -56,18 +56,20 @@
 // dispatcher (kcont_in_interrupt() and kcont_current_cpu() == cfg.cpu --
 // ring completions, upcalls, any interrupt-kind continuation on that CPU).
 // Off it: sock_start, sock_shutdown, sock_close, sock_sendfile,
-// sock_splice, sock_read_into and sock_hold return EPERM; sock_detach,
-// sock_read and sock_send -EPERM; sock_listen/connect/adopt nullptr with
-// *err = EPERM; sock_accept nullptr and sock_events 0 (nothing changed, no errno).  sock_error,
-// sock_readable, sock_send_space and sock_fd do not check: off the CPU they
-// read fields that CPU writes without synchronisation (a data race: stale
-// values, a descriptor that may be closed and reused) -- do not call them
-// there.  A null socket gets the off-CPU result (sock_error: EINVAL,
-// sock_readable/send_space: 0, sock_fd: -1).  sock_close lingers until
-// queued sends are written or fail.  Locking: none (one CPU).
+// sock_splice, sock_sendv, sock_read_into and sock_hold return EPERM;
+// sock_detach, sock_read and sock_send -EPERM; sock_listen/connect/adopt
+// nullptr with *err = EPERM; sock_accept nullptr and sock_events 0 (nothing
+// changed, no errno).  sock_error, sock_readable, sock_send_space and
+// sock_fd do not check: off the CPU they read fields that CPU writes
+// without synchronisation (a data race: stale values, a descriptor that may
+// be closed and reused) -- do not call them there.  A null socket gets the
+// off-CPU result (sock_error: EINVAL, sock_readable/send_space: 0,
+// sock_fd: -1).  sock_close lingers until queued sends (the buffer and
+// sock_sendv requests) are written or fail.  Locking: none (one CPU).
 #pragma once
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <cstdint>
 #include <string>
@@ -238,11 +240,45 @@ int sock_read_into(sock *s, void *dst, size_t n, kcont *done);
 // listener).  Pool CPU.
 int sock_hold(sock *s, bool hold);
 
+// Most iovecs in one sock_sendv request.
+inline constexpr unsigned SOCK_SENDV_MAX_IOV = 8;
+
+// A send of caller memory (sock_sendv).  The caller owns the record, its
+// iovec array and the memory they point at, and must leave all three alone
+// from sock_sendv until `done` runs; the fields ending in _ are the
+// socket's while the request is queued.
+struct sock_sendv_req {
+  const iovec *iov = nullptr;
+  unsigned iovcnt = 0;  // 1 .. SOCK_SENDV_MAX_IOV
+  size_t len_ = 0, sent_ = 0;
+  kcont *done_ = nullptr;
+  sock_sendv_req *next_ = nullptr;
+};
+
+// Sends the bytes r's iovecs describe, in order after everything queued on
+// the socket before (send-buffer bytes, earlier requests), straight from the
+// caller's memory: nothing is copied into the send buffer; requests queued
+// together go out gathered in one sendmsg.  `done` (may be null: then the
+// caller learns nothing, but a sendfile/splice queued later starts only
+// after the request is sent) is deferred with (sock, status): 0 once the
+// kernel holds every byte (the memory is the caller's again), the socket's
+// errno if the send failed, ECANCELED if the socket was aborted or failed
+// before the bytes went.  After sock_close the queued requests are still
+// sent (like the buffer), but `done` must not touch the socket: it may be
+// gone.  While requests are queued, sock_send accepts nothing (returns 0;
+// SOCK_WRITABLE follows once they are sent) and a sock_sendfile or
+// sock_splice queues behind them.  Returns 0, EPERM (null socket or off the
+// pool's CPU), EINVAL (no request, iovcnt 0 or above SOCK_SENDV_MAX_IOV, no
+// bytes), the socket's error, EPIPE (closing, shut down or a listener) or
+// EBUSY (a sendfile/splice is queued or running: it owns the stream's tail).
+// Pool CPU.
+int sock_sendv(sock *s, sock_sendv_req *r, kcont *done);
+
 // Queues up to n bytes for sending; returns how many were accepted (less
 // than n when the send buffer is full: wait for SOCK_WRITABLE; 0 while a
-// sendfile/splice runs on it), -errno once the socket failed (its error),
-// -EPIPE after sock_shutdown or sock_close, or -EPERM (null socket or off
-// the pool's CPU).  Pool CPU.
+// sendfile/splice runs on it or sock_sendv requests are queued), -errno once the socket failed (its
+// error), -EPIPE after sock_shutdown or sock_close, or -EPERM (null socket or off the pool's CPU).
+// Pool CPU.
 long sock_send(sock *s, const void *src, size_t n);
 
 // Free bytes in the send buffer (sndbuf - queued); 0 for a null socket.  It
