@@ -926,7 +926,9 @@ int kcont_transport::start(std::string *err) {
     // could neither evict an idle connection nor refuse the new one (they
     // would wait in the kernel's backlog).
     pc.nsocks = per_cpu + 2 + (cpu == 0 ? ACCEPT_SLACK : 0);
-    pc.sndbuf = 256 * 1024;
+    // Replies go with sock_sendv from the slots and never through the send
+    // buffer: the smallest one will do (512 bytes, not 256 KiB per socket).
+    pc.sndbuf = 512;
     pc.nbufs = 256;
     pc.bufsize = 64 * 1024;
     k->pool = sockpool_create(pc, err);
