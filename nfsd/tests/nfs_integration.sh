@@ -612,6 +612,21 @@ if [ -n "$SIEGE" ]; then
 	else
 		fail "start server (--max-memory 8M)"
 	fi
+	# server 5c: memory for one 1 MiB WRITE at a time and a 2 s record
+	# timeout.  A WRITE that waits for memory behind a client that stalls
+	# holding it must be answered once that client is reset: waiting for
+	# memory is not the client's slowness (before, both were reset).
+	read -r NFS_PORT MOUNT_PORT < <(free_ports)
+	echo "=== start server (--max-memory 2M --slots 1 --record-timeout 2) on ports $NFS_PORT/$MOUNT_PORT"
+	start_server "$TMP/server5c.log" --export "$RELX" --max-memory 2M --slots 1 --record-timeout 2
+	if wait_ready; then
+		pass "start server (--max-memory 2M --record-timeout 2)"
+		step "a WRITE waiting for memory outlives --record-timeout; the stalled holder is reset" 120 \
+			"$SIEGE" memwait "$(url "$RELX" big.bin)" 127.0.0.5
+		stop_server_term || fail "SIGTERM stops the --max-memory 2M server with status 0"
+	else
+		fail "start server (--max-memory 2M --record-timeout 2)"
+	fi
 	echo "=== a --max-memory below one connection and one largest request is refused at start"
 	read -r NFS_PORT MOUNT_PORT < <(free_ports)
 	start_server "$TMP/server5c.log" --export "$RELX" --max-memory 2M

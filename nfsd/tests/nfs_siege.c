@@ -26,6 +26,16 @@
  *       NCONN connections pipeline READs of FILE and never read a reply,
  *       for SECONDS; meanwhile the bystander mounts and reads FILE again
  *       and again.  Every bystander run must succeed.
+ *   memwait URL SRC
+ *       for a server whose --max-memory holds one 1 MiB WRITE at a time
+ *       and whose --record-timeout is 2 s: connection B begins a record
+ *       (one byte); 1 s later A sends a 1 MiB WRITE's header and 1 KiB of
+ *       its data and stops, holding the memory; 0.5 s later B sends the
+ *       rest of its 1 MiB WRITE, which must wait for memory.  A must be
+ *       reset by the record timeout and B answered: time spent waiting for
+ *       memory is not the client's slowness.  (The pauses order the steps;
+ *       a machine slow enough to reorder them makes the check weaker, never
+ *       failing.)
  *
  * Output: "ok: ..." per passed check, "FAIL: ..." on stderr; exit status 0
  * only if nothing failed.  Timings are printed, never asserted (the
@@ -648,52 +658,119 @@ static int cmd_noread(const struct target *t, const char *src, int nconn,
 	return bad ? 1 : 0;
 }
 
+/* The RPC header and arguments of an UNSTABLE WRITE of `count` bytes at
+ * offset 0 to f, with its record mark: the data (count bytes) must follow
+ * on the wire. */
+static void write_call(struct xdr *x, uint32_t xid, const struct fh *f,
+		       uint32_t count)
+{
+	uint32_t mark;
+	call_header(x, xid, 100003, 7);
+	put_opaque(x, f->b, f->len);
+	put32(x, 0);
+	put32(x, 0);	 /* offset */
+	put32(x, count); /* count */
+	put32(x, 0);	 /* UNSTABLE */
+	put32(x, count); /* data<> length; the bytes follow */
+	mark = htonl(0x80000000u | (uint32_t)(x->n - 4 + count));
+	memcpy(x->b, &mark, 4);
+}
+
+/* Reads one reply record; 0 if it is an accepted call with NFS3_OK. */
+static int ok_reply(int fd)
+{
+	uint8_t rep[4096];
+	uint32_t mark, len, st;
+	if (recv_all(fd, &mark, 4) != 0)
+		return -1;
+	len = ntohl(mark) & 0x7fffffffu;
+	if (len > sizeof rep || len < 28 || recv_all(fd, rep, len) != 0)
+		return -1;
+	memcpy(&st, rep + 24, 4);
+	return ntohl(st) == 0 ? 0 : -1;
+}
+
+static uint8_t g_data[1u << 20];
+
 /* One connection: NREQ pipelined 1 MiB WRITEs, then every reply. */
 static int write_burst(const struct target *t, const char *src,
 		       const struct fh *f, int nreq)
 {
-	static uint8_t data[1u << 20];
 	struct xdr x;
-	uint8_t rep[4096];
 	int fd = connect_from(src, t->host, t->nfsport, 0);
 	if (fd < 0)
 		return -1;
 	for (int i = 0; i < nreq; i++) {
-		uint32_t mark;
-		call_header(&x, 1000 + (uint32_t)i, 100003, 7);
-		put_opaque(&x, f->b, f->len);
-		put32(&x, 0);
-		put32(&x, 0);	  /* offset */
-		put32(&x, sizeof data); /* count */
-		put32(&x, 0);	  /* UNSTABLE */
-		put32(&x, sizeof data); /* data<> length; the bytes follow */
-		mark = htonl(0x80000000u | (uint32_t)(x.n - 4 + sizeof data));
-		memcpy(x.b, &mark, 4);
+		write_call(&x, 1000 + (uint32_t)i, f, sizeof g_data);
 		if (send_all(fd, x.b, x.n) != 0 ||
-		    send_all(fd, data, sizeof data) != 0) {
+		    send_all(fd, g_data, sizeof g_data) != 0) {
 			close(fd);
 			return -1;
 		}
 	}
 	for (int i = 0; i < nreq; i++) {
-		uint32_t mark, len, st;
-		if (recv_all(fd, &mark, 4) != 0)
-			break;
-		len = ntohl(mark) & 0x7fffffffu;
-		if (len > sizeof rep || len < 28 || recv_all(fd, rep, len) != 0)
-			break;
-		memcpy(&st, rep + 24, 4);
-		if (ntohl(st) != 0) {
+		if (ok_reply(fd) != 0) {
 			close(fd);
 			return -1;
 		}
-		if (i == nreq - 1) {
-			close(fd);
-			return 0;
-		}
 	}
 	close(fd);
-	return -1;
+	return 0;
+}
+
+static int cmd_memwait(const struct target *t, const char *src)
+{
+	struct fh f;
+	struct xdr xa, xb;
+	int a, b, bad = 0, status;
+	pid_t pid;
+	struct timeval tv = {60, 0};
+	if (file_handle(t, src, &f) != 0) {
+		fail("MNT + LOOKUP of %s/%s", t->dir, t->file);
+		return 1;
+	}
+	b = connect_from(src, t->host, t->nfsport, 0);
+	a = connect_from(src, t->host, t->nfsport, 0);
+	if (a < 0 || b < 0) {
+		fail("connect to the NFS port");
+		return 1;
+	}
+	setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	write_call(&xa, 1, &f, sizeof g_data);
+	write_call(&xb, 2, &f, sizeof g_data);
+	send_all(b, xb.b, 1); /* B's record begins */
+	usleep(1000000);
+	send_all(a, xa.b, xa.n); /* A takes the memory and stalls */
+	send_all(a, g_data, 1024);
+	usleep(500000);
+	pid = fork(); /* B: the rest, read by the server once it is charged */
+	if (pid == 0)
+		_exit(send_all(b, xb.b + 1, xb.n - 1) == 0 &&
+			      send_all(b, g_data, sizeof g_data) == 0
+		      ? 0
+		      : 1);
+	if (ok_reply(b) != 0) {
+		fail("the WRITE that waited for memory was not answered "
+		     "(reset by --record-timeout while it waited?)");
+		bad = 1;
+	} else {
+		ok("the WRITE that waited for memory was answered");
+	}
+	if (!server_closed(a)) {
+		fail("the connection that stalled holding the memory was not "
+		     "reset");
+		bad = 1;
+	} else {
+		ok("the connection that stalled holding the memory was reset");
+	}
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0) {
+		fail("sending the waiting WRITE");
+		bad = 1;
+	}
+	close(a);
+	close(b);
+	return bad;
 }
 
 static int cmd_bigwrite(const struct target *t, const char *src, int nconn,
@@ -731,7 +808,8 @@ static int usage(void)
 		"usage: nfs_siege siege URL SRC NIDLE NSLOW\n"
 		"       nfs_siege expire URL SRC idle|slow|noread MAXSEC\n"
 		"       nfs_siege bigwrite URL SRC NCONN NREQ\n"
-		"       nfs_siege noread URL SRC NCONN SECONDS\n");
+		"       nfs_siege noread URL SRC NCONN SECONDS\n"
+		"       nfs_siege memwait URL SRC\n");
 	return 2;
 }
 
@@ -754,6 +832,8 @@ int main(int argc, char **argv)
 		return cmd_expire(&t, argv[3], argv[4], atof(argv[5]));
 	if (strcmp(argv[1], "bigwrite") == 0 && argc == 6)
 		return cmd_bigwrite(&t, argv[3], atoi(argv[4]), atoi(argv[5]));
+	if (strcmp(argv[1], "memwait") == 0 && argc == 4)
+		return cmd_memwait(&t, argv[3]);
 	if (strcmp(argv[1], "noread") == 0 && argc == 6)
 		return cmd_noread(&t, argv[3], atoi(argv[4]), atof(argv[5]));
 	return usage();
