@@ -422,7 +422,10 @@ void send_more(sock *s) {
   }
   if (s->slen == 0) {
     if (s->vq_head) {  // the send buffer is out: the sendv requests follow
-      if (!s->error) send_vq(s);
+      if (s->error)
+        fail_vq(s, ECANCELED);  // failed before they went
+      else
+        send_vq(s);
       return;
     }
     // Not while a sendfile/splice is queued: it owns the stream's tail
@@ -716,6 +719,7 @@ void connect_done(completion *c, int res, uint32_t) {
   s->connecting = false;
   if (res < 0) {
     if (!s->error) s->error = -res;
+    fail_vq(s, ECANCELED);  // sendv requests queued while it connected
     notify(s, SOCK_ERROR);
   } else {
     int one = 1;

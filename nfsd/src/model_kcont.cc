@@ -160,7 +160,7 @@ struct kcpu {
   std::atomic<uint32_t> open_port[2] = {};  // active, by conn_port
   bool draining = false;
   // Connections accepted on CPU 0 and handed to this CPU, waiting for
-  // adopt_kc (bounded by the CPU's connection objects).
+  // adopt_kc (room for every CPU's connection objects + ACCEPT_SLACK).
   std::atomic<uint32_t> handoff_lock{0};
   std::vector<handoff_item> handoff, adopting;  // capacity reserved at start
   kcont adopt_kc;
@@ -942,8 +942,13 @@ int kcont_transport::start(std::string *err) {
     kcont_init(&k->mem_kc, mem_available, k.get(),
                target::at(LVL_SOFTNET, kind::interrupt, int16_t(cpu)));
     callout_init(&k->sweep_co, cpu);
-    k->handoff.reserve(per_cpu);
-    k->adopting.reserve(per_cpu);
+    // Room for as many connections on their way as all CPUs' tables hold:
+    // a burst that CPU 0 accepts faster than this CPU adopts must reach
+    // free_conn, which evicts an idle connection to make room, instead of
+    // being refused for want of a list entry (seen under TSan: 53 refused,
+    // none evicted, while idle connections filled the tables).
+    k->handoff.reserve(size_t(per_cpu) * ncpu + ACCEPT_SLACK);
+    k->adopting.reserve(size_t(per_cpu) * ncpu + ACCEPT_SLACK);
     cpus_.push_back(std::move(k));
   }
   // Any context that gives memory back may wake a CPU's waiters.
