@@ -163,6 +163,7 @@ struct kcpu {
   // adopt_kc (room for every CPU's connection objects + ACCEPT_SLACK).
   std::atomic<uint32_t> handoff_lock{0};
   std::vector<handoff_item> handoff, adopting;  // capacity reserved at start
+  std::atomic<uint32_t> handoff_port[2] = {};   // handed, not yet adopted, by port
   kcont adopt_kc;
   // The timeout sweep: sweep_co (softclock) defers sweep_kc (softnet).
   callout sweep_co;
@@ -428,9 +429,12 @@ kcpu *pick_cpu(kcont_transport *t, uint8_t port) {
   kcpu *best = nullptr;
   uint32_t start = t->rr_.fetch_add(1, std::memory_order_relaxed);
   size_t n = t->cpus_.size();
+  // Connections on their way count too: in a burst the open counts lag,
+  // and every connection would go to the same CPU.
   auto load = [port](kcpu *k) {
-    return std::pair{k->open_port[port].load(std::memory_order_relaxed),
-                     k->active.load(std::memory_order_relaxed)};
+    uint32_t coming = k->handoff_port[port].load(std::memory_order_relaxed);
+    return std::pair{k->open_port[port].load(std::memory_order_relaxed) + coming,
+                     k->active.load(std::memory_order_relaxed) + coming};
   };
   for (size_t i = 0; i < n; i++) {
     kcpu *k = t->cpus_[(start + i) % n].get();
@@ -442,10 +446,17 @@ kcpu *pick_cpu(kcont_transport *t, uint8_t port) {
 // Queues h for CPU `to` (its adopt_kc takes it).  False, nothing queued,
 // if to's hand-off list is full.
 bool hand_to(kcpu *to, const handoff_item &h) {
+  // Counted before it is listed, so that the adopter's decrement never
+  // comes first.
+  to->handoff_port[h.port].fetch_add(1, std::memory_order_relaxed);
   {
     spinlock g(to->handoff_lock);
-    if (to->handoff.size() >= to->handoff.capacity()) return false;
-    to->handoff.push_back(h);
+    if (to->handoff.size() < to->handoff.capacity()) {
+      to->handoff.push_back(h);
+    } else {
+      to->handoff_port[h.port].fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
   }
   kcont_defer(&to->adopt_kc, nullptr, 0);
   return true;
@@ -468,6 +479,7 @@ void adopt_upcall(void *, void *env, int) {
     k->adopting.swap(k->handoff);
   }
   for (const handoff_item &h : k->adopting) {
+    k->handoff_port[h.port].fetch_sub(1, std::memory_order_relaxed);
     kconn *c = free_conn(k, h.port);
     if (!c && !k->draining && pass_on(t, k, h)) continue;
     sock *s = nullptr;
