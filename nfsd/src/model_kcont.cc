@@ -5,8 +5,9 @@
 // Model: every CPU has a socket pool and a fixed set of connection objects,
 // each with `slots` request slots (request buffer + reply buffer, mapped
 // once and reused, and the call's state).  CPU 0 listens on both ports and
-// hands each new connection to the CPU serving the fewest of its port
-// (sock_detach -> a per-CPU hand-off list -> sock_adopt there); a CPU with
+// hands each new connection to the CPU serving the fewest of its port,
+// counting those on their way (sock_detach -> a per-CPU hand-off list with
+// room for every CPU's objects -> sock_adopt there); a CPU with
 // no room for it (no free object, none idle to evict) passes it on to the
 // next, and only when every CPU has tried is it refused.  Everything about a
 // connection happens on its CPU's dispatcher at {softnet, interrupt}:
