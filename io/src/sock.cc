@@ -323,10 +323,14 @@ void send_vq(sock *s) {
   if (n == 0) return;
   io_uring_sqe *sqe = kcont_ring_sqe();
   if (!sqe) return;  // the next completion or call retries
-  s->vmsg = msghdr{};
-  s->vmsg.msg_iov = s->viov;
-  s->vmsg.msg_iovlen = n;
-  io_uring_prep_sendmsg(sqe, s->fd, &s->vmsg, MSG_NOSIGNAL);
+  if (n == 1) {      // one range (a small reply alone): a plain send is cheaper
+    io_uring_prep_send(sqe, s->fd, s->viov[0].iov_base, s->viov[0].iov_len, MSG_NOSIGNAL);
+  } else {
+    s->vmsg = msghdr{};
+    s->vmsg.msg_iov = s->viov;
+    s->vmsg.msg_iovlen = n;
+    io_uring_prep_sendmsg(sqe, s->fd, &s->vmsg, MSG_NOSIGNAL);
+  }
   io_uring_sqe_set_data(sqe, &s->vq_comp);
   s->send_inflight = true;
   s->vq_inflight = true;
