@@ -164,8 +164,8 @@ int main(int argc, char **argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 86400.0));
   app.add_option("--record-timeout", record_timeout,
-                 "Seconds a request may take to arrive, or a reply to be taken by its client, "
-                 "before the connection is reset (0: no limit)")
+                 "Seconds a request may take to arrive (waits for --max-memory not counted), or a "
+                 "reply to be taken by its client, before the connection is reset (0: no limit)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 86400.0));
   app.add_option("--grace", grace,
