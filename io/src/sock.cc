@@ -86,7 +86,6 @@ struct sock {
   // sock_sendv requests, FIFO; sent after the send buffer, before a
   // transfer queued later.  viov/vmsg: the sendmsg in flight.
   sock_sendv_req *vq_head = nullptr, *vq_tail = nullptr;
-  bool vq_inflight = false;
   iovec viov[SENDV_GATHER];
   msghdr vmsg{};
   completion vq_comp;
@@ -333,7 +332,6 @@ void send_vq(sock *s) {
   }
   io_uring_sqe_set_data(sqe, &s->vq_comp);
   s->send_inflight = true;
-  s->vq_inflight = true;
   s->ops++;
 }
 
@@ -341,7 +339,6 @@ void vq_done(completion *c, int res, uint32_t) {
   sock *s = from_comp(c, &sock::vq_comp);
   s->ops--;
   s->send_inflight = false;
-  s->vq_inflight = false;
   if (res < 0) {
     if (!s->error) s->error = -res;
     fail_vq(s, -res);
@@ -1045,8 +1042,7 @@ long sock_send(sock *s, const void *src, size_t n) {
 
 int sock_sendv(sock *s, sock_sendv_req *r, kcont *done) {
   if (!s || !on_pool_cpu(s->pool)) return EPERM;
-  if (!r || r->iovcnt == 0 || r->iovcnt > SOCK_SENDV_MAX_IOV || (!r->iov && r->iovcnt))
-    return EINVAL;
+  if (!r || !r->iov || r->iovcnt == 0 || r->iovcnt > SOCK_SENDV_MAX_IOV) return EINVAL;
   if (s->error) return s->error;
   if (s->shut_wr || s->closing || s->listening || s->fd < 0) return EPIPE;
   if (s->xfer) return EBUSY;

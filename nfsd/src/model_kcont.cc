@@ -91,10 +91,10 @@ struct kslot {
   nfs_call call;
   // Sending: the reply buffer, READ data from its buffer and the XDR
   // padding in one sock_sendv request -- or, for a file extent, the reply
-  // buffer, then sock_sendfile, then the padding (pad_req).
+  // buffer, then sock_sendfile, then the padding (sreq again: the sendfile
+  // starts only once the reply buffer was sent).
   iovec iov[3] = {};
-  sock_sendv_req sreq, pad_req;
-  bool handed = false;    // its sends are queued on the socket
+  sock_sendv_req sreq;
   uint32_t ready_at = 0;  // epoch the reply was queued
   size_t charged = 0;     // request buffer bytes beyond SLOT_KEEP charged to the budget
   kslot *next = nullptr;
@@ -577,7 +577,6 @@ void reply_ready(kslot *s) {
     if (!c->eof && !c->cur) read_records(c);
     return;
   }
-  s->handed = false;
   s->ready_at = c->cpu->epoch;
   s->next = nullptr;
   if (c->sq_tail)
@@ -668,7 +667,6 @@ void pump(kconn *c) {
       fail_sends(c);
       return;
     }
-    s->handed = true;
     c->sq_next = s->next;
   }
   if (!c->eof && !c->cur) read_records(c);
@@ -860,10 +858,10 @@ void slot_continue(void *, void *env, int status) {
         break;
       }
       if (pad > 0) {  // static zeros: nothing of the slot is needed for them
-        s->pad_req.iov = &s->iov[2];
         s->iov[2] = {const_cast<uint8_t *>(XDR_ZERO), pad};
-        s->pad_req.iovcnt = 1;
-        if (sock_sendv(c->s, &s->pad_req, nullptr) != 0) {
+        s->sreq.iov = &s->iov[2];
+        s->sreq.iovcnt = 1;
+        if (sock_sendv(c->s, &s->sreq, nullptr) != 0) {
           sent_slot(s);
           fail_sends(c);
           break;

@@ -756,6 +756,10 @@ static int cmd_memwait(const struct target *t, const char *src)
 	} else {
 		ok("the WRITE that waited for memory was answered");
 	}
+	/* Waits for the event (a reordering by a loaded machine lets A be
+	 * charged after B and reset 2 s later): at most 60 s. */
+	for (int i = 0; i < 1200 && !server_closed(a); i++)
+		usleep(50000);
 	if (!server_closed(a)) {
 		fail("the connection that stalled holding the memory was not "
 		     "reset");

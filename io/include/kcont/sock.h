@@ -276,9 +276,9 @@ int sock_sendv(sock *s, sock_sendv_req *r, kcont *done);
 
 // Queues up to n bytes for sending; returns how many were accepted (less
 // than n when the send buffer is full: wait for SOCK_WRITABLE; 0 while a
-// sendfile/splice runs on it or sock_sendv requests are queued), -errno once the socket failed (its
-// error), -EPIPE after sock_shutdown or sock_close, or -EPERM (null socket or off the pool's CPU).
-// Pool CPU.
+// sendfile/splice runs on it or sock_sendv requests are queued), -errno
+// once the socket failed (its error), -EPIPE after sock_shutdown or
+// sock_close, or -EPERM (null socket or off the pool's CPU).  Pool CPU.
 long sock_send(sock *s, const void *src, size_t n);
 
 // Free bytes in the send buffer (sndbuf - queued); 0 for a null socket.  It
