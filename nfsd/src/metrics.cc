@@ -152,16 +152,20 @@ void render_exports(server &srv, text &t) {
        "Requests of the export in thread context now."},
       {"kcont_vfs_thread_context_waiting", "gauge",
        "Requests of the export waiting for its share of thread context."},
+      {"kcont_vfs_attributes_shared_total", "counter",
+       "Operations that change nothing answered with attributes read for an earlier request "
+       "after this one arrived."},
+      {"kcont_vfs_attributes_read_total", "counter",
+       "Operations that change nothing that read their object's attributes themselves."},
   };
-  for (int r = 0; r < 4; r++) {
+  for (int r = 0; r < int(std::size(rows)); r++) {
     t.help(rows[r].name, rows[r].type, rows[r].what);
     for (const export_entry &e : tab->exports) {
       if (!e.fs) continue;
       vfs::vfs_stats v = vfs::vfs_get_stats(e.fs);
-      ull value = r == 0   ? ull(v.cache_hits)
-                  : r == 1 ? ull(v.cache_misses)
-                  : r == 2 ? ull(v.thread_running)
-                           : ull(v.thread_waiting);
+      const ull values[] = {v.cache_hits,     v.cache_misses, v.thread_running,
+                            v.thread_waiting, v.attr_shared,  v.attr_read};
+      ull value = values[r];
       // Paths are canonical and may hold any byte but NUL: escape \ " \n.
       t.add("%s{export=\"", rows[r].name);
       for (char ch : e.path) {

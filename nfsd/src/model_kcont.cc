@@ -735,8 +735,10 @@ bool charge_record(kconn *c, size_t need) {
 }
 
 // n bytes arrived where c->rd.want() said: a complete record starts its
-// request.  False: the stream is bad (c->eof set).
-bool take_bytes(kconn *c, size_t n) {
+// request.  `arrived`: vfs_arrival() read after the bytes were in hand, 0
+// until a record needs it (read then, once per batch of records).  False:
+// the stream is bad (c->eof set).
+bool take_bytes(kconn *c, size_t n, uint64_t &arrived) {
   kcont_transport *t = c->cpu->t;
   c->last_active = c->cpu->epoch;
   auto r = c->rd.commit(n);
@@ -749,6 +751,8 @@ bool take_bytes(kconn *c, size_t n) {
     kslot *s = c->cur;
     c->cur = nullptr;
     s->r.len = c->rd.length();
+    if (arrived == 0) arrived = vfs::vfs_arrival();
+    s->r.arrived = arrived;
     start_request(s);
   }
   return true;
@@ -760,6 +764,7 @@ constexpr size_t READ_INTO_MIN = 16 * 1024;
 
 void read_records(kconn *c) {
   kcont_transport *t = c->cpu->t;
+  uint64_t arrived = 0;  // every byte sock_read hands out below is in hand now
   while (!c->eof && c->s && !c->receiving) {
     if (!c->cur) {
       if (c->free_slots.empty()) return;  // back-pressure: resumes on release
@@ -793,7 +798,7 @@ void read_records(kconn *c) {
       break;
     }
     if (was_idle) c->rec_start = c->cpu->epoch;
-    if (!take_bytes(c, size_t(n))) break;
+    if (!take_bytes(c, size_t(n), arrived)) break;
   }
   if (c->eof && c->cur) {
     c->free_slots.push_back(c->cur);
@@ -809,8 +814,9 @@ void record_received(void *, void *env, int status) {
   auto *c = static_cast<kconn *>(env);
   c->receiving = false;
   c->busy--;
+  uint64_t arrived = 0;
   if (status == 0 && c->active && c->s && !c->eof)
-    take_bytes(c, c->rx_len);
+    take_bytes(c, c->rx_len, arrived);
   else
     c->eof = true;
   read_records(c);

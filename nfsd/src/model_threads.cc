@@ -528,6 +528,7 @@ void threads_transport::worker() {
     req.rec = s->buf;
     req.len = s->len;
     req.peer = c->peer;
+    req.arrived = vfs::vfs_arrival();  // later than the record's arrival: still correct
     // READ data is built in the reply buffer: what it may touch beyond
     // SLOT_KEEP is charged first, or the reply is built in SLOT_KEEP (a
     // short READ, fewer directory entries).

@@ -1034,6 +1034,7 @@ void reset(nfs_call &c, server &srv, request &req) {
 
 begin_result call_begin(nfs_call &c, server &srv, request &req) {
   reset(c, srv, req);
+  c.v.arrived = req.arrived;
   c.t0 = now_ns();
   req.file = file_part{};
   req.data_buf = nullptr;
@@ -1205,12 +1206,21 @@ std::string format_stats(server &srv) {
     for (const export_entry &e : t->exports) {
       if (!e.fs) continue;
       vfs::vfs_stats v = vfs::vfs_get_stats(e.fs);
-      if (!v.thread_share) continue;  // no lanes: the threads model
-      std::snprintf(line, sizeof line,
-                    "  export %s: thread context %u of %u, %u waiting (%llu waited)\n",
-                    e.path.c_str(), v.thread_running, v.thread_share, v.thread_waiting,
-                    (unsigned long long)v.thread_waits);
-      s += line;
+      if (v.thread_share) {  // lanes: not the threads model
+        std::snprintf(line, sizeof line,
+                      "  export %s: thread context %u of %u, %u waiting (%llu waited)\n",
+                      e.path.c_str(), v.thread_running, v.thread_share, v.thread_waiting,
+                      (unsigned long long)v.thread_waits);
+        s += line;
+      }
+      if (v.attr_shared + v.attr_read) {
+        std::snprintf(line, sizeof line,
+                      "  export %s: attributes shared %llu, read %llu (operations that change "
+                      "nothing)\n",
+                      e.path.c_str(), (unsigned long long)v.attr_shared,
+                      (unsigned long long)v.attr_read);
+        s += line;
+      }
     }
   }
   return s;

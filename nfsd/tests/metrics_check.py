@@ -33,6 +33,8 @@ REQUIRED = {
     "kcont_nfsd_connections_refused": "counter",
     "kcont_nfsd_buffer_memory_bytes": "gauge",
     "kcont_vfs_handle_cache_hits": "counter",
+    "kcont_vfs_attributes_shared": "counter",
+    "kcont_vfs_attributes_read": "counter",
     "kcont_run": "counter",
     "kcont_dispatch_latency_seconds": "histogram",
     "kcont_dispatcher_loops": "counter",
@@ -103,11 +105,18 @@ def cmd_rose(before, after, nbytes):
         if d < least:
             fail("%s rose by %s, want at least %s" % (what, d, least))
         print("ok: %s +%d" % (what, d))
-    runs = sum(v for (n, _), v in a.items() if n == "kcont_run_total") - sum(
-        v for (n, _), v in b.items() if n == "kcont_run_total")
+    def rise(*names):  # summed over every label set
+        return sum(v for (n, _), v in a.items() if n in names) - sum(
+            v for (n, _), v in b.items() if n in names)
+    runs = rise("kcont_run_total")
     if runs <= 0:
         fail("kcont_run_total did not rise")
     print("ok: kcont_run_total +%d" % runs)
+    # Every READ takes its object's attributes: shared or read itself.
+    attrs = rise("kcont_vfs_attributes_shared_total", "kcont_vfs_attributes_read_total")
+    if attrs < 1:
+        fail("kcont_vfs_attributes_{shared,read}_total did not rise")
+    print("ok: attributes shared or read +%d" % attrs)
 
 
 def cmd_hostile(host, port, k):

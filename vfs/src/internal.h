@@ -28,6 +28,31 @@ namespace kc::vfs {
 
 enum { VB_DONE = 0, VB_PENDING = 1, VB_BLOCK = 2 };
 
+// The attributes of a vnode as last read, and the epoch of that read: a
+// seqlock.  A writer takes `seq` odd with a compare-and-swap (one that
+// cannot simply does not publish) and publishes only a newer epoch; a
+// reader that sees `seq` odd or changed has a miss, never a torn copy.
+// The words are relaxed atomics so that the race is defined.
+struct attr_snapshot {
+  static constexpr size_t WORDS = (sizeof(vattr) + 7) / 8;
+  std::atomic<uint32_t> seq{0};
+  std::atomic<uint64_t> epoch{0};  // 0: none
+  std::atomic<uint64_t> words[WORDS] = {};
+};
+
+// Starts a read of attributes that may be published: returns its epoch
+// (the shared counter, advanced).  Call before the system call that reads
+// them.  Any context.
+uint64_t attr_epoch_begin();
+
+// Copies s into *a if it was read after `arrived` (arrived != 0).  Any
+// context; never waits.
+bool attr_snapshot_get(attr_snapshot &s, uint64_t arrived, vattr *a);
+
+// Publishes a (read after attr_epoch_begin returned `epoch`) unless s holds
+// a newer read or another thread is publishing.  Any context; never waits.
+void attr_snapshot_put(attr_snapshot &s, uint64_t epoch, const vattr &a);
+
 struct vnode {
   vfs *fs = nullptr;
   vfh fh;
@@ -38,6 +63,9 @@ struct vnode {
   void *priv = nullptr;
   bool has_acl = false;  // local: a POSIX ACL was present at acl_ctime
   timespec acl_ctime{};
+  // Last attributes read by an operation that changes nothing (local);
+  // emptied when the entry is reused.
+  attr_snapshot attrs;
   // Cache-private (the mount's lock).
   int refs = 0;
   bool hashed = false;
@@ -73,6 +101,7 @@ struct vfs {
   uint64_t waits = 0;
   std::atomic<uint64_t> ops_interrupt[size_t(vop::count_)] = {};
   std::atomic<uint64_t> ops_thread[size_t(vop::count_)] = {};
+  std::atomic<uint64_t> attr_shared{0}, attr_read{0};
 };
 
 // Creates the mount's cache and sets fs->be; the backend then sets priv

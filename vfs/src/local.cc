@@ -38,12 +38,19 @@
 // the server) nothing runs in interrupt context: a dispatcher must never
 // wait for someone else's server.
 //
+// Attributes of operations that change nothing (getattr, access, lookup's
+// directory, readlink, read, fsstat, fsinfo) come from current_attrs: the
+// vnode's snapshot when it was read after the request arrived, else an
+// fstat that is then offered to others (ATTRIBUTE SNAPSHOTS in vfs(9)).
+// Operations that change something always read their own.
+//
 // ACLs: whether an inode has a POSIX access ACL is read (fgetxattr, an
 // in-core lookup) when its vnode is made and again whenever its ctime
 // changed since -- setting an ACL changes ctime -- so a mode-bit decision is
 // only ever taken for an inode that has no ACL.
 //
 // Locking: the vnode's ACL sample is written under the mount's cache lock;
+// its attribute snapshot is a seqlock (internal.h) that never waits;
 // everything else is per request.
 #include <dirent.h>
 #include <fcntl.h>
@@ -176,6 +183,24 @@ bool stat_at(int dirfd, const char *name, vattr *a, struct stat *raw = nullptr) 
 void pre(vreq *r) { r->obj.have_pre = stat_fd(r->vp->fd, &r->obj.pre); }
 void post(vreq *r) { r->obj.have_post = stat_fd(r->vp->fd, &r->obj.post); }
 
+// The attributes an operation that changes nothing answers with: the
+// vnode's snapshot if it was read after r arrived, else read now (and
+// offered to the requests that arrived before this read began).  False
+// (errno set) if the fstat failed.
+bool current_attrs(vreq *r, vattr *a) {
+  if (attr_snapshot_get(r->vp->attrs, r->arrived, a)) {
+    r->fs->attr_shared.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  const uint64_t epoch = attr_epoch_begin();
+  if (!stat_fd(r->vp->fd, a)) return false;
+  attr_snapshot_put(r->vp->attrs, epoch, *a);
+  r->fs->attr_read.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void current(vreq *r) { r->obj.have_post = current_attrs(r, &r->obj.post); }
+
 // The handle of dirfd/name (name "" = dirfd itself), without following a
 // final symlink.  Returns 0 or an errno (EOVERFLOW: too big a handle).
 int make_fh(int dirfd, const char *name, vfh *out) {
@@ -298,7 +323,7 @@ void do_setattr(vreq *r) {
     r->error = r->vp->type == vtype::dir ? EISDIR : EINVAL;
   if (r->error == 0) r->error = apply_sattr(r->vp->fd, s);
   if (r->error == 0 && s.set_size) bio_invalidate(vfs_bufpool());
-  post(r);
+  current(r);
 }
 
 int lookup_at(vreq *r, int *out_fd, const char **rel, int *tmp_fd) {
@@ -354,7 +379,7 @@ uint32_t access_bits(vreq *r, const vattr &a, bool can_r, bool can_w, bool can_x
 }
 
 void do_access(vreq *r) {
-  post(r);
+  current(r);
   if (!r->obj.have_post) {
     r->error = errno;
     return;
@@ -378,7 +403,7 @@ void do_readlink(vreq *r) {
     else
       r->link_len = uint32_t(n);
   }
-  post(r);
+  current(r);
 }
 
 // A symlink whose target lives in its inode (a "fast" symlink: no blocks
@@ -386,7 +411,7 @@ void do_readlink(vreq *r) {
 // I/O; a longer one may need its block read: thread context.
 int start_readlink(vreq *r) {
   if (r->vp->type != vtype::lnk) return VB_BLOCK;  // the thread road gives the error
-  post(r);
+  current(r);
   if (!r->obj.have_post || r->obj.post.used != 0) return VB_BLOCK;
   do_readlink(r);
   return VB_DONE;
@@ -423,12 +448,14 @@ void read_extent(vreq *r, uint32_t n) {
 }
 
 // The post-op attributes of a READ are the ones taken just before it (on
-// both roads): a read changes nothing a client caches but atime, and one
-// system call less matters on the hot path.
+// both roads; possibly a snapshot read after the request arrived): a read
+// changes nothing a client caches but atime, one system call less matters
+// on the hot path, and attributes older than the data are harmless to a
+// client's cache where newer ones would not be.
 void do_read(vreq *r) {
   r->error = data_type_error(r->vp);
   vattr &a = r->obj.post;
-  if (r->error == 0 && !(r->obj.have_post = stat_fd(r->vp->fd, &a))) r->error = errno;
+  if (r->error == 0 && !(r->obj.have_post = current_attrs(r, &a))) r->error = errno;
   if (r->error == 0 && !may(r, a, 4)) r->error = EACCES;
   uint32_t n = 0;
   if (r->error == 0) {
@@ -703,7 +730,7 @@ void do_fsstat(vreq *r) {
     r->fsi.ffiles = v.f_ffree;
     r->fsi.afiles = v.f_favail;
   }
-  post(r);
+  current(r);
 }
 
 void do_fsinfo(vreq *r) {
@@ -711,7 +738,7 @@ void do_fsinfo(vreq *r) {
   r->fsi.link_max = linkmax > 0 ? uint32_t(std::min<long>(linkmax, UINT32_MAX)) : 65000;
   r->fsi.name_max = VFS_NAME_MAX;
   r->fsi.max_file_size = INT64_MAX;
-  post(r);
+  current(r);
 }
 
 void do_commit(vreq *r) {
@@ -830,7 +857,7 @@ void io_done(void *obj, void *env, int status) {
 int start_read(vreq *r) {
   if ((r->error = data_type_error(r->vp)) != 0) return post(r), VB_DONE;
   vattr &a = r->obj.post;  // the post-op attributes: see do_read
-  if (!stat_fd(r->vp->fd, &a)) return VB_BLOCK;
+  if (!current_attrs(r, &a)) return VB_BLOCK;
   if (!mode_bits_decide(r->vp, a)) return VB_BLOCK;
   r->obj.have_post = true;
   if (!mode_allows(a, r->cred, 4)) {
@@ -893,7 +920,7 @@ int start_lookup(vreq *r) {
     r->error = ENOTDIR;
     return post(r), VB_DONE;
   }
-  post(r);
+  current(r);
   if (!r->obj.have_post || !mode_bits_decide(r->vp, r->obj.post)) return VB_BLOCK;
   if (!mode_allows(r->obj.post, r->cred, 1)) {
     r->error = EACCES;
@@ -927,7 +954,7 @@ int start_lookup(vreq *r) {
 }
 
 int start_access(vreq *r) {
-  post(r);
+  current(r);
   if (!r->obj.have_post || !mode_bits_decide(r->vp, r->obj.post)) return VB_BLOCK;
   const vattr &a = r->obj.post;
   r->access_granted = access_bits(r, a, mode_allows(a, r->cred, 4), mode_allows(a, r->cred, 2),
@@ -984,7 +1011,7 @@ int local_start(vreq *r) {
   if (lm(r->fs)->thread_only) return VB_BLOCK;
   switch (r->op) {
     case vop::getattr:
-      post(r);
+      current(r);
       if (!r->obj.have_post) r->error = errno;
       return VB_DONE;
     case vop::fsstat:
@@ -1018,7 +1045,7 @@ int local_start(vreq *r) {
 void local_run(vreq *r) {
   switch (r->op) {
     case vop::getattr:
-      post(r);
+      current(r);
       if (!r->obj.have_post) r->error = errno;
       break;
     case vop::setattr:

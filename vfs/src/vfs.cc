@@ -114,6 +114,7 @@ void take_locked(vnode *v, vnode *out) {
   out->type = v->type;
   v->fd = -1;
   v->priv = nullptr;
+  v->attrs.epoch.store(0, std::memory_order_relaxed);  // no reference: nobody reads it
 }
 
 void reclaim(vfs *fs, vnode *held) {
@@ -299,6 +300,57 @@ const char *vop_name(vop op) {
   return size_t(op) < size_t(vop::count_) ? op_names[size_t(op)] : "?";
 }
 
+// ---- attribute snapshots ----------------------------------------------------
+//
+// The arrival counter orders two kinds of events: a request's arrival (a
+// load) and the start of a read of attributes (an increment, before the
+// fstat).  A snapshot whose increment returned e may answer a request that
+// loaded a <= e: then the increment came after the load, so the fstat
+// began after the request arrived and sees every change completed before
+// it.  Both are sequentially consistent; the counter has its own cache
+// line.  It starts at 1 so that 0 can mean "arrival not known".
+namespace {
+struct alignas(64) arrival_counter {
+  std::atomic<uint64_t> v{1};
+};
+arrival_counter g_arrivals;
+}  // namespace
+
+uint64_t vfs_arrival() { return g_arrivals.v.load(std::memory_order_seq_cst); }
+
+uint64_t attr_epoch_begin() { return g_arrivals.v.fetch_add(1, std::memory_order_seq_cst); }
+
+bool attr_snapshot_get(attr_snapshot &s, uint64_t arrived, vattr *a) {
+  if (arrived == 0) return false;
+  const uint32_t s1 = s.seq.load(std::memory_order_acquire);
+  if (s1 & 1) return false;
+  const uint64_t e = s.epoch.load(std::memory_order_relaxed);
+  uint64_t w[attr_snapshot::WORDS];
+  for (size_t i = 0; i < attr_snapshot::WORDS; i++)
+    w[i] = s.words[i].load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (s.seq.load(std::memory_order_relaxed) != s1 || e == 0 || e < arrived) return false;
+  std::memcpy(static_cast<void *>(a), w, sizeof *a);
+  return true;
+}
+
+void attr_snapshot_put(attr_snapshot &s, uint64_t epoch, const vattr &a) {
+  uint32_t s1 = s.seq.load(std::memory_order_relaxed);
+  if ((s1 & 1) || s.epoch.load(std::memory_order_relaxed) >= epoch ||
+      !s.seq.compare_exchange_strong(s1, s1 + 1, std::memory_order_acquire,
+                                     std::memory_order_relaxed))
+    return;
+  std::atomic_thread_fence(std::memory_order_release);
+  if (s.epoch.load(std::memory_order_relaxed) < epoch) {
+    uint64_t w[attr_snapshot::WORDS] = {};
+    std::memcpy(w, static_cast<const void *>(&a), sizeof a);
+    for (size_t i = 0; i < attr_snapshot::WORDS; i++)
+      s.words[i].store(w[i], std::memory_order_relaxed);
+    s.epoch.store(epoch, std::memory_order_relaxed);
+  }
+  s.seq.store(s1 + 2, std::memory_order_release);
+}
+
 bool timespec_eq(const timespec &a, const timespec &b) {
   return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
 }
@@ -469,6 +521,8 @@ vfs_stats vfs_get_stats(const vfs *fs) {
     s.thread_waiting = m->waiting;
     s.thread_waits = m->waits;
   }
+  s.attr_shared = fs->attr_shared.load(std::memory_order_relaxed);
+  s.attr_read = fs->attr_read.load(std::memory_order_relaxed);
   s.thread_share = g_sys.lanes ? g_sys.mount_share : 0;  // 0: vfs_start not called
   for (size_t i = 0; i < size_t(vop::count_); i++) {
     s.ops_interrupt[i] = fs->ops_interrupt[i].load(std::memory_order_relaxed);
@@ -641,6 +695,7 @@ void vreq_reset(vreq *r) {
   r->plus = false;
   r->emit = nullptr;
   r->emit_arg = nullptr;
+  r->arrived = 0;
   r->done = nullptr;
   reset_results(r);
 }

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fixture.h"   // core/tests: eventually()
@@ -212,6 +213,16 @@ class VfsTest : public ::testing::TestWithParam<be> {
     vreq_release(&r);
     return e;
   }
+  // GETATTR of a request that arrived at `arrived` (vreq::arrived).
+  vattr attrs_arrived(const vfh &fh, uint64_t arrived) {
+    vreq r;
+    prep(r, vop::getattr, fh);
+    r.arrived = arrived;
+    EXPECT_EQ(vop_call(&r), 0);
+    EXPECT_TRUE(r.obj.have_post);
+    return r.obj.post;
+  }
+  std::string path_of(const char *name) const { return m_.dir + "/" + name; }
   int getattr(const vfh &fh, vattr *a = nullptr) {
     vreq r;
     prep(r, vop::getattr, fh);
@@ -1052,6 +1063,120 @@ TEST_P(VfsTest, WalkThroughDirectories) {
 }
 
 // ---- read-only callers ----------------------------------------------------------------
+
+// ATTRIBUTE SNAPSHOTS in vfs(9): requests that arrived before the local
+// backend read a vnode's attributes may share that read; a request that
+// arrived after a change completed never gets attributes from before it.
+TEST_P(VfsTest, RequestsThatArrivedBeforeAnAttributeReadShareIt) {
+  if (memory()) GTEST_SKIP() << "the memory backend has nothing to share (no system call)";
+  vfh f = file(root(), "f");
+  ASSERT_EQ(write(f, 0, "abc"), 0);
+  const uint64_t a = vfs_arrival();
+  vfs_stats s0 = vfs_get_stats(fs_);
+  EXPECT_EQ(attrs_arrived(f, a).size, 3u);  // reads, and offers it
+  ASSERT_EQ(truncate(path_of("f").c_str(), 10), 0) << std::strerror(errno);
+  // Arrived before the read above began: may take it (and does).
+  EXPECT_EQ(attrs_arrived(f, a).size, 3u);
+  vfs_stats s1 = vfs_get_stats(fs_);
+  EXPECT_EQ(s1.attr_read, s0.attr_read + 1);
+  EXPECT_EQ(s1.attr_shared, s0.attr_shared + 1);
+  // Arrived after the truncate completed: must see it.
+  const uint64_t b = vfs_arrival();
+  EXPECT_GT(b, a);
+  EXPECT_EQ(attrs_arrived(f, b).size, 10u);
+  // Arrival not known: never shares.
+  vfs_stats s2 = vfs_get_stats(fs_);
+  EXPECT_EQ(attrs_arrived(f, 0).size, 10u);
+  EXPECT_EQ(vfs_get_stats(fs_).attr_read, s2.attr_read + 1);
+  // A READ that arrived after a change through the VFS sees it: its
+  // attributes bound the data, and a stale size would cut it short.
+  ASSERT_EQ(write(f, 10, "0123456789"), 0);
+  vreq r;
+  std::vector<uint8_t> dst(64);
+  prep(r, vop::read, f);
+  r.arrived = vfs_arrival();
+  r.count = 64;
+  r.dst = dst.data();
+  r.dst_cap = 64;
+  ASSERT_EQ(vop_call(&r), 0);
+  EXPECT_EQ(r.rd.n, 20u);
+  EXPECT_TRUE(r.rd.eof);
+  EXPECT_EQ(r.obj.post.size, 20u);
+  vreq_release(&r);
+}
+
+// A vnode cache entry reused for another file must not hand out the
+// snapshot of the file it held before: 3 x the cache's size of files, each
+// asked for with an arrival that would accept any snapshot.
+TEST_P(VfsTest, AReusedVnodeNeverAnswersWithTheLastFilesAttributes) {
+  std::vector<vfh> fhs;
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 192; i++) {
+    std::string n = "f" + std::to_string(i);
+    fhs.push_back(file(root(), n.c_str()));
+    ids.push_back(attrs(fhs.back()).fileid);
+  }
+  const uint64_t early = 1;  // the first possible arrival: every snapshot is newer
+  for (int round = 0; round < 2; round++) {
+    for (size_t i = 0; i < fhs.size(); i++) {
+      ASSERT_EQ(attrs_arrived(fhs[i], early).fileid, ids[i]) << "file " << i;
+    }
+  }
+  if (!memory()) {
+    EXPECT_GT(vfs_get_stats(fs_).evictions, 0u);
+  }
+}
+
+// Exactness under concurrency: a thread grows a file with ftruncate and
+// publishes each size once the call returned; two threads keep asking for
+// its attributes with an arrival read after loading the published size.
+// Every answer must be at least that size, however the reads are shared.
+TEST_P(VfsTest, SharedAttributesNeverPredateARequestsArrival) {
+  vfh f = file(root(), "grow");
+  constexpr uint64_t STEPS = 3000;
+  std::atomic<uint64_t> published{0};
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> bad{0}, asked{0};
+  auto reader = [&] {
+    while (!stop.load(std::memory_order_acquire)) {
+      const uint64_t k = published.load(std::memory_order_acquire);
+      vreq r;
+      prep(r, vop::getattr, f);
+      r.arrived = vfs_arrival();
+      if (vop_call(&r) != 0 || !r.obj.have_post || r.obj.post.size < k) bad.fetch_add(1);
+      asked.fetch_add(1);
+    }
+    vfs_cred_reset();
+  };
+  std::thread r1(reader), r2(reader);
+  if (memory()) {
+    for (uint64_t k = 1; k <= STEPS; k++) {
+      vreq w;
+      prep(w, vop::setattr, f);
+      w.sattr.set_size = true;
+      w.sattr.size = k;
+      ASSERT_EQ(vop_call(&w), 0);
+      published.store(k, std::memory_order_release);
+    }
+  } else {
+    int fd = open(path_of("grow").c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    for (uint64_t k = 1; k <= STEPS; k++) {
+      ASSERT_EQ(ftruncate(fd, off_t(k)), 0);
+      published.store(k, std::memory_order_release);
+    }
+    close(fd);
+  }
+  // Let the readers see the last size too (an event, not a time).
+  const uint64_t seen = asked.load();
+  while (asked.load() < seen + 8) std::this_thread::yield();
+  stop.store(true, std::memory_order_release);
+  r1.join();
+  r2.join();
+  EXPECT_EQ(bad.load(), 0u) << "of " << asked.load() << " answers";
+  EXPECT_EQ(attrs_arrived(f, vfs_arrival()).size, STEPS);
+  vfs_cred_reset();
+}
 
 TEST_P(VfsTest, ReadOnlyCallersGetErofs) {
   vfh f = file(root(), "f");

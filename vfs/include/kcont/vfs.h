@@ -233,6 +233,14 @@ struct vreq {
   bool (*emit)(void *arg, const vdirent &e) = nullptr;
   void *emit_arg = nullptr;
   kcont *done = nullptr;  // vop_start: run with (obj = this, status = error)
+  // When the request was in hand: vfs_arrival() read after its last byte
+  // arrived (0: not known).  An operation that changes nothing (getattr,
+  // access, lookup, readlink, read) may then answer with attributes of its
+  // object that were read at any moment after that -- one fstat shared by
+  // every request that had arrived before it -- instead of reading them
+  // for itself.  A change that completed before the request arrived is
+  // always seen (ATTRIBUTE SNAPSHOTS in vfs(9)).
+  uint64_t arrived = 0;
 
   // ---- results ----------------------------------------------------------------
   int error = 0;             // 0 or an errno (VFS_NOT_SYNC, VFS_BAD_COOKIE, VFS_BADHANDLE too)
@@ -322,8 +330,17 @@ struct vfs_stats {
   // thread_share is 0 while the asynchronous side is not started.
   uint32_t thread_running = 0, thread_waiting = 0, thread_share = 0;
   uint64_t thread_waits = 0;
+  // Operations that change nothing (see vreq::arrived): answered with a
+  // snapshot of the attributes shared with other requests, or after
+  // reading them themselves.
+  uint64_t attr_shared = 0, attr_read = 0;
 };
 vfs_stats vfs_get_stats(const vfs *fs);
+
+// The moment a request arrives, for vreq::arrived: read it once the
+// request's last byte is in hand -- reading it later is also correct, only
+// shares less.  Never 0.  Any context; one load of a shared counter.
+uint64_t vfs_arrival();
 
 // ---- requests --------------------------------------------------------------
 

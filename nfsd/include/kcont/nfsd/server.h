@@ -208,6 +208,9 @@ struct request {
   xdr_out out;                   // the reply record is written here
   bool allow_file_part = false;  // READ may answer with a file_part
   bool in_thread = false;        // the transport runs the call in thread context
+  // vfs_arrival() read once the whole record was in hand (0: not known):
+  // lets the VFS share attributes read after it (vreq::arrived).
+  uint64_t arrived = 0;
   file_part file;
   // READ data in a buffer of the I/O layer, sent after the reply buffer's
   // bytes and before file/pad; the transport brelse()s it.
