@@ -92,7 +92,7 @@ struct vfs {
   std::vector<vnode *> buckets;
   uint64_t mask = 0;
   size_t hand = 0;
-  uint64_t hits = 0, misses = 0, evictions = 0, stale = 0;  // under lock
+  uint64_t hits = 0, misses = 0, evictions = 0, stale = 0, primed = 0;  // under lock
   // Thread context (vfs.cc): requests of this mount queued or running on
   // lanes, at most the subsystem's mount_share; the rest wait here.  Under
   // lock.
@@ -115,6 +115,13 @@ vnode *vnode_lookup_cached(vfs *fs, const vfh &fh);
 // Returns 0 with *out referenced, or an errno (EAGAIN: every cache entry is
 // in use).
 int vnode_get(vfs *fs, const vfh &fh, vnode **out);
+
+// Enters a vnode the backend has just made and opened, as vget would have
+// (fresh.fs, fh, fd, type, ACL sample filled), so that the next request
+// on its handle finds it cached; it holds no reference.  If the handle is
+// cached already, or every entry is in use, fresh is reclaimed.  Any
+// context (never blocks on anything but the cache's spinlock).
+void vnode_prime(vnode &fresh);
 
 // Adds a reference.  Any context.
 void vnode_ref(vnode *vp);

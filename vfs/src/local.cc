@@ -33,6 +33,8 @@
 //                             under the caller's identity: thread context)
 //   commit                    buf(9) fsync
 // Everything else runs in thread context under the caller's identity.
+// A regular file CREATE made is entered into the vnode cache there and
+// then (prime_created), so the requests that follow it start cached.
 // On a file system whose in-core answers may still wait for a daemon or the
 // network (FUSE, NFS, SMB/CIFS, Ceph, 9P, AFS, Coda: fstat there can ask
 // the server) nothing runs in interrupt context: a dispatcher must never
@@ -499,6 +501,33 @@ void do_write(vreq *r) {
   post(r);
 }
 
+// Enters the regular file CREATE just made (open at fd) into the vnode
+// cache, as vget would: the WRITE, SETATTR, COMMIT and GETATTR that follow
+// a CREATE then find it there and run without a thread, instead of
+// resolving its handle in thread context.  Only when the handle names the
+// very inode at fd, and only with a read-write descriptor (the access vget
+// gets as root; the caller just made the file, so it may open it so too).
+// Thread context, the caller's identity.
+void prime_created(vreq *r, int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink == 0 ||
+      st.st_ino != r->res_attr.fileid || st.st_dev != lm(r->fs)->dev)
+    return;
+  char link[64];
+  std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  int rw = open(link, O_RDWR | O_CLOEXEC);
+  if (rw < 0) return;
+  vnode fresh;
+  fresh.fs = r->fs;
+  fresh.fh = r->res_fh;
+  fresh.fd = rw;
+  fresh.type = vtype::reg;
+  int acl = read_acl(rw, vtype::reg);
+  fresh.has_acl = acl != 0;
+  fresh.acl_ctime = acl < 0 ? timespec{-1, 0} : st.st_ctim;
+  vnode_prime(fresh);
+}
+
 void do_create(vreq *r) {
   pre(r);
   if (r->error == 0 && r->vp->type != vtype::dir) r->error = ENOTDIR;
@@ -547,8 +576,9 @@ void do_create(vreq *r) {
     } else {
       r->error = errno;
     }
-    if (fd >= 0) close(fd);
     if (r->error == 0) result_of(r, nm);
+    if (fd >= 0 && r->error == 0 && r->have_res_fh) prime_created(r, fd);
+    if (fd >= 0) close(fd);
   }
   post(r);
 }

@@ -515,6 +515,7 @@ vfs_stats vfs_get_stats(const vfs *fs) {
     spinlock g(m->lock);
     s.cache_hits = m->hits;
     s.cache_misses = m->misses;
+    s.cache_primed = m->primed;
     s.evictions = m->evictions;
     s.stale = m->stale;
     s.thread_running = m->in_thread;
@@ -542,29 +543,25 @@ vnode *vnode_lookup_cached(vfs *fs, const vfh &fh) {
   return v;
 }
 
-int vnode_get(vfs *fs, const vfh &fh, vnode **out) {
-  if (fh.len == 0 || fh.len > VFS_FHSIZE) return VFS_BADHANDLE;
-  if ((*out = vnode_lookup_cached(fs, fh)) != nullptr) return 0;
-  vnode fresh;
-  fresh.fs = fs;
-  fresh.fh = fh;
-  if (int e = fs->be->vget(fs, fh, &fresh)) {
-    if (e == ESTALE) {
-      spinlock g(fs->lock);
-      fs->stale++;
-    }
-    return e;
-  }
+namespace {
+// Enters `fresh` (just resolved by the backend) into the cache, or finds
+// the entry another thread entered for the same handle meanwhile (fresh is
+// then reclaimed).  Returns the entry referenced, or nullptr when every
+// entry is in use (fresh reclaimed).  `primed`: an entry made is counted
+// as a priming, not as a miss.
+vnode *enter(vfs *fs, vnode &fresh, bool primed) {
+  const vfh &fh = fresh.fh;
   vnode old, dup;
   vnode *v;
   {
     spinlock g(fs->lock);
-    fs->misses++;
+    if (!primed) fs->misses++;
     v = find_locked(fs, fh);  // another thread may have resolved it meanwhile
     if (v) {
       v->refs++;
       take_locked(&fresh, &dup);
     } else if ((v = victim_locked(fs, &old)) != nullptr) {
+      if (primed) fs->primed++;
       v->fs = fs;
       v->fh = fh;
       v->type = fresh.type;
@@ -583,12 +580,30 @@ int vnode_get(vfs *fs, const vfh &fh, vnode **out) {
   }
   reclaim(fs, &old);
   reclaim(fs, &dup);
-  if (!v) {  // every entry is in use: the cache is too small for the load
-    reclaim(fs, &fresh);
-    return EAGAIN;
+  if (!v) reclaim(fs, &fresh);  // every entry is in use: the cache is too small for the load
+  return v;
+}
+}  // namespace
+
+int vnode_get(vfs *fs, const vfh &fh, vnode **out) {
+  if (fh.len == 0 || fh.len > VFS_FHSIZE) return VFS_BADHANDLE;
+  if ((*out = vnode_lookup_cached(fs, fh)) != nullptr) return 0;
+  vnode fresh;
+  fresh.fs = fs;
+  fresh.fh = fh;
+  if (int e = fs->be->vget(fs, fh, &fresh)) {
+    if (e == ESTALE) {
+      spinlock g(fs->lock);
+      fs->stale++;
+    }
+    return e;
   }
-  *out = v;
-  return 0;
+  *out = enter(fs, fresh, false);
+  return *out ? 0 : EAGAIN;
+}
+
+void vnode_prime(vnode &fresh) {
+  if (vnode *v = enter(fresh.fs, fresh, true)) vnode_rele(v);
 }
 
 void vnode_ref(vnode *vp) {

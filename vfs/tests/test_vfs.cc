@@ -1367,6 +1367,20 @@ class AsyncVfsTest : public ::testing::TestWithParam<be> {
     return c.res_fh;
   }
 
+  // A file made by open(2) in the local backend's directory, its handle
+  // found by a LOOKUP (which caches nothing).
+  vfh outside_create(const char *name) {
+    int fd = open((m_.dir + "/" + name).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    EXPECT_GE(fd, 0) << std::strerror(errno);
+    if (fd >= 0) close(fd);
+    vreq l;
+    prep(l, vop::lookup, root());
+    set_name(l.name, name);
+    EXPECT_EQ(vop_call(&l), 0);
+    vfs_cred_reset();
+    return l.res_fh;
+  }
+
   uint64_t interrupt_ops(vop op) { return vfs_get_stats(fs_).ops_interrupt[size_t(op)]; }
   uint64_t thread_ops(vop op) { return vfs_get_stats(fs_).ops_thread[size_t(op)]; }
 
@@ -1386,7 +1400,9 @@ std::string pattern(size_t n) {
 }  // namespace
 
 TEST_P(AsyncVfsTest, AFirstRequestUsesAThreadACachedGetattrDoesNot) {
-  vfh f = sync_create("f", "");
+  // Made outside the VFS on the local backend: a CREATE through it would
+  // leave the file cached (AFileJustCreatedIsCachedForTheRequestsThatFollow).
+  vfh f = GetParam() == be::memory ? sync_create("f", "") : outside_create("f");
   uint64_t t0 = thread_ops(vop::getattr), i0 = interrupt_ops(vop::getattr);
   uint64_t misses0 = vfs_get_stats(fs_).cache_misses;
   vreq a;
@@ -1406,6 +1422,40 @@ TEST_P(AsyncVfsTest, AFirstRequestUsesAThreadACachedGetattrDoesNot) {
   EXPECT_EQ(s.ops_interrupt[size_t(vop::getattr)], i0 + 1);
   EXPECT_GE(s.cache_misses, misses0 + 1);
   EXPECT_GE(s.cache_hits, 1u);
+}
+
+// CREATE enters the file it made into the vnode cache: the WRITE and
+// GETATTR that follow need no thread (before, the first request on the new
+// handle resolved it in thread context).
+TEST_P(AsyncVfsTest, AFileJustCreatedIsCachedForTheRequestsThatFollow) {
+  if (GetParam() == be::memory) GTEST_SKIP() << "the memory backend resolves handles in place";
+  uint64_t primed0 = vfs_get_stats(fs_).cache_primed;
+  vfh f = sync_create("new", "");
+  EXPECT_EQ(vfs_get_stats(fs_).cache_primed, primed0 + 1);
+  std::string data = pattern(4096);
+  vreq w;
+  prep(w, vop::write, f);
+  w.data = reinterpret_cast<const uint8_t *>(data.data());
+  w.count = uint32_t(data.size());
+  ASSERT_EQ(start(w), 0);
+  EXPECT_FALSE(w.used_thread) << "the created file was not cached";
+  EXPECT_EQ(w.written, 4096u);
+  vreq g;
+  prep(g, vop::getattr, f);
+  ASSERT_EQ(start(g), 0);
+  EXPECT_FALSE(g.used_thread);
+  EXPECT_EQ(g.obj.post.size, 4096u);
+  // An unchecked CREATE of a file the caller may not write primes nothing
+  // (no read-write descriptor for it), and the file still works through
+  // the slow road.
+  ASSERT_EQ(chmod((m_.dir + "/new").c_str(), 0444), 0);
+  vreq c;
+  prep(c, vop::create, root(), USER);
+  set_name(c.name, "new");
+  vfs_stats before = vfs_get_stats(fs_);
+  EXPECT_EQ(vop_call(&c), 0);
+  vfs_cred_reset();
+  EXPECT_EQ(vfs_get_stats(fs_).cache_primed, before.cache_primed);
 }
 
 // A walk of nothing (MOUNT of an export root) names the root itself and

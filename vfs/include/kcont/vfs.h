@@ -323,6 +323,7 @@ const vfh &vfs_root(const vfs *fs);
 // Counters per mount (relaxed snapshot).  Any context.
 struct vfs_stats {
   uint64_t cache_hits = 0, cache_misses = 0, evictions = 0, stale = 0;
+  uint64_t cache_primed = 0;  // entered by the operation that made the object (CREATE)
   uint64_t ops_interrupt[size_t(vop::count_)] = {};  // completed without a thread
   uint64_t ops_thread[size_t(vop::count_)] = {};     // ran in thread context
   // Thread context now: requests on lanes (at most thread_share) and
