@@ -6,6 +6,7 @@
 //                  --procs N --duration S --warmup S --pattern seq|random
 //                  --file NAME --file-size BYTES --stable unstable|file_sync
 //                  [--server-pid PID] [--json FILE] [--quiet]
+//   kcont-nfsbench --run 'SHELL COMMAND' --server-pid PID [--json FILE]
 //
 // What it does:
 //   1. Prepares the test file (NAME, relative to the export) with the
@@ -37,6 +38,15 @@
 //      reported per op.  The client processes measure their own CPU time over
 //      the same window, and /proc/stat gives the whole machine's busy share,
 //      which tells whether the client, the server or the CPUs are the limit.
+//
+// With --run it generates no load: it runs the shell command (sh -c) and
+// measures the server -- context switches and CPU time as above, sampled
+// every 100 ms -- from the command's start to its exit.  That is how a real
+// POSIX workload through a FUSE mount (kcont-nfsfuse) is measured; the
+// server's own counters give the number of calls.  Output: one line, and
+// with --json the command, its exit status, elapsed_s, server_cpu_s,
+// server_csw and server_vcsw.  Exit status: the command's (1 if it could
+// not run or was killed).
 //
 // Output: a progress line on stderr once per second (unless --quiet), the
 // result as a table on stdout, and with --json FILE the same numbers as one
@@ -113,6 +123,7 @@ struct Options {
   std::string stable = "unstable";
   int server_pid = 0;
   std::string json;
+  std::string run;  // --run: the shell command to measure the server under
   bool quiet = false;
 
   Op opk = Op::kRead;
@@ -1044,10 +1055,70 @@ void on_signal(int) { g_interrupted = 1; }
 
 }  // namespace
 
+// --run: the server measured while a shell command runs (see the top).
+int run_mode(const Options &o) {
+  if (o.server_pid <= 0 || (kill(o.server_pid, 0) != 0 && errno == ESRCH)) {
+    fprintf(stderr, "kcont-nfsbench: --run needs the --server-pid of a running server\n");
+    return 2;
+  }
+  CswTracker csw;
+  const double cpu0 = server_cpu_s(o.server_pid);
+  if (cpu0 < 0 || !csw.sample(o.server_pid)) {
+    fprintf(stderr, "kcont-nfsbench: cannot read /proc/%d\n", o.server_pid);
+    return 1;
+  }
+  const int64_t t0 = now_ns();
+  pid_t child = fork();
+  if (child < 0) {
+    fprintf(stderr, "kcont-nfsbench: fork: %s\n", strerror(errno));
+    return 1;
+  }
+  if (child == 0) {
+    execl("/bin/sh", "sh", "-c", o.run.c_str(), static_cast<char *>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  for (;;) {
+    pid_t r = waitpid(child, &status, WNOHANG);
+    if (r == child) break;
+    if (r < 0 && errno != EINTR) {
+      status = 1 << 8;
+      break;
+    }
+    csw.sample(o.server_pid);
+    usleep(100 * 1000);
+  }
+  const double secs = double(now_ns() - t0) / 1e9;
+  const bool alive = csw.sample(o.server_pid);
+  const double cpu1 = server_cpu_s(o.server_pid);
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+  const double cpu = alive && cpu1 >= 0 ? cpu1 - cpu0 : -1;
+  printf("run: exit %d, %.3f s; server: %.3f s CPU, %" PRIu64 " context switches (%" PRIu64
+         " voluntary)%s\n",
+         code, secs, cpu, csw.total(), csw.voluntary(), alive ? "" : " -- the server exited");
+  if (!o.json.empty()) {
+    FILE *f = fopen(o.json.c_str(), "w");
+    if (!f) {
+      fprintf(stderr, "kcont-nfsbench: cannot write %s: %s\n", o.json.c_str(), strerror(errno));
+      return 1;
+    }
+    fprintf(f,
+            "{\"run\": \"%s\", \"exit\": %d, \"elapsed_s\": %.4f, \"server_cpu_s\": %.4f, "
+            "\"server_csw\": %" PRIu64 ", \"server_vcsw\": %" PRIu64 "}\n",
+            json_escape(o.run).c_str(), code, secs, cpu, csw.total(), csw.voluntary());
+    fclose(f);
+  }
+  return alive ? code : 1;
+}
+
 int main(int argc, char **argv) {
   Options o;
   CLI::App app{"kcont-nfsbench: NFSv3 load generator (libnfs async raw API)"};
-  app.add_option("--url", o.url, "nfs://HOST/EXPORT?version=3&nfsport=N&mountport=M")->required();
+  auto *url = app.add_option("--url", o.url, "nfs://HOST/EXPORT?version=3&nfsport=N&mountport=M");
+  auto *run = app.add_option("--run", o.run,
+                             "Generate no load: run this shell command and measure --server-pid "
+                             "from its start to its exit");
+  url->excludes(run);
   app.add_option("--op", o.op,
                  "read, write, getattr, mix (70% READ, 20% GETATTR, 10% WRITE), meta (LOOKUP, "
                  "GETATTR, ACCESS on a tree of 256 files) or cycle (CREATE, WRITE 4 KiB, COMMIT, "
@@ -1086,6 +1157,11 @@ int main(int argc, char **argv) {
   app.add_option("--json", o.json, "Also write the results as JSON to this file");
   app.add_flag("--quiet", o.quiet, "No progress line");
   CLI11_PARSE(app, argc, argv);
+  if (!o.run.empty()) return run_mode(o);
+  if (o.url.empty()) {
+    fprintf(stderr, "kcont-nfsbench: --url is required (or --run)\n");
+    return 2;
+  }
 
   o.opk = o.op == "read"    ? Op::kRead
           : o.op == "write" ? Op::kWrite
