@@ -1055,6 +1055,13 @@ void on_signal(int) { g_interrupted = 1; }
 
 }  // namespace
 
+// The --json file, opened for writing; nullptr (with a message) if not.
+FILE *open_json(const Options &o) {
+  FILE *f = fopen(o.json.c_str(), "w");
+  if (!f) fprintf(stderr, "kcont-nfsbench: cannot write %s: %s\n", o.json.c_str(), strerror(errno));
+  return f;
+}
+
 // --run: the server measured while a shell command runs (see the top).
 int run_mode(const Options &o) {
   if (o.server_pid <= 0 || (kill(o.server_pid, 0) != 0 && errno == ESRCH)) {
@@ -1097,11 +1104,8 @@ int run_mode(const Options &o) {
          " voluntary)%s\n",
          code, secs, cpu, csw.total(), csw.voluntary(), alive ? "" : " -- the server exited");
   if (!o.json.empty()) {
-    FILE *f = fopen(o.json.c_str(), "w");
-    if (!f) {
-      fprintf(stderr, "kcont-nfsbench: cannot write %s: %s\n", o.json.c_str(), strerror(errno));
-      return 1;
-    }
+    FILE *f = open_json(o);
+    if (!f) return 1;
     fprintf(f,
             "{\"run\": \"%s\", \"exit\": %d, \"elapsed_s\": %.4f, \"server_cpu_s\": %.4f, "
             "\"server_csw\": %" PRIu64 ", \"server_vcsw\": %" PRIu64 "}\n",
@@ -1392,11 +1396,8 @@ int main(int argc, char **argv) {
   if (commits) printf("commits: %" PRIu64 "\n", commits);
 
   if (!o.json.empty()) {
-    FILE *f = fopen(o.json.c_str(), "w");
-    if (!f) {
-      fprintf(stderr, "kcont-nfsbench: cannot write %s: %s\n", o.json.c_str(), strerror(errno));
-      return 1;
-    }
+    FILE *f = open_json(o);
+    if (!f) return 1;
     fprintf(f,
             "{\"url\": \"%s\", \"op\": \"%s\", \"size\": %" PRIu64
             ", \"depth\": %d, \"conns\": %d, \"procs\": %d, \"pattern\": \"%s\", \"stable\": "
