@@ -41,16 +41,20 @@ pkg_check_modules(FUSE3 QUIET IMPORTED_TARGET fuse3)
 if(FUSE3_FOUND)
   kcont_c_tool(kcont_hangfs hangfs.c PkgConfig::FUSE3)
   set(KCONT_HANGFS $<TARGET_FILE:kcont_hangfs>)
+  include(${CMAKE_CURRENT_LIST_DIR}/../bench/nfsfuse.cmake)
+  set(KCONT_NFSFUSE $<TARGET_FILE:kcont-nfsfuse>)
 else()
-  message(STATUS "libfuse3 not found: the hung-file-system NFS tests are skipped")
+  message(STATUS "libfuse3 not found: the hung-file-system and POSIX-client NFS tests are skipped")
   set(KCONT_HANGFS "")
+  set(KCONT_NFSFUSE "")
 endif()
 
 foreach(model kcont threads)
   add_test(NAME nfs_integration_${model}
     COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/nfs_integration.sh
             $<TARGET_FILE:kcont-nfsd> $<TARGET_FILE:kcont_nfs_driver> ${model}
-            $<TARGET_FILE:kcont_nfs_siege> "${KCONT_HANGFS}" "${KCONT_SANITIZE}")
+            $<TARGET_FILE:kcont_nfs_siege> "${KCONT_HANGFS}" "${KCONT_SANITIZE}"
+            "${KCONT_NFSFUSE}")
   set_tests_properties(nfs_integration_${model} PROPERTIES
     TIMEOUT 600
     RUN_SERIAL TRUE
