@@ -148,6 +148,8 @@ void render_exports(server &srv, text &t) {
       {"kcont_vfs_handle_cache_hits_total", "counter", "File handles found in the vnode cache."},
       {"kcont_vfs_handle_cache_misses_total", "counter",
        "File handles opened because they were not cached."},
+      {"kcont_vfs_handle_cache_primed_total", "counter",
+       "Files entered into the vnode cache by the CREATE that made them."},
       {"kcont_vfs_thread_context_running", "gauge",
        "Requests of the export in thread context now."},
       {"kcont_vfs_thread_context_waiting", "gauge",
@@ -163,7 +165,7 @@ void render_exports(server &srv, text &t) {
     for (const export_entry &e : tab->exports) {
       if (!e.fs) continue;
       vfs::vfs_stats v = vfs::vfs_get_stats(e.fs);
-      const ull values[] = {v.cache_hits,     v.cache_misses, v.thread_running,
+      const ull values[] = {v.cache_hits,     v.cache_misses, v.cache_primed, v.thread_running,
                             v.thread_waiting, v.attr_shared,  v.attr_read};
       ull value = values[r];
       // Paths are canonical and may hold any byte but NUL: escape \ " \n.

@@ -3,7 +3,8 @@
 // `nfsstat -s`: it fetches the server's --metrics endpoint (HTTP GET
 // /metrics, Prometheus text format) and prints per-procedure calls,
 // errors, average server time and the share completed without a thread,
-// then bytes, connections and the memory budget.
+// then bytes, connections, the memory budget and, per export, the vnode
+// cache, thread context and attribute snapshots (vfs(9)).
 //
 //   kcont-nfsstat [ADDR:PORT]      (default 127.0.0.1:9449)
 //
@@ -203,6 +204,24 @@ int main(int argc, char **argv) {
               v("kcont_nfsd_buffer_memory_limit_bytes") / 1048576.0,
               v("kcont_nfsd_buffer_memory_peak_bytes") / 1048576.0,
               v("kcont_nfsd_buffer_memory_waits_total"));
+  // Per export: the vnode cache, thread context and attribute snapshots.
+  std::vector<std::string> exports;
+  for (const auto &s : all)
+    if (s.name == "kcont_vfs_handle_cache_hits_total" && s.labels.count("export"))
+      exports.push_back(s.labels.at("export"));
+  for (const auto &e : exports) {
+    auto x = [&](const char *name) { return v(name, {{"export", e}}); };
+    double hits = x("kcont_vfs_handle_cache_hits_total");
+    double misses = x("kcont_vfs_handle_cache_misses_total");
+    double shared = x("kcont_vfs_attributes_shared_total");
+    double read = x("kcont_vfs_attributes_read_total");
+    std::printf(
+        "export %s: handles %.0f cached + %.0f opened (%.0f entered by CREATE); thread context "
+        "%.0f running, %.0f waiting; attributes shared %.0f of %.0f (%.1f%%)\n",
+        e.c_str(), hits, misses, x("kcont_vfs_handle_cache_primed_total"),
+        x("kcont_vfs_thread_context_running"), x("kcont_vfs_thread_context_waiting"), shared,
+        shared + read, shared + read > 0 ? 100.0 * shared / (shared + read) : 0.0);
+  }
   std::vector<std::string> errs;
   for (const auto &s : all)
     if (s.name == "kcont_nfsd_nfs_errors_total" && s.value > 0)
