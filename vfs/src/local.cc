@@ -325,7 +325,7 @@ void do_setattr(vreq *r) {
     r->error = r->vp->type == vtype::dir ? EISDIR : EINVAL;
   if (r->error == 0) r->error = apply_sattr(r->vp->fd, s);
   if (r->error == 0 && s.set_size) bio_invalidate(vfs_bufpool());
-  current(r);
+  post(r);
 }
 
 int lookup_at(vreq *r, int *out_fd, const char **rel, int *tmp_fd) {
@@ -367,7 +367,7 @@ void do_lookup(vreq *r) {
     if (r->error == 0) lookup_result(r, fd, rel);
     if (tmp >= 0) close(tmp);
   }
-  post(r);
+  current(r);
 }
 
 uint32_t access_bits(vreq *r, const vattr &a, bool can_r, bool can_w, bool can_x) {

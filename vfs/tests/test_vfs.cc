@@ -1105,6 +1105,31 @@ TEST_P(VfsTest, RequestsThatArrivedBeforeAnAttributeReadShareIt) {
   vreq_release(&r);
 }
 
+// An operation that changes its object answers with attributes read after
+// the change, never with a snapshot -- even one read after it arrived.
+TEST_P(VfsTest, AnOperationThatChangesSomethingNeverAnswersWithASnapshot) {
+  vfh f = file(root(), "f", 0644);
+  const uint64_t a = vfs_arrival();
+  EXPECT_EQ(attrs_arrived(f, a).mode, 0644u);  // a snapshot any request of `a` may take
+  vreq s;
+  prep(s, vop::setattr, f);
+  s.arrived = a;
+  s.sattr.set_mode = true;
+  s.sattr.mode = 0600;
+  ASSERT_EQ(vop_call(&s), 0);
+  ASSERT_TRUE(s.obj.have_post);
+  EXPECT_EQ(s.obj.post.mode, 0600u) << "SETATTR answered with the attributes from before it";
+  vreq w;
+  prep(w, vop::write, f);
+  w.arrived = a;
+  w.data = reinterpret_cast<const uint8_t *>("abcd");
+  w.count = 4;
+  ASSERT_EQ(vop_call(&w), 0);
+  ASSERT_TRUE(w.obj.have_post);
+  EXPECT_EQ(w.obj.post.size, 4u) << "WRITE answered with the attributes from before it";
+  vfs_cred_reset();
+}
+
 // A vnode cache entry reused for another file must not hand out the
 // snapshot of the file it held before: 3 x the cache's size of files, each
 // asked for with an arrival that would accept any snapshot.
