@@ -235,11 +235,11 @@ struct vreq {
   kcont *done = nullptr;  // vop_start: run with (obj = this, status = error)
   // When the request was in hand: vfs_arrival() read after its last byte
   // arrived (0: not known).  An operation that changes nothing (getattr,
-  // access, lookup, readlink, read) may then answer with attributes of its
-  // object that were read at any moment after that -- one fstat shared by
-  // every request that had arrived before it -- instead of reading them
-  // for itself.  A change that completed before the request arrived is
-  // always seen (ATTRIBUTE SNAPSHOTS in vfs(9)).
+  // access, lookup, readlink, read, fsstat, fsinfo) may then answer with
+  // attributes of its object that were read at any moment after that --
+  // one fstat shared by every request that had arrived before it -- instead
+  // of reading them for itself.  A change that completed before the
+  // request arrived is always seen (ATTRIBUTE SNAPSHOTS in vfs(9)).
   uint64_t arrived = 0;
 
   // ---- results ----------------------------------------------------------------
