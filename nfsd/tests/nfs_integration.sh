@@ -338,7 +338,7 @@ posix_client() { # posix_client URL TREE
 	"$NFSFUSE" "$1" "$mnt" >"$TMP/nfsfuse.log" 2>&1 &
 	fpid=$!
 	ALL_PIDS+=("$fpid")
-	for _ in $(seq 100); do
+	for _ in $(seq 600); do
 		mountpoint -q "$mnt" && break
 		kill -0 "$fpid" 2>/dev/null || break
 		sleep 0.1
