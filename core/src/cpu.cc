@@ -9,8 +9,10 @@
 //   2. move what other threads sent through the inbox onto local queues;
 //   3. run pending queues of unmasked levels, highest dispatch slot (rank)
 //      first, re-checking for completions and inbox work every 64 calls;
-//   4. flush submissions; and only when nothing unmasked is pending, sleep
-//      in io_uring_submit_and_wait() until a completion arrives.
+//   4. push the batches of deferrals it staged for other CPUs (xfer,
+//      internal.h; also every 64 calls inside step 3), flush submissions;
+//      and only when nothing unmasked is pending, sleep in
+//      io_uring_submit_and_wait() until a completion arrives.
 //
 // The doorbell is an eventfd with a read always armed on the ring.  A
 // producer rings it only when its push made the inbox non-empty *and* the
@@ -81,16 +83,41 @@ void wake_worker(worker *w) {
   }
 }
 
+// Links the continuations of batch x in order and hands x back to its
+// producer.  Returns how many there were.
+uint32_t xfer_unpack(cpu *c, xfer *x) {
+  const uint32_t n = x->n;
+  constexpr uint32_t ahead = 8;
+  for (uint32_t i = 0; i < n && i < ahead; i++) __builtin_prefetch(x->items[i], 1);
+  for (uint32_t i = 0; i < n; i++) {
+    if (i + ahead < n) __builtin_prefetch(x->items[i + ahead], 1);
+    local_link(c, x->items[i]);
+  }
+  x->busy.store(0, std::memory_order_release);  // x is the producer's again
+  return n;
+}
+
 void drain_inbox(cpu *c) {
   kcont *l = c->in.take_fifo();
   uint64_t n = 0;
   while (l) {
     kcont *k = l;
     l = l->next;
+    if (k->fn == xfer_marker) {
+      n += xfer_unpack(c, reinterpret_cast<xfer *>(k));  // hdr is xfer's first member
+      continue;
+    }
     local_link(c, k);
     n++;
   }
   if (n) bump(c->inbox_items, n);
+}
+
+void xfer_publish(cpu *p, int d) {
+  xfer *x = p->open[d];
+  p->open[d] = nullptr;
+  p->open_mask &= ~(uint64_t(1) << d);
+  if (x->to->in.push(&x->hdr)) ring_doorbell(x->to);
 }
 
 struct reaped {
@@ -193,6 +220,7 @@ void run_soft(cpu *c) {
     if (popped != ran) bump(st.cancelled, popped - ran);
     st.deferred.store(q.linked, std::memory_order_relaxed);  // the queue's own count
     if (budget == 0) {
+      xfer_flush(c);  // staged deferrals wait at most one batch
       if (io_uring_cq_ready(&c->ring) || !c->in.empty()) return;
       budget = 64;
     }
@@ -317,6 +345,7 @@ void dispatcher_main(cpu *c, std::promise<std::string> *ready) {
     reap(c);
     if (!c->in.empty()) drain_inbox(c);
     run_soft(c);
+    xfer_flush(c);  // what reaping and running staged for other CPUs
     if (io_uring_sq_ready(&c->ring)) io_uring_submit(&c->ring);
     if (c->pending & ~c->spl_slots) continue;
     if (io_uring_cq_ready(&c->ring)) continue;
@@ -410,6 +439,11 @@ void reset_cpu(cpu *c, int id) {
                   &c->spin_hits})
     a->store(0);
   c->unarmed = 0;
+  // Batches left on an inbox at the last stop were dropped with it.
+  c->open_mask = 0;
+  for (auto &o : c->open) o = nullptr;
+  for (auto &row : c->xfers)
+    for (auto &x : row) x.busy.store(0);
 }
 
 // Tells a dispatcher to finish, wakes it, joins it, and closes its doorbell
@@ -488,11 +522,42 @@ bool try_link(kcont *kc) {
     if (w->in.push(kc)) wake_worker(w);
     return true;
   }
-  if (ex && ex->dispatcher && ex->c == cp)
-    local_link(cp, kc);
-  else if (cp->in.push(kc))
-    ring_doorbell(cp);
+  if (ex && ex->dispatcher) {
+    if (ex->c == cp) {
+      local_link(cp, kc);
+      return true;
+    }
+    if (xfer_stage(ex->c, cp, kc)) return true;
+  }
+  if (cp->in.push(kc)) ring_doorbell(cp);
   return true;
+}
+
+void xfer_marker(void *, void *, int) {}
+
+bool xfer_stage(cpu *p, cpu *to, kcont *kc) {
+  const int d = to->id;
+  xfer *x = p->open[d];
+  if (!x) {
+    for (auto &f : p->xfers[d])
+      if (!f.busy.load(std::memory_order_acquire)) {
+        x = &f;
+        break;
+      }
+    if (!x) return false;
+    x->busy.store(1, std::memory_order_relaxed);
+    x->n = 0;
+    x->to = to;
+    p->open[d] = x;
+    p->open_mask |= uint64_t(1) << d;
+  }
+  x->items[x->n++] = kc;
+  if (x->n == xfer_cap) xfer_publish(p, d);
+  return true;
+}
+
+void xfer_flush_all(cpu *p) {
+  while (p->open_mask) xfer_publish(p, __builtin_ctzll(p->open_mask));
 }
 
 void set_idle_unlinked(kcont *kc) {

@@ -110,9 +110,13 @@ struct inbox {
 };
 
 struct qstats {
-  std::atomic<uint64_t> deferred{0}, run{0}, direct{0}, coalesced{0}, cancelled{0}, max_depth{0},
+  std::atomic<uint64_t> deferred{0}, run{0}, direct{0}, cancelled{0}, max_depth{0},
       max_latency_ns{0}, latency_sum_ns{0};
   std::atomic<uint64_t> latency_hist[level_stats::latency_buckets] = {};
+  // Bumped by the deferring threads, not the dispatcher: on a line of its
+  // own, so that a producer retrying a pending continuation does not take
+  // the line the dispatcher publishes its counters to.
+  alignas(64) std::atomic<uint64_t> coalesced{0};
 };
 
 // A thread that runs continuations: a dispatcher, a worker, or another
@@ -202,6 +206,37 @@ struct worker {
 };
 
 struct callout_cpu;  // callout.cc
+struct cpu;
+
+// Cross-CPU batches.  A dispatcher that defers interrupt-kind continuations
+// to another CPU's dispatcher does not push each onto that CPU's inbox (a
+// linked list: the consumer's walk of it takes one cache miss after the
+// other, and every push moves the inbox head's line): it writes their
+// pointers into a batch of its own for that CPU, and pushes the batch onto
+// the inbox as one node when it is full, when the dispatcher has run 64
+// calls in a row, and before it reaps or sleeps -- so a staged continuation
+// waits at most one dispatcher batch.  The consumer reads the pointers in
+// order (the lines of the continuations can be fetched side by side) and
+// links them onto its local queues, then hands the batch back.
+//
+// Each ordered pair of CPUs has xfers_per_pair batches, owned by the
+// producer: `busy` goes 0 -> 1 when the producer takes one (a plain store;
+// only it takes) and 1 -> 0 when the consumer has linked its items
+// (release; the producer's acquire load sees the items read).  With none
+// free the producer falls back to a push per continuation; it has no open
+// batch for that CPU then, so everything it staged before is on the inbox
+// already and the order of its deferrals is kept.
+inline constexpr unsigned xfer_cap = 16;
+inline constexpr unsigned xfers_per_pair = 4;
+void xfer_marker(void *, void *, int);  // a batch's hdr.fn (never called)
+struct xfer {
+  kcont hdr;  // the node on the destination's inbox (hdr.fn == xfer_marker)
+  std::atomic<uint32_t> busy{0};
+  uint32_t n = 0;
+  cpu *to = nullptr;
+  kcont *items[xfer_cap];
+  xfer() { hdr.fn = xfer_marker; }
+};
 
 // Ring operations a dispatcher must keep armed to be woken at all.
 enum : uint32_t { ARM_DOORBELL = 1u << 0, ARM_TIMER = 1u << 1 };
@@ -225,7 +260,9 @@ struct cpu {
   std::atomic<uint32_t> fast_seq{0};
   local_queue queues[max_levels];  // indexed by dispatch slot
   bool stopping_seen = false;
-  uint32_t unarmed = 0;  // ARM_* operations that found no SQE; retried before sleeping
+  uint32_t unarmed = 0;       // ARM_* operations that found no SQE; retried before sleeping
+  uint64_t open_mask = 0;     // CPUs with an open batch (xfer) in open[]
+  xfer *open[max_cpus] = {};  // the batch being filled for each CPU
 
   // shared
   inbox in;
@@ -238,7 +275,19 @@ struct cpu {
       spin_hits{0};
 
   callout_cpu *co = nullptr;
+
+  // this CPU's batches to each CPU (xfer); `busy` is shared with the consumer
+  xfer xfers[max_cpus][xfers_per_pair];
 };
+
+// Stages kc (pending, to be linked on dispatcher `to`) in the calling
+// dispatcher p's batch for `to`.  False: no batch free, push it yourself.
+bool xfer_stage(cpu *p, cpu *to, kcont *kc);
+// Pushes p's open batches onto their CPUs' inboxes.  p's dispatcher only.
+void xfer_flush_all(cpu *p);
+inline void xfer_flush(cpu *p) {
+  if (__builtin_expect(p->open_mask != 0, 0)) xfer_flush_all(p);
+}
 
 // Global system state.
 struct level_info {

@@ -257,7 +257,11 @@ int kcont_establish(level l, int cpu = KC_CPU_ANY);
 // thread; never blocks and never allocates.
 // Unbound continuations go to the caller's CPU (a thread kcont does not own
 // picks one by the CPU it runs on) -- except one whose function is running
-// right now on a kcont thread, which goes to that CPU.
+// right now on a kcont thread, which goes to that CPU.  A dispatcher's
+// deferral to another CPU's dispatcher is staged in a batch for that CPU
+// and leaves when the batch is full, after the dispatcher's current run of
+// calls (at most 64), or before it reaps or sleeps; one thread's deferrals
+// to one queue always run in the order they were made.
 //
 // Non-reentrance: a continuation never runs on two threads at once.  A bound
 // one is run by its CPU's dispatcher or its {level, CPU} worker only, one
