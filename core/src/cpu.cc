@@ -117,7 +117,8 @@ void xfer_publish(cpu *p, int d) {
   xfer *x = p->open[d];
   p->open[d] = nullptr;
   p->open_mask &= ~(uint64_t(1) << d);
-  if (x->to->in.push(&x->hdr)) ring_doorbell(x->to);
+  cpu *to = g_cpu_store[d];  // records live for the process: safe while it stops
+  if (to->in.push(&x->hdr)) ring_doorbell(to);
 }
 
 struct reaped {
@@ -547,7 +548,6 @@ bool xfer_stage(cpu *p, cpu *to, kcont *kc) {
     if (!x) return false;
     x->busy.store(1, std::memory_order_relaxed);
     x->n = 0;
-    x->to = to;
     p->open[d] = x;
     p->open_mask |= uint64_t(1) << d;
   }

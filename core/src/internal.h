@@ -233,7 +233,6 @@ struct xfer {
   kcont hdr;  // the node on the destination's inbox (hdr.fn == xfer_marker)
   std::atomic<uint32_t> busy{0};
   uint32_t n = 0;
-  cpu *to = nullptr;
   kcont *items[xfer_cap];
   xfer() { hdr.fn = xfer_marker; }
 };
