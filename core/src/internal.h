@@ -343,6 +343,8 @@ __attribute__((noinline, cold)) void take_stamp(cpu *c, local_queue &q);
 
 // Links a pending kc on one of cpu c's local queues.  Dispatcher of c only.
 // Counts nothing shared: run_soft publishes the queue's counters per batch.
+// `stamp`: false when the caller has already seen stamp_armed clear.
+template <bool stamp = true>
 __attribute__((always_inline)) inline void local_link(cpu *c, kcont *kc) {
   const uint8_t slot = sys().level_slot[kc->tgt.lvl.id];
   local_queue &q = c->queues[slot];
@@ -352,7 +354,7 @@ __attribute__((always_inline)) inline void local_link(cpu *c, kcont *kc) {
   } else {
     q.head = kc;
     c->pending |= 1u << slot;
-    if (__builtin_expect(c->stamp_armed, 0)) take_stamp(c, q);
+    if (stamp && __builtin_expect(c->stamp_armed, 0)) take_stamp(c, q);
   }
   q.tail = kc;
   q.linked++;
@@ -411,12 +413,14 @@ __attribute__((always_inline)) inline bool call_direct(executor *ex, kcont *kc) 
   ex->running[d].store(kc, rlx);
   uint64_t w = kc->st.load(std::memory_order_acquire);
   const bool priv = w & ST_PRIVATE;
-  if (!(priv || ((w & ST_BIASED) && is_bias_owner(ex, w) && bias_enter(ex->c, kc))))
-    return call_direct_cas(ex, kc, d);
-  w = kc->st.load(std::memory_order_acquire);
-  if (__builtin_expect(!(w & ST_BIASED), 0)) {  // taken away before we entered
-    bias_leave(ex->c);
-    return call_direct_cas(ex, kc, d);
+  if (!priv) {
+    if (!((w & ST_BIASED) && is_bias_owner(ex, w) && bias_enter(ex->c, kc)))
+      return call_direct_cas(ex, kc, d);
+    w = kc->st.load(std::memory_order_acquire);
+    if (__builtin_expect(!(w & ST_BIASED), 0)) {  // taken away before we entered
+      bias_leave(ex->c);
+      return call_direct_cas(ex, kc, d);
+    }
   }
   const kc_fn fn = kc->fn;
   void *const env = kc->env;

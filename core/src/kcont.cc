@@ -409,6 +409,17 @@ __attribute__((noinline, cold)) void count_coalesced(kcont *kc) {
     sys().cpus[c]->stats[kc->tgt.lvl.id][int(kc->tgt.k)].coalesced.fetch_add(1, rlx);
 }
 
+// IDLE -> PENDING by the owner of a biased continuation, inside its
+// plain-store section (or CPU-private), and the link on its queue.
+template <bool stamp>
+__attribute__((always_inline)) inline void owned_make_pending(cpu *c, kcont *kc, void *obj,
+                                                              int status, uint64_t w) {
+  kc->obj.store(obj, rlx);
+  kc->status.store(status, rlx);
+  kc->st.store(st_with(w, ST_PENDING), std::memory_order_release);
+  local_link<stamp>(c, kc);
+}
+
 // The owner's deferral of a biased continuation (CPU-private, or bound and
 // biased): only its dispatcher writes its state, with plain stores (others
 // move a CPU-private one only out of CHAINED, under a kcq lock, and the
@@ -417,19 +428,18 @@ __attribute__((noinline, cold)) void count_coalesced(kcont *kc) {
 __attribute__((always_inline)) inline int defer_owned(cpu *c, kcont *kc, void *obj, int status,
                                                       uint64_t w) {
   const bool shared = !(w & ST_PRIVATE);
-  if (shared && !bias_enter(c, kc)) return -1;
-  w = kc->st.load(rlx);
-  if (!(w & ST_BIASED)) {  // taken away before we entered: CAS path
-    bias_leave(c);
-    return -1;
+  if (shared) {
+    if (!bias_enter(c, kc)) return -1;
+    w = kc->st.load(rlx);
+    if (!(w & ST_BIASED)) {  // taken away before we entered: CAS path
+      bias_leave(c);
+      return -1;
+    }
   }
   int r = 0;
   switch (st_of(w)) {
     case ST_IDLE:
-      kc->obj.store(obj, rlx);
-      kc->status.store(status, rlx);
-      kc->st.store(st_with(w, ST_PENDING), std::memory_order_release);
-      local_link(c, kc);
+      owned_make_pending<true>(c, kc, obj, status, w);
       r = 1;
       break;
     case ST_CANCELLED:  // still linked: revive in place, new generation
@@ -518,13 +528,37 @@ __attribute__((noinline)) bool defer_cas(kcont *kc, void *obj, int status) {
 }
 }  // namespace
 
+namespace {
+// defer_owned out of line: the owner's cases other than idle -> pending.
+__attribute__((noinline)) bool defer_owned_other(cpu *c, kcont *kc, void *obj, int status,
+                                                 uint64_t w) {
+  const int r = defer_owned(c, kc, obj, status, w);
+  return r >= 0 ? r != 0 : defer_cas(kc, obj, status);
+}
+}  // namespace
+
 bool kcont_defer(kcont *kc, void *obj, int status) {
   // Fast path: the owner of a biased continuation (its own dispatcher).
   const uint64_t w = kc->st.load(std::memory_order_acquire);
   executor *ex = tl_exec;
   if ((w & ST_BIASED) && is_bias_owner(ex, w) && sys().running.load(rlx)) {
-    const int r = defer_owned(ex->c, kc, obj, status, w);
-    if (r >= 0) return r;
+    cpu *const c = ex->c;
+    // The common case, idle -> pending with no latency stamp to take, is
+    // defer_owned's first case written as a leaf: everything else (and
+    // every call) is out of line, so this path saves no registers.
+    if (st_of(w) == ST_IDLE && !c->stamp_armed) {
+      const bool shared = !(w & ST_PRIVATE);
+      if (!shared || bias_enter(c, kc)) {
+        const uint64_t now = shared ? kc->st.load(rlx) : w;
+        if (now == w) {  // still biased and idle (only the owner changes it)
+          owned_make_pending<false>(c, kc, obj, status, w);
+          if (shared) bias_leave(c);
+          return true;
+        }
+        if (shared) bias_leave(c);
+      }
+    }
+    return defer_owned_other(c, kc, obj, status, w);
   }
   return defer_cas(kc, obj, status);
 }
