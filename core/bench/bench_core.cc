@@ -5,6 +5,8 @@
 // compare like with like on the same machine at the same moment:
 //
 //   bare        an intrusive FIFO push + pop + indirect call (the floor)
+//   atomic-rmw  one uncontended compare-and-swap (the floor of a state
+//               change that another thread may race with)
 //   same-cpu    kcont: a continuation that re-defers itself on its CPU
 //               (defer -> dispatch -> call), inside the dispatcher
 //   kcq-run     kcont: chain one immediate continuation and run the chain
@@ -169,6 +171,25 @@ void BM_Bare(benchmark::State &st) {
   }
   benchmark::DoNotOptimize(nd.n);
   p.finish("bare", ops);
+}
+
+// One uncontended compare-and-swap per operation on a line no other thread
+// touches: the floor of any state change another thread may race with
+// (kcont_defer from a foreign thread, kcq_enqueue, kcq_run's claim).
+void BM_AtomicRmw(benchmark::State &st) {
+  alignas(64) static std::atomic<uint64_t> word{0};
+  uint64_t ops = 0;
+  probe p(st);
+  for (auto _ : st) {
+    for (uint64_t i = 0; i < kChain; i++) {
+      uint64_t w = word.load(std::memory_order_relaxed);
+      word.compare_exchange_strong(w, w + 1, std::memory_order_acq_rel);
+    }
+    ops += kChain;
+    p.lap(ops);
+  }
+  benchmark::DoNotOptimize(word.load());
+  p.finish("atomic-rmw", ops);
 }
 
 // ------------------------------------------------------------ kcont rows
@@ -489,6 +510,7 @@ void BM_UvAsync(benchmark::State &st) {
 }
 
 BENCHMARK(BM_Bare)->Iterations(20);
+BENCHMARK(BM_AtomicRmw)->Iterations(10);
 BENCHMARK(BM_KcontSameCpu)->Iterations(20);
 BENCHMARK(BM_KcontSameCpuPrivate)->Iterations(20);
 BENCHMARK(BM_KcqRunImmediate)->Iterations(10);
@@ -515,10 +537,11 @@ void print_table() {
     const char *name, *what;
   } lines[] = {
       {"bare", "baseline"},
+      {"atomic-rmw", "vs bare (one compare-and-swap)"},
       {"same-cpu", "vs bare (target <= 2x)"},
       {"same-cpu-prv", "vs bare (target <= 2x)"},
       {"kcq-run", "vs bare"},
-      {"kcq-chain64", "vs bare (target <= 2x per element)"},
+      {"kcq-chain64", "vs bare (target <= 2x per element; 3 atomic-rmw each)"},
       {"cross-cpu", "vs bare (producer retries pending ones)"},
       {"cross-cpu-flow", "vs bare (target <= 50 ns, <= 0.01 doorbells)"},
       {"ping-pong", "vs bare"},
