@@ -12,7 +12,8 @@
 // behind it.  A mount may hold at most `mount_share` lanes' worth of
 // requests in thread context at once (half of them by default); more of
 // its requests wait in the mount's FIFO, taking no worker, and go as its
-// running ones finish -- a hung file system under one export can tie up
+// running ones finish (on the finishing worker itself when nothing else is
+// queued on its lane) -- a hung file system under one export can tie up
 // only its share, never MOUNT or another export.  There a worker
 // resolves the handles (open_by_handle_at may read the disk), switches its
 // filesystem identity to the request's credential and calls backend->run.
@@ -262,26 +263,39 @@ void to_thread(vreq *r) {
   dispatch(r);
 }
 
+// A lane's worker.  When its request is done, the mount's next parked
+// request takes that request's place in the share; if nothing else is
+// queued on this lane the worker runs it itself -- it is awake and its file
+// system just answered, where handing it to another lane would wake a
+// sleeping worker (two context switches) while this one goes to sleep.
 void worker(work *wk, void *) {
   vreq *r = reinterpret_cast<vreq *>(reinterpret_cast<char *>(wk) - offsetof(vreq, wk));
-  r->used_thread = true;
-  run_here(r);
-  g_sys.lane_load[r->lane].fetch_sub(1, std::memory_order_relaxed);
-  // The mount's next parked request takes this one's place in its share.
-  vfs *fs = r->fs;
-  vreq *next = nullptr;
-  {
-    spinlock g(fs->lock);
-    if ((next = fs->wait_head) != nullptr) {
-      fs->wait_head = next->wait_next;
-      if (!fs->wait_head) fs->wait_tail = nullptr;
-      fs->waiting--;
-    } else {
-      fs->in_thread--;
+  const uint16_t lane = r->lane;
+  for (;;) {
+    r->used_thread = true;
+    run_here(r);
+    vfs *fs = r->fs;
+    vreq *next = nullptr;
+    {
+      spinlock g(fs->lock);
+      if ((next = fs->wait_head) != nullptr) {
+        fs->wait_head = next->wait_next;
+        if (!fs->wait_head) fs->wait_tail = nullptr;
+        fs->waiting--;
+      } else {
+        fs->in_thread--;
+      }
     }
+    vop_complete(r);  // r belongs to its caller from here on
+    if (next && g_sys.lane_load[lane].load(std::memory_order_relaxed) == 1) {
+      next->lane = lane;  // r's count on this lane passes to next
+      r = next;
+      continue;
+    }
+    g_sys.lane_load[lane].fetch_sub(1, std::memory_order_relaxed);
+    if (next) dispatch(next);
+    return;
   }
-  vop_complete(r);  // r belongs to its caller from here on
-  if (next) dispatch(next);
 }
 
 // ---- credentials ----------------------------------------------------------

@@ -28,6 +28,7 @@
 
 #include "fixture.h"   // core/tests: eventually()
 #include "internal.h"  // the test backend (vfs_alloc, vfs_backend)
+#include "kcont/spinlock.h"
 #include "kcont/vfs.h"
 
 using namespace kc;
@@ -1851,6 +1852,79 @@ TEST(VfsLanes, AHungMountHoldsOnlyItsShareAndOthersGoOn) {
   b.drain();
   vfs_unmount(stuck);
   vfs_unmount(healthy);
+  vfs_stop();
+  kcont_stop();
+}
+
+// Which worker threads ran a mount's requests: the first one waits for the
+// gate while the rest park in the mount's FIFO (share 1).
+struct chain_state {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  int ran = 0;
+  std::set<std::thread::id> threads;
+};
+chain_state g_chain;
+
+int chain_start(vreq *) { return VB_BLOCK; }
+void chain_run(vreq *) {
+  std::unique_lock<std::mutex> g(g_chain.mu);
+  g_chain.threads.insert(std::this_thread::get_id());
+  g_chain.ran++;
+  g_chain.cv.notify_all();
+  g_chain.cv.wait(g, [] { return g_chain.open; });
+}
+const vfs_backend chain_backend = {"chain",     gate_vget, gate_reclaim,
+                                   chain_start, chain_run, gate_unmount};
+
+// A worker whose request is done runs its mount's next parked request
+// itself when nothing else is queued on its lane: handing it to another
+// lane would wake a sleeping worker while this one goes to sleep.
+TEST(VfsLanes, AWorkerRunsItsMountsParkedRequestsItself) {
+  ASSERT_EQ(vfs_register_levels(), 0);
+  config cfg;
+  cfg.cpus = 2;
+  std::string err;
+  ASSERT_EQ(kcont_start(cfg, &err), 0) << err;
+  vfs_config vc;
+  vc.bufs = 16;
+  vc.mount_share = 1;
+  ASSERT_EQ(vfs_start(vc, &err), 0) << err;
+  vfs_t *fs = vfs_alloc(&chain_backend, 16);
+  fs->root.len = 1;
+  fs->root.data[0] = 'r';
+  constexpr int n = 24;  // three times the lanes of two CPUs
+  gated_requests reqs;
+  reqs.start(fs, n);
+  // One runs (and waits at the gate); the others are parked behind it.
+  ASSERT_TRUE(kctest::eventually([&] {
+    uint32_t parked;
+    {
+      spinlock g(fs->lock);
+      parked = fs->waiting;
+    }
+    std::lock_guard<std::mutex> g(g_chain.mu);
+    return g_chain.ran == 1 && parked == uint32_t(n - 1);
+  }));
+  {
+    std::lock_guard<std::mutex> g(g_chain.mu);
+    g_chain.open = true;
+  }
+  g_chain.cv.notify_all();
+  EXPECT_TRUE(kctest::eventually([&] { return reqs.done.load() == n; }));
+  {
+    std::lock_guard<std::mutex> g(g_chain.mu);
+    EXPECT_EQ(g_chain.ran, n);
+    EXPECT_EQ(g_chain.threads.size(), 1u) << "parked requests were handed to other workers";
+  }
+  {
+    spinlock g(fs->lock);
+    EXPECT_EQ(fs->in_thread, 0u);
+    EXPECT_EQ(fs->waits, uint64_t(n - 1));
+  }
+  reqs.drain();
+  vfs_unmount(fs);
   vfs_stop();
   kcont_stop();
 }
