@@ -1809,7 +1809,8 @@ struct gated_requests {
   }
 };
 
-TEST(VfsLanes, AHungMountHoldsOnlyItsShareAndOthersGoOn) {
+// kcont on two CPUs and the VFS's lanes, `share` lanes per mount (0: half).
+void start_lanes(uint32_t share) {
   ASSERT_EQ(vfs_register_levels(), 0);
   config cfg;
   cfg.cpus = 2;
@@ -1817,7 +1818,12 @@ TEST(VfsLanes, AHungMountHoldsOnlyItsShareAndOthersGoOn) {
   ASSERT_EQ(kcont_start(cfg, &err), 0) << err;
   vfs_config vc;
   vc.bufs = 16;
+  vc.mount_share = share;
   ASSERT_EQ(vfs_start(vc, &err), 0) << err;
+}
+
+TEST(VfsLanes, AHungMountHoldsOnlyItsShareAndOthersGoOn) {
+  ASSERT_NO_FATAL_FAILURE(start_lanes(0));
   const int lanes = 4 * kcont_ncpus(), share = lanes / 2;
   static int stuck_tag;
   vfs_t *stuck = vfs_alloc(&gate_backend, 16), *healthy = vfs_alloc(&gate_backend, 16);
@@ -1882,15 +1888,7 @@ const vfs_backend chain_backend = {"chain",     gate_vget, gate_reclaim,
 // itself when nothing else is queued on its lane: handing it to another
 // lane would wake a sleeping worker while this one goes to sleep.
 TEST(VfsLanes, AWorkerRunsItsMountsParkedRequestsItself) {
-  ASSERT_EQ(vfs_register_levels(), 0);
-  config cfg;
-  cfg.cpus = 2;
-  std::string err;
-  ASSERT_EQ(kcont_start(cfg, &err), 0) << err;
-  vfs_config vc;
-  vc.bufs = 16;
-  vc.mount_share = 1;
-  ASSERT_EQ(vfs_start(vc, &err), 0) << err;
+  ASSERT_NO_FATAL_FAILURE(start_lanes(1));
   vfs_t *fs = vfs_alloc(&chain_backend, 16);
   fs->root.len = 1;
   fs->root.data[0] = 'r';
