@@ -337,9 +337,11 @@ bool get_fh(nfs_call &c, xdr_in &in, vfs::vfh *out) {
   return true;
 }
 
-// A component name: copied NUL-terminated; an invalid one is refused.
+// A component name: copied NUL-terminated; an invalid one is refused with
+// an NFS error.  filename3 has no length limit in XDR: a name of any length
+// the record holds decodes, and one over NAME_MAX is NFS3ERR_NAMETOOLONG.
 bool get_name(nfs_call &c, xdr_in &in, char out[vfs::VFS_NAME_MAX + 1]) {
-  bytes_view n = in.var(NAME_MAX + 1);
+  bytes_view n = in.var(UINT32_MAX);
   if (!in.ok()) return false;
   nfsstat3 st = NFS3_OK;
   if (n.len == 0)
@@ -579,7 +581,10 @@ bool dec_mkdir(nfs_call &c, xdr_in &in) {
 bool dec_symlink(nfs_call &c, xdr_in &in) {
   if (!dec_dir_name(c, in)) return false;
   get_sattr(in, &c.v.sattr);
-  bytes_view target = in.var(PATH_MAX - 1);
+  // nfspath3 has no length limit in XDR either: too long a target is
+  // NFS3ERR_NAMETOOLONG, not GARBAGE_ARGS.
+  bytes_view target = in.var(UINT32_MAX);
+  if (in.ok() && target.len >= PATH_MAX && c.status == NFS3_OK) c.status = NFS3ERR_NAMETOOLONG;
   c.v.data = target.data;
   c.v.count = uint32_t(target.len);
   return in.ok();

@@ -185,6 +185,11 @@ int main(int argc, char **argv) {
                  "Serve the counters in Prometheus text format over HTTP at ADDR:PORT "
                  "(e.g. 127.0.0.1:9449; GET /metrics), on kcont sockets");
   app.add_flag("--rpcbind", rpcbind, "Register NFS and MOUNT with the local rpcbind");
+  bool single_identity = false;
+  app.add_flag("--single-identity", single_identity,
+               "Run every request with the server's own identity when it cannot switch to "
+               "each client's (no CAP_SETUID/CAP_SETGID); without it such a server refuses "
+               "to start");
   app.add_option("--stats-interval", stats_interval,
                  "Print counters every N seconds (0: only on SIGUSR1)")
       ->capture_default_str();
@@ -198,8 +203,26 @@ int main(int argc, char **argv) {
   spdlog::set_pattern("kcont-nfsd: [%H:%M:%S.%e] %^%l%$: %v");
   spdlog::set_level(spdlog::level::from_str(log_level));
 
-  // Exports.
+  // Identity: every request runs as its client, or the operator said
+  // otherwise.
   std::string err;
+  if (int e = vfs::vfs_identity_check(&err); e != 0 && !single_identity) {
+    spdlog::error(
+        "cannot run requests under their clients' identities: {}; refusing to start "
+        "(give the capability, or --single-identity to run every request as uid {})",
+        err, geteuid());
+    return 1;
+  } else if (e != 0) {
+    spdlog::warn(
+        "--single-identity: {}; EVERY REQUEST RUNS AS uid {} gid {} -- permission "
+        "checks in thread context are the server's own, not the clients'",
+        err, geteuid(), getegid());
+    vfs::vfs_set_single_identity(true);
+  } else if (single_identity) {
+    spdlog::info("--single-identity ignored: this process can switch identities");
+  }
+
+  // Exports.
   std::shared_ptr<export_table> table;
   if (!exports_file.empty()) {
     table = load_exports(exports_file, &err);

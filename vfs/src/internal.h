@@ -136,13 +136,27 @@ void vop_complete(vreq *r);
 
 // Switches the calling thread's filesystem identity (fsuid, fsgid,
 // supplementary groups; this thread only) to c, skipping the system calls
-// when it already is c.  Thread context.
-void cred_enter(const vcred &c);
+// when it already is c, and checks that every step took.  The first call
+// on a thread also gives it a filesystem context of its own with umask 0
+// (creates get exactly the mode asked for).  Returns 0, or VFS_CRED when
+// the identity could not be taken (the thread's identity is then unknown
+// and the next call switches again from scratch): the caller must not run
+// the operation.  Under vfs_set_single_identity(true) nothing is switched.
+// Thread context.
+int cred_enter(const vcred &c);
 
 // Whether mode bits let c read (4), write (2) or execute/search (1) an
-// object with attributes a: the exact decision when the object has no ACL.
-// The owner may always read and write (as knfsd allows).
+// object with attributes a: the exact decision when the object has no ACL,
+// as the kernel's permission check takes it (no owner override: ACCESS
+// answers with this).
 bool mode_allows(const vattr &a, const vcred &c, int want);
+
+// READ and WRITE of a file's data (want 4 or 2): the owner may always read
+// and write it, whatever the mode bits (knfsd's owner override: a client
+// that opened a file and then made it read-only keeps writing through the
+// open), else mode_allows.  Only for the data operations themselves, never
+// for ACCESS, SETATTR or directories.
+bool data_access_allowed(const vattr &a, const vcred &c, int want);
 
 // Whether r modifies the file system (refused with EROFS on VREQ_RDONLY).
 bool vop_modifies(vop op);

@@ -88,6 +88,7 @@ struct local_mount {
   dev_t dev = 0;
   ino_t root_ino = 0;
   bool thread_only = false;  // a FUSE or network file system (see above)
+  bool whole_fs = false;     // the root is the top of its file system
 };
 
 // File systems where even an fstat may wait for a daemon or a server.
@@ -217,12 +218,46 @@ int make_fh(int dirfd, const char *name, vfh *out) {
   return 0;
 }
 
-// Whether the inode open at fd lies inside the mount (its path is the root
-// or below it).
-bool inside(int fd, const local_mount &m) {
-  char link[64], path[4096];
+// Whether the directory open at fd lies inside the mount, by its
+// ancestors rather than its path: `..` is opened step by step until the
+// mount's root (inside), the top of the file system or another device
+// (outside).  Depth is bounded only by the tree itself.
+bool dir_inside(int fd, const local_mount &m) {
+  int cur = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  bool in = false;
+  while (cur >= 0) {
+    struct stat st;
+    if (fstat(cur, &st) != 0 || st.st_dev != m.dev) break;
+    if (st.st_ino == m.root_ino) {
+      in = true;
+      break;
+    }
+    int up = openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    struct stat ust;
+    if (up >= 0 && fstat(up, &ust) == 0 && ust.st_dev == st.st_dev && ust.st_ino == st.st_ino) {
+      close(up);  // the top of the file system: its own parent
+      up = -1;
+    }
+    close(cur);
+    cur = up;
+  }
+  if (cur >= 0) close(cur);
+  return in;
+}
+
+// Whether the inode open at fd (on the mount's device) lies inside the
+// mount: it is the root or below it.  On a mount of a whole file system
+// every inode of the device is.  Otherwise its path answers when the
+// kernel can spell it (up to PATH_MAX bytes); a deeper directory is judged
+// by its ancestors (dir_inside).  A deeper non-directory cannot be: the
+// kernel keeps no parent of a file, so it is taken as outside (ESTALE) --
+// export the file system's root to serve files below PATH_MAX bytes.
+bool inside(int fd, const local_mount &m, bool is_dir) {
+  if (m.whole_fs) return true;
+  char link[64], path[PATH_MAX];
   std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
   ssize_t n = readlink(link, path, sizeof path - 1);
+  if (n < 0 && errno == ENAMETOOLONG) return is_dir && dir_inside(fd, m);
   if (n <= 0) return false;
   path[n] = '\0';
   size_t rl = m.path.size();
@@ -260,11 +295,11 @@ bool kernel_allows(int fd, int how) {
   return syscall(SYS_faccessat2, fd, "", how, AT_EACCESS | AT_EMPTY_PATH) == 0;
 }
 
-// Thread context: may r's caller read (4) or write (2) vp, as the kernel
-// decides for its identity?  The owner may always read and write.
+// Thread context: may r's caller read (4) or write (2) vp's data, as the
+// kernel decides for its identity?  The owner may always read and write
+// (data_access_allowed), and root (whose fsuid 0 keeps CAP_DAC_OVERRIDE)
+// needs no question.
 bool may(vreq *r, const vattr &a, int want) {
-  // The owner, and root (whose fsuid 0 keeps CAP_DAC_OVERRIDE), may read and
-  // write without asking.
   if (r->cred.uid == a.uid || r->cred.uid == 0) return true;
   return kernel_allows(r->vp->fd, want == 4 ? R_OK : W_OK);
 }
@@ -386,11 +421,11 @@ void do_access(vreq *r) {
     r->error = errno;
     return;
   }
-  const vattr &a = r->obj.post;
-  bool owner = r->cred.uid == a.uid && r->cred.uid != 0;
+  // The kernel's answer for the caller, as knfsd gives it: no owner
+  // override (READ and WRITE have one; ACCESS reports the mode bits).
   int fd = r->vp->fd;
-  r->access_granted = access_bits(r, a, owner || kernel_allows(fd, R_OK),
-                                  owner || kernel_allows(fd, W_OK), kernel_allows(fd, X_OK));
+  r->access_granted = access_bits(r, r->obj.post, kernel_allows(fd, R_OK), kernel_allows(fd, W_OK),
+                                  kernel_allows(fd, X_OK));
 }
 
 void do_readlink(vreq *r) {
@@ -528,47 +563,60 @@ void prime_created(vreq *r, int fd) {
   vnode_prime(fresh);
 }
 
+// Opens what CREATE acts on: a regular file made here and now (O_EXCL:
+// nothing that was there can be reached), or, for an UNCHECKED create of a
+// name that exists, the regular file found there as O_PATH (never opened
+// for I/O: a FIFO or device that takes its place between two looks is
+// found by its type, not opened).  *made tells which.  Returns the
+// descriptor, or -1 with errno (EEXIST: the name exists and may not be
+// used).
+int create_open(vreq *r, mode_t mode, bool *made) {
+  int dfd = r->vp->fd;
+  int fd = openat(dfd, r->name, O_CREAT | O_EXCL | O_RDONLY | O_NOFOLLOW | O_CLOEXEC, mode);
+  *made = fd >= 0;
+  if (fd >= 0 || errno != EEXIST || r->how != create_how::unchecked) return fd;
+  fd = openat(dfd, r->name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st;
+  if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+    close(fd);  // not a regular file: refused, as knfsd does
+    fd = -1;
+    errno = EEXIST;
+  }
+  return fd;
+}
+
+// CREATE.  A new file gets its mode from the open (the thread's umask is 0:
+// exactly the mode asked for) and the rest of the attributes after it; an
+// existing one met by an UNCHECKED create gets only the size, as knfsd
+// does; an EXCLUSIVE one keeps the client's verifier in atime/mtime (as
+// knfsd does) so that its retry is recognised.
 void do_create(vreq *r) {
   pre(r);
   if (r->error == 0 && r->vp->type != vtype::dir) r->error = ENOTDIR;
   if (r->error == 0) {
-    int dfd = r->vp->fd;
-    const char *nm = r->name;
     const vsattr &s = r->sattr;
-    mode_t mode = s.set_mode ? (s.mode & 07777) : 0644;
-    bool excl = r->how != create_how::unchecked;
-    // O_NONBLOCK: an existing FIFO must not block this thread in open()
-    // (any client could stop a worker for good that way); an existing
-    // object that is not a regular file is refused before and after the
-    // open, as knfsd does (EEXIST).
-    int flags = O_CREAT | O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | (excl ? O_EXCL : 0);
-    struct stat old;
-    int fd = -1;
-    uint32_t verf_a = get32(r->verf), verf_m = get32(r->verf + 4);
-    if (!excl && fstatat(dfd, nm, &old, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(old.st_mode)) {
-      errno = EEXIST;
-    } else {
-      fd = openat(dfd, nm, flags, r->how == create_how::exclusive ? 0600 : mode);
-      if (fd >= 0 && (fstat(fd, &old) != 0 || !S_ISREG(old.st_mode))) {
-        close(fd);  // replaced by something else between the two looks
-        fd = -1;
-        errno = EEXIST;
-      }
-    }
-    if (fd >= 0 && r->how == create_how::exclusive) {
-      // Keep the client's verifier in atime/mtime (as knfsd does) so a
-      // retried CREATE can be recognised.
+    const bool excl = r->how == create_how::exclusive;
+    const mode_t mode = excl ? 0600 : s.set_mode ? (s.mode & 07777) : 0644;
+    const uint32_t verf_a = get32(r->verf), verf_m = get32(r->verf + 4);
+    bool made = false;
+    int fd = create_open(r, mode, &made);
+    if (fd >= 0 && made && excl) {
       timespec ts[2] = {{time_t(verf_a), 0}, {time_t(verf_m), 0}};
       if (futimens(fd, ts) != 0) r->error = errno;
     } else if (fd >= 0) {
-      vsattr rest = s;
-      rest.set_mode = false;  // applied by open (the umask aside)
-      if (s.set_mode) fchmod(fd, mode);
+      vsattr rest;
+      if (made) {
+        rest = s;
+        rest.set_mode = false;  // given to the open
+      } else {
+        rest.set_size = s.set_size;
+        rest.size = s.size;
+      }
       r->error = apply_sattr(fd, rest);
       if (rest.set_size) bio_invalidate(vfs_bufpool());
-    } else if (errno == EEXIST && r->how == create_how::exclusive) {
+    } else if (errno == EEXIST && excl) {
       struct stat st;
-      if (fstatat(dfd, nm, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+      if (fstatat(r->vp->fd, r->name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
           uint32_t(st.st_atim.tv_sec) == verf_a && uint32_t(st.st_mtim.tv_sec) == verf_m)
         r->error = 0;  // the retry of our own exclusive create
       else
@@ -576,23 +624,34 @@ void do_create(vreq *r) {
     } else {
       r->error = errno;
     }
-    if (r->error == 0) result_of(r, nm);
+    if (r->error == 0) result_of(r, r->name);
     if (fd >= 0 && r->error == 0 && r->have_res_fh) prime_created(r, fd);
     if (fd >= 0) close(fd);
   }
   post(r);
 }
 
+// MKDIR.  mkdir(2) keeps only the permission and sticky bits of the mode it
+// is given (the setgid bit comes from the parent, if anything): a setgid
+// bit the client asked for is set afterwards, as any chmod by the new
+// directory's owner would.
 void do_mkdir(vreq *r) {
   pre(r);
   if (r->error == 0 && r->vp->type != vtype::dir) r->error = ENOTDIR;
   if (r->error == 0) {
     const vsattr &s = r->sattr;
-    if (mkdirat(r->vp->fd, r->name, s.set_mode ? (s.mode & 07777) : 0755) != 0)
+    const mode_t mode = s.set_mode ? (s.mode & 07777) : 0755;
+    if (mkdirat(r->vp->fd, r->name, mode) != 0)
       r->error = errno;
     else
       r->error = finish_new(r->vp->fd, r->name, s);
     if (r->error == 0) result_of(r, r->name);
+    if (r->error == 0 && (mode & S_ISGID) && r->have_res_attr && !(r->res_attr.mode & S_ISGID)) {
+      if (fchmodat(r->vp->fd, r->name, r->res_attr.mode | S_ISGID, 0) != 0)
+        r->error = errno;
+      else
+        result_of(r, r->name);
+    }
   }
   post(r);
 }
@@ -600,9 +659,9 @@ void do_mkdir(vreq *r) {
 void do_symlink(vreq *r) {
   pre(r);
   if (r->error == 0 && r->vp->type != vtype::dir) r->error = ENOTDIR;
-  if (r->error == 0 &&
-      (r->count == 0 || r->count >= PATH_MAX || !r->data || std::memchr(r->data, '\0', r->count)))
+  if (r->error == 0 && (r->count == 0 || !r->data || std::memchr(r->data, '\0', r->count)))
     r->error = EINVAL;
+  if (r->error == 0 && r->count >= PATH_MAX) r->error = ENAMETOOLONG;  // as symlinkat
   if (r->error == 0) {
     char t[PATH_MAX];
     std::memcpy(t, r->data, r->count);
@@ -890,7 +949,7 @@ int start_read(vreq *r) {
   if (!current_attrs(r, &a)) return VB_BLOCK;
   if (!mode_bits_decide(r->vp, a)) return VB_BLOCK;
   r->obj.have_post = true;
-  if (!mode_allows(a, r->cred, 4)) {
+  if (!data_access_allowed(a, r->cred, 4)) {
     r->error = EACCES;
     return VB_DONE;
   }
@@ -938,7 +997,7 @@ int start_write(vreq *r) {
   // A setuid/setgid bit must be cleared by the kernel for a non-owner's
   // write: that needs the write done under the caller's identity.
   if (!mode_bits_decide(r->vp, a) || ((a.mode & 06000) && r->cred.uid != 0)) return VB_BLOCK;
-  if (!mode_allows(a, r->cred, 2)) {
+  if (!data_access_allowed(a, r->cred, 2)) {
     r->error = EACCES;
     return post(r), VB_DONE;
   }
@@ -1007,7 +1066,8 @@ int local_vget(vfs *fs, const vfh &fh, vnode *vp) {
     return errno == EINVAL ? VFS_BADHANDLE : ESTALE;
   }
   struct stat st;
-  if (fstat(pfd, &st) != 0 || st.st_dev != m.dev || st.st_nlink == 0 || !inside(pfd, m)) {
+  if (fstat(pfd, &st) != 0 || st.st_dev != m.dev || st.st_nlink == 0 ||
+      !inside(pfd, m, S_ISDIR(st.st_mode))) {
     close(pfd);
     return ESTALE;
   }
@@ -1016,12 +1076,21 @@ int local_vget(vfs *fs, const vfh &fh, vnode *vp) {
   char link[64];
   std::snprintf(link, sizeof link, "/proc/self/fd/%d", pfd);
   if (S_ISREG(st.st_mode)) {
+    // Read-write, or read-only where writing is refused (a read-only file
+    // system, an immutable file).  A file that cannot be opened at all (out
+    // of descriptors, say) is an error now, never a cached vnode that every
+    // READ and WRITE would then fail on.
     fd = open(link, O_RDWR | O_CLOEXEC);
-    if (fd < 0) fd = open(link, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && (errno == EROFS || errno == EPERM || errno == EACCES || errno == ETXTBSY))
+      fd = open(link, O_RDONLY | O_CLOEXEC);
   } else if (S_ISDIR(st.st_mode)) {
     fd = open(link, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   }
-  if (fd < 0) fd = pfd;
+  if (fd < 0) {
+    int e = errno;
+    close(pfd);
+    return e == EMFILE || e == ENFILE || e == ENOMEM ? EAGAIN : e;  // JUKEBOX: try later
+  }
   if (fd != pfd) close(pfd);
   vp->fd = fd;
   vp->type = type_of(st.st_mode);
@@ -1170,6 +1239,9 @@ vfs *vfs_mount_local(const std::string &path, size_t cache, std::string *err) {
   m->dev = st.st_dev;
   m->root_ino = st.st_ino;
   m->thread_only = may_wait_for_a_server(fd);
+  struct stat up;
+  m->whole_fs =
+      fstatat(fd, "..", &up, 0) == 0 && (up.st_dev != st.st_dev || up.st_ino == st.st_ino);
   vfs *fs = vfs_alloc(&local_backend, cache);
   fs->priv = m;
   if (int e = make_fh(fd, "", &fs->root)) {

@@ -23,9 +23,9 @@
 // is VFS_BAD_COOKIE.
 //
 // Rules follow Linux's (the local backend's kernel): permission from mode
-// bits through mode_allows (the owner may always read and write, as knfsd
-// allows), search permission to look a name up, write and search to add or
-// remove one, the sticky bit on directories, setuid/setgid cleared by a
+// bits through mode_allows (READ and WRITE through data_access_allowed: the
+// owner may always read and write the data, as knfsd allows), search permission to look a name up,
+// write and search to add or remove one, the sticky bit on directories, setuid/setgid cleared by a
 // write or truncate of a caller without root and by any chown, errors in
 // the order the kernel finds them (EEXIST before EACCES when a name exists,
 // EISDIR for removing a directory, EINVAL for moving a directory below
@@ -329,7 +329,7 @@ int check_sattr(const mem_mount &m, const mnode *n, const vsattr &s, const vcred
   if (s.set_gid && !root && (!owner || (s.gid != a.gid && !in_group(c, s.gid)))) return EPERM;
   if (s.set_mode && !root && !owner) return EPERM;
   if ((s.atime_how == 2 || s.mtime_how == 2) && !root && !owner) return EPERM;
-  if ((s.atime_how == 1 || s.mtime_how == 1) && !mode_allows(a, c, 2)) return EACCES;
+  if ((s.atime_how == 1 || s.mtime_how == 1) && !owner && !mode_allows(a, c, 2)) return EACCES;
   if (s.set_size) {
     if (!is_reg(n)) return is_dir(n) ? EISDIR : EINVAL;
     if (!mode_allows(a, c, 2)) return EACCES;
@@ -457,7 +457,7 @@ int data_type_error(const mnode *n) {
 void op_read(vreq *r, bool interrupt) {
   mnode *n = nd(r->vp);
   r->error = data_type_error(n);
-  if (r->error == 0 && !mode_allows(attr(n), r->cred, 4)) r->error = EACCES;
+  if (r->error == 0 && !data_access_allowed(attr(n), r->cred, 4)) r->error = EACCES;
   if (r->error == 0) {
     uint64_t size = n->data.size();
     uint32_t len = r->offset >= size ? 0 : uint32_t(std::min<uint64_t>(r->count, size - r->offset));
@@ -498,7 +498,7 @@ void op_write(mem_mount &m, vreq *r) {
   mnode *n = nd(r->vp);
   pre(r);
   r->error = data_type_error(n);
-  if (r->error == 0 && !mode_allows(r->obj.pre, r->cred, 2)) r->error = EACCES;
+  if (r->error == 0 && !data_access_allowed(r->obj.pre, r->cred, 2)) r->error = EACCES;
   if (r->error == 0 && r->count > 0) {
     if (r->offset > UINT64_MAX - r->count) r->error = EFBIG;
     if (r->error == 0) r->error = room_for(m, n, r->offset + r->count);
@@ -558,8 +558,6 @@ void op_create(mem_mount &m, vreq *r) {
       r->error = ours ? 0 : EEXIST;
     } else if (r->how == create_how::guarded || !is_reg(ex)) {
       r->error = EEXIST;  // never a special file opened: as the local backend
-    } else if (!mode_allows(attr(ex), r->cred, 4)) {
-      r->error = EACCES;  // the open of the existing file
     } else {
       vsattr size_only;  // as knfsd: of the attributes, only a size applies to it
       size_only.set_size = s.set_size;
@@ -599,9 +597,9 @@ void op_symlink(mem_mount &m, vreq *r) {
   pre(r);
   mnode *d = nd(r->vp);
   if (!is_dir(d)) r->error = ENOTDIR;
-  if (r->error == 0 &&
-      (r->count == 0 || r->count >= PATH_MAX || !r->data || std::memchr(r->data, '\0', r->count)))
+  if (r->error == 0 && (r->count == 0 || !r->data || std::memchr(r->data, '\0', r->count)))
     r->error = EINVAL;
+  if (r->error == 0 && r->count >= PATH_MAX) r->error = ENAMETOOLONG;  // as symlinkat
   if (r->error == 0) r->error = may_make(d, r->name, r->cred);
   if (r->error == 0) {
     mnode *n = new_node(m, vtype::lnk, 0777, d, r->cred);  // a symlink's mode is 0777

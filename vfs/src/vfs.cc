@@ -37,7 +37,9 @@
 // only by vfs_start/vfs_stop under a mutex, in thread context; the lanes'
 // loads are atomics; a mount's share count and FIFO are under its cache
 // spinlock.
+#include <sched.h>
 #include <sys/fsuid.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -47,6 +49,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <thread>
 
 #include "internal.h"
 #include "kcont/spinlock.h"
@@ -219,8 +222,12 @@ void run_here(vreq *r) {
   if (!r->vp || (needs_second(r->op) && !r->vp2)) vfs_cred_reset();
   r->error = resolve_blocking(r);
   if (r->error == 0) {
+    // Never run as anyone but the caller: a failed switch fails the request.
+    if (int e = cred_enter(r->cred)) {
+      r->error = e;
+      return;
+    }
     if ((r->flags & VREQ_RDONLY) && vop_modifies(r->op)) r->error = EROFS;
-    cred_enter(r->cred);
     r->fs->be->run(r);  // sets the attributes it can even for EROFS
   }
 }
@@ -301,7 +308,10 @@ void worker(work *wk, void *) {
 // ---- credentials ----------------------------------------------------------
 
 thread_local bool t_is_root = true;
+thread_local bool t_cred_valid = false;  // t_cred is the thread's identity
+thread_local bool t_umask_zero = false;  // thread_umask_zero done
 thread_local vcred t_cred;
+std::atomic<bool> g_single_identity{false};
 
 bool same_cred(const vcred &a, const vcred &b) {
   return a.uid == b.uid && a.gid == b.gid && a.ngids == b.ngids &&
@@ -377,6 +387,10 @@ int check_name(const char *name) {
   return 0;
 }
 
+bool data_access_allowed(const vattr &a, const vcred &c, int want) {
+  return (c.uid == a.uid && (want & 6) == want) || mode_allows(a, c, want);
+}
+
 bool vop_modifies(vop op) {
   switch (op) {
     case vop::setattr:
@@ -389,6 +403,7 @@ bool vop_modifies(vop op) {
     case vop::rmdir:
     case vop::rename:
     case vop::link:
+    case vop::commit:  // an fsync is a write to the disk (knfsd: NFS3ERR_ROFS)
       return true;
     default:
       return false;
@@ -397,34 +412,98 @@ bool vop_modifies(vop op) {
 
 bool mode_allows(const vattr &a, const vcred &c, int want) {
   if (c.uid == 0) return (want & 1) == 0 || (a.mode & 0111) || a.type == vtype::dir;
-  if (c.uid == a.uid) {
-    if ((want & 6) == want) return true;  // owner override for read/write
-    return ((a.mode >> 6) & uint32_t(want)) == uint32_t(want);
-  }
+  if (c.uid == a.uid) return ((a.mode >> 6) & uint32_t(want)) == uint32_t(want);
   bool in_group = c.gid == a.gid;
   for (uint32_t i = 0; i < c.ngids && !in_group; i++) in_group = c.gids[i] == a.gid;
   if (in_group) return ((a.mode >> 3) & uint32_t(want)) == uint32_t(want);
   return (a.mode & uint32_t(want)) == uint32_t(want);
 }
 
-void cred_enter(const vcred &c) {
-  if (!t_is_root && same_cred(c, t_cred)) return;
+namespace {
+
+// A thread that runs VFS operations gets its own filesystem context
+// (unshare(CLONE_FS): cwd, root and umask become per thread) with umask 0,
+// once: an object is created with exactly the mode the client asked for,
+// whatever umask the process was started with, and no other thread's
+// umask changes.  0 or an errno.
+int thread_umask_zero() {
+  if (t_umask_zero) return 0;
+  if (unshare(CLONE_FS) != 0) return errno;
+  umask(0);
+  t_umask_zero = true;
+  return 0;
+}
+
+// setfsuid/setfsgid answer the previous value whether or not they worked;
+// an invalid id (-1) changes nothing and answers the current one.
+bool fsuid_is(uid_t u) { return uid_t(setfsuid(uid_t(-1))) == u; }
+bool fsgid_is(gid_t g) { return gid_t(setfsgid(gid_t(-1))) == g; }
+
+}  // namespace
+
+int cred_enter(const vcred &c) {
+  if (int e = thread_umask_zero()) return e;
+  if (g_single_identity.load(std::memory_order_relaxed)) return 0;
+  if (!t_is_root && t_cred_valid && same_cred(c, t_cred)) return 0;
   gid_t g[VFS_MAX_GIDS];
   uint32_t n = std::min(c.ngids, VFS_MAX_GIDS);
   for (uint32_t i = 0; i < n; i++) g[i] = c.gids[i];
-  syscall(SYS_setgroups, size_t(n), g);  // this thread only (glibc's would do all)
-  setfsgid(c.gid);
-  setfsuid(c.uid);
-  t_cred = c;
   t_is_root = false;
+  t_cred_valid = false;  // until every step below is known to have worked
+  // setgroups through the system call: this thread only (glibc's does all).
+  if (syscall(SYS_setgroups, size_t(n), g) != 0) return VFS_CRED;
+  setfsgid(c.gid);
+  if (!fsgid_is(c.gid)) return VFS_CRED;
+  setfsuid(c.uid);
+  if (!fsuid_is(c.uid)) return VFS_CRED;
+  t_cred = c;
+  t_cred_valid = true;
+  return 0;
 }
 
 void vfs_cred_reset() {
   if (t_is_root) return;
-  setfsuid(0);
-  setfsgid(0);
-  syscall(SYS_setgroups, size_t(0), nullptr);
-  t_is_root = true;
+  // The process's own identity.  Should that ever fail, the thread stays
+  // marked as switched (the next call tries again) and resolving a handle,
+  // which needs the process's identity, fails meanwhile: never silently.
+  setfsuid(geteuid());
+  setfsgid(getegid());
+  bool ok = fsuid_is(geteuid()) && fsgid_is(getegid());
+  if (!g_single_identity.load(std::memory_order_relaxed))
+    ok = syscall(SYS_setgroups, size_t(0), nullptr) == 0 && ok;
+  t_is_root = ok;
+  t_cred_valid = false;
+}
+
+void vfs_set_single_identity(bool on) { g_single_identity.store(on, std::memory_order_relaxed); }
+
+int vfs_identity_check(std::string *why) {
+  int rc = 0;
+  // On a thread of its own: whatever happens, no caller's identity changes.
+  std::thread([&] {
+    vcred nobody;
+    nobody.uid = 65534;
+    nobody.gid = 65534;
+    nobody.ngids = 1;
+    nobody.gids[0] = 65533;
+    if (thread_umask_zero() != 0) {
+      rc = errno;
+      *why = std::string("unshare(CLONE_FS): ") + std::strerror(rc);
+      return;
+    }
+    gid_t g = nobody.gids[0];
+    if (syscall(SYS_setgroups, size_t(1), &g) != 0) {
+      rc = EPERM;
+      *why = "cannot set supplementary groups (setgroups needs CAP_SETGID)";
+    } else if (setfsgid(nobody.gid), !fsgid_is(nobody.gid)) {
+      rc = EPERM;
+      *why = "cannot switch the filesystem group id (setfsgid needs CAP_SETGID)";
+    } else if (setfsuid(nobody.uid), !fsuid_is(nobody.uid)) {
+      rc = EPERM;
+      *why = "cannot switch the filesystem user id (setfsuid needs CAP_SETUID)";
+    }
+  }).join();
+  return rc;
 }
 
 // ---- the subsystem ------------------------------------------------------------

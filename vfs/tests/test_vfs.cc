@@ -12,7 +12,11 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <gtest/gtest.h>
+#include <linux/capability.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -585,9 +589,21 @@ TEST_P(VfsTest, AccessFromModeBits) {
   EXPECT_EQ(access(fh, USER), 0u);
   EXPECT_EQ(access(fh, cred_of(1000, 0)), uint32_t(VACCESS_READ));  // the group
   EXPECT_EQ(access(fh, ROOT, VREQ_RDONLY), uint32_t(VACCESS_READ));
+  // The owner is told what the mode bits say, as knfsd and the kernel
+  // answer (the owner override is READ's and WRITE's own, not ACCESS's).
   vfh mine = file(root(), "mine", 0500, USER);
-  EXPECT_EQ(access(mine, USER),
-            uint32_t(VACCESS_READ | VACCESS_MODIFY | VACCESS_EXTEND | VACCESS_EXECUTE));
+  EXPECT_EQ(access(mine, USER), uint32_t(VACCESS_READ | VACCESS_EXECUTE));
+  vfh wx = file(root(), "wx", 0300, USER);
+  EXPECT_EQ(access(wx, USER), uint32_t(VACCESS_MODIFY | VACCESS_EXTEND | VACCESS_EXECUTE));
+  vfh ro = file(root(), "ro", 0400, USER);
+  EXPECT_EQ(access(ro, USER), uint32_t(VACCESS_READ));
+  vfh none = file(root(), "none", 0, USER);
+  EXPECT_EQ(access(none, USER), 0u);
+  // ... while the owner's READ and WRITE themselves still go through.
+  EXPECT_EQ(write(none, 0, "data", USER), 0);
+  std::string got;
+  EXPECT_EQ(read(none, 0, 4, &got, nullptr, USER), 0);
+  EXPECT_EQ(got, "data");
   EXPECT_EQ(access(root(), ROOT), uint32_t(VACCESS_READ | VACCESS_LOOKUP | VACCESS_MODIFY |
                                            VACCESS_EXTEND | VACCESS_DELETE));
   vfh d = mkdir(root(), "d", 0755);
@@ -1232,6 +1248,135 @@ TEST_P(VfsTest, ReadOnlyCallersGetErofs) {
   ga.flags = VREQ_RDONLY;
   EXPECT_EQ(vop_call(&ga), 0);
 }
+
+// ---- local only: identity, depth, descriptors ------------------------------------
+
+class VfsLocalTest : public VfsTest {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) {
+      if (const char *ci = std::getenv("CI"); ci && std::strcmp(ci, "true") == 0)
+        FAIL() << "the local backend needs root, and CI=true runs every test";
+      GTEST_SKIP() << "the local backend needs root: NOT TESTED";
+    }
+    VfsTest::SetUp();
+  }
+  // A second mount of the same directory: its vnode cache is empty, so
+  // every handle is resolved again (as after a restart).
+  vfs_t *fresh_mount() {
+    std::string err;
+    vfs_t *fs = vfs_mount_local(m_.dir, 64, &err);
+    EXPECT_NE(fs, nullptr) << err;
+    return fs;
+  }
+};
+
+// Drops CAP_SETUID and CAP_SETGID from the calling thread (and the threads
+// it starts).  False if the kernel refused.
+bool drop_setid_caps() {
+  __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct d[2] = {};
+  if (syscall(SYS_capget, &h, d) != 0) return false;
+  for (int cap : {CAP_SETUID, CAP_SETGID}) {
+    d[CAP_TO_INDEX(cap)].effective &= ~CAP_TO_MASK(cap);
+    d[CAP_TO_INDEX(cap)].permitted &= ~CAP_TO_MASK(cap);
+  }
+  return syscall(SYS_capset, &h, d) == 0;
+}
+
+TEST_P(VfsLocalTest, WithoutTheCapabilityToSwitchNoRequestRunsAsRoot) {
+  std::string why;
+  ASSERT_EQ(vfs_identity_check(&why), 0) << why;
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The child: 10 + step on a failure, 0 when both outcomes are right.
+    if (!drop_setid_caps()) _exit(10);
+    std::string w;
+    if (vfs_identity_check(&w) != EPERM || w.find("CAP_SET") == std::string::npos) _exit(11);
+    // A user's request fails instead of running as root...
+    vreq r;
+    prep(r, vop::create, root(), USER);
+    set_name(r.name, "made-as-user");
+    if (vop_call(&r) != VFS_CRED) _exit(12);
+    struct stat st;
+    if (stat((m_.dir + "/made-as-user").c_str(), &st) == 0) _exit(13);
+    // ... unless the operator accepted one identity: then it runs as the
+    // process (root), said outright.
+    vfs_set_single_identity(true);
+    vreq s;
+    prep(s, vop::create, root(), USER);
+    set_name(s.name, "made-as-process");
+    if (vop_call(&s) != 0 || s.res_attr.uid != 0) _exit(14);
+    _exit(0);
+  }
+  int st = 0;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 0) << "10 capset, 11 check, 12 not refused, 13 made, 14 single";
+}
+
+TEST_P(VfsLocalTest, ADirectoryDeeperThanPathMaxIsServed) {
+  // 24 levels of 200-byte names: about 4,800 bytes below the export.
+  vfh d = root();
+  std::string name(200, 'd');
+  for (int i = 0; i < 24; i++) d = mkdir(d, name.c_str());
+  vfh f = file(d, "leaf");
+  ASSERT_EQ(write(f, 0, "deep"), 0);
+  vfs_t *again = fresh_mount();
+  ASSERT_NE(again, nullptr);
+  vreq r;
+  prep(r, vop::getattr, d);
+  r.fs = again;
+  EXPECT_EQ(vop_call(&r), 0);  // resolved afresh: by its ancestors
+  EXPECT_EQ(r.obj.post.type, vtype::dir);
+  vreq l;
+  prep(l, vop::lookup, d);
+  l.fs = again;
+  set_name(l.name, "leaf");
+  EXPECT_EQ(vop_call(&l), 0);
+  vfs_cred_reset();
+  vfs_unmount(again);
+}
+
+TEST_P(VfsLocalTest, AFileThatCannotBeReopenedIsNotCached) {
+  vfh f = file(root(), "f");
+  ASSERT_EQ(write(f, 0, "data"), 0);
+  vfs_t *again = fresh_mount();
+  ASSERT_NE(again, nullptr);
+  auto read_again = [&](std::string *out) {
+    uint8_t buf[16];
+    vreq r;
+    prep(r, vop::read, f);
+    r.fs = again;
+    r.count = sizeof buf;
+    r.dst = buf;
+    r.dst_cap = sizeof buf;
+    int e = vop_call(&r);
+    if (e == 0) out->assign(reinterpret_cast<char *>(buf), r.rd.n);
+    return e;
+  };
+  // Room for exactly one more descriptor: the handle opens, its reopen
+  // cannot.
+  int next = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(next, 0);
+  close(next);
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit tight = old;
+  tight.rlim_cur = rlim_t(next) + 1;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+  std::string got;
+  int e = read_again(&got);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+  EXPECT_EQ(e, EAGAIN);            // NFS3ERR_JUKEBOX: the client tries again
+  EXPECT_EQ(read_again(&got), 0);  // and then it works: nothing unusable was cached
+  EXPECT_EQ(got, "data");
+  vfs_cred_reset();
+  vfs_unmount(again);
+}
+
+INSTANTIATE_TEST_SUITE_P(Local, VfsLocalTest, ::testing::Values(be::local), be_name);
 
 // ---- memory only -------------------------------------------------------------------------
 

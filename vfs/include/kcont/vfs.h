@@ -274,6 +274,7 @@ inline constexpr int VFS_NOT_SYNC = 10002;    // setattr guard: ctime differs
 inline constexpr int VFS_BAD_COOKIE = 10003;  // readdir: cookie no longer valid
 inline constexpr int VFS_BADHANDLE = 10001;   // malformed handle
 inline constexpr int VFS_BADTYPE = 10007;     // mknod of a type that cannot be made
+inline constexpr int VFS_CRED = 10008;        // the caller's identity could not be taken
 
 // ---- the subsystem ---------------------------------------------------------
 
@@ -361,6 +362,21 @@ int vop_call(vreq *r);
 // Returns the calling thread's filesystem identity to the process's own.
 // Thread context.
 void vfs_cred_reset();
+
+// Whether this process can run requests under their callers' identities:
+// switches a scratch thread's fsuid, fsgid and supplementary groups to an
+// unprivileged identity and checks each step.  0, or EPERM with the
+// missing capability named in *why (CAP_SETUID, CAP_SETGID).  A server
+// must refuse to start on EPERM unless it chose vfs_set_single_identity.
+// Thread context.
+int vfs_identity_check(std::string *why);
+
+// on: thread-context operations run with the process's own identity
+// instead of switching to each caller's (for a process that cannot switch
+// and whose operator accepted it; permission decisions taken from mode
+// bits still use the caller's credential).  Off by default.  Set it before
+// any request runs.  Any context.
+void vfs_set_single_identity(bool on);
 
 // Drops a reference to a vnode (rd.ref of an extent read).  Any context.
 void vnode_rele(vnode *vp);
