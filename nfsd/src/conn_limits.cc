@@ -2,8 +2,11 @@
 // conn_limits.cc -- the per-address connection count (see conn_limits.h).
 #include "conn_limits.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include "kcont/nfsd/transport.h"
@@ -131,6 +134,7 @@ void fill_transport_stats(const conn_counters &c, const memory_budget &m, transp
 bool conn_gate::admit(const sockaddr_storage &addr) {
   if (!peers_.admit(addr)) {
     counters_.refused_peer.fetch_add(1, std::memory_order_relaxed);
+    log_refusal(addr);
     return false;
   }
   if (!mem_.reserve(reserve_)) {
@@ -140,6 +144,25 @@ bool conn_gate::admit(const sockaddr_storage &addr) {
     return false;
   }
   return true;
+}
+
+void conn_gate::log_refusal(const sockaddr_storage &addr) {
+  using namespace std::chrono;
+  const int64_t now = duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+  int64_t last = last_log_ms_.load(std::memory_order_relaxed);
+  if (now - last < 1000 || !last_log_ms_.compare_exchange_strong(last, now)) {
+    unlogged_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (addr.ss_family == AF_INET)
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in &>(addr).sin_addr, host, sizeof host);
+  else if (addr.ss_family == AF_INET6)
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6 &>(addr).sin6_addr, host, sizeof host);
+  std::fprintf(stderr,
+               "kcont-nfsd: refused a connection from %s: it holds %u connections "
+               "(--max-conns-per-addr; %llu more refused since the last line)\n",
+               host, per_peer_, static_cast<unsigned long long>(unlogged_.exchange(0)));
 }
 
 void conn_gate::release(const sockaddr_storage &addr) {

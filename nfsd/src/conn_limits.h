@@ -8,8 +8,10 @@
 // (transport_config max_conns and max_mount_conns), so a flood on one does
 // not take the other's places.  A client address (IPv4, or IPv6; an
 // IPv4-mapped IPv6 address counts as the IPv4 one) may hold at most
-// max_conns_per_peer connections over both ports: peer_table counts them,
-// and a connection past the limit is closed as soon as it is accepted.
+// max_conns_per_peer connections over both ports (default 128: nconnect=16
+// on eight mounts): peer_table counts them, and a connection past the
+// limit is closed as soon as it is accepted, with a log line naming the
+// address (at most one a second, with the count of those not logged).
 // When a port's table is full, an idle connection (no request being read,
 // none in flight, nothing to send) is closed to make room, as knfsd does:
 // one of the address that holds the most connections, the longest idle of
@@ -96,21 +98,31 @@ class conn_gate {
   // connection reserves in mem.
   conn_gate(uint32_t max_conns, uint32_t per_peer, memory_budget &mem, size_t reserve,
             conn_counters &counters)
-      : peers_(max_conns, per_peer), mem_(mem), reserve_(reserve), counters_(counters) {}
+      : peers_(max_conns, per_peer),
+        mem_(mem),
+        reserve_(reserve),
+        counters_(counters),
+        per_peer_(per_peer) {}
 
   // Counts a new connection from addr.  False (nothing counted, the
-  // refusal counted in conn_counters) if its address holds its share or
-  // its reservation does not fit.
+  // refusal counted in conn_counters; a per-address one logged,
+  // rate-limited) if its address holds its share or its reservation does
+  // not fit.
   bool admit(const sockaddr_storage &addr);
   // Uncounts one admitted connection.
   void release(const sockaddr_storage &addr);
   uint32_t count(const sockaddr_storage &addr) { return peers_.count(addr); }
 
  private:
+  void log_refusal(const sockaddr_storage &addr);
+
   peer_table peers_;
   memory_budget &mem_;
   size_t reserve_;
   conn_counters &counters_;
+  uint32_t per_peer_;
+  std::atomic<int64_t> last_log_ms_{0};
+  std::atomic<uint64_t> unlogged_{0};
 };
 
 }  // namespace kc::nfs

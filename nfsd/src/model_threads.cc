@@ -36,6 +36,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <list>
@@ -189,6 +190,7 @@ class threads_transport final : public transport {
   std::deque<tslot *> work_;
   bool stopping_ = false;
   std::atomic<bool> stopped_{false};
+  std::atomic<uint64_t> accept_errors_{0};  // accept4 failures retried
   bool abandoned_ = false;
   uint32_t cut_short_ = 0;
 };
@@ -315,12 +317,18 @@ void threads_transport::acceptor(int lfd, uint8_t port) {
     socklen_t len = sizeof peer;
     int fd = accept4(lfd, reinterpret_cast<sockaddr *>(&peer), &len, SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        continue;
-      }
-      return;  // shut down
+      if (stopped_.load()) return;  // shut down (the listener was shut)
+      const int e = errno;
+      if (e == EINTR || e == ECONNABORTED) continue;
+      // Anything else is the kernel's word on one connection or a passing
+      // shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM; EPROTO, ENETDOWN,
+      // EPERM, ... which accept(2) says to retry): never the end of the
+      // acceptor.  A pause, and a line every hundred (about one a second).
+      if (accept_errors_++ % 100 == 0)
+        std::fprintf(stderr, "kcont-nfsd: accept on the %s port: %s (retrying)\n",
+                     port == PORT_NFS ? "NFS" : "MOUNT", std::strerror(e));
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
     }
     reap(false);
     if (!gate_.admit(peer)) {  // counted there

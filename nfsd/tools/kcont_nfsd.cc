@@ -109,7 +109,7 @@ int main(int argc, char **argv) {
   std::string demo_dir = "/tmp/kcont-nfsd-demo", log_level = "info", memory_export, metrics;
   uint32_t memory_mib = 1024;
   int nfs_port = 20490, mount_port = 20048, cpus = 0, spin_us = 0;
-  uint32_t slots = 16, max_conns = 256, max_mount_conns = 64, per_addr = 64, threads = 8,
+  uint32_t slots = 16, max_conns = 256, max_mount_conns = 64, per_addr = 128, threads = 8,
            stats_interval = 0;
   double idle_timeout = 360, record_timeout = 30, grace = 5;
   uint64_t max_memory = 0;

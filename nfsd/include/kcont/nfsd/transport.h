@@ -33,7 +33,7 @@ struct transport_config {
   uint32_t slots = 16;                 // request slots per connection
   uint32_t max_conns = 256;            // NFS-port connections (kcont model: divided over CPUs)
   uint32_t max_mount_conns = 64;       // MOUNT-port connections, a table of their own
-  uint32_t max_conns_per_peer = 64;    // per client address, both ports; 0: no limit
+  uint32_t max_conns_per_peer = 128;   // per client address, both ports; 0: no limit
   uint32_t idle_timeout_ms = 360000;   // close a connection idle this long; 0: never
   uint32_t record_timeout_ms = 30000;  // reset one whose request (or reply) takes longer
   uint32_t threads = 8;                // threads model: worker threads
