@@ -72,7 +72,7 @@ void run_chain(chain &c, int steps) {
 }  // namespace
 
 TEST_F(KcontTest, ABoundContinuationIsBiasedToItsCpuAndLosesTheBiasToOthers) {
-  if (!detail::g_membarrier) GTEST_SKIP() << "membarrier(2) unavailable: no biasing here";
+  if (!detail::g_membarrier) KCONT_NOT_TESTED("membarrier(2) unavailable: no biasing here");
   chain c;
   ASSERT_EQ(kcont_init(&c.k, chain_fn, &c, target::at(LVL_SOFTNET, kind::interrupt, 1)), 0);
   EXPECT_FALSE(biased(c.k));

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "fixture.h"  // core/tests: KCONT_NOT_TESTED
 #include "internal.h"
 #include "kcont/buf.h"
 #include "kcont/kcont.h"
@@ -181,7 +182,7 @@ class Serve : public ::testing::Test {
   uint32_t xid_ = 1000;
 
   void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root: file handles use open_by_handle_at";
+    if (geteuid() != 0) KCONT_NOT_TESTED("needs root: file handles use open_by_handle_at");
     char t[] = "/tmp/kcont-nfsd-test.XXXXXX";
     ASSERT_NE(mkdtemp(t), nullptr) << std::strerror(errno);
     base_ = t;
@@ -408,7 +409,7 @@ class Serve : public ::testing::Test {
         EXPECT_EQ(b.u32() & 0x5u, 0u) << "ACCESS grants READ/MODIFY against the ACL";
       }
     }
-    if (!have_acl) GTEST_SKIP() << "no POSIX ACLs on this file system: " << std::strerror(errno);
+    if (!have_acl) KCONT_NOT_TESTED("no POSIX ACLs on this file system: " << std::strerror(errno));
   }
 
   // READ/WRITE/SETATTR(size)/CREATE on FIFOs, sockets and devices give the

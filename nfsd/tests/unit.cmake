@@ -16,6 +16,7 @@ add_executable(kcont_nfsd_tests
   ${CMAKE_CURRENT_LIST_DIR}/test_rpc.cc
   ${CMAKE_CURRENT_LIST_DIR}/test_serve.cc
   ${CMAKE_CURRENT_LIST_DIR}/test_conn_limits.cc)
-target_include_directories(kcont_nfsd_tests PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../src)
+target_include_directories(kcont_nfsd_tests PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../src
+  ${PROJECT_SOURCE_DIR}/core/tests)  # fixture.h: KCONT_NOT_TESTED
 target_link_libraries(kcont_nfsd_tests PRIVATE kcont_nfsd GTest::gtest GTest::gtest_main)
 gtest_discover_tests(kcont_nfsd_tests DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)

@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "creds.h"
 #include "fixture.h"   // core/tests: eventually()
 #include "internal.h"  // the test backend (vfs_alloc, vfs_backend)
 #include "kcont/spinlock.h"
@@ -37,6 +38,7 @@
 
 using namespace kc;
 using namespace kc::vfs;
+using namespace kcvfstest;
 using vfs_t = kc::vfs::vfs;  // the mount (the namespace has the same name)
 
 namespace {
@@ -46,16 +48,6 @@ enum class be { memory, local };
 std::string be_name(const ::testing::TestParamInfo<be> &i) {
   return i.param == be::memory ? "memory" : "local";
 }
-
-vcred cred_of(uint32_t uid, uint32_t gid) {
-  vcred c;
-  c.uid = uid;
-  c.gid = gid;
-  return c;
-}
-const vcred ROOT = cred_of(0, 0);
-const vcred USER = cred_of(1000, 1000);
-const vcred OTHER = cred_of(1001, 1001);
 
 bool same(const vfh &a, const vfh &b) {
   return a.len == b.len && std::memcmp(a.data, b.data, a.len) == 0;
@@ -128,7 +120,7 @@ class VfsTest : public ::testing::TestWithParam<be> {
   void SetUp() override {
     std::string why;
     if (!m_.mount(GetParam(), &why)) {
-      if (GetParam() == be::local && geteuid() != 0) GTEST_SKIP() << why;
+      if (GetParam() == be::local && geteuid() != 0) KCONT_NOT_TESTED(why);
       FAIL() << why;
     }
     fs_ = m_.fs;
@@ -331,6 +323,26 @@ class VfsTest : public ::testing::TestWithParam<be> {
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, VfsTest, ::testing::Values(be::memory, be::local), be_name);
+
+// The tests of what only the local backend has (system calls to share,
+// kernel identities, descriptors, paths).
+class VfsLocalTest : public VfsTest {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) KCONT_NOT_TESTED("the local backend needs root");
+    VfsTest::SetUp();
+  }
+  // A second mount of the same directory: its vnode cache is empty, so
+  // every handle is resolved again (as after a restart).
+  vfs_t *fresh_mount() {
+    std::string err;
+    vfs_t *fs = vfs_mount_local(m_.dir, 64, &err);
+    EXPECT_NE(fs, nullptr) << err;
+    return fs;
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Local, VfsLocalTest, ::testing::Values(be::local), be_name);
 
 }  // namespace
 
@@ -1084,8 +1096,8 @@ TEST_P(VfsTest, WalkThroughDirectories) {
 // ATTRIBUTE SNAPSHOTS in vfs(9): requests that arrived before the local
 // backend read a vnode's attributes may share that read; a request that
 // arrived after a change completed never gets attributes from before it.
-TEST_P(VfsTest, RequestsThatArrivedBeforeAnAttributeReadShareIt) {
-  if (memory()) GTEST_SKIP() << "the memory backend has nothing to share (no system call)";
+// (The memory backend has nothing to share: no system call.)
+TEST_P(VfsLocalTest, RequestsThatArrivedBeforeAnAttributeReadShareIt) {
   vfh f = file(root(), "f");
   ASSERT_EQ(write(f, 0, "abc"), 0);
   const uint64_t a = vfs_arrival();
@@ -1251,26 +1263,6 @@ TEST_P(VfsTest, ReadOnlyCallersGetErofs) {
 
 // ---- local only: identity, depth, descriptors ------------------------------------
 
-class VfsLocalTest : public VfsTest {
- protected:
-  void SetUp() override {
-    if (geteuid() != 0) {
-      if (const char *ci = std::getenv("CI"); ci && std::strcmp(ci, "true") == 0)
-        FAIL() << "the local backend needs root, and CI=true runs every test";
-      GTEST_SKIP() << "the local backend needs root: NOT TESTED";
-    }
-    VfsTest::SetUp();
-  }
-  // A second mount of the same directory: its vnode cache is empty, so
-  // every handle is resolved again (as after a restart).
-  vfs_t *fresh_mount() {
-    std::string err;
-    vfs_t *fs = vfs_mount_local(m_.dir, 64, &err);
-    EXPECT_NE(fs, nullptr) << err;
-    return fs;
-  }
-};
-
 // Drops CAP_SETUID and CAP_SETGID from the calling thread (and the threads
 // it starts).  False if the kernel refused.
 bool drop_setid_caps() {
@@ -1376,8 +1368,6 @@ TEST_P(VfsLocalTest, AFileThatCannotBeReopenedIsNotCached) {
   vfs_unmount(again);
 }
 
-INSTANTIATE_TEST_SUITE_P(Local, VfsLocalTest, ::testing::Values(be::local), be_name);
-
 // ---- memory only -------------------------------------------------------------------------
 
 TEST(VfsMemory, WritesBeyondMaxBytesAreEnospc) {
@@ -1469,7 +1459,7 @@ class AsyncVfsTest : public ::testing::TestWithParam<be> {
  protected:
   void SetUp() override {
     if (GetParam() == be::local && geteuid() != 0)
-      GTEST_SKIP() << "the local backend needs root (open_by_handle_at)";
+      KCONT_NOT_TESTED("the local backend needs root (open_by_handle_at)");
     ASSERT_EQ(vfs_register_levels(), 0);
     config cfg;
     cfg.cpus = 2;
@@ -1598,8 +1588,11 @@ TEST_P(AsyncVfsTest, AFirstRequestUsesAThreadACachedGetattrDoesNot) {
 // CREATE enters the file it made into the vnode cache: the WRITE and
 // GETATTR that follow need no thread (before, the first request on the new
 // handle resolved it in thread context).
-TEST_P(AsyncVfsTest, AFileJustCreatedIsCachedForTheRequestsThatFollow) {
-  if (GetParam() == be::memory) GTEST_SKIP() << "the memory backend resolves handles in place";
+// (The memory backend resolves handles in place: nothing to cache.)
+class AsyncVfsLocalTest : public AsyncVfsTest {};
+INSTANTIATE_TEST_SUITE_P(Local, AsyncVfsLocalTest, ::testing::Values(be::local), be_name);
+
+TEST_P(AsyncVfsLocalTest, AFileJustCreatedIsCachedForTheRequestsThatFollow) {
   uint64_t primed0 = vfs_get_stats(fs_).cache_primed;
   vfh f = sync_create("new", "");
   EXPECT_EQ(vfs_get_stats(fs_).cache_primed, primed0 + 1);
