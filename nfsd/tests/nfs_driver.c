@@ -3009,13 +3009,17 @@ static int cmd_raw(const char *url, int nreaders, double secs)
 	nfs_close(s->nfs, nf);
 	nfs_unlink(s->nfs, path);
 	sess_close(s);
-	if (!stale && !failed && !g_failed)
+	if (n == 0 && !g_failed)
+		fail("read after write",
+		     "no write/read-back pair ran in %.1f s: nothing was tested",
+		     secs);
+	else if (!stale && !failed && !g_failed)
 		ok("%d write/read-back pairs with %d concurrent readers: "
 		   "every read-back saw its write", n, nreaders);
 	else if (stale)
 		fail("read after write", "%d of %d read-backs were stale",
 		     stale, n);
-	return stale || failed || g_failed ? 1 : 0;
+	return stale || failed || g_failed || n == 0 ? 1 : 0;
 }
 
 /* ------------------------------------------------------------------ */

@@ -13,7 +13,14 @@
  *       opens NIDLE idle connections and NSLOW slowloris connections (a
  *       record header, then one byte a second), half on each port; while
  *       they are held, the bystander mounts and reads FILE.  Prints how
- *       many of each the server kept open and the bystander's time.
+ *       many of each the server kept open and the bystander's time.  Fails
+ *       unless every attacker connection was opened (a siege that never
+ *       happened proves nothing).
+ *   ownidle URL SRC NIDLE
+ *       opens NIDLE connections from SRC to the NFS port, each of which
+ *       must get a NULL call answered and stay open (a client with many
+ *       connections, nconnect=16 on several mounts, is served); then one
+ *       more from the same SRC must be answered too.
  *   expire URL SRC idle|slow|noread MAXSEC
  *       one connection that sits idle, trickles a record one byte every
  *       100 ms, or pipelines READs of FILE and never reads a reply; waits
@@ -389,6 +396,38 @@ static void flood_reads(int fd, const struct fh *f)
 
 /* Mounts DIR and reads FILE whole with libnfs from the default source
  * address, in a child process; returns the time taken, or -1. */
+/* One mount and read of FILE; the bytes read, or -1 (error on stderr). */
+static long bystander_once(const struct target *t, int attempt)
+{
+	struct nfs_context *nfs = nfs_init_context();
+	struct nfs_url *u;
+	struct nfsfh *fh = NULL;
+	char buf[65536];
+	long total = 0, n = -1;
+	if (!nfs)
+		return -1;
+	nfs_set_timeout(nfs, 20000);
+	nfs_set_autoreconnect(nfs, 0);
+	u = nfs_parse_url_dir(nfs, t->dir_url); /* sets the ports */
+	if (u && nfs_mount(nfs, u->server, u->path) == 0 &&
+	    nfs_open(nfs, t->file, O_RDONLY, &fh) == 0) {
+		while ((n = nfs_read(nfs, fh, sizeof buf, buf)) > 0)
+			total += n;
+		nfs_close(nfs, fh);
+	}
+	if (n < 0)
+		fprintf(stderr, "bystander (attempt %d): %s\n", attempt,
+			nfs_get_error(nfs));
+	if (u)
+		nfs_destroy_url(u);
+	nfs_destroy_context(nfs);
+	return n < 0 ? -1 : total;
+}
+
+/* The bystander: mounts the export and reads FILE, in a child process.
+ * Like a real client it tries again when the server closed its
+ * connection (a full table may have to close one to make room): up to
+ * three attempts.  Returns its time, or -1 if every attempt failed. */
 static double bystander(const struct target *t)
 {
 	int pfd[2];
@@ -398,38 +437,12 @@ static double bystander(const struct target *t)
 		return -1;
 	pid = fork();
 	if (pid == 0) {
-		struct nfs_context *nfs;
-		struct nfs_url *u;
-		struct nfsfh *fh = NULL;
-		char buf[65536];
 		double t0 = now_s(), dt;
-		long total = 0, n;
+		long total = -1;
 		close(pfd[0]);
 		alarm(60);
-		nfs = nfs_init_context();
-		if (!nfs)
-			_exit(1);
-		nfs_set_timeout(nfs, 20000);
-		nfs_set_autoreconnect(nfs, 0);
-		u = nfs_parse_url_dir(nfs, t->dir_url); /* sets the ports */
-		if (!u) {
-			fprintf(stderr, "bystander: %s\n", nfs_get_error(nfs));
-			_exit(1);
-		}
-		if (nfs_mount(nfs, u->server, u->path) != 0 ||
-		    nfs_open(nfs, t->file, O_RDONLY, &fh) != 0) {
-			fprintf(stderr, "bystander: %s\n", nfs_get_error(nfs));
-			_exit(1);
-		}
-		while ((n = nfs_read(nfs, fh, sizeof buf, buf)) > 0)
-			total += n;
-		if (n < 0) {
-			fprintf(stderr, "bystander: read: %s\n",
-				nfs_get_error(nfs));
-			_exit(1);
-		}
-		nfs_close(nfs, fh);
-		nfs_destroy_context(nfs);
+		for (int attempt = 1; attempt <= 3 && total <= 0; attempt++)
+			total = bystander_once(t, attempt);
 		dt = now_s() - t0;
 		if (total <= 0)
 			_exit(1);
@@ -449,9 +462,6 @@ static double bystander(const struct target *t)
 	close(pfd[0]);
 	return took;
 }
-
-/* ------------------------------------------------------------------ */
-/* subcommands                                                         */
 
 static void raise_nofile(long want)
 {
@@ -520,6 +530,10 @@ static int cmd_siege(const struct target *t, const char *srcs, int nidle,
 	printf("attacker %s: %d idle and %d slowloris connections opened in "
 	       "%.2f s\n",
 	       srcs, made_idle, made_slow, now_s() - t0);
+	if (made_idle != nidle || made_slow != nslow)
+		fail("the siege did not happen: %d of %d idle and %d of %d "
+		     "slowloris connections opened",
+		     made_idle, nidle, made_slow, nslow);
 	/* The slowloris ones trickle a byte a second while the bystander
 	 * runs. */
 	pid_t trickler = fork();
@@ -557,6 +571,52 @@ static int cmd_siege(const struct target *t, const char *srcs, int nidle,
 			close(slow[i]);
 	free(idle);
 	free(slow);
+	return g_failed ? 1 : 0;
+}
+
+/* NULL of the NFS program on fd: 0 when answered with SUCCESS. */
+static int null_call(int fd, uint32_t xid)
+{
+	struct xdr x;
+	uint8_t rep[256];
+	call_header(&x, xid, 100003, 0);
+	return roundtrip(fd, &x, rep, sizeof rep) < 0 ? -1 : 0;
+}
+
+static int cmd_ownidle(const struct target *t, const char *src, int nidle)
+{
+	int *idle = calloc((size_t)nidle + 1, sizeof *idle);
+	int answered = 0, open_now, fd;
+	raise_nofile(nidle + 256);
+	for (int i = 0; i < nidle; i++) {
+		idle[i] = connect_from(src, t->host, t->nfsport, 0);
+		/* Answered: the server accepted it and let it in (one past
+		 * the limit is closed, or makes room, at accept). */
+		if (idle[i] >= 0 && null_call(idle[i], (uint32_t)i + 1) == 0)
+			answered++;
+	}
+	open_now = count_open(idle, nidle);
+	printf("%s: %d idle connections answered a NULL call, %d still "
+	       "open\n",
+	       src, answered, open_now);
+	if (answered != nidle)
+		fail("%d of %d connections from %s were answered",
+		     answered, nidle, src);
+	fd = connect_from(src, t->host, t->nfsport, 0);
+	if (fd < 0 || null_call(fd, 0x10000) != 0)
+		fail("a new connection from %s, after %d idle ones, was not "
+		     "answered",
+		     src, nidle);
+	else
+		ok("a new connection from %s got its NULL call answered "
+		   "beside %d idle ones",
+		   src, nidle);
+	if (fd >= 0)
+		close(fd);
+	for (int i = 0; i < nidle; i++)
+		if (idle[i] >= 0)
+			close(idle[i]);
+	free(idle);
 	return g_failed ? 1 : 0;
 }
 
@@ -810,6 +870,7 @@ static int usage(void)
 {
 	fprintf(stderr,
 		"usage: nfs_siege siege URL SRC NIDLE NSLOW\n"
+		"       nfs_siege ownidle URL SRC NIDLE\n"
 		"       nfs_siege expire URL SRC idle|slow|noread MAXSEC\n"
 		"       nfs_siege bigwrite URL SRC NCONN NREQ\n"
 		"       nfs_siege noread URL SRC NCONN SECONDS\n"
@@ -832,6 +893,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "siege") == 0 && argc == 6)
 		return cmd_siege(&t, argv[3], atoi(argv[4]), atoi(argv[5]));
+	if (strcmp(argv[1], "ownidle") == 0 && argc == 5)
+		return cmd_ownidle(&t, argv[3], atoi(argv[4]));
 	if (strcmp(argv[1], "expire") == 0 && argc == 6)
 		return cmd_expire(&t, argv[3], argv[4], atof(argv[5]));
 	if (strcmp(argv[1], "bigwrite") == 0 && argc == 6)
