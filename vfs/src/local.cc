@@ -647,10 +647,15 @@ void do_mkdir(vreq *r) {
       r->error = finish_new(r->vp->fd, r->name, s);
     if (r->error == 0) result_of(r, r->name);
     if (r->error == 0 && (mode & S_ISGID) && r->have_res_attr && !(r->res_attr.mode & S_ISGID)) {
-      if (fchmodat(r->vp->fd, r->name, r->res_attr.mode | S_ISGID, 0) != 0)
-        r->error = errno;
-      else
-        result_of(r, r->name);
+      // Through an O_PATH descriptor of what was made: never a symlink
+      // that may have taken its place.
+      vsattr sgid;
+      sgid.set_mode = true;
+      sgid.mode = r->res_attr.mode | S_ISGID;
+      int fd = openat(r->vp->fd, r->name, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+      r->error = fd < 0 ? errno : apply_sattr(fd, sgid);
+      if (fd >= 0) close(fd);
+      if (r->error == 0) result_of(r, r->name);
     }
   }
   post(r);
