@@ -481,24 +481,21 @@ int vfs_identity_check(std::string *why) {
   int rc = 0;
   // On a thread of its own: whatever happens, no caller's identity changes.
   std::thread([&] {
-    vcred nobody;
-    nobody.uid = 65534;
-    nobody.gid = 65534;
-    nobody.ngids = 1;
-    nobody.gids[0] = 65533;
-    if (thread_umask_zero() != 0) {
-      rc = errno;
-      *why = std::string("unshare(CLONE_FS): ") + std::strerror(rc);
+    constexpr uid_t NOBODY = 65534;
+    constexpr gid_t NOGROUP = 65534, GROUP = 65533;
+    if (int e = thread_umask_zero()) {
+      rc = e;
+      *why = std::string("unshare(CLONE_FS): ") + std::strerror(e);
       return;
     }
-    gid_t g = nobody.gids[0];
+    gid_t g = GROUP;
     if (syscall(SYS_setgroups, size_t(1), &g) != 0) {
       rc = EPERM;
       *why = "cannot set supplementary groups (setgroups needs CAP_SETGID)";
-    } else if (setfsgid(nobody.gid), !fsgid_is(nobody.gid)) {
+    } else if (setfsgid(NOGROUP), !fsgid_is(NOGROUP)) {
       rc = EPERM;
       *why = "cannot switch the filesystem group id (setfsgid needs CAP_SETGID)";
-    } else if (setfsuid(nobody.uid), !fsuid_is(nobody.uid)) {
+    } else if (setfsuid(NOBODY), !fsuid_is(NOBODY)) {
       rc = EPERM;
       *why = "cannot switch the filesystem user id (setfsuid needs CAP_SETUID)";
     }
