@@ -55,14 +55,21 @@ size_t peer_table::find(uint64_t k0, uint64_t k1, bool *found) const {
   }
 }
 
-bool peer_table::admit(const sockaddr_storage &addr) {
+bool same_peer(const sockaddr_storage &a, const sockaddr_storage &b) {
+  uint64_t a0, a1, b0, b1;
+  peer_key(a, &a0, &a1);
+  peer_key(b, &b0, &b1);
+  return a0 == b0 && a1 == b1;
+}
+
+bool peer_table::admit(const sockaddr_storage &addr, bool replacing) {
   uint64_t k0, k1;
   peer_key(addr, &k0, &k1);
   spinlock g(lock_);
   bool found;
   entry &e = table_[find(k0, k1, &found)];
   if (found) {
-    if (per_peer_ != 0 && e.count >= per_peer_) return false;
+    if (per_peer_ != 0 && e.count >= per_peer_ && !replacing) return false;
     e.count++;
     return true;
   }
@@ -131,18 +138,42 @@ void fill_transport_stats(const conn_counters &c, const memory_budget &m, transp
   out->replies_limited = m.limited_replies();
 }
 
-bool conn_gate::admit(const sockaddr_storage &addr) {
-  if (!peers_.admit(addr)) {
-    counters_.refused_peer.fetch_add(1, std::memory_order_relaxed);
-    log_refusal(addr);
-    return false;
+admission conn_gate::admit(const sockaddr_storage &addr) {
+  if (!peers_.admit(addr)) return admission::at_share;
+  return reserve(addr) ? admission::admitted : admission::no_memory;
+}
+
+bool conn_gate::admit_replacing(const sockaddr_storage &addr) {
+  peers_.admit(addr, true);
+  return reserve(addr);
+}
+
+// The memory of a connection just counted for addr; on failure it is
+// uncounted and the refusal counted.
+bool conn_gate::reserve(const sockaddr_storage &addr) {
+  if (mem_.reserve(reserve_)) return true;
+  peers_.release(addr);
+  counters_.refused_memory.fetch_add(1, std::memory_order_relaxed);
+  mem_.count_refused();
+  return false;
+}
+
+void conn_gate::refuse_at_share(const sockaddr_storage &addr) {
+  counters_.refused_peer.fetch_add(1, std::memory_order_relaxed);
+  log_refusal(addr);
+}
+
+bool eviction_pick::offer(const sockaddr_storage &peer, uint64_t idle_for) {
+  uint32_t held = 0;
+  if (for_peer_) {
+    if (!same_peer(peer, *for_peer_)) return false;
+  } else {
+    held = gate_.count(peer);
   }
-  if (!mem_.reserve(reserve_)) {
-    peers_.release(addr);
-    counters_.refused_memory.fetch_add(1, std::memory_order_relaxed);
-    mem_.count_refused();
-    return false;
-  }
+  if (found_ && (held < held_ || (held == held_ && idle_for <= idle_for_))) return false;
+  found_ = true;
+  held_ = held;
+  idle_for_ = idle_for;
   return true;
 }
 
@@ -160,8 +191,9 @@ void conn_gate::log_refusal(const sockaddr_storage &addr) {
   else if (addr.ss_family == AF_INET6)
     inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6 &>(addr).sin6_addr, host, sizeof host);
   std::fprintf(stderr,
-               "kcont-nfsd: refused a connection from %s: it holds %u connections "
-               "(--max-conns-per-addr; %llu more refused since the last line)\n",
+               "kcont-nfsd: refused a connection from %s: it holds %u connections, "
+               "none of them idle (--max-conns-per-addr; %llu more refused since the last "
+               "line)\n",
                host, per_peer_, static_cast<unsigned long long>(unlogged_.exchange(0)));
 }
 

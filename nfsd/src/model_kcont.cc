@@ -30,7 +30,9 @@
 //      stalled for lack of slots (back-pressure).
 //
 // Limits (conn_limits.h): CPU 0 counts each accepted connection against its
-// client address and hands it over with its port; each CPU keeps separate
+// client address and hands it over with its port (one past its address's
+// share goes uncounted from CPU to CPU until one closes an idle connection
+// of that address for it, and is refused when none has); each CPU keeps separate
 // connection objects for the NFS and the MOUNT port and, when a port's are
 // all taken, evicts an idle connection of that port (conn_limits.h says
 // which).  A per-CPU sweep -- a callout every quarter of the shorter
@@ -145,7 +147,8 @@ struct kconn {
 struct handoff_item {
   int fd = -1;
   uint8_t port = PORT_NFS;
-  uint8_t tried = 0;  // CPUs that had no room for it so far
+  uint8_t tried = 0;      // CPUs that had no room for it so far
+  bool at_share = false;  // not counted yet: its address holds its share
   sockaddr_storage peer{};
 };
 
@@ -354,24 +357,27 @@ kconn *free_conn(kcpu *k, uint8_t port) {
   auto [b, e] = port_range(k, port);
   for (kconn *c = b; c != e; c++)
     if (!c->active && c->mem && kcont_state(&c->upcall) == kc_state::idle) return c;
-  // The victim: an idle connection of the address holding the most, the
-  // longest idle of those -- so a flood from one address evicts its own
-  // connections, not a client's that has not sent its first request yet.
+  // The victim: eviction_pick's (conn_limits.h).
+  eviction_pick pick(k->t->gate_, nullptr);
   kconn *oldest = nullptr;
-  uint32_t oldest_held = 0;
-  for (kconn *c = b; c != e; c++) {
-    if (!quiet(c)) continue;
-    uint32_t held = k->t->gate_.count(c->peer);
-    if (!oldest || held > oldest_held ||
-        (held == oldest_held && k->epoch - c->last_active > k->epoch - oldest->last_active)) {
-      oldest = c;
-      oldest_held = held;
-    }
-  }
+  for (kconn *c = b; c != e; c++)
+    if (quiet(c) && pick.offer(c->peer, k->epoch - c->last_active)) oldest = c;
   if (!oldest) return nullptr;
   close_now(oldest, &k->t->counters_.evicted);
   if (!oldest->active && kcont_state(&oldest->upcall) == kc_state::idle) return oldest;
   return nullptr;
+}
+
+// Closes the longest idle connection of `peer` on k, on either port, to
+// make room within its share for a new one.  False if none of them is idle.
+bool evict_own(kcpu *k, const sockaddr_storage &peer) {
+  eviction_pick pick(k->t->gate_, &peer);
+  kconn *victim = nullptr;
+  for (auto &c : k->conns)
+    if (quiet(&c) && pick.offer(c.peer, k->epoch - c.last_active)) victim = &c;
+  if (!victim) return false;
+  close_now(victim, &k->t->counters_.evicted);
+  return true;
 }
 
 void sweep_fire(void *arg) { kcont_defer(&static_cast<kcpu *>(arg)->sweep_kc, nullptr, 0); }
@@ -479,8 +485,23 @@ void adopt_upcall(void *, void *env, int) {
     spinlock g(k->handoff_lock);
     k->adopting.swap(k->handoff);
   }
-  for (const handoff_item &h : k->adopting) {
+  for (handoff_item &h : k->adopting) {
     k->handoff_port[h.port].fetch_sub(1, std::memory_order_relaxed);
+    if (h.at_share) {
+      // Room within its address's share: one of the address's idle
+      // connections here goes, or the next CPU looks at its own.
+      if (k->draining || !evict_own(k, h.peer)) {
+        if (!k->draining && pass_on(t, k, h)) continue;
+        t->gate_.refuse_at_share(h.peer);
+        close(h.fd);
+        continue;
+      }
+      h.at_share = false;
+      if (!t->gate_.admit_replacing(h.peer)) {  // counted there
+        close(h.fd);
+        continue;
+      }
+    }
     kconn *c = free_conn(k, h.port);
     if (!c && !k->draining && pass_on(t, k, h)) continue;
     sock *s = nullptr;
@@ -516,8 +537,23 @@ void listener_upcall(void *, void *env, int) {
         sock_close(s);
         continue;
       }
-      if (!t->gate_.admit(h.peer)) {  // counted there
+      const admission a = t->gate_.admit(h.peer);
+      if (a == admission::no_memory) {  // counted there
         sock_close(s);
+        continue;
+      }
+      if (a == admission::at_share) {
+        // Uncounted, to the CPUs in turn (this one first) until one of
+        // them closes an idle connection of the address (adopt_upcall).
+        h.at_share = true;
+        h.fd = sock_detach(s);
+        if (h.fd < 0 || k->draining || !hand_to(k, h)) {
+          t->gate_.refuse_at_share(h.peer);
+          if (h.fd >= 0)
+            close(h.fd);
+          else
+            sock_close(s);
+        }
         continue;
       }
       kcpu *to = k->draining ? k : pick_cpu(t, port);

@@ -161,7 +161,7 @@ class threads_transport final : public transport {
 
  private:
   void acceptor(int lfd, uint8_t port);
-  bool make_room(uint8_t port);
+  bool make_room(uint8_t port, const sockaddr_storage *for_peer);
   void reap(bool all);
   void reader(tconn *c);
   void worker();
@@ -286,28 +286,40 @@ bool threads_transport::flush(tconn *c) {
   return !c->broken;
 }
 
-// Closes an idle connection of `port` to make room for a new one.  False
-// if none is idle.  conns_lock_ held.
-bool threads_transport::make_room(uint8_t port) {
-  // An idle connection of the address holding the most, the longest idle
-  // of those: a flood from one address evicts its own connections.
-  tconn *oldest = nullptr;
-  uint32_t oldest_held = 0;
-  for (auto &c : conns_) {
-    if (c->port != port || !c->quiet.load() || !c->counted.load() || c->done.load()) continue;
-    uint32_t held = gate_.count(c->peer);
-    if (!oldest || held > oldest_held ||
-        (held == oldest_held && c->last_active_ms.load() < oldest->last_active_ms.load())) {
-      oldest = c.get();
-      oldest_held = held;
+// Closes an idle connection to make room for a new one: of `port` in a
+// full table (for_peer == nullptr), or of for_peer on either port within
+// its share.  The victim is eviction_pick's.  A pick with bytes waiting in
+// its socket is about to be busy: it is marked so (its reader recomputes
+// `quiet` when it has read them) and the next pick is tried.  False if none
+// is idle.  conns_lock_ held; takes the victim's lock.
+bool threads_transport::make_room(uint8_t port, const sockaddr_storage *for_peer) {
+  for (;;) {
+    eviction_pick pick(gate_, for_peer);
+    const int64_t now = mono_ms();
+    tconn *oldest = nullptr;
+    for (auto &c : conns_) {
+      if ((!for_peer && c->port != port) || !c->quiet.load() || !c->counted.load() ||
+          c->done.load())
+        continue;
+      const int64_t idle_for = now - c->last_active_ms.load();
+      if (pick.offer(c->peer, uint64_t(std::max<int64_t>(idle_for, 0)))) oldest = c.get();
     }
+    if (!oldest) return false;
+    std::lock_guard<std::mutex> g(oldest->lock);
+    // The reader clears `quiet` before it receives: if the peek finds the
+    // socket empty because the reader took the bytes, `quiet` shows it.
+    char byte;
+    if ((oldest->fd >= 0 && recv(oldest->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0) ||
+        !oldest->quiet.load()) {
+      oldest->quiet.store(false);
+      continue;
+    }
+    if (!oldest->counted.exchange(false)) return false;
+    counters_.open[oldest->port].fetch_sub(1);
+    counters_.evicted.fetch_add(1, std::memory_order_relaxed);
+    reset(oldest);
+    return true;
   }
-  if (!oldest || !oldest->counted.exchange(false)) return false;
-  counters_.open[port].fetch_sub(1);
-  counters_.evicted.fetch_add(1, std::memory_order_relaxed);
-  std::lock_guard<std::mutex> g(oldest->lock);
-  reset(oldest);
-  return true;
 }
 
 void threads_transport::acceptor(int lfd, uint8_t port) {
@@ -331,12 +343,25 @@ void threads_transport::acceptor(int lfd, uint8_t port) {
       continue;
     }
     reap(false);
-    if (!gate_.admit(peer)) {  // counted there
+    const admission a = gate_.admit(peer);
+    if (a == admission::no_memory) {  // counted there
       close(fd);
       continue;
     }
     std::lock_guard<std::mutex> g(conns_lock_);
-    if (stopped_ || (counters_.open[port].load() >= limit && !make_room(port))) {
+    if (a == admission::at_share) {
+      // Room within the address's share, or the refusal.
+      if (stopped_ || !make_room(port, &peer)) {
+        gate_.refuse_at_share(peer);
+        close(fd);
+        continue;
+      }
+      if (!gate_.admit_replacing(peer)) {  // counted there
+        close(fd);
+        continue;
+      }
+    }
+    if (stopped_ || (counters_.open[port].load() >= limit && !make_room(port, nullptr))) {
       counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
       gate_.release(peer);
       close(fd);
@@ -475,6 +500,7 @@ void threads_transport::reader(tconn *c) {
     size_t want;
     uint8_t *dst = rd.want(&want);
     bool was_idle = rd.idle();
+    c->quiet.store(false);  // bytes coming: not idle (make_room relies on it)
     ssize_t n = recv(c->fd, dst, want, MSG_DONTWAIT);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0) {

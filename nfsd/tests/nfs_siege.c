@@ -18,9 +18,15 @@
  *       happened proves nothing).
  *   ownidle URL SRC NIDLE
  *       opens NIDLE connections from SRC to the NFS port, each of which
- *       must get a NULL call answered and stay open (a client with many
- *       connections, nconnect=16 on several mounts, is served); then one
- *       more from the same SRC must be answered too.
+ *       must get a NULL call answered before it sits idle (a client with
+ *       many connections, nconnect=16 on several mounts, is served; past
+ *       the per-address share, each new one takes the place of the
+ *       address's longest idle); then one more from the same SRC must be
+ *       answered too.
+ *   ownbusy URL SRC NBUSY
+ *       opens NBUSY connections from SRC, each answered a NULL call and
+ *       then left in the middle of a record (busy: never evicted); one more
+ *       from SRC must then be refused -- for NBUSY at the per-address share.
  *   expire URL SRC idle|slow|noread MAXSEC
  *       one connection that sits idle, trickles a record one byte every
  *       100 ms, or pipelines READs of FILE and never reads a reply; waits
@@ -279,11 +285,18 @@ static int recv_all(int fd, void *p, size_t n)
 
 /* One call, one reply record (single fragment) into rep; returns the
  * offset of the procedure's results, or -1. */
-static long roundtrip(int fd, struct xdr *x, uint8_t *rep, size_t cap)
+/* Sends the call in x, and in the same send() the tlen bytes of tail (the
+ * start of another record, say); reads the call's reply. */
+static long roundtrip_then(int fd, struct xdr *x, const void *tail,
+			   size_t tlen, uint8_t *rep, size_t cap)
 {
 	uint32_t mark, len, w[6];
+	size_t n;
 	finish(x);
-	if (send_all(fd, x->b, x->n) != 0 || recv_all(fd, &mark, 4) != 0)
+	n = x->n;
+	if (tlen)
+		memcpy(x->b + n, tail, tlen);
+	if (send_all(fd, x->b, n + tlen) != 0 || recv_all(fd, &mark, 4) != 0)
 		return -1;
 	len = ntohl(mark) & 0x7fffffffu;
 	if (len > cap || len < 24 || recv_all(fd, rep, len) != 0)
@@ -294,6 +307,11 @@ static long roundtrip(int fd, struct xdr *x, uint8_t *rep, size_t cap)
 	    ntohl(w[5]) != 0)
 		return -1;
 	return 24;
+}
+
+static long roundtrip(int fd, struct xdr *x, uint8_t *rep, size_t cap)
+{
+	return roundtrip_then(fd, x, NULL, 0, rep, cap);
 }
 
 struct fh {
@@ -574,31 +592,59 @@ static int cmd_siege(const struct target *t, const char *srcs, int nidle,
 	return g_failed ? 1 : 0;
 }
 
-/* NULL of the NFS program on fd: 0 when answered with SUCCESS. */
-static int null_call(int fd, uint32_t xid)
+/* NULL of the NFS program on fd, sent together with the tlen bytes of
+ * tail: 0 when answered with SUCCESS. */
+static int null_call_then(int fd, uint32_t xid, const void *tail, size_t tlen)
 {
 	struct xdr x;
 	uint8_t rep[256];
 	call_header(&x, xid, 100003, 0);
-	return roundtrip(fd, &x, rep, sizeof rep) < 0 ? -1 : 0;
+	return roundtrip_then(fd, &x, tail, tlen, rep, sizeof rep) < 0 ? -1
+									 : 0;
+}
+
+static int null_call(int fd, uint32_t xid)
+{
+	return null_call_then(fd, xid, NULL, 0);
+}
+
+/* Opens n connections from src, each answered a NULL call (counted in
+ * *answered); with `busy`, each begins a record it never finishes, sent
+ * with the NULL call -- so the server has read it when it answers. */
+static int *open_own(const struct target *t, const char *src, int n, int busy,
+		     int *answered)
+{
+	static const uint8_t hdr[5] = {0x80, 0, 0x03, 0xe8, 'x'};
+	int *fds = calloc((size_t)n + 1, sizeof *fds);
+	raise_nofile(n + 256);
+	*answered = 0;
+	for (int i = 0; i < n; i++) {
+		fds[i] = connect_from(src, t->host, t->nfsport, 0);
+		/* Answered: the server accepted it and let it in (one past
+		 * the share is closed, or makes room, at accept). */
+		if (fds[i] >= 0 &&
+		    null_call_then(fds[i], (uint32_t)i + 1, hdr,
+				   busy ? sizeof hdr : 0) == 0)
+			(*answered)++;
+	}
+	return fds;
+}
+
+static void close_all(int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	free(fds);
 }
 
 static int cmd_ownidle(const struct target *t, const char *src, int nidle)
 {
-	int *idle = calloc((size_t)nidle + 1, sizeof *idle);
-	int answered = 0, open_now, fd;
-	raise_nofile(nidle + 256);
-	for (int i = 0; i < nidle; i++) {
-		idle[i] = connect_from(src, t->host, t->nfsport, 0);
-		/* Answered: the server accepted it and let it in (one past
-		 * the limit is closed, or makes room, at accept). */
-		if (idle[i] >= 0 && null_call(idle[i], (uint32_t)i + 1) == 0)
-			answered++;
-	}
-	open_now = count_open(idle, nidle);
+	int answered, fd;
+	int *idle = open_own(t, src, nidle, 0, &answered);
 	printf("%s: %d idle connections answered a NULL call, %d still "
 	       "open\n",
-	       src, answered, open_now);
+	       src, answered, count_open(idle, nidle));
 	if (answered != nidle)
 		fail("%d of %d connections from %s were answered",
 		     answered, nidle, src);
@@ -613,10 +659,35 @@ static int cmd_ownidle(const struct target *t, const char *src, int nidle)
 		   src, nidle);
 	if (fd >= 0)
 		close(fd);
-	for (int i = 0; i < nidle; i++)
-		if (idle[i] >= 0)
-			close(idle[i]);
-	free(idle);
+	close_all(idle, nidle);
+	return g_failed ? 1 : 0;
+}
+
+static int cmd_ownbusy(const struct target *t, const char *src, int nbusy)
+{
+	int answered, fd;
+	int *busy = open_own(t, src, nbusy, 1, &answered);
+	printf("%s: %d connections answered a NULL call, then began a "
+	       "record\n",
+	       src, answered);
+	if (answered != nbusy)
+		fail("%d of %d connections from %s were answered", answered,
+		     nbusy, src);
+	fd = connect_from(src, t->host, t->nfsport, 0);
+	if (fd >= 0 && null_call(fd, 0x10000) == 0)
+		fail("a new connection from %s, beside %d busy ones, was "
+		     "answered (none of them should have made room)",
+		     src, nbusy);
+	else
+		ok("a new connection from %s, beside %d busy ones, was "
+		   "refused",
+		   src, nbusy);
+	if (fd >= 0)
+		close(fd);
+	if (count_open(busy, nbusy) != nbusy)
+		fail("only %d of the %d busy connections from %s are open",
+		     count_open(busy, nbusy), nbusy, src);
+	close_all(busy, nbusy);
 	return g_failed ? 1 : 0;
 }
 
@@ -871,6 +942,7 @@ static int usage(void)
 	fprintf(stderr,
 		"usage: nfs_siege siege URL SRC NIDLE NSLOW\n"
 		"       nfs_siege ownidle URL SRC NIDLE\n"
+		"       nfs_siege ownbusy URL SRC NBUSY\n"
 		"       nfs_siege expire URL SRC idle|slow|noread MAXSEC\n"
 		"       nfs_siege bigwrite URL SRC NCONN NREQ\n"
 		"       nfs_siege noread URL SRC NCONN SECONDS\n"
@@ -895,6 +967,8 @@ int main(int argc, char **argv)
 		return cmd_siege(&t, argv[3], atoi(argv[4]), atoi(argv[5]));
 	if (strcmp(argv[1], "ownidle") == 0 && argc == 5)
 		return cmd_ownidle(&t, argv[3], atoi(argv[4]));
+	if (strcmp(argv[1], "ownbusy") == 0 && argc == 5)
+		return cmd_ownbusy(&t, argv[3], atoi(argv[4]));
 	if (strcmp(argv[1], "expire") == 0 && argc == 6)
 		return cmd_expire(&t, argv[3], argv[4], atof(argv[5]));
 	if (strcmp(argv[1], "bigwrite") == 0 && argc == 6)

@@ -229,23 +229,83 @@ TEST(ConnGate, AConnectionWhoseReservationDoesNotFitIsRefusedAndCounted) {
   ASSERT_TRUE(m.configure(10 << 20, 2 << 20, 0, 64, &err));
   conn_gate gate(64, 2, m, 2 << 20, counters);
   auto a = v4(0x7f000002), b = v4(0x7f000003), c = v4(0x7f000004);
-  EXPECT_TRUE(gate.admit(a));
-  EXPECT_TRUE(gate.admit(a));
-  EXPECT_FALSE(gate.admit(a));  // its address's share
+  const auto in = admission::admitted;
+  EXPECT_EQ(gate.admit(a), in);
+  EXPECT_EQ(gate.admit(a), in);
+  EXPECT_EQ(gate.admit(a), admission::at_share);  // its address's share
+  EXPECT_EQ(gate.count(a), 2u);                   // nothing counted
+  gate.refuse_at_share(a);                        // the transport found none of a's idle
   EXPECT_EQ(counters.refused_peer.load(), 1u);
-  EXPECT_TRUE(gate.admit(b));
-  EXPECT_FALSE(gate.admit(c));  // the fourth reservation does not fit
+  EXPECT_EQ(gate.admit(b), in);
+  EXPECT_EQ(gate.admit(c), admission::no_memory);  // the fourth reservation does not fit
   EXPECT_EQ(counters.refused_memory.load(), 1u);
   EXPECT_EQ(m.refused(), 1u);
   EXPECT_EQ(gate.count(c), 0u);  // a refusal counts nothing
   gate.release(a);
-  EXPECT_TRUE(gate.admit(c));
+  EXPECT_EQ(gate.admit(c), in);
   EXPECT_EQ(m.used(), 6u << 20);
   gate.release(a);
   gate.release(b);
   gate.release(c);
   EXPECT_EQ(m.used(), 0u);
   EXPECT_NE(counters.describe().find("+ 1 memory"), std::string::npos) << counters.describe();
+}
+
+TEST(ConnGate, AConnectionPastItsShareReplacesOneOfItsAddresssOwn) {
+  memory_budget m;
+  conn_counters counters;
+  std::string err;
+  ASSERT_TRUE(m.configure(10 << 20, 2 << 20, 0, 64, &err));
+  conn_gate gate(64, 2, m, 1 << 20, counters);
+  auto a = v4(0x7f000002);
+  ASSERT_EQ(gate.admit(a), admission::admitted);
+  ASSERT_EQ(gate.admit(a), admission::admitted);
+  ASSERT_EQ(gate.admit(a), admission::at_share);
+  // One of a's connections was closed to make room; its release comes
+  // later: the share is not checked, the memory is.
+  EXPECT_TRUE(gate.admit_replacing(a));
+  EXPECT_EQ(gate.count(a), 3u);
+  gate.release(a);  // the evicted one's release
+  EXPECT_EQ(gate.count(a), 2u);
+  EXPECT_EQ(m.used(), 2u << 20);
+  while (m.reserve(1 << 20)) {
+  }
+  EXPECT_FALSE(gate.admit_replacing(a));  // no memory: refused, nothing counted
+  EXPECT_EQ(gate.count(a), 2u);
+  EXPECT_EQ(counters.refused_memory.load(), 1u);
+  EXPECT_EQ(counters.refused_peer.load(), 0u);
+}
+
+TEST(EvictionPick, AFullTableTakesTheBusiestAddressesLongestIdle) {
+  memory_budget m;
+  conn_counters counters;
+  conn_gate gate(64, 0, m, 0, counters);
+  auto a = v4(0x7f000002), b = v4(0x7f000003);
+  for (int i = 0; i < 3; i++) ASSERT_EQ(gate.admit(a), admission::admitted);
+  ASSERT_EQ(gate.admit(b), admission::admitted);
+  eviction_pick pick(gate, nullptr);
+  EXPECT_FALSE(pick.found());
+  EXPECT_TRUE(pick.offer(b, 1000));  // the only one so far
+  EXPECT_TRUE(pick.offer(a, 5));     // a holds more, however recent
+  EXPECT_FALSE(pick.offer(b, 9999));
+  EXPECT_FALSE(pick.offer(a, 5));  // not longer idle than the pick
+  EXPECT_TRUE(pick.offer(a, 6));
+  EXPECT_TRUE(pick.found());
+}
+
+TEST(EvictionPick, WithinAShareOnlyThatAddressesConnectionsCount) {
+  memory_budget m;
+  conn_counters counters;
+  conn_gate gate(64, 0, m, 0, counters);
+  auto a = v4(0x7f000002), b = v4(0x7f000003);
+  for (int i = 0; i < 3; i++) ASSERT_EQ(gate.admit(b), admission::admitted);
+  ASSERT_EQ(gate.admit(a), admission::admitted);
+  eviction_pick pick(gate, &a);
+  EXPECT_FALSE(pick.offer(b, 1000));
+  EXPECT_FALSE(pick.found());
+  EXPECT_TRUE(pick.offer(v6("::ffff:127.0.0.2"), 3));  // a, as mapped IPv6
+  EXPECT_FALSE(pick.offer(a, 2));
+  EXPECT_TRUE(pick.offer(a, 4));
 }
 
 }  // namespace
