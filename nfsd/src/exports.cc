@@ -234,14 +234,15 @@ std::shared_ptr<export_table> parse_exports(const std::string &text, const std::
     }
   }
   if (t->exports.empty()) {
-    *err = origin + ": no exports (add a line such as '/srv/nfs 192.168.1.0/24(rw)'; see kcont-exports(5))";
+    *err = origin +
+           ": no exports (add a line such as '/srv/nfs 192.168.1.0/24(rw)'; see kcont-exports(5))";
     return nullptr;
   }
   return t;
 }
 
 bool add_memory_export(export_table &t, const std::string &path, uint64_t max_bytes,
-                       std::string *err) {
+                       std::string *err, const vfs::memory_reproducible *repro) {
   if (path.empty() || path[0] != '/' || path.find("/..") != std::string::npos ||
       (path.size() > 1 && path.back() == '/')) {
     *err = "memory export " + path + ": give an absolute path without '..' or a trailing '/'";
@@ -257,7 +258,7 @@ bool add_memory_export(export_table &t, const std::string &path, uint64_t max_by
     }
   }
   std::string why;
-  own_mount(&e, vfs::vfs_mount_memory(max_bytes, &why));
+  own_mount(&e, vfs::vfs_mount_memory(max_bytes, &why, repro));
   if (!e.fs) {
     *err = "memory export " + path + ": " + why;
     return false;

@@ -169,6 +169,94 @@ std::string dump(const bytes &b) {
   return s;
 }
 
+// Sends or receives exactly n bytes on a blocking socket.
+bool io_all(int fd, void *p, size_t n, bool out) {
+  auto *c = static_cast<uint8_t *>(p);
+  while (n > 0) {
+    ssize_t k = out ? send(fd, c, n, MSG_NOSIGNAL) : recv(fd, c, n, 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return false;
+    c += k;
+    n -= size_t(k);
+  }
+  return true;
+}
+
+// One call record over a TCP connection to a transport; the reply record
+// (fragments joined) without its marks.
+serve_result tcp_roundtrip(int sock, const bytes &record, bytes *reply_rec) {
+  bytes out(4 + record.size());
+  xdr_out::put32(out.data(), 0x80000000u | uint32_t(record.size()));
+  std::memcpy(out.data() + 4, record.data(), record.size());
+  if (!io_all(sock, out.data(), out.size(), true)) return serve_result::close;
+  reply_rec->clear();
+  for (;;) {  // fragments until the last one
+    uint8_t mark[4];
+    if (!io_all(sock, mark, 4, false)) return serve_result::close;
+    uint32_t m = get32(mark);
+    size_t at = reply_rec->size();
+    reply_rec->resize(at + (m & 0x7fffffffu));
+    if (!io_all(sock, reply_rec->data() + at, m & 0x7fffffffu, false)) return serve_result::close;
+    if (m & 0x80000000u) return serve_result::reply;
+  }
+}
+
+// serve_call's reply record (without its mark) to `record` from 127.0.0.1,
+// as a transport would ask for it (no file part).
+bytes serve_direct(server &srv, const bytes &record) {
+  bytes rec(record), out(THREADS_REPLY_BUFFER);
+  request req;
+  req.rec = rec.data();
+  req.len = rec.size();
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::memcpy(&req.peer, &sin, sizeof sin);
+  req.out = xdr_out(out.data(), out.size());
+  serve_result res = serve_call(srv, req);
+  kc::vfs::vfs_cred_reset();
+  if (res != serve_result::reply || !req.out.ok() || req.out.size() < 4) return {};
+  return bytes(out.begin() + 4, out.begin() + long(req.out.size()));
+}
+
+// Starts a kcont transport for srv (kcont already started) on a free pair
+// of loopback ports below the ephemeral range, spread by pid.  nullptr and
+// *err if no pair was free.
+std::unique_ptr<transport> start_kcont_transport(server &srv, uint32_t max_conns,
+                                                 sockaddr_in *nfs_at, sockaddr_in *mount_at,
+                                                 std::string *err) {
+  for (int attempt = 0; attempt < 50; attempt++) {
+    uint16_t port = uint16_t(21000 + (getpid() * 2 + attempt * 2) % 8000);
+    transport_config tc;
+    auto *a = reinterpret_cast<sockaddr_in *>(&tc.nfs_addr);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a->sin_port = htons(port);
+    auto *m = reinterpret_cast<sockaddr_in *>(&tc.mount_addr);
+    *m = *a;
+    m->sin_port = htons(uint16_t(port + 1));
+    tc.addr_len = sizeof(sockaddr_in);
+    tc.max_conns = max_conns;
+    auto t = make_kcont_transport(srv, tc);
+    if (t->start(err) == 0) {
+      *nfs_at = *a;
+      *mount_at = *m;
+      return t;
+    }
+  }
+  return nullptr;
+}
+
+// A TCP connection to `at`; -1 on error.
+int connect_to(const sockaddr_in &at) {
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s >= 0 && connect(s, reinterpret_cast<const sockaddr *>(&at), sizeof at) != 0) {
+    close(s);
+    return -1;
+  }
+  return s;
+}
+
 // ---- the fixture --------------------------------------------------------------
 
 class Serve : public ::testing::Test {
@@ -1275,29 +1363,11 @@ class KcontTransport : public Serve {
     std::string err;
     ASSERT_EQ(kc::kcont_start(cfg, &err), 0) << err;
     kcont_ = true;
-    // Ports below the ephemeral range, spread by pid; the next pair if taken.
-    for (int attempt = 0; attempt < 50 && !tp_; attempt++) {
-      uint16_t port = uint16_t(21000 + (getpid() * 2 + attempt * 2) % 8000);
-      transport_config tc;
-      auto *a = reinterpret_cast<sockaddr_in *>(&tc.nfs_addr);
-      a->sin_family = AF_INET;
-      a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      a->sin_port = htons(port);
-      auto *m = reinterpret_cast<sockaddr_in *>(&tc.mount_addr);
-      *m = *a;
-      m->sin_port = htons(uint16_t(port + 1));
-      tc.addr_len = sizeof(sockaddr_in);
-      tc.max_conns = 8;
-      auto t = make_kcont_transport(*srv_, tc);
-      if (t->start(&err) == 0) {
-        tp_ = std::move(t);
-        sock_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        ASSERT_GE(sock_, 0);
-        ASSERT_EQ(connect(sock_, reinterpret_cast<sockaddr *>(a), sizeof *a), 0)
-            << std::strerror(errno);
-      }
-    }
+    sockaddr_in nfs_at, mount_at;
+    tp_ = start_kcont_transport(*srv_, 8, &nfs_at, &mount_at, &err);
     ASSERT_TRUE(tp_) << "no free port pair: " << err;
+    sock_ = connect_to(nfs_at);
+    ASSERT_GE(sock_, 0) << std::strerror(errno);
   }
 
   void TearDown() override {
@@ -1308,34 +1378,8 @@ class KcontTransport : public Serve {
     Serve::TearDown();
   }
 
-  static bool io_all(int fd, void *p, size_t n, bool out) {
-    auto *c = static_cast<uint8_t *>(p);
-    while (n > 0) {
-      ssize_t k = out ? send(fd, c, n, MSG_NOSIGNAL) : recv(fd, c, n, 0);
-      if (k < 0 && errno == EINTR) continue;
-      if (k <= 0) return false;
-      c += k;
-      n -= size_t(k);
-    }
-    return true;
-  }
-
   serve_result roundtrip(const bytes &record, bytes *reply_rec) override {
-    bytes out(4 + record.size());
-    xdr_out::put32(out.data(), 0x80000000u | uint32_t(record.size()));
-    std::memcpy(out.data() + 4, record.data(), record.size());
-    if (!io_all(sock_, out.data(), out.size(), true)) return serve_result::close;
-    reply_rec->clear();
-    for (;;) {  // fragments until the last one
-      uint8_t mark[4];
-      if (!io_all(sock_, mark, 4, false)) return serve_result::close;
-      uint32_t m = get32(mark);
-      size_t at = reply_rec->size();
-      reply_rec->resize(at + (m & 0x7fffffffu));
-      if (!io_all(sock_, reply_rec->data() + at, m & 0x7fffffffu, false))
-        return serve_result::close;
-      if (m & 0x80000000u) return serve_result::reply;
-    }
+    return tcp_roundtrip(sock_, record, reply_rec);
   }
 
   // serve_call's reply to the same record, for comparison.
@@ -1478,6 +1522,10 @@ TEST_F(KcontTransport, RepliesAreByteIdenticalToServeCall) {
   nfs_fh f = lookup(r, "file").fh;
   nfs_fh fifo = lookup(r, "fifo").fh;
   nfs_fh lnk = lookup(r, "link").fh;
+  std::string big_data(400000, '\0');
+  for (size_t i = 0; i < big_data.size(); i++) big_data[i] = char(i * 13 % 251);
+  make_file("large", big_data);
+  nfs_fh large = lookup(r, "large").fh;
   nfs_fh bad = f;
   bad.data[0] ^= 1;
   // A directory whose READDIRPLUS is bigger than any reply buffer of the
@@ -1498,6 +1546,9 @@ TEST_F(KcontTransport, RepliesAreByteIdenticalToServeCall) {
       {NFSPROC3_READLINK, args().fh(lnk)},
       {NFSPROC3_READLINK, args().fh(f)},
       {NFSPROC3_READ, args().fh(f).u64(2).u32(5)},
+      {NFSPROC3_READ, args().fh(large).u64(0).u32(300000)},  // an extent: sendfile
+      {NFSPROC3_READ, args().fh(large).u64(12345).u32(1u << 20)},
+      {NFSPROC3_READ, args().fh(large).u64(4096).u32(65536)},  // through buf(9)
       {NFSPROC3_READ, args().fh(f).u64(100).u32(5)},
       {NFSPROC3_READ, args().fh(r).u64(0).u32(5)},
       {NFSPROC3_READ, args().fh(fifo).u64(0).u32(5)},
@@ -1529,4 +1580,200 @@ TEST_F(KcontTransport, RepliesAreByteIdenticalToServeCall) {
     EXPECT_EQ(dump(got), dump(want)) << nfs3_proc_name(proc);
     EXPECT_EQ(got == want, true) << nfs3_proc_name(proc) << " differs beyond byte 64";
   }
+}
+
+// ---- two servers, byte for byte ------------------------------------------------
+
+// Two servers, each exporting a reproducible memory tree at /twin (vfs(9)
+// memory_reproducible: the same handles and time stamps for the same
+// requests): A answers through serve_call (vop_call, thread context), B
+// through the kcont transport over TCP (vop_start: without a thread where
+// the backend can, buf and extent READ paths, a 64 KiB reply buffer).
+// Every call goes to both and the replies must be equal byte for byte --
+// so the success paths of modifying procedures are compared too, which one
+// server cannot answer twice.
+class TwinServers : public ::testing::Test {
+ protected:
+  std::unique_ptr<server> a_, b_;
+  std::unique_ptr<transport> tp_;
+  int nfs_sock_ = -1, mount_sock_ = -1;
+  bool kcont_ = false;
+  uint32_t xid_ = 5000;
+
+  void SetUp() override {
+    kc::vfs::memory_reproducible repro;
+    repro.generation = 0x7e57;
+    repro.at = {1700000000, 123456789};
+    std::string err;
+    for (auto *s : {&a_, &b_}) {
+      *s = std::make_unique<server>();
+      auto t = std::make_shared<export_table>();
+      ASSERT_TRUE(add_memory_export(*t, "/twin", 64u << 20, &err, &repro)) << err;
+      (*s)->set_exports(t);
+    }
+    b_->write_verf.store(a_->write_verf.load());
+    ASSERT_EQ(register_nfsd_levels(), 0);
+    kc::config cfg;
+    cfg.cpus = 2;
+    ASSERT_EQ(kc::kcont_start(cfg, &err), 0) << err;
+    kcont_ = true;
+    sockaddr_in nfs_at, mount_at;
+    tp_ = start_kcont_transport(*b_, 8, &nfs_at, &mount_at, &err);
+    ASSERT_TRUE(tp_) << "no free port pair: " << err;
+    nfs_sock_ = connect_to(nfs_at);
+    mount_sock_ = connect_to(mount_at);
+    ASSERT_GE(nfs_sock_, 0) << std::strerror(errno);
+    ASSERT_GE(mount_sock_, 0) << std::strerror(errno);
+  }
+
+  void TearDown() override {
+    for (int s : {nfs_sock_, mount_sock_})
+      if (s >= 0) close(s);
+    if (tp_) tp_->stop();
+    tp_.reset();
+    if (kcont_) kc::kcont_stop();
+    b_.reset();
+    a_.reset();
+  }
+
+  // Sends one call to both servers and expects equal replies, accepted
+  // with status 0 (NFS3_OK, MNT3_OK; the NULL and list procedures have
+  // none: `has_status` false).  Returns the body after the status, from
+  // A's reply (kept in last_).
+  xdr_in both(uint32_t prog, uint32_t proc, const args &a, const std::string &what,
+              bool has_status = true) {
+    const bool mount = prog == MOUNT_PROGRAM;
+    bytes rec = call_record(++xid_, prog, mount ? MOUNT_V3 : NFS_V3, proc, a.b);
+    last_ = serve_direct(*a_, rec);
+    bytes got;
+    EXPECT_EQ(tcp_roundtrip(mount ? mount_sock_ : nfs_sock_, rec, &got), serve_result::reply)
+        << what;
+    EXPECT_EQ(dump(got), dump(last_)) << what;
+    EXPECT_TRUE(got == last_) << what << ": the replies differ beyond byte 64 (" << got.size()
+                              << " and " << last_.size() << " bytes)";
+    EXPECT_GE(last_.size(), 24u) << what;
+    if (last_.size() < 24) return xdr_in(nullptr, 0);
+    xdr_in x(last_.data() + 24, last_.size() - 24);  // after the accepted header
+    EXPECT_EQ(get32(last_.data() + 20), uint32_t(SUCCESS)) << what;
+    if (has_status) {
+      EXPECT_EQ(x.u32(), 0u) << what << " did not succeed";
+    }
+    return x;
+  }
+  bytes last_;
+
+  // A READ of more than the kcont reply buffer holds from the memory
+  // backend, which has no file to send an extent from: B answers a short
+  // read (vfs(9), the memory backend), which must be a prefix of A's with
+  // the same attributes and eof false.
+  void short_read(const nfs_fh &f, uint64_t off, uint32_t count, const std::string &what) {
+    bytes rec =
+        call_record(++xid_, NFS_PROGRAM, NFS_V3, NFSPROC3_READ, args().fh(f).u64(off).u32(count).b);
+    bytes want = serve_direct(*a_, rec), got;
+    ASSERT_EQ(tcp_roundtrip(nfs_sock_, rec, &got), serve_result::reply) << what;
+    const size_t head = 24 + 4 + 4 + 84;  // RPC header, status, post_op_attr
+    ASSERT_GT(want.size(), head + 8) << what;
+    ASSERT_GT(got.size(), head + 8) << what;
+    EXPECT_TRUE(std::equal(got.begin(), got.begin() + head, want.begin())) << what;
+    const uint32_t n_want = get32(want.data() + head), n_got = get32(got.data() + head);
+    EXPECT_EQ(n_want, count) << what;
+    EXPECT_GE(n_got, 60000u) << what;
+    EXPECT_LT(n_got, n_want) << what;
+    EXPECT_EQ(get32(got.data() + head + 4), 0u) << what << ": a short read says eof";
+    ASSERT_EQ(got.size(), head + 12 + n_got + xdr_pad(n_got)) << what;
+    EXPECT_TRUE(std::equal(got.begin() + head + 12, got.begin() + long(head + 12 + n_got),
+                           want.begin() + head + 12))
+        << what << ": not the start of the data";
+  }
+
+  // The handle a CREATE, MKDIR, SYMLINK or MKNOD reply carries.
+  static nfs_fh made(xdr_in b) {
+    nfs_fh f;
+    if (b.boolean()) f = get_fh(b);
+    return f;
+  }
+};
+
+TEST_F(TwinServers, EveryProcedureSucceedsWithTheSameBytesOnBothRoads) {
+  const uint32_t NF3FIFO = 7, NF3CHR = 3;
+  // MOUNT: every procedure.
+  both(MOUNT_PROGRAM, 0, args(), "MOUNT NULL", false);
+  xdr_in mnt = both(MOUNT_PROGRAM, 1, args().str("/twin"), "MNT");
+  nfs_fh root = get_fh(mnt);
+  ASSERT_GT(root.len, 0u);
+  both(MOUNT_PROGRAM, 2, args(), "DUMP", false);
+  both(MOUNT_PROGRAM, 5, args(), "EXPORT", false);
+  both(MOUNT_PROGRAM, 3, args().str("/twin"), "UMNT", false);
+  both(MOUNT_PROGRAM, 4, args(), "UMNTALL", false);
+  both(MOUNT_PROGRAM, 1, args().str("/twin"), "MNT again");
+
+  both(NFS_PROGRAM, NFSPROC3_NULL, args(), "NULL", false);
+  both(NFS_PROGRAM, NFSPROC3_GETATTR, args().fh(root), "GETATTR root");
+  nfs_fh f = made(both(NFS_PROGRAM, NFSPROC3_CREATE,
+                       args().fh(root).str("f").u32(0).mode_sattr(0644), "CREATE unchecked"));
+  ASSERT_GT(f.len, 0u);
+  // 200,000 bytes: a WRITE and a READ far over the kcont reply buffer.
+  std::string data(200000, '\0');
+  for (size_t i = 0; i < data.size(); i++) data[i] = char('a' + i * 7 % 26);
+  both(NFS_PROGRAM, NFSPROC3_WRITE, args().fh(f).u64(0).u32(200000).u32(0).str(data),
+       "WRITE 200000 UNSTABLE");
+  both(NFS_PROGRAM, NFSPROC3_WRITE, args().fh(f).u64(5).u32(3).u32(2).str("xyz"),
+       "WRITE FILE_SYNC");
+  both(NFS_PROGRAM, NFSPROC3_COMMIT, args().fh(f).u64(0).u32(0), "COMMIT");
+  short_read(f, 0, 150000, "READ 150000");
+  short_read(f, 60000, 131072, "READ 128 KiB at 60000");
+  both(NFS_PROGRAM, NFSPROC3_READ, args().fh(f).u64(1000).u32(65536), "READ 64 KiB");
+  both(NFS_PROGRAM, NFSPROC3_READ, args().fh(f).u64(3).u32(10), "READ 10");
+  both(NFS_PROGRAM, NFSPROC3_READ, args().fh(f).u64(300000).u32(10), "READ past the end");
+  both(NFS_PROGRAM, NFSPROC3_SETATTR,
+       args()
+           .fh(f)
+           .u32(1)
+           .u32(0600)
+           .u32(0)
+           .u32(0)
+           .u32(1)
+           .u64(100000)
+           .u32(2)
+           .u32(1600000000)
+           .u32(7)
+           .u32(1)
+           .u32(0),
+       "SETATTR mode, size, atime");
+  both(NFS_PROGRAM, NFSPROC3_LOOKUP, args().fh(root).str("f"), "LOOKUP");
+  both(NFS_PROGRAM, NFSPROC3_ACCESS, args().fh(f).u32(0x3f), "ACCESS");
+  nfs_fh d =
+      made(both(NFS_PROGRAM, NFSPROC3_MKDIR, args().fh(root).str("d").mode_sattr(02775), "MKDIR"));
+  ASSERT_GT(d.len, 0u);
+  both(NFS_PROGRAM, NFSPROC3_CREATE, args().fh(d).str("g").u32(1).mode_sattr(0640),
+       "CREATE guarded");
+  both(NFS_PROGRAM, NFSPROC3_CREATE, args().fh(d).str("x").u32(2).u64(0x1122334455667788ull),
+       "CREATE exclusive");
+  both(NFS_PROGRAM, NFSPROC3_CREATE, args().fh(d).str("x").u32(2).u64(0x1122334455667788ull),
+       "CREATE exclusive, resent");
+  nfs_fh l = made(both(NFS_PROGRAM, NFSPROC3_SYMLINK,
+                       args().fh(root).str("l").no_sattr().str("d/x"), "SYMLINK"));
+  ASSERT_GT(l.len, 0u);
+  both(NFS_PROGRAM, NFSPROC3_READLINK, args().fh(l), "READLINK");
+  both(NFS_PROGRAM, NFSPROC3_MKNOD, args().fh(root).str("p").u32(NF3FIFO).mode_sattr(0666),
+       "MKNOD fifo");
+  both(NFS_PROGRAM, NFSPROC3_MKNOD,
+       args().fh(d).str("c").u32(NF3CHR).mode_sattr(0600).u32(1).u32(3), "MKNOD char device");
+  both(NFS_PROGRAM, NFSPROC3_LINK, args().fh(f).fh(d).str("f2"), "LINK");
+  both(NFS_PROGRAM, NFSPROC3_RENAME, args().fh(root).str("p").fh(d).str("p2"), "RENAME");
+  for (int i = 0; i < 40; i++)
+    both(NFS_PROGRAM, NFSPROC3_CREATE,
+         args().fh(d).str("entry-" + std::to_string(i)).u32(0).no_sattr(), "CREATE entry");
+  both(NFS_PROGRAM, NFSPROC3_READDIR, args().fh(d).u64(0).u64(0).u32(8192), "READDIR");
+  both(NFS_PROGRAM, NFSPROC3_READDIR, args().fh(d).u64(0).u64(0).u32(512), "READDIR, a page");
+  both(NFS_PROGRAM, NFSPROC3_READDIRPLUS, args().fh(d).u64(0).u64(0).u32(8192).u32(65536),
+       "READDIRPLUS");
+  both(NFS_PROGRAM, NFSPROC3_REMOVE, args().fh(d).str("p2"), "REMOVE");
+  both(NFS_PROGRAM, NFSPROC3_REMOVE, args().fh(d).str("g"), "REMOVE a file");
+  both(NFS_PROGRAM, NFSPROC3_MKDIR, args().fh(root).str("e").no_sattr(), "MKDIR empty");
+  both(NFS_PROGRAM, NFSPROC3_RMDIR, args().fh(root).str("e"), "RMDIR");
+  both(NFS_PROGRAM, NFSPROC3_FSSTAT, args().fh(root), "FSSTAT");
+  both(NFS_PROGRAM, NFSPROC3_FSINFO, args().fh(f), "FSINFO");
+  both(NFS_PROGRAM, NFSPROC3_PATHCONF, args().fh(f), "PATHCONF");
+  both(NFS_PROGRAM, NFSPROC3_GETATTR, args().fh(d), "GETATTR at the end");
 }

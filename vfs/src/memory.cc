@@ -66,6 +66,7 @@
 #include <cstring>
 #include <map>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -119,6 +120,7 @@ struct mem_mount {
   uint64_t nodes = 0;  // live nodes
   uint64_t next_id = 1;
   uint32_t gen = 0;
+  std::optional<timespec> fixed_time;  // reproducible mounts: every stamp
   mnode *root = nullptr;
   std::unordered_map<uint64_t, mnode *> table;  // the nodes in the tree, by id
   mnode *graveyard = nullptr;                   // freed in interrupt context: delete later
@@ -134,7 +136,9 @@ struct aftermath {
   mnode *dead = nullptr;
 };
 
-timespec now_ts() {
+// The time to stamp: the clock, or the mount's fixed time (reproducible).
+timespec now_ts(const mem_mount &m) {
+  if (m.fixed_time) return *m.fixed_time;
   timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
   return t;
@@ -241,8 +245,8 @@ void kill_suid(mnode *n) {
   if (n->a.mode & S_IXGRP) n->a.mode &= ~uint32_t(S_ISGID);
 }
 
-void touch(mnode *n, bool mtime) {
-  timespec t = now_ts();
+void touch(const mem_mount &m, mnode *n, bool mtime) {
+  timespec t = now_ts(m);
   n->a.ctime = t;
   if (mtime) n->a.mtime = t;
 }
@@ -262,7 +266,7 @@ mnode *new_node(mem_mount &m, vtype t, uint32_t mode, const mnode *dir, const vc
   if ((mode & S_ISGID) && t != vtype::dir && c.uid != 0 && !in_group(c, n->a.gid))
     mode &= ~uint32_t(S_ISGID);
   n->a.mode = mode & 07777;
-  n->a.atime = n->a.mtime = n->a.ctime = now_ts();
+  n->a.atime = n->a.mtime = n->a.ctime = now_ts(m);
   return n;
 }
 
@@ -340,7 +344,7 @@ int check_sattr(const mem_mount &m, const mnode *n, const vsattr &s, const vcred
 
 // Applies s (checked) to n, in the order chown, chmod, truncate, times.
 void apply_sattr(mem_mount &m, mnode *n, const vsattr &s, const vcred &c) {
-  timespec t = now_ts();
+  timespec t = now_ts(m);
   bool changed = false;
   if (s.set_uid || s.set_gid) {
     if (s.set_uid) n->a.uid = s.uid;
@@ -455,6 +459,7 @@ int data_type_error(const mnode *n) {
 // one (as the local backend's bread); otherwise, and in thread context,
 // into the caller's memory, short to dst_cap.
 void op_read(vreq *r, bool interrupt) {
+  const mem_mount &m = *mm(r->fs);
   mnode *n = nd(r->vp);
   r->error = data_type_error(n);
   if (r->error == 0 && !data_access_allowed(attr(n), r->cred, 4)) r->error = EACCES;
@@ -479,7 +484,7 @@ void op_read(vreq *r, bool interrupt) {
       r->rd.where = rd_where::dst;
       r->rd.n = len;
     }
-    if (r->rd.n > 0) n->a.atime = now_ts();
+    if (r->rd.n > 0) n->a.atime = now_ts(m);
     r->rd.eof = r->offset + r->rd.n >= size;
   }
   post(r);
@@ -506,7 +511,7 @@ void op_write(mem_mount &m, vreq *r) {
     if (r->error == 0) {
       if (r->offset + r->count > n->data.size()) resize(m, n, r->offset + r->count);
       std::memcpy(n->data.data() + r->offset, r->data, r->count);
-      touch(n, true);
+      touch(m, n, true);
       if (r->cred.uid != 0) kill_suid(n);
     }
   }
@@ -537,7 +542,7 @@ int make(mem_mount &m, vreq *r, mnode *n, const vsattr &rest) {
   publish(m, n);
   dir_insert(d, r->name, n);
   apply_sattr(m, n, rest, r->cred);
-  touch(d, true);
+  touch(m, d, true);
   result(m, r, n);
   return 0;
 }
@@ -661,8 +666,8 @@ void op_remove(mem_mount &m, vreq *r, bool rmdir, aftermath *out) {
     r->error = ENOTEMPTY;
   } else {
     dir_erase(d, it);
-    touch(d, true);
-    touch(n, false);
+    touch(m, d, true);
+    touch(m, n, false);
     unlinked(m, n, out);
   }
   post(r);
@@ -721,14 +726,14 @@ void op_rename(mem_mount &m, vreq *r, aftermath *out) {
       std::string name2(r->name2);  // allocated before the tree changes
       if (dst) {
         dir_erase(td, tit);
-        touch(dst, false);
+        touch(m, dst, false);
         unlinked(m, dst, out);
       }
       dir_erase(fd, sit);
       dir_insert(td, name2, src);
-      touch(fd, true);
-      touch(td, true);
-      touch(src, false);
+      touch(m, fd, true);
+      touch(m, td, true);
+      touch(m, src, false);
     }
   }
   r->error = e;
@@ -737,6 +742,7 @@ void op_rename(mem_mount &m, vreq *r, aftermath *out) {
 }
 
 void op_link(vreq *r) {
+  const mem_mount &m = *mm(r->fs);
   mnode *n = nd(r->vp), *d = nd(r->vp2);
   const vcred &c = r->cred;
   pre2(r);
@@ -762,8 +768,8 @@ void op_link(vreq *r) {
     e = EMLINK;
   } else {
     dir_insert(d, r->name2, n);
-    touch(n, false);
-    touch(d, true);
+    touch(m, n, false);
+    touch(m, d, true);
   }
   r->error = e;
   post(r);
@@ -1062,14 +1068,19 @@ const vfs_backend memory_backend = {"memory",  mem_vget, mem_reclaim,
 
 }  // namespace
 
-vfs *vfs_mount_memory(size_t max_bytes, std::string *err) {
+vfs *vfs_mount_memory(size_t max_bytes, std::string *err, const memory_reproducible *repro) {
   (void)err;  // nothing here can fail but memory (which throws)
   auto *m = new mem_mount;
   m->max_bytes = max_bytes;
-  timespec t = now_ts();
-  uint64_t seed = uint64_t(t.tv_sec) * 1000000007ull ^ uint64_t(t.tv_nsec) ^
-                  uint64_t(reinterpret_cast<uintptr_t>(m));
-  m->gen = uint32_t(seed ^ seed >> 32) | 1;
+  if (repro) {
+    m->fixed_time = repro->at;
+    m->gen = repro->generation | 1;
+  } else {
+    timespec t = now_ts(*m);
+    uint64_t seed = uint64_t(t.tv_sec) * 1000000007ull ^ uint64_t(t.tv_nsec) ^
+                    uint64_t(reinterpret_cast<uintptr_t>(m));
+    m->gen = uint32_t(seed ^ seed >> 32) | 1;
+  }
   vcred root_cred;
   root_cred.uid = root_cred.gid = 0;
   mnode *root = new_node(*m, vtype::dir, 0777, nullptr, root_cred);

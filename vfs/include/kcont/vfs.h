@@ -310,9 +310,19 @@ bufpool *vfs_bufpool();
 // `cache` vnodes are kept open.  Thread context.  nullptr and *err on error.
 vfs *vfs_mount_local(const std::string &path, size_t cache, std::string *err);
 
+// A memory mount that behaves the same every time, for tests that compare
+// two servers byte for byte: its handles carry `generation` (made odd)
+// instead of a random one, and every time it stamps is `at` instead of the
+// clock.  Two such mounts given the same requests give the same replies.
+struct memory_reproducible {
+  uint32_t generation = 1;
+  timespec at{};
+};
+
 // Mounts an empty in-memory tree (a root directory, mode 0777, owned by
-// root).  Thread context.
-vfs *vfs_mount_memory(size_t max_bytes, std::string *err);
+// root), reproducible if `repro` is given.  Thread context.
+vfs *vfs_mount_memory(size_t max_bytes, std::string *err,
+                      const memory_reproducible *repro = nullptr);
 
 // Unmounts: closes every cached vnode.  Thread context; no request on it
 // may be in flight.

@@ -97,10 +97,12 @@ std::shared_ptr<export_table> single_export(const std::string &dir, std::string 
 // Adds an export served from memory (vfs(9) memory backend, at most
 // max_bytes of file data, lost on exit) at the virtual path `path`,
 // read-write to every client, no root squash.  For tests and
-// demonstrations: nothing of it touches the disk.  Returns false and a
-// reason on a bad or duplicate path.  Thread context.
+// demonstrations: nothing of it touches the disk.  With `repro`, the
+// mount is reproducible (vfs(9) memory_reproducible: fixed handles'
+// generation and time stamps), for tests that compare two servers.
+// Returns false and a reason on a bad or duplicate path.  Thread context.
 bool add_memory_export(export_table &t, const std::string &path, uint64_t max_bytes,
-                       std::string *err);
+                       std::string *err, const vfs::memory_reproducible *repro = nullptr);
 
 // The options that apply to a client address, or nullptr if it may not
 // use the export.
