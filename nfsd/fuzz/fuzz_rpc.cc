@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: BSD-2-Clause
 // fuzz_rpc.cc -- libFuzzer target for kcont-nfsd's request path: record
 // marking (record_reader), call decoding and the whole protocol
-// (serve_call: NFSv3, MOUNT v3, file handles, the export rules).
+// (serve_call: NFSv3, MOUNT v3, file handles, the export rules) -- and the
+// same records through the kcont transport, where they reach vop_start and
+// the backends' start (without a thread where they can), the 64 KiB reply
+// buffers and the buf/extent READ paths.
 //
 // How: the input is one TCP byte stream.  It is fed to a record_reader in
 // chunks whose sizes come from a PRNG seeded by the input's bytes (so
@@ -19,6 +22,13 @@
 // `00000004 'P' 'A' k 00` the path of object k (tables below; the seeds in
 // corpus/ use them).  Anything else is served as is.
 //
+// The records served go to the kcont transport too (serving the same
+// server on two CPUs, on loopback ports below the ephemeral range): re-framed into fragments cut by
+// the same PRNG, sent on a new TCP connection, which is then half-closed; every reply is read until
+// the server closes.  Each must be a well-formed record carrying the xid of a call that was sent,
+// and there are never more replies than calls.  The memory export holds a file of 200,000 bytes and
+// a directory (handles 9 and 10) so that the seeds reach every procedure on the memory backend.
+//
 // Checks beyond the sanitizers: every reply record is well formed (its
 // mark matches its length, it carries the call's xid) and the reply
 // buffer never overflowed.  Between inputs the fixed objects are restored
@@ -27,6 +37,9 @@
 // server's per-procedure counters are printed at exit.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,10 +50,12 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "internal.h"
+#include "kcont/kcont.h"
 #include "kcont/nfsd/rpc.h"
 #include "kcont/nfsd/server.h"
 #include "kcont/nfsd/transport.h"
@@ -58,9 +73,10 @@ struct object {
 // Export 2 is the in-memory backend (vfs(9)): the same protocol code on a
 // second file-system implementation.
 constexpr object HANDLES[] = {
-    {0, ""}, {0, "file"}, {0, "dir"},       {0, "link"}, {0, "escape"},
-    {1, ""}, {1, "file"}, {0, "dir/inner"}, {2, ""},
+    {0, ""},     {0, "file"},      {0, "dir"}, {0, "link"}, {0, "escape"}, {1, ""},
+    {1, "file"}, {0, "dir/inner"}, {2, ""},    {2, "file"}, {2, "dir"},
 };
+constexpr uint32_t MEMORY_FILE_BYTES = 200000;  // over the kcont reply buffer
 constexpr int NHANDLES = int(sizeof HANDLES / sizeof HANDLES[0]);
 constexpr object PATHS[] = {{0, ""}, {1, ""}, {0, "dir"}, {0, "link"}, {0, "escape/ssl"}, {2, ""}};
 constexpr const char *MEMORY_EXPORT = "/kcont-fuzz-memory";
@@ -77,6 +93,10 @@ struct world {
   nfs_fh handles[NHANDLES];
   std::string paths[NPATHS];
   uint64_t inputs = 0;
+  // The kcont transport serving srv too, and where it listens.
+  std::unique_ptr<transport> ktp;
+  sockaddr_in kaddr{};
+  std::vector<std::vector<uint8_t>> sent;  // this input's records, expanded
 };
 
 world *W = nullptr;
@@ -93,7 +113,51 @@ void make_file(const std::string &p, const char *content) {
   close(fd);
 }
 
-// (Re)creates the fixed objects of both exports and recomputes their
+// Runs one VFS request as root in this thread; its error.
+int vfs_run(kc::vfs::vreq *r) {
+  r->cred = kc::vfs::vcred{0, 0, 0, {}};
+  return kc::vfs::vop_call(r);
+}
+
+// The memory export's fixed objects: `file` (MEMORY_FILE_BYTES) and `dir`,
+// made again when missing.  True if something was made.
+bool populate_memory(kc::vfs::vfs *fs) {
+  using namespace kc::vfs;
+  bool made = false;
+  for (const char *name : {"file", "dir"}) {
+    auto r = std::make_unique<vreq>();
+    r->op = vop::lookup;
+    r->fs = fs;
+    r->fh = vfs_root(fs);
+    std::strcpy(r->name, name);
+    if (vfs_run(r.get()) == 0) continue;
+    const bool dir = name[0] == 'd';
+    r = std::make_unique<vreq>();
+    r->op = dir ? vop::mkdir : vop::create;
+    r->fs = fs;
+    r->fh = vfs_root(fs);
+    std::strcpy(r->name, name);
+    r->sattr.set_mode = true;
+    r->sattr.mode = dir ? 0777 : 0666;
+    if (vfs_run(r.get()) != 0 || !r->have_res_fh) die("memory export: create");
+    made = true;
+    if (dir) continue;
+    std::vector<uint8_t> data(MEMORY_FILE_BYTES);
+    for (size_t i = 0; i < data.size(); i++) data[i] = uint8_t(i * 7);
+    vfh f = r->res_fh;
+    r = std::make_unique<vreq>();
+    r->op = vop::write;
+    r->fs = fs;
+    r->fh = f;
+    r->data = data.data();
+    r->count = uint32_t(data.size());
+    r->stable = kc::vfs::stable_how::file_sync;
+    if (vfs_run(r.get()) != 0) die("memory export: write");
+  }
+  return made;
+}
+
+// (Re)creates the fixed objects of the exports and recomputes their
 // handles.  Cheap when nothing is missing.
 void populate(world &w) {
   auto exists = [](const std::string &p) {
@@ -126,8 +190,9 @@ void populate(world &w) {
     if (symlink("/etc", (d + "/escape").c_str()) != 0) die("symlink escape");
     changed = true;
   }
-  if (!changed && w.handles[0].len) return;
   auto table = w.srv->exports();
+  if (populate_memory(table->exports[2].fs)) changed = true;
+  if (!changed && w.handles[0].len) return;
   for (int i = 0; i < NHANDLES; i++) {
     const export_entry &ex = table->exports[size_t(HANDLES[i].exp)];
     w.handles[i] = nfs_fh{};
@@ -135,10 +200,9 @@ void populate(world &w) {
     r->op = kc::vfs::vop::walk;
     r->fs = ex.fs;
     r->fh = kc::vfs::vfs_root(ex.fs);
-    r->cred = kc::vfs::vcred{0, 0, 0, {}};
     r->data = reinterpret_cast<const uint8_t *>(HANDLES[i].rel);
     r->count = uint32_t(std::strlen(HANDLES[i].rel));
-    if (kc::vfs::vop_call(r.get()) == 0 && r->have_res_fh)  // on failure: an empty handle
+    if (vfs_run(r.get()) == 0 && r->have_res_fh)  // on failure: an empty handle
       fh_wrap(ex.id, r->res_fh, &w.handles[i]);
   }
 }
@@ -162,6 +226,11 @@ void sweep(world &w) {
 }
 
 void cleanup() {
+  if (W && W->ktp) {
+    W->ktp->stop();
+    W->ktp.reset();
+    kc::kcont_stop();
+  }
   if (W && W->srv && std::getenv("KCONT_FUZZ_STATS"))
     std::fprintf(stderr, "fuzz_rpc: server counters after %llu inputs\n%s",
                  (unsigned long long)W->inputs, format_stats(*W->srv).c_str());
@@ -223,9 +292,11 @@ void check(bool ok, const char *what) {
   }
 }
 
-// Serves one record; false when the connection must be closed.
+// Serves one record; false when the connection must be closed.  The
+// expanded record is kept for the kcont transport (w.sent).
 bool serve_record(world &w, const uint8_t *p, size_t n, uint64_t &rng) {
-  std::vector<uint8_t> rec = expand(w, p, n, w.srv->cfg.max_record);
+  w.sent.push_back(expand(w, p, n, w.srv->cfg.max_record));
+  std::vector<uint8_t> rec = w.sent.back();  // exactly sized: ASan sees overreads
   request req;
   req.rec = rec.data();
   req.len = rec.size();
@@ -274,6 +345,111 @@ bool serve_record(world &w, const uint8_t *p, size_t n, uint64_t &rng) {
   }
   release_reply(req);
   return true;
+}
+
+uint32_t get32(const uint8_t *p) {
+  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+}
+
+// Sends w.sent through the kcont transport on a new connection, cut into
+// fragments by rng, half-closes it and checks every reply until the
+// server closes.
+void through_kcont(world &w, uint64_t &rng) {
+  if (w.sent.empty()) return;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) die("socket");
+  if (connect(fd, reinterpret_cast<const sockaddr *>(&w.kaddr), sizeof w.kaddr) != 0)
+    die("connect to the kcont transport");
+  std::vector<uint8_t> stream;
+  std::set<uint32_t> xids;
+  for (const auto &rec : w.sent) {
+    if (rec.size() >= 4) xids.insert(get32(rec.data()));
+    size_t frags = 1 + splitmix(rng) % 3, at = 0;
+    for (size_t i = 0; i < frags; i++) {
+      size_t len = i + 1 == frags ? rec.size() - at : (rec.size() - at) / 2;
+      uint8_t mark[4];
+      xdr_out::put32(mark, uint32_t(len) | (i + 1 == frags ? 0x80000000u : 0));
+      stream.insert(stream.end(), mark, mark + 4);
+      stream.insert(stream.end(), rec.begin() + long(at), rec.begin() + long(at + len));
+      at += len;
+    }
+  }
+  // Send and receive together (poll): a client that only sent would stall
+  // a server whose replies fill the socket.
+  size_t out_at = 0, replies = 0;
+  std::vector<uint8_t> in;
+  bool open = true;
+  while (open) {
+    pollfd pf{fd, short(POLLIN | (out_at < stream.size() ? POLLOUT : 0)), 0};
+    if (poll(&pf, 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    if ((pf.revents & POLLOUT) && out_at < stream.size()) {
+      ssize_t k =
+          send(fd, stream.data() + out_at, stream.size() - out_at, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (k > 0) out_at += size_t(k);
+      if (k < 0 && errno != EAGAIN && errno != EINTR) out_at = stream.size();  // reset
+      if (out_at == stream.size()) shutdown(fd, SHUT_WR);
+    }
+    if (pf.revents & (POLLIN | POLLHUP | POLLERR)) {
+      uint8_t buf[65536];
+      ssize_t k = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (k > 0) in.insert(in.end(), buf, buf + k);
+      if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) open = false;
+    }
+    // Every complete reply record in hand.
+    size_t at = 0;
+    while (in.size() - at >= 4) {
+      uint32_t m = get32(in.data() + at), len = m & 0x7fffffffu;
+      check((m & 0x80000000u) != 0, "kcont: replies are single-fragment records");
+      if (in.size() - at - 4 < len) break;
+      const uint8_t *rep = in.data() + at + 4;
+      check(len >= 12, "kcont: reply shorter than a header");
+      check(get32(rep + 4) == 1, "kcont: a REPLY message");
+      check(xids.count(get32(rep)) == 1, "kcont: a reply carries the xid of a call");
+      check(++replies <= w.sent.size(), "kcont: no more replies than calls");
+      at += 4 + len;
+    }
+    in.erase(in.begin(), in.begin() + long(at));
+  }
+  check(in.empty(), "kcont: a reply record cut short");
+  close(fd);
+}
+
+// Starts kcont and the kcont transport on srv, on the first free pair of
+// loopback ports from 24000 (below the ephemeral range), spread by pid.
+void start_kcont(world &w) {
+  std::string err;
+  if (register_nfsd_levels() != 0) die("register_nfsd_levels");
+  kc::config cfg;
+  cfg.cpus = 2;
+  if (kc::kcont_start(cfg, &err) != 0) {
+    std::fprintf(stderr, "fuzz_rpc: kcont_start: %s\n", err.c_str());
+    std::exit(1);
+  }
+  for (int attempt = 0; attempt < 100 && !w.ktp; attempt++) {
+    uint16_t port = uint16_t(24000 + (getpid() * 2 + attempt * 2) % 6000);
+    transport_config tc;
+    auto *a = reinterpret_cast<sockaddr_in *>(&tc.nfs_addr);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a->sin_port = htons(port);
+    auto *m = reinterpret_cast<sockaddr_in *>(&tc.mount_addr);
+    *m = *a;
+    m->sin_port = htons(uint16_t(port + 1));
+    tc.addr_len = sizeof(sockaddr_in);
+    tc.max_conns = 16;
+    auto t = make_kcont_transport(*w.srv, tc);
+    if (t->start(&err) == 0) {
+      w.ktp = std::move(t);
+      w.kaddr = *a;
+    }
+  }
+  if (!w.ktp) {
+    std::fprintf(stderr, "fuzz_rpc: no free port pair for the kcont transport: %s\n", err.c_str());
+    std::exit(1);
+  }
 }
 
 }  // namespace
@@ -328,6 +504,7 @@ extern "C" int LLVMFuzzerInitialize(int *, char ***) {
     W->paths[i] = (PATHS[i].exp == 2 ? std::string(MEMORY_EXPORT) : W->dirs[PATHS[i].exp]) +
                   (PATHS[i].rel[0] ? std::string("/") + PATHS[i].rel : "");
   populate(*W);
+  start_kcont(*W);
   return 0;
 }
 
@@ -342,6 +519,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint64_t rng = size;
   for (size_t i = 0; i < size && i < 64; i++) rng = (rng ^ data[i]) * 0x100000001b3ull;
 
+  w.sent.clear();
   record_reader rr;
   rr.begin(w.rec.data(), w.rec.size());
   size_t pos = 0;
@@ -361,5 +539,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!serve_record(w, w.rec.data(), rr.length(), rng)) break;
     rr.begin(w.rec.data(), w.rec.size());
   }
+  through_kcont(w, rng);
   return 0;
 }

@@ -12,7 +12,7 @@ import struct
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 NFS, MOUNT = 100003, 100005
-ROOT, FILE, DIR, LINK, ESCAPE, RO_ROOT, RO_FILE, INNER, MEM_ROOT = range(9)
+ROOT, FILE, DIR, LINK, ESCAPE, RO_ROOT, RO_FILE, INNER, MEM_ROOT, MEM_FILE, MEM_DIR = range(11)
 MEM_PATH = 5  # path(5): the in-memory export
 
 
@@ -107,6 +107,35 @@ seeds = {
     "mem_fsstat_access": record(call(79, NFS, 3, 18, fh(MEM_ROOT))) +
     record(call(80, NFS, 3, 4, fh(MEM_ROOT) + u32(0x3f), auth_sys(1000, 1000))),
     "empty_fragments": u32(0) + u32(0) + record(call(62, NFS, 3, 0), 4),
+    # Every procedure on the memory export's file (200,000 bytes) and
+    # directory: through the kcont transport these reach the memory
+    # backend's start without a thread, and READs over the 64 KiB reply
+    # buffer.
+    "mem_read_write": record(call(90, NFS, 3, 6, fh(MEM_FILE) + u64(0) + u32(150000))) +
+    record(call(91, NFS, 3, 6, fh(MEM_FILE) + u64(1000) + u32(4096))) +
+    record(call(92, NFS, 3, 7, fh(MEM_FILE) + u64(7) + u32(5) + u32(0) + s("hello")), 2) +
+    record(call(93, NFS, 3, 7, fh(MEM_FILE) + u64(9) + u32(3) + u32(2) + s("abc"))) +
+    record(call(94, NFS, 3, 21, fh(MEM_FILE) + u64(0) + u32(0))) +
+    record(call(95, NFS, 3, 6, fh(MEM_FILE) + u64(199990) + u32(100))),
+    "mem_attrs": record(call(96, NFS, 3, 1, fh(MEM_FILE))) +
+    record(call(97, NFS, 3, 2, fh(MEM_FILE) + mode_sattr(0o640) + u32(0))) +
+    record(call(98, NFS, 3, 2, fh(MEM_FILE) + u32(0) * 3 + u32(1) + u64(180000) + u32(1) +
+                u32(1) + u32(0))) +
+    record(call(99, NFS, 3, 4, fh(MEM_FILE) + u32(0x3f), auth_sys(1000, 1000))) +
+    record(call(100, NFS, 3, 5, fh(MEM_FILE))) +
+    record(call(101, NFS, 3, 19, fh(MEM_FILE))) + record(call(102, NFS, 3, 20, fh(MEM_FILE))),
+    "mem_names": record(call(103, NFS, 3, 3, fh(MEM_ROOT) + s("file"))) +
+    record(call(104, NFS, 3, 8, fh(MEM_DIR) + s("g") + u32(1) + mode_sattr(0o600))) +
+    record(call(105, NFS, 3, 8, fh(MEM_DIR) + s("x") + u32(2) + b"verifier")) +
+    record(call(106, NFS, 3, 9, fh(MEM_DIR) + s("sub") + mode_sattr(0o2775))) +
+    record(call(107, NFS, 3, 10, fh(MEM_DIR) + s("sl") + no_sattr() + s("../file"))) +
+    record(call(108, NFS, 3, 11, fh(MEM_DIR) + s("chr") + u32(3) + no_sattr() + u32(1) + u32(3))) +
+    record(call(109, NFS, 3, 15, fh(MEM_FILE) + fh(MEM_DIR) + s("hard"))) +
+    record(call(110, NFS, 3, 14, fh(MEM_DIR) + s("g") + fh(MEM_ROOT) + s("g2"))) +
+    record(call(111, NFS, 3, 16, fh(MEM_DIR) + u64(0) + u64(0) + u32(512))) +
+    record(call(112, NFS, 3, 17, fh(MEM_DIR) + u64(0) + u64(0) + u32(512) + u32(8192))) +
+    record(call(113, NFS, 3, 12, fh(MEM_DIR) + s("hard"))) +
+    record(call(114, NFS, 3, 13, fh(MEM_DIR) + s("sub"))),
 }
 
 os.makedirs(OUT, exist_ok=True)
