@@ -17,6 +17,15 @@
 // from the export root (a LOOKUP per component): chatty, as a client with
 // no name cache is.
 //
+// Identity: every call goes out with the calling process's uid, gid and
+// supplementary groups (AUTH_SYS, from fuse_get_context and
+// fuse_getgroups; the groups are read again only when the caller's pid,
+// uid or gid changes), so the server decides permissions and ownership as
+// it would for a kernel client.  Mounted by root, the file system allows
+// other users (-o allow_other): a POSIX test suite that switches uid
+// reaches the server as that uid.  Special files: mknod makes FIFOs,
+// sockets and device nodes (MKNOD).
+//
 // Errors are libnfs's negative errno values, returned to FUSE unchanged.
 // Runs in the foreground (-f is forced); stop it with fusermount3 -u or
 // SIGTERM.
@@ -24,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
+#include <nfsc/libnfs-zdr.h>
 #include <nfsc/libnfs.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,8 +41,42 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 static struct nfs_context *nfs;
+
+// The identity the context's AUTH_SYS credential carries now.
+static struct {
+  int set;
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+} cred_now;
+
+// The NFS context, its credential switched to the calling process's uid,
+// gid and groups (only when they differ from the last call's).  FUSE runs
+// one request at a time (-s), so the switch never races.
+static struct nfs_context *caller(void) {
+  const struct fuse_context *c = fuse_get_context();
+  if (!c ||
+      (cred_now.set && c->pid == cred_now.pid && c->uid == cred_now.uid && c->gid == cred_now.gid))
+    return nfs;
+  gid_t groups[16];  // AUTH_SYS carries at most 16
+  int n = c->pid ? fuse_getgroups(16, groups) : 0;
+  if (n < 0 || n > 16) n = 0;  // unreadable (the caller has gone) or more than fit
+  uint32_t g32[16];
+  for (int i = 0; i < n; i++) g32[i] = (uint32_t)groups[i];
+  struct AUTH *a =
+      libnfs_authunix_create("kcont-nfsfuse", (uint32_t)c->uid, (uint32_t)c->gid, (uint32_t)n, g32);
+  if (!a) return nfs;  // keeps the previous credential; the server decides
+  nfs_set_auth(nfs, a);
+  cred_now.set = 1;
+  cred_now.pid = c->pid;
+  cred_now.uid = c->uid;
+  cred_now.gid = c->gid;
+  return nfs;
+}
 
 static struct nfsfh *fh_of(const struct fuse_file_info *fi) {
   return (struct nfsfh *)(uintptr_t)fi->fh;
@@ -71,7 +115,7 @@ static void *nf_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
 static int nf_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
   (void)fi;
   struct nfs_stat_64 n;
-  int r = nfs_lstat64(nfs, path, &n);
+  int r = nfs_lstat64(caller(), path, &n);
   if (r == 0) to_stat(&n, st);
   return r;
 }
@@ -82,88 +126,90 @@ static int nf_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
   (void)fi;
   (void)flags;
   struct nfsdir *d;
-  int r = nfs_opendir(nfs, path, &d);
+  int r = nfs_opendir(caller(), path, &d);
   if (r != 0) return r;
   struct nfsdirent *e;
-  while ((e = nfs_readdir(nfs, d)) != NULL) {
+  while ((e = nfs_readdir(caller(), d)) != NULL) {
     struct stat st;
     memset(&st, 0, sizeof st);
     st.st_ino = (ino_t)e->inode;
     st.st_mode = (mode_t)e->mode;
     if (fill(buf, e->name, &st, 0, 0)) break;
   }
-  nfs_closedir(nfs, d);
+  nfs_closedir(caller(), d);
   return 0;
 }
 
 static int nf_open(const char *path, struct fuse_file_info *fi) {
   struct nfsfh *fh;
-  int r = nfs_open(nfs, path, fi->flags & (O_ACCMODE | O_APPEND | O_TRUNC | O_SYNC), &fh);
+  int r = nfs_open(caller(), path, fi->flags & (O_ACCMODE | O_APPEND | O_TRUNC | O_SYNC), &fh);
   if (r == 0) fi->fh = (uint64_t)(uintptr_t)fh;
   return r;
 }
 
 static int nf_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
   struct nfsfh *fh;
-  int r = nfs_create(nfs, path, fi->flags & (O_ACCMODE | O_EXCL | O_TRUNC | O_APPEND), (int)mode,
-                     &fh);
+  int r = nfs_create(caller(), path, fi->flags & (O_ACCMODE | O_EXCL | O_TRUNC | O_APPEND),
+                     (int)mode, &fh);
   if (r == 0) fi->fh = (uint64_t)(uintptr_t)fh;
   return r;
 }
 
-static int nf_read(const char *path, char *buf, size_t size, off_t off,
-                   struct fuse_file_info *fi) {
+static int nf_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
   (void)path;
-  return nfs_pread(nfs, fh_of(fi), (uint64_t)off, size, buf);
+  return nfs_pread(caller(), fh_of(fi), (uint64_t)off, size, buf);
 }
 
 static int nf_write(const char *path, const char *buf, size_t size, off_t off,
                     struct fuse_file_info *fi) {
   (void)path;
-  return nfs_pwrite(nfs, fh_of(fi), (uint64_t)off, size, buf);
+  return nfs_pwrite(caller(), fh_of(fi), (uint64_t)off, size, buf);
 }
 
 static int nf_release(const char *path, struct fuse_file_info *fi) {
   (void)path;
-  return nfs_close(nfs, fh_of(fi));
+  return nfs_close(caller(), fh_of(fi));
 }
 
 static int nf_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
   (void)path;
   (void)datasync;
-  return nfs_fsync(nfs, fh_of(fi));
+  return nfs_fsync(caller(), fh_of(fi));
 }
 
 static int nf_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
-  if (fi) return nfs_ftruncate(nfs, fh_of(fi), (uint64_t)size);
-  return nfs_truncate(nfs, path, (uint64_t)size);
+  if (fi) return nfs_ftruncate(caller(), fh_of(fi), (uint64_t)size);
+  return nfs_truncate(caller(), path, (uint64_t)size);
 }
 
-static int nf_mkdir(const char *path, mode_t mode) { return nfs_mkdir2(nfs, path, (int)mode); }
-static int nf_rmdir(const char *path) { return nfs_rmdir(nfs, path); }
-static int nf_unlink(const char *path) { return nfs_unlink(nfs, path); }
+static int nf_mkdir(const char *path, mode_t mode) { return nfs_mkdir2(caller(), path, (int)mode); }
+static int nf_rmdir(const char *path) { return nfs_rmdir(caller(), path); }
+static int nf_unlink(const char *path) { return nfs_unlink(caller(), path); }
 static int nf_symlink(const char *target, const char *path) {
-  return nfs_symlink(nfs, target, path);
+  return nfs_symlink(caller(), target, path);
 }
-static int nf_link(const char *from, const char *to) { return nfs_link(nfs, from, to); }
+static int nf_mknod(const char *path, mode_t mode, dev_t rdev) {
+  return nfs_mknod(caller(), path, (int)mode, (int)rdev);
+}
+static int nf_link(const char *from, const char *to) { return nfs_link(caller(), from, to); }
 
 static int nf_rename(const char *from, const char *to, unsigned int flags) {
   if (flags) return -EINVAL;  // RENAME_NOREPLACE / EXCHANGE: not in NFSv3
-  return nfs_rename(nfs, from, to);
+  return nfs_rename(caller(), from, to);
 }
 
 static int nf_readlink(const char *path, char *buf, size_t size) {
-  return nfs_readlink(nfs, path, buf, (int)size);
+  return nfs_readlink(caller(), path, buf, (int)size);
 }
 
 static int nf_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) {
   (void)fi;
-  return nfs_lchmod(nfs, path, (int)mode);
+  return nfs_lchmod(caller(), path, (int)mode);
 }
 
 static int nf_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi) {
   (void)fi;
-  return nfs_lchown(nfs, path, (int)uid, (int)gid);
+  return nfs_lchown(caller(), path, (int)uid, (int)gid);
 }
 
 static int nf_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi) {
@@ -178,7 +224,7 @@ static int nf_utimens(const char *path, const struct timespec tv[2], struct fuse
       t[i] = now;
       if (tv[i].tv_nsec == UTIME_OMIT) {
         struct nfs_stat_64 n;
-        int r = nfs_lstat64(nfs, path, &n);
+        int r = nfs_lstat64(caller(), path, &n);
         if (r != 0) return r;
         t[i].tv_sec = (time_t)(i == 0 ? n.nfs_atime : n.nfs_mtime);
         t[i].tv_usec = (suseconds_t)((i == 0 ? n.nfs_atime_nsec : n.nfs_mtime_nsec) / 1000);
@@ -188,12 +234,12 @@ static int nf_utimens(const char *path, const struct timespec tv[2], struct fuse
       t[i].tv_usec = tv[i].tv_nsec / 1000;
     }
   }
-  return nfs_lutimes(nfs, path, t);
+  return nfs_lutimes(caller(), path, t);
 }
 
 static int nf_statfs(const char *path, struct statvfs *sv) {
   struct nfs_statvfs_64 n;
-  int r = nfs_statvfs64(nfs, path, &n);
+  int r = nfs_statvfs64(caller(), path, &n);
   if (r != 0) return r;
   memset(sv, 0, sizeof *sv);
   sv->f_bsize = (unsigned long)n.f_bsize;
@@ -211,6 +257,7 @@ static int nf_statfs(const char *path, struct statvfs *sv) {
 static const struct fuse_operations ops = {
     .getattr = nf_getattr,
     .readlink = nf_readlink,
+    .mknod = nf_mknod,
     .mkdir = nf_mkdir,
     .unlink = nf_unlink,
     .rmdir = nf_rmdir,
@@ -237,8 +284,9 @@ static void usage(FILE *f) {
           "usage: kcont-nfsfuse NFS-URL MOUNTPOINT [FUSE options]\n"
           "  NFS-URL  nfs://SERVER/EXPORT[?nfsport=P&mountport=Q] (NFSv3)\n"
           "Mounts the export at MOUNTPOINT through FUSE, with no attribute or name\n"
-          "caching, one request at a time; runs in the foreground until unmounted\n"
-          "(fusermount3 -u MOUNTPOINT) or killed.\n");
+          "caching, one request at a time, each with the calling process's uid, gid\n"
+          "and groups (mounted by root: -o allow_other); runs in the foreground until\n"
+          "unmounted (fusermount3 -u MOUNTPOINT) or killed.\n");
 }
 
 int main(int argc, char **argv) {
@@ -261,20 +309,24 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (nfs_mount(nfs, url->server, url->path) != 0) {
-    fprintf(stderr, "kcont-nfsfuse: mount %s:%s: %s\n", url->server, url->path,
-            nfs_get_error(nfs));
+    fprintf(stderr, "kcont-nfsfuse: mount %s:%s: %s\n", url->server, url->path, nfs_get_error(nfs));
     nfs_destroy_url(url);
     return 1;
   }
   nfs_destroy_url(url);
-  // FUSE's arguments: program, mount point, forced -f -s, then the rest.
-  char **fargv = calloc((size_t)argc + 3, sizeof *fargv);
+  // FUSE's arguments: program, mount point, forced -f -s (and, for root,
+  // -o allow_other), then the rest.
+  char **fargv = calloc((size_t)argc + 5, sizeof *fargv);
   if (!fargv) return 1;
   int fargc = 0;
   fargv[fargc++] = argv[0];
   fargv[fargc++] = argv[2];
   fargv[fargc++] = "-f";
   fargv[fargc++] = "-s";
+  if (geteuid() == 0) {
+    fargv[fargc++] = "-o";
+    fargv[fargc++] = "allow_other";
+  }
   for (int i = 3; i < argc; i++) fargv[fargc++] = argv[i];
   int r = fuse_main(fargc, fargv, &ops, NULL);
   free(fargv);

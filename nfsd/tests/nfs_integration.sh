@@ -379,11 +379,68 @@ posix_client() { # posix_client URL TREE
 		fail "$name" "exit status $rc"
 	fi
 }
+# Identity and special files through kcont-nfsfuse: each call carries the
+# calling process's uid, gid and groups, so the server decides.  A file
+# made by uid 65534 is owned by it on the server's disk; uid 65534 cannot
+# append to root's 0644 file, but can to a 0660 file of a supplementary
+# group it holds; a FIFO and a character device made through
+# the mount are a FIFO and a device on the disk.  The mount point is a
+# directory of its own that uid 65534 may reach.
+fuse_identity() { # fuse_identity URL
+	local name="identity and special files through kcont-nfsfuse"
+	local mnt fpid rc=0 as_nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+	mnt=$(mktemp -d /tmp/kcont-nfsfuse-id.XXXXXX)
+	chmod 755 "$mnt"
+	echo "=== $name"
+	"$NFSFUSE" "$1" "$mnt" >"$TMP/nfsfuse-id.log" 2>&1 &
+	fpid=$!
+	ALL_PIDS+=("$fpid")
+	for _ in $(seq 600); do
+		mountpoint -q "$mnt" && break
+		kill -0 "$fpid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if ! mountpoint -q "$mnt"; then
+		fail "$name" "kcont-nfsfuse did not mount: $(tail -n 3 "$TMP/nfsfuse-id.log")"
+		kill "$fpid" 2>/dev/null
+		rmdir "$mnt"
+		return
+	fi
+	{
+		mkdir "$mnt/idtest" && chmod 1777 "$mnt/idtest" &&
+			"${as_nobody[@]}" touch "$mnt/idtest/by-nobody" &&
+			[ "$(stat -c %u:%g "$EXPORT/idtest/by-nobody")" = 65534:65534 ] &&
+			echo root >"$mnt/idtest/roots" && chmod 0644 "$mnt/idtest/roots" &&
+			! "${as_nobody[@]}" sh -c "echo x >>'$mnt/idtest/roots'" 2>/dev/null &&
+			[ "$(cat "$EXPORT/idtest/roots")" = root ] &&
+			echo g >"$mnt/idtest/group" && chown 0:4242 "$mnt/idtest/group" &&
+			chmod 0660 "$mnt/idtest/group" &&
+			setpriv --reuid=65534 --regid=65534 --groups=4242 sh -c "echo x >>'$mnt/idtest/group'" &&
+			[ "$(cat "$EXPORT/idtest/group")" = "$(printf 'g\nx')" ] &&
+			mkfifo -m 0640 "$mnt/idtest/fifo" && [ -p "$EXPORT/idtest/fifo" ] &&
+			[ "$(stat -c %a "$EXPORT/idtest/fifo")" = 640 ] &&
+			mknod "$mnt/idtest/null" c 1 3 && [ -c "$EXPORT/idtest/null" ] &&
+			[ "$(stat -c %t:%T "$EXPORT/idtest/null")" = 1:3 ] &&
+			rm -r "$mnt/idtest"
+	} >"$TMP/identity.out" 2>&1 || rc=$?
+	fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
+	wait "$fpid" 2>/dev/null
+	rmdir "$mnt" 2>/dev/null
+	if [ $rc -eq 0 ]; then
+		pass "$name"
+	else
+		find "$EXPORT/idtest" -printf '    %M %U:%G %p\n' 2>&1
+		tail -n 20 "$TMP/identity.out" | sed 's/^/    /'
+		fail "$name" "exit status $rc"
+	fi
+	rm -rf "$EXPORT/idtest"
+}
 TREE_SRC=$(find /usr/include/c++ -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort -V | tail -n 1)
 if [ -n "$NFSFUSE" ] && [ -x "$NFSFUSE" ] && [ -e /dev/fuse ] &&
 	command -v fusermount3 >/dev/null && [ -n "$TREE_SRC" ]; then
 	tar cf "$TMP/tree.tar" -C "$(dirname "$TREE_SRC")" "$(basename "$TREE_SRC")"
 	posix_client "$(url "$EXPORT")" "$TREE_SRC"
+	fuse_identity "$(url "$EXPORT")"
 else
 	not_tested "the POSIX-client step (needs kcont-nfsfuse, /dev/fuse, fusermount3, /usr/include/c++/N)"
 fi
