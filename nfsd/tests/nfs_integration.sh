@@ -917,6 +917,26 @@ if [ -n "$HANGFS" ] && [ -c /dev/fuse ] && command -v fusermount3 >/dev/null 2>&
 				# baseline): its workers all end up in the hung file system
 				step "the other export answers while one hangs" 30 \
 					nfs-cat "$(url "$BYSTANDER" b.txt)"
+				# MNT of the hung export's root needs no thread (vfs(9):
+				# a walk that stays where it starts): it answers MNT3_OK.
+				# (The threads model's workers are all in the hung file
+				# system by now.)
+				step "MNT of the hung export's root answers" 30 python3 -c '
+import socket, struct, sys
+def opaque(b): return struct.pack(">I", len(b)) + b + b"\0" * (-len(b) % 4)
+cred = struct.pack(">I", 0) + opaque(b"it") + struct.pack(">III", 0, 0, 0)
+call = struct.pack(">IIIIII", 77, 0, 2, 100005, 3, 1) + struct.pack(">I", 1) + opaque(cred) + \
+    struct.pack(">II", 0, 0) + opaque(sys.argv[2].encode())
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=25)
+s.sendall(struct.pack(">I", 0x80000000 | len(call)) + call)
+rep = b""
+while len(rep) < 32:
+    chunk = s.recv(4096)
+    if not chunk: sys.exit("connection closed")
+    rep += chunk
+xid, mtype, stat, vf, vl, acc, mnt = struct.unpack(">IIIIIII", rep[4:32])
+sys.exit(0 if (xid, mtype, stat, acc, mnt) == (77, 1, 0, 0, 0) else "MNT answered %d" % mnt)' \
+					"$MOUNT_PORT" "$FUSE_DIR"
 			fi
 			# A thread inside a FUSE request the daemon has taken sleeps
 			# uninterruptibly (fs/fuse/dev.c: "wait it out"), so no signal

@@ -82,6 +82,22 @@ struct vfs_backend {
   void (*unmount)(vfs *fs);
 };
 
+// A file system's share of thread context (vfs.cc): its requests queued or
+// running on lanes, at most the subsystem's mount_share; the rest wait in
+// its FIFO.  Every mount of one file system (one device) uses one share, so
+// two exports of a hung file system hold no more lanes than one; a mount
+// whose backend names no device has a share of its own.  Fields under
+// `lock`; `refs` and the registry under the registry's mutex.
+struct thread_share {
+  std::atomic<uint32_t> lock{0};
+  uint32_t in_thread = 0, waiting = 0;
+  vreq *wait_head = nullptr, *wait_tail = nullptr;
+  uint64_t waits = 0;
+  uint64_t dev = 0;    // the device (vfs_set_device), if keyed
+  bool keyed = false;  // in the registry
+  uint32_t refs = 0;   // mounts using it (keyed only)
+};
+
 struct vfs {
   const vfs_backend *be = nullptr;
   void *priv = nullptr;  // the backend's mount state
@@ -93,12 +109,10 @@ struct vfs {
   uint64_t mask = 0;
   size_t hand = 0;
   uint64_t hits = 0, misses = 0, evictions = 0, stale = 0, primed = 0;  // under lock
-  // Thread context (vfs.cc): requests of this mount queued or running on
-  // lanes, at most the subsystem's mount_share; the rest wait here.  Under
-  // lock.
-  uint32_t in_thread = 0, waiting = 0;
-  vreq *wait_head = nullptr, *wait_tail = nullptr;
-  uint64_t waits = 0;
+  // Thread context (vfs.cc): the share this mount's requests count in --
+  // its own, or its file system's (vfs_set_device).
+  thread_share own_share;
+  thread_share *share = &own_share;
   std::atomic<uint64_t> ops_interrupt[size_t(vop::count_)] = {};
   std::atomic<uint64_t> ops_thread[size_t(vop::count_)] = {};
   std::atomic<uint64_t> attr_shared{0}, attr_read{0};
@@ -107,6 +121,16 @@ struct vfs {
 // Creates the mount's cache and sets fs->be; the backend then sets priv
 // and root.  Thread context.
 vfs *vfs_alloc(const vfs_backend *be, size_t cache);
+
+// Lanes whose worker has been in one request for STALL_MS or more (taken
+// last by new requests).  For tests and diagnostics; any context.
+inline constexpr int64_t STALL_MS = 100;
+uint32_t vfs_lanes_stalled();
+
+// Says which file system (device) fs is on: every mount of one device then
+// counts its thread-context requests in one share.  Before any request on
+// fs; thread context.
+void vfs_set_device(vfs *fs, uint64_t dev);
 
 // The cached vnode of fh with a reference, or nullptr.  Any context.
 vnode *vnode_lookup_cached(vfs *fs, const vfh &fh);

@@ -901,15 +901,33 @@ void do_walk(vreq *r) {
 // name_to_handle_at of an open inode, both in-core -- so MOUNT of an export
 // root needs no thread even while the export's thread context is full.
 // Anything longer opens names: thread context.
-int start_walk(vreq *r) {
+// A walk whose path names no component but "." (MNT of an export root):
+// it ends where it starts.
+bool walk_stays(const vreq *r) {
   std::string_view path(reinterpret_cast<const char *>(r->data), r->data ? r->count : 0);
   for (size_t pos = 0; pos <= path.size();) {
     size_t slash = std::min(path.find('/', pos), path.size());
     std::string_view comp = path.substr(pos, slash - pos);
-    if (!comp.empty() && comp != ".") return VB_BLOCK;
+    if (!comp.empty() && comp != ".") return false;
     pos = slash + 1;
   }
-  walk_result(r, r->vp->fd);
+  return true;
+}
+
+// A walk that stays where it starts needs no thread: with its attributes
+// from the descriptor, or -- on a thread-only mount, where even an fstat
+// may wait for a server that does not answer -- with the start's handle
+// alone, which the request already holds resolved (MNT needs nothing
+// more).  So MNT of an export root answers even while its file system
+// hangs.  The rest walks in thread context.
+int start_walk(vreq *r) {
+  if (!walk_stays(r)) return VB_BLOCK;
+  if (lm(r->fs)->thread_only) {
+    r->res_fh = r->fh;
+    r->have_res_fh = true;
+  } else {
+    walk_result(r, r->vp->fd);
+  }
   return VB_DONE;
 }
 
@@ -1112,6 +1130,7 @@ void local_reclaim(vnode *vp) {
 }
 
 int local_start(vreq *r) {
+  if (r->op == vop::walk) return start_walk(r);  // never waits: see there
   if (lm(r->fs)->thread_only) return VB_BLOCK;
   switch (r->op) {
     case vop::getattr:
@@ -1249,6 +1268,7 @@ vfs *vfs_mount_local(const std::string &path, size_t cache, std::string *err) {
       fstatat(fd, "..", &up, 0) == 0 && (up.st_dev != st.st_dev || up.st_ino == st.st_ino);
   vfs *fs = vfs_alloc(&local_backend, cache);
   fs->priv = m;
+  vfs_set_device(fs, uint64_t(st.st_dev));  // one thread-context share per file system
   if (int e = make_fh(fd, "", &fs->root)) {
     if (err)
       *err = std::string(real) +

@@ -7,14 +7,16 @@
 // context (backend->start).  A cache miss, or a backend that answers
 // VB_BLOCK, sends the request to thread context: it is enqueued on one of
 // the VFS's *lanes* -- a workqueue level ("vfs0".."vfs3") on one CPU, each
-// served by one worker thread -- the one with the fewest requests, so a
-// worker stuck in a file system that does not answer collects no more work
-// behind it.  A mount may hold at most `mount_share` lanes' worth of
-// requests in thread context at once (half of them by default); more of
-// its requests wait in the mount's FIFO, taking no worker, and go as its
-// running ones finish (on the finishing worker itself when nothing else is
-// queued on its lane) -- a hung file system under one export can tie up
-// only its share, never MOUNT or another export.  There a worker
+// served by one worker thread -- a free one first, one whose worker has
+// been in a request for STALL_MS last (lane_rank), so a worker stuck in a
+// file system that does not answer collects no more work behind it.  A
+// file system (every mount of one device: thread_share) may hold at most
+// `mount_share` lanes' worth of requests in thread context at once (half
+// of them by default); more of its requests wait in the share's FIFO,
+// taking no worker, and go as its running ones finish (on the finishing
+// worker itself when nothing else is queued on its lane) -- a hung file
+// system under one export, or under several, can tie up only its share,
+// never MOUNT or another file system.  There a worker
 // resolves the handles (open_by_handle_at may read the disk), switches its
 // filesystem identity to the request's credential and calls backend->run.
 // However the operation ends, vop_complete drops the request's vnode
@@ -35,8 +37,9 @@
 // evicted or forgotten vnode holds is reclaimed after the lock is dropped.
 // The subsystem's state (workqueues, buffer pool, start count) is written
 // only by vfs_start/vfs_stop under a mutex, in thread context; the lanes'
-// loads are atomics; a mount's share count and FIFO are under its cache
-// spinlock.
+// loads and start times are atomics; a share's count and FIFO are under
+// its own spinlock (never held with a mount's), the registry of shares
+// under a mutex (mount and unmount only).
 #include <sched.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
@@ -69,7 +72,10 @@ struct subsystem {
   // Lane i is workqueue wq[i % QUEUES] on CPU i / QUEUES.
   uint32_t lanes = 0;
   std::unique_ptr<std::atomic<uint32_t>[]> lane_load;  // requests queued or running
-  uint32_t mount_share = 1;                            // lanes' worth per mount
+  // When the lane's worker began its current request (coarse monotonic
+  // ms): a lane busy with one request for STALL_MS is taken last.
+  std::unique_ptr<std::atomic<int64_t>[]> lane_started;
+  uint32_t mount_share = 1;  // lanes' worth per file system
 };
 subsystem g_sys;
 std::atomic<bufpool *> g_pool{nullptr};
@@ -232,15 +238,48 @@ void run_here(vreq *r) {
   }
 }
 
-// Enqueues r on the lane with the fewest requests (ties: round robin).
+// Coarse monotonic milliseconds (a vDSO read, no system call).
+int64_t coarse_ms() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+  return int64_t(t.tv_sec) * 1000 + t.tv_nsec / 1000000;
+}
+
+// Where a lane stands for a new request, best first: a lane whose worker
+// has been in one request for STALL_MS (a file system that does not
+// answer, most likely) after every other, and of those the one stalled
+// longest last; otherwise the fewest requests, then the worker that began
+// its request last (the likeliest to finish first).
+struct lane_rank {
+  bool stalled;
+  uint32_t load;
+  int64_t since;
+  bool better_than(const lane_rank &o) const {
+    if (stalled != o.stalled) return !stalled;
+    if (!stalled && load != o.load) return load < o.load;
+    return since > o.since;
+  }
+};
+
+lane_rank rank_of(uint32_t lane, int64_t now) {
+  uint32_t load = g_sys.lane_load[lane].load(std::memory_order_relaxed);
+  int64_t since = g_sys.lane_started[lane].load(std::memory_order_relaxed);
+  return {load > 0 && now - since >= STALL_MS, load, since};
+}
+
+// Enqueues r on the best lane (lane_rank; ties: round robin).  A free lane
+// is always taken first, and no request queues behind a stalled worker
+// while another lane is not stalled.
 void dispatch(vreq *r) {
   uint32_t n = g_sys.lanes, best = g_sys.rr.fetch_add(1, std::memory_order_relaxed) % n;
-  uint32_t best_load = g_sys.lane_load[best].load(std::memory_order_relaxed);
-  for (uint32_t k = 1; k < n && best_load > 0; k++) {
-    uint32_t j = (best + k) % n, load = g_sys.lane_load[j].load(std::memory_order_relaxed);
-    if (load < best_load) {
+  const int64_t now = coarse_ms();
+  lane_rank best_rank = rank_of(best, now);
+  for (uint32_t k = 1; k < n && best_rank.load > 0; k++) {
+    uint32_t j = (best + k) % n;
+    lane_rank rank = rank_of(j, now);
+    if (rank.better_than(best_rank)) {
       best = j;
-      best_load = load;
+      best_rank = rank;
     }
   }
   g_sys.lane_load[best].fetch_add(1, std::memory_order_relaxed);
@@ -251,21 +290,21 @@ void dispatch(vreq *r) {
 // Sends r to thread context within its mount's share, or parks it in the
 // mount's FIFO.
 void to_thread(vreq *r) {
-  vfs *fs = r->fs;
+  thread_share *sh = r->fs->share;
   {
-    spinlock g(fs->lock);
-    if (fs->in_thread >= g_sys.mount_share) {
+    spinlock g(sh->lock);
+    if (sh->in_thread >= g_sys.mount_share) {
       r->wait_next = nullptr;
-      if (fs->wait_tail)
-        fs->wait_tail->wait_next = r;
+      if (sh->wait_tail)
+        sh->wait_tail->wait_next = r;
       else
-        fs->wait_head = r;
-      fs->wait_tail = r;
-      fs->waiting++;
-      fs->waits++;
+        sh->wait_head = r;
+      sh->wait_tail = r;
+      sh->waiting++;
+      sh->waits++;
       return;
     }
-    fs->in_thread++;
+    sh->in_thread++;
   }
   dispatch(r);
 }
@@ -280,17 +319,18 @@ void worker(work *wk, void *) {
   const uint16_t lane = r->lane;
   for (;;) {
     r->used_thread = true;
+    g_sys.lane_started[lane].store(coarse_ms(), std::memory_order_relaxed);
     run_here(r);
-    vfs *fs = r->fs;
+    thread_share *sh = r->fs->share;
     vreq *next = nullptr;
     {
-      spinlock g(fs->lock);
-      if ((next = fs->wait_head) != nullptr) {
-        fs->wait_head = next->wait_next;
-        if (!fs->wait_head) fs->wait_tail = nullptr;
-        fs->waiting--;
+      spinlock g(sh->lock);
+      if ((next = sh->wait_head) != nullptr) {
+        sh->wait_head = next->wait_next;
+        if (!sh->wait_head) sh->wait_tail = nullptr;
+        sh->waiting--;
       } else {
-        fs->in_thread--;
+        sh->in_thread--;
       }
     }
     vop_complete(r);  // r belongs to its caller from here on
@@ -529,6 +569,7 @@ int vfs_start(const vfs_config &cfg, std::string *err) {
   }
   g_sys.lanes = uint32_t(QUEUES * ncpu);
   g_sys.lane_load = std::make_unique<std::atomic<uint32_t>[]>(g_sys.lanes);
+  g_sys.lane_started = std::make_unique<std::atomic<int64_t>[]>(g_sys.lanes);
   g_sys.mount_share = cfg.mount_share ? std::min(cfg.mount_share, g_sys.lanes)
                                       : std::max<uint32_t>(1, g_sys.lanes / 2);
   g_sys.pool = bufpool_create(cfg.bufs, VFS_BUF_MAX, err);
@@ -585,6 +626,32 @@ vfs *vfs_alloc(const vfs_backend *be, size_t cache) {
   return fs;
 }
 
+uint32_t vfs_lanes_stalled() {
+  uint32_t n = 0;
+  const int64_t now = coarse_ms();
+  for (uint32_t i = 0; i < g_sys.lanes; i++) n += rank_of(i, now).stalled;
+  return n;
+}
+
+// The shares of file systems mounted more than zero times, by device.
+std::mutex g_shares_mu;
+std::vector<thread_share *> g_shares;
+
+void vfs_set_device(vfs *fs, uint64_t dev) {
+  std::lock_guard<std::mutex> g(g_shares_mu);
+  thread_share *sh = nullptr;
+  for (thread_share *s : g_shares)
+    if (s->dev == dev) sh = s;
+  if (!sh) {
+    sh = new thread_share;
+    sh->dev = dev;
+    sh->keyed = true;
+    g_shares.push_back(sh);
+  }
+  sh->refs++;
+  fs->share = sh;
+}
+
 void vfs_unmount(vfs *fs) {
   if (!fs) return;
   for (auto &v : fs->entries) {
@@ -593,6 +660,13 @@ void vfs_unmount(vfs *fs) {
     reclaim(fs, &held);
   }
   if (fs->be->unmount) fs->be->unmount(fs);
+  if (fs->share->keyed) {
+    std::lock_guard<std::mutex> g(g_shares_mu);
+    if (--fs->share->refs == 0) {
+      g_shares.erase(std::find(g_shares.begin(), g_shares.end(), fs->share));
+      delete fs->share;
+    }
+  }
   delete fs;
 }
 
@@ -608,9 +682,13 @@ vfs_stats vfs_get_stats(const vfs *fs) {
     s.cache_primed = m->primed;
     s.evictions = m->evictions;
     s.stale = m->stale;
-    s.thread_running = m->in_thread;
-    s.thread_waiting = m->waiting;
-    s.thread_waits = m->waits;
+  }
+  {
+    thread_share *sh = m->share;  // the file system's: every mount of it shows the same
+    spinlock g(sh->lock);
+    s.thread_running = sh->in_thread;
+    s.thread_waiting = sh->waiting;
+    s.thread_waits = sh->waits;
   }
   s.attr_shared = fs->attr_shared.load(std::memory_order_relaxed);
   s.attr_read = fs->attr_read.load(std::memory_order_relaxed);

@@ -1896,8 +1896,13 @@ namespace {
 struct gate_state {
   std::mutex mu;
   std::condition_variable cv;
-  bool open = false;
-  int running = 0, max_running = 0;
+  bool open = false, held_open = false;
+  int running = 0, max_running = 0, held = 0;
+  void reset() {
+    std::lock_guard<std::mutex> g(mu);
+    open = held_open = false;
+    running = max_running = held = 0;
+  }
 };
 gate_state g_gate;
 
@@ -1907,9 +1912,16 @@ int gate_vget(vfs_t *, const vfh &, vnode *vp) {
 }
 void gate_reclaim(vnode *) {}
 int gate_start(vreq *) { return VB_BLOCK; }
+int held_tag;  // a mount whose requests wait for g_gate.held_open
 void gate_run(vreq *r) {
   if (r->fs->priv == nullptr) return;  // the healthy mount
   std::unique_lock<std::mutex> g(g_gate.mu);
+  if (r->fs->priv == &held_tag) {  // slow, not stuck: answers when the test says
+    g_gate.held++;
+    g_gate.cv.wait(g, [] { return g_gate.held_open; });
+    g_gate.held--;
+    return;
+  }
   g_gate.running++;
   g_gate.max_running = std::max(g_gate.max_running, g_gate.running);
   g_gate.cv.wait(g, [] { return g_gate.open; });
@@ -1961,6 +1973,7 @@ void start_lanes(uint32_t share) {
 }
 
 TEST(VfsLanes, AHungMountHoldsOnlyItsShareAndOthersGoOn) {
+  g_gate.reset();
   ASSERT_NO_FATAL_FAILURE(start_lanes(0));
   const int lanes = 4 * kcont_ncpus(), share = lanes / 2;
   static int stuck_tag;
@@ -1990,12 +2003,108 @@ TEST(VfsLanes, AHungMountHoldsOnlyItsShareAndOthersGoOn) {
   g_gate.cv.notify_all();
   // The parked ones go as the running ones finish.
   EXPECT_TRUE(kctest::eventually([&] { return a.done.load() == 3 * lanes; }));
-  EXPECT_GT(stuck->waits, 0u);
-  EXPECT_EQ(stuck->in_thread, 0u);
+  EXPECT_GT(stuck->share->waits, 0u);
+  EXPECT_EQ(stuck->share->in_thread, 0u);
   a.drain();
   b.drain();
   vfs_unmount(stuck);
   vfs_unmount(healthy);
+  vfs_stop();
+  kcont_stop();
+}
+
+// Two mounts of one file system (one device) share one share: together
+// they hold no more lanes than one would.
+TEST(VfsLanes, TwoMountsOfAHungFileSystemHoldOneShare) {
+  g_gate.reset();
+  ASSERT_NO_FATAL_FAILURE(start_lanes(0));
+  const int lanes = 4 * kcont_ncpus(), share = lanes / 2;
+  static int stuck_tag;
+  vfs_t *one = vfs_alloc(&gate_backend, 16), *two = vfs_alloc(&gate_backend, 16);
+  vfs_t *healthy = vfs_alloc(&gate_backend, 16);
+  for (vfs_t *fs : {one, two, healthy}) {
+    fs->root.len = 1;
+    fs->root.data[0] = 'r';
+  }
+  one->priv = two->priv = &stuck_tag;
+  vfs_set_device(one, 0x1234);
+  vfs_set_device(two, 0x1234);
+  vfs_set_device(healthy, 0x5678);
+  EXPECT_EQ(one->share, two->share);
+  EXPECT_NE(one->share, healthy->share);
+  gated_requests a, b, c;
+  a.start(one, 2 * lanes);
+  b.start(two, 2 * lanes);
+  ASSERT_TRUE(kctest::eventually([&] {
+    spinlock g(one->share->lock);
+    return one->share->waiting == uint32_t(4 * lanes - share);
+  }));
+  c.start(healthy, 2 * lanes);  // the other half of the lanes serves it
+  EXPECT_TRUE(kctest::eventually([&] { return c.done.load() == 2 * lanes; }));
+  {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    EXPECT_EQ(g_gate.max_running, share) << "two mounts of one file system took two shares";
+    g_gate.open = true;
+  }
+  g_gate.cv.notify_all();
+  EXPECT_TRUE(kctest::eventually([&] { return a.done.load() + b.done.load() == 4 * lanes; }));
+  a.drain();
+  b.drain();
+  c.drain();
+  vfs_unmount(one);
+  vfs_unmount(two);
+  vfs_unmount(healthy);
+  vfs_stop();
+  kcont_stop();
+}
+
+// With every lane busy -- half stuck in a hung file system, half in a slow
+// one -- a third mount's requests queue behind the slow workers, never
+// behind a stuck one: a lane busy with one request for STALL_MS is taken
+// last.  Before, the tie on load went round robin, and some of them waited
+// for the hung file system.
+TEST(VfsLanes, NoRequestQueuesBehindAStalledWorker) {
+  g_gate.reset();
+  ASSERT_NO_FATAL_FAILURE(start_lanes(0));
+  const int lanes = 4 * kcont_ncpus(), share = lanes / 2;
+  static int stuck_tag;
+  vfs_t *stuck = vfs_alloc(&gate_backend, 16), *slow = vfs_alloc(&gate_backend, 16);
+  vfs_t *third = vfs_alloc(&gate_backend, 16);
+  for (vfs_t *fs : {stuck, slow, third}) {
+    fs->root.len = 1;
+    fs->root.data[0] = 'r';
+  }
+  stuck->priv = &stuck_tag;
+  slow->priv = &held_tag;
+  gated_requests a, b, c;
+  a.start(stuck, share);
+  ASSERT_TRUE(kctest::eventually([&] { return vfs_lanes_stalled() == uint32_t(share); }));
+  b.start(slow, share);  // the free lanes
+  ASSERT_TRUE(kctest::eventually([&] {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    return g_gate.held == share;
+  }));
+  c.start(third, 4 * lanes);
+  {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    g_gate.held_open = true;  // the slow file system answers
+  }
+  g_gate.cv.notify_all();
+  EXPECT_TRUE(kctest::eventually([&] { return c.done.load() == 4 * lanes; }))
+      << c.done.load() << " of " << 4 * lanes << " completed: the rest wait behind a stuck worker";
+  EXPECT_EQ(a.done.load(), 0);
+  {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    g_gate.open = true;
+  }
+  g_gate.cv.notify_all();
+  EXPECT_TRUE(kctest::eventually([&] { return a.done.load() == share; }));
+  a.drain();
+  b.drain();
+  c.drain();
+  vfs_unmount(stuck);
+  vfs_unmount(slow);
+  vfs_unmount(third);
   vfs_stop();
   kcont_stop();
 }
@@ -2037,8 +2146,8 @@ TEST(VfsLanes, AWorkerRunsItsMountsParkedRequestsItself) {
   ASSERT_TRUE(kctest::eventually([&] {
     uint32_t parked;
     {
-      spinlock g(fs->lock);
-      parked = fs->waiting;
+      spinlock g(fs->share->lock);
+      parked = fs->share->waiting;
     }
     std::lock_guard<std::mutex> g(g_chain.mu);
     return g_chain.ran == 1 && parked == uint32_t(n - 1);
@@ -2055,9 +2164,9 @@ TEST(VfsLanes, AWorkerRunsItsMountsParkedRequestsItself) {
     EXPECT_EQ(g_chain.threads.size(), 1u) << "parked requests were handed to other workers";
   }
   {
-    spinlock g(fs->lock);
-    EXPECT_EQ(fs->in_thread, 0u);
-    EXPECT_EQ(fs->waits, uint64_t(n - 1));
+    spinlock g(fs->share->lock);
+    EXPECT_EQ(fs->share->in_thread, 0u);
+    EXPECT_EQ(fs->share->waits, uint64_t(n - 1));
   }
   reqs.drain();
   vfs_unmount(fs);

@@ -338,7 +338,9 @@ struct vfs_stats {
   uint64_t ops_interrupt[size_t(vop::count_)] = {};  // completed without a thread
   uint64_t ops_thread[size_t(vop::count_)] = {};     // ran in thread context
   // Thread context now: requests on lanes (at most thread_share) and
-  // parked in the mount's FIFO; thread_waits counts every parking.
+  // parked in the FIFO -- of the mount's file system: every mount of one
+  // device shares them, and shows the same figures; thread_waits counts
+  // every parking.
   // thread_share is 0 while the asynchronous side is not started.
   uint32_t thread_running = 0, thread_waiting = 0, thread_share = 0;
   uint64_t thread_waits = 0;
