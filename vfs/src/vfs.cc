@@ -330,17 +330,22 @@ void worker(work *wk, void *) {
         if (!sh->wait_head) sh->wait_tail = nullptr;
         sh->waiting--;
       } else {
+        // The lane is free before the share's place is: a request that
+        // takes the place next finds this lane free, never only lanes in
+        // use (some of them maybe stuck).
+        g_sys.lane_load[lane].fetch_sub(1, std::memory_order_relaxed);
         sh->in_thread--;
       }
     }
     vop_complete(r);  // r belongs to its caller from here on
-    if (next && g_sys.lane_load[lane].load(std::memory_order_relaxed) == 1) {
+    if (!next) return;
+    if (g_sys.lane_load[lane].load(std::memory_order_relaxed) == 1) {
       next->lane = lane;  // r's count on this lane passes to next
       r = next;
       continue;
     }
     g_sys.lane_load[lane].fetch_sub(1, std::memory_order_relaxed);
-    if (next) dispatch(next);
+    dispatch(next);
     return;
   }
 }

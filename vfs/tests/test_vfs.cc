@@ -2036,6 +2036,10 @@ TEST(VfsLanes, TwoMountsOfAHungFileSystemHoldOneShare) {
   a.start(one, 2 * lanes);
   b.start(two, 2 * lanes);
   ASSERT_TRUE(kctest::eventually([&] {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    return g_gate.running == share;
+  }));
+  ASSERT_TRUE(kctest::eventually([&] {
     spinlock g(one->share->lock);
     return one->share->waiting == uint32_t(4 * lanes - share);
   }));
@@ -2078,6 +2082,11 @@ TEST(VfsLanes, NoRequestQueuesBehindAStalledWorker) {
   slow->priv = &held_tag;
   gated_requests a, b, c;
   a.start(stuck, share);
+  // The event: every stuck request runs, and its lane counts as stalled.
+  ASSERT_TRUE(kctest::eventually([&] {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    return g_gate.running == share;
+  }));
   ASSERT_TRUE(kctest::eventually([&] { return vfs_lanes_stalled() == uint32_t(share); }));
   b.start(slow, share);  // the free lanes
   ASSERT_TRUE(kctest::eventually([&] {
