@@ -2144,6 +2144,12 @@ const vfs_backend chain_backend = {"chain",     gate_vget, gate_reclaim,
 // itself when nothing else is queued on its lane: handing it to another
 // lane would wake a sleeping worker while this one goes to sleep.
 TEST(VfsLanes, AWorkerRunsItsMountsParkedRequestsItself) {
+  {
+    std::lock_guard<std::mutex> g(g_chain.mu);  // a repeated run starts afresh
+    g_chain.open = false;
+    g_chain.ran = 0;
+    g_chain.threads.clear();
+  }
   ASSERT_NO_FATAL_FAILURE(start_lanes(1));
   vfs_t *fs = vfs_alloc(&chain_backend, 16);
   fs->root.len = 1;
