@@ -93,6 +93,9 @@ cleanup() {
 	# nothing below waits on it (and rm -rf never enters a hung mount)
 	for p in "${ALL_PIDS[@]}"; do
 		if kill -0 "$p" 2>/dev/null; then
+			# children first: SIGKILL of a `timeout` leaves its command
+			# running (a libnfs client whose server is gone spins)
+			pkill -9 -P "$p" 2>/dev/null
 			kill -9 "$p" 2>/dev/null
 			wait "$p" 2>/dev/null
 		fi
@@ -994,6 +997,7 @@ for p in sys.argv[1:]:
 	fusermount3 -u -z "$FUSE_DIR" 2>/dev/null
 	FUSE_MOUNT=""
 	for p in "${CLIENTS[@]}"; do
+		pkill -9 -P "$p" 2>/dev/null # the nfs-cat under each timeout
 		kill -9 "$p" 2>/dev/null
 		wait "$p" 2>/dev/null
 	done
