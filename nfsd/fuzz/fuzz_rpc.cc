@@ -23,11 +23,13 @@
 // corpus/ use them).  Anything else is served as is.
 //
 // The records served go to the kcont transport too (serving the same
-// server on two CPUs, on loopback ports below the ephemeral range): re-framed into fragments cut by
-// the same PRNG, sent on a new TCP connection, which is then half-closed; every reply is read until
-// the server closes.  Each must be a well-formed record carrying the xid of a call that was sent,
-// and there are never more replies than calls.  The memory export holds a file of 200,000 bytes and
-// a directory (handles 9 and 10) so that the seeds reach every procedure on the memory backend.
+// server on two CPUs, on loopback ports below the ephemeral range):
+// re-framed into fragments cut by the same PRNG, sent on a new TCP
+// connection, which is then half-closed; every reply is read until the
+// server closes.  Each must be a well-formed record carrying the xid of a
+// call that was sent, and there are never more replies than calls.  The
+// memory export holds a file of 200,000 bytes and a directory (handles 9
+// and 10) so that the seeds reach every procedure on the memory backend.
 //
 // Checks beyond the sanitizers: every reply record is well formed (its
 // mark matches its length, it carries the call's xid) and the reply
@@ -59,6 +61,7 @@
 #include "kcont/nfsd/rpc.h"
 #include "kcont/nfsd/server.h"
 #include "kcont/nfsd/transport.h"
+#include "loopback_transport.h"  // nfsd/tests
 
 using namespace kc::nfs;
 
@@ -428,24 +431,8 @@ void start_kcont(world &w) {
     std::fprintf(stderr, "fuzz_rpc: kcont_start: %s\n", err.c_str());
     std::exit(1);
   }
-  for (int attempt = 0; attempt < 100 && !w.ktp; attempt++) {
-    uint16_t port = uint16_t(24000 + (getpid() * 2 + attempt * 2) % 6000);
-    transport_config tc;
-    auto *a = reinterpret_cast<sockaddr_in *>(&tc.nfs_addr);
-    a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a->sin_port = htons(port);
-    auto *m = reinterpret_cast<sockaddr_in *>(&tc.mount_addr);
-    *m = *a;
-    m->sin_port = htons(uint16_t(port + 1));
-    tc.addr_len = sizeof(sockaddr_in);
-    tc.max_conns = 16;
-    auto t = make_kcont_transport(*w.srv, tc);
-    if (t->start(&err) == 0) {
-      w.ktp = std::move(t);
-      w.kaddr = *a;
-    }
-  }
+  sockaddr_in mount_at;
+  w.ktp = start_loopback_transport(*w.srv, 16, 24000, 6000, &w.kaddr, &mount_at, &err, 100);
   if (!w.ktp) {
     std::fprintf(stderr, "fuzz_rpc: no free port pair for the kcont transport: %s\n", err.c_str());
     std::exit(1);

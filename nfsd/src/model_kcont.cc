@@ -521,6 +521,20 @@ void adopt_upcall(void *, void *env, int) {
   k->adopting.clear();
 }
 
+// Detaches s into h->fd and queues h with `queue` (hand_to, pass_on).
+// False when either fails: then s, or the descriptor taken from it, is
+// closed.
+template <class Queue>
+bool hand_off(sock *s, handoff_item *h, Queue queue) {
+  h->fd = sock_detach(s);
+  if (h->fd >= 0 && queue()) return true;
+  if (h->fd >= 0)
+    close(h->fd);
+  else
+    sock_close(s);
+  return false;
+}
+
 void listener_upcall(void *, void *env, int) {
   auto *k = static_cast<kcpu *>(env);
   kcont_transport *t = k->t;
@@ -546,28 +560,16 @@ void listener_upcall(void *, void *env, int) {
         // Uncounted, to the CPUs in turn (this one first) until one of
         // them closes an idle connection of the address (adopt_upcall).
         h.at_share = true;
-        h.fd = sock_detach(s);
-        if (h.fd < 0 || k->draining || !hand_to(k, h)) {
+        if (!hand_off(s, &h, [&] { return !k->draining && hand_to(k, h); }))
           t->gate_.refuse_at_share(h.peer);
-          if (h.fd >= 0)
-            close(h.fd);
-          else
-            sock_close(s);
-        }
         continue;
       }
       kcpu *to = k->draining ? k : pick_cpu(t, port);
       kconn *c = to == k ? free_conn(k, port) : nullptr;
       if (to != k || (!c && !k->draining && t->cpus_.size() > 1)) {
-        h.fd = sock_detach(s);
-        bool queued = h.fd >= 0 && (to != k ? hand_to(to, h) : pass_on(t, k, h));
-        if (!queued) {
+        if (!hand_off(s, &h, [&] { return to != k ? hand_to(to, h) : pass_on(t, k, h); })) {
           t->counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
           t->gate_.release(h.peer);
-          if (h.fd >= 0)
-            close(h.fd);
-          else
-            sock_close(s);
         }
         continue;
       }

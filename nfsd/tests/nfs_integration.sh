@@ -345,25 +345,34 @@ step "nfs_driver raw: read-after-write with 6 readers, 8 s" 120 "$DRIVER" raw "$
 # write, setattr, readdir and remove of tar, diff and rm reaches the
 # server), compared by content and by type, mode, size and mtime, then
 # removed.
+# nfsfuse_mount URL MNT LOG: mounts URL at MNT with kcont-nfsfuse (its pid
+# in NFSFUSE_PID); waits for the mount (the event), at most 60 s; 1, the
+# daemon stopped, if it did not appear.
+nfsfuse_mount() {
+	"$NFSFUSE" "$1" "$2" >"$3" 2>&1 &
+	NFSFUSE_PID=$!
+	ALL_PIDS+=("$NFSFUSE_PID")
+	for _ in $(seq 600); do
+		mountpoint -q "$2" && return 0
+		kill -0 "$NFSFUSE_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	mountpoint -q "$2" && return 0
+	kill "$NFSFUSE_PID" 2>/dev/null
+	return 1
+}
+
 posix_client() { # posix_client URL TREE
 	local name="POSIX client: tar x, diff -r, rm -r of $2 through kcont-nfsfuse"
 	local mnt=$TMP/fusemnt out=$TMP/posix.out base fpid rc=0
 	base=$(basename "$2")
 	echo "=== $name"
 	mkdir -p "$mnt"
-	"$NFSFUSE" "$1" "$mnt" >"$TMP/nfsfuse.log" 2>&1 &
-	fpid=$!
-	ALL_PIDS+=("$fpid")
-	for _ in $(seq 600); do
-		mountpoint -q "$mnt" && break
-		kill -0 "$fpid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if ! mountpoint -q "$mnt"; then
+	nfsfuse_mount "$1" "$mnt" "$TMP/nfsfuse.log" || {
 		fail "$name" "kcont-nfsfuse did not mount: $(tail -n 3 "$TMP/nfsfuse.log")"
-		kill "$fpid" 2>/dev/null
 		return
-	fi
+	}
+	fpid=$NFSFUSE_PID
 	{
 		timeout 300 tar xf "$TMP/tree.tar" -C "$mnt" &&
 			timeout 300 diff -r "$2" "$mnt/$base" &&
@@ -395,20 +404,12 @@ fuse_identity() { # fuse_identity URL
 	mnt=$(mktemp -d /tmp/kcont-nfsfuse-id.XXXXXX)
 	chmod 755 "$mnt"
 	echo "=== $name"
-	"$NFSFUSE" "$1" "$mnt" >"$TMP/nfsfuse-id.log" 2>&1 &
-	fpid=$!
-	ALL_PIDS+=("$fpid")
-	for _ in $(seq 600); do
-		mountpoint -q "$mnt" && break
-		kill -0 "$fpid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if ! mountpoint -q "$mnt"; then
+	nfsfuse_mount "$1" "$mnt" "$TMP/nfsfuse-id.log" || {
 		fail "$name" "kcont-nfsfuse did not mount: $(tail -n 3 "$TMP/nfsfuse-id.log")"
-		kill "$fpid" 2>/dev/null
 		rmdir "$mnt"
 		return
-	fi
+	}
+	fpid=$NFSFUSE_PID
 	{
 		mkdir "$mnt/idtest" && chmod 1777 "$mnt/idtest" &&
 			"${as_nobody[@]}" touch "$mnt/idtest/by-nobody" &&

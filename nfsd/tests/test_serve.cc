@@ -35,6 +35,7 @@
 #include "kcont/nfsd/server.h"
 #include "kcont/nfsd/transport.h"
 #include "kcont/nfsd/xdr.h"
+#include "loopback_transport.h"
 
 using namespace kc::nfs;
 
@@ -201,50 +202,29 @@ serve_result tcp_roundtrip(int sock, const bytes &record, bytes *reply_rec) {
   }
 }
 
+// Fills *req as a transport hands a record to serve_call: the record in
+// *rec (exactly sized: ASan sees any overrun), from 127.0.0.1, the reply
+// into *out, no file part.
+void as_from_loopback(request *req, bytes *rec, bytes *out) {
+  req->rec = rec->data();
+  req->len = rec->size();
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::memcpy(&req->peer, &sin, sizeof sin);
+  req->out = xdr_out(out->data(), out->size());
+}
+
 // serve_call's reply record (without its mark) to `record` from 127.0.0.1,
 // as a transport would ask for it (no file part).
 bytes serve_direct(server &srv, const bytes &record) {
   bytes rec(record), out(THREADS_REPLY_BUFFER);
   request req;
-  req.rec = rec.data();
-  req.len = rec.size();
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::memcpy(&req.peer, &sin, sizeof sin);
-  req.out = xdr_out(out.data(), out.size());
+  as_from_loopback(&req, &rec, &out);
   serve_result res = serve_call(srv, req);
   kc::vfs::vfs_cred_reset();
   if (res != serve_result::reply || !req.out.ok() || req.out.size() < 4) return {};
   return bytes(out.begin() + 4, out.begin() + long(req.out.size()));
-}
-
-// Starts a kcont transport for srv (kcont already started) on a free pair
-// of loopback ports below the ephemeral range, spread by pid.  nullptr and
-// *err if no pair was free.
-std::unique_ptr<transport> start_kcont_transport(server &srv, uint32_t max_conns,
-                                                 sockaddr_in *nfs_at, sockaddr_in *mount_at,
-                                                 std::string *err) {
-  for (int attempt = 0; attempt < 50; attempt++) {
-    uint16_t port = uint16_t(21000 + (getpid() * 2 + attempt * 2) % 8000);
-    transport_config tc;
-    auto *a = reinterpret_cast<sockaddr_in *>(&tc.nfs_addr);
-    a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a->sin_port = htons(port);
-    auto *m = reinterpret_cast<sockaddr_in *>(&tc.mount_addr);
-    *m = *a;
-    m->sin_port = htons(uint16_t(port + 1));
-    tc.addr_len = sizeof(sockaddr_in);
-    tc.max_conns = max_conns;
-    auto t = make_kcont_transport(srv, tc);
-    if (t->start(err) == 0) {
-      *nfs_at = *a;
-      *mount_at = *m;
-      return t;
-    }
-  }
-  return nullptr;
 }
 
 // A TCP connection to `at`; -1 on error.
@@ -313,15 +293,9 @@ class Serve : public ::testing::Test {
   // without its mark: here through serve_call as a transport would;
   // KcontTransport sends it through the kcont model over TCP.
   virtual serve_result roundtrip(const bytes &record, bytes *reply_rec) {
-    bytes rec(record);  // exactly sized: ASan sees any overrun
+    bytes rec(record);
     request req;
-    req.rec = rec.data();
-    req.len = rec.size();
-    sockaddr_in sin{};
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    std::memcpy(&req.peer, &sin, sizeof sin);
-    req.out = xdr_out(outbuf_.data(), outbuf_.size());
+    as_from_loopback(&req, &rec, &outbuf_);
     serve_result res = serve_call(*srv_, req);
     kc::vfs::vfs_cred_reset();  // serve_call leaves the thread with the caller's fsuid
     if (res != serve_result::reply) {
@@ -1364,7 +1338,7 @@ class KcontTransport : public Serve {
     ASSERT_EQ(kc::kcont_start(cfg, &err), 0) << err;
     kcont_ = true;
     sockaddr_in nfs_at, mount_at;
-    tp_ = start_kcont_transport(*srv_, 8, &nfs_at, &mount_at, &err);
+    tp_ = start_loopback_transport(*srv_, 8, 21000, 8000, &nfs_at, &mount_at, &err);
     ASSERT_TRUE(tp_) << "no free port pair: " << err;
     sock_ = connect_to(nfs_at);
     ASSERT_GE(sock_, 0) << std::strerror(errno);
@@ -1618,7 +1592,7 @@ class TwinServers : public ::testing::Test {
     ASSERT_EQ(kc::kcont_start(cfg, &err), 0) << err;
     kcont_ = true;
     sockaddr_in nfs_at, mount_at;
-    tp_ = start_kcont_transport(*b_, 8, &nfs_at, &mount_at, &err);
+    tp_ = start_loopback_transport(*b_, 8, 21000, 8000, &nfs_at, &mount_at, &err);
     ASSERT_TRUE(tp_) << "no free port pair: " << err;
     nfs_sock_ = connect_to(nfs_at);
     mount_sock_ = connect_to(mount_at);

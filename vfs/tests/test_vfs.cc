@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <mutex>
 #include <set>
@@ -1972,15 +1973,28 @@ void start_lanes(uint32_t share) {
   ASSERT_EQ(vfs_start(vc, &err), 0) << err;
 }
 
+// A mount of a test backend whose root handle is "r"; priv tags it.
+vfs_t *test_mount(const vfs_backend *be, void *priv = nullptr) {
+  vfs_t *fs = vfs_alloc(be, 16);
+  fs->priv = priv;
+  fs->root.len = 1;
+  fs->root.data[0] = 'r';
+  return fs;
+}
+
+// Unmounts the test mounts, then stops the VFS and kcont.
+void stop_lanes(std::initializer_list<vfs_t *> mounts) {
+  for (vfs_t *fs : mounts) vfs_unmount(fs);
+  vfs_stop();
+  kcont_stop();
+}
+
 TEST(VfsLanes, AHungMountHoldsOnlyItsShareAndOthersGoOn) {
   g_gate.reset();
   ASSERT_NO_FATAL_FAILURE(start_lanes(0));
   const int lanes = 4 * kcont_ncpus(), share = lanes / 2;
   static int stuck_tag;
-  vfs_t *stuck = vfs_alloc(&gate_backend, 16), *healthy = vfs_alloc(&gate_backend, 16);
-  stuck->priv = &stuck_tag;
-  stuck->root.len = healthy->root.len = 1;
-  stuck->root.data[0] = healthy->root.data[0] = 'r';
+  vfs_t *stuck = test_mount(&gate_backend, &stuck_tag), *healthy = test_mount(&gate_backend);
 
   gated_requests a, b;
   a.start(stuck, 3 * lanes);  // far more than its share
@@ -2007,10 +2021,7 @@ TEST(VfsLanes, AHungMountHoldsOnlyItsShareAndOthersGoOn) {
   EXPECT_EQ(stuck->share->in_thread, 0u);
   a.drain();
   b.drain();
-  vfs_unmount(stuck);
-  vfs_unmount(healthy);
-  vfs_stop();
-  kcont_stop();
+  stop_lanes({stuck, healthy});
 }
 
 // Two mounts of one file system (one device) share one share: together
@@ -2020,13 +2031,8 @@ TEST(VfsLanes, TwoMountsOfAHungFileSystemHoldOneShare) {
   ASSERT_NO_FATAL_FAILURE(start_lanes(0));
   const int lanes = 4 * kcont_ncpus(), share = lanes / 2;
   static int stuck_tag;
-  vfs_t *one = vfs_alloc(&gate_backend, 16), *two = vfs_alloc(&gate_backend, 16);
-  vfs_t *healthy = vfs_alloc(&gate_backend, 16);
-  for (vfs_t *fs : {one, two, healthy}) {
-    fs->root.len = 1;
-    fs->root.data[0] = 'r';
-  }
-  one->priv = two->priv = &stuck_tag;
+  vfs_t *one = test_mount(&gate_backend, &stuck_tag), *two = test_mount(&gate_backend, &stuck_tag);
+  vfs_t *healthy = test_mount(&gate_backend);
   vfs_set_device(one, 0x1234);
   vfs_set_device(two, 0x1234);
   vfs_set_device(healthy, 0x5678);
@@ -2055,11 +2061,7 @@ TEST(VfsLanes, TwoMountsOfAHungFileSystemHoldOneShare) {
   a.drain();
   b.drain();
   c.drain();
-  vfs_unmount(one);
-  vfs_unmount(two);
-  vfs_unmount(healthy);
-  vfs_stop();
-  kcont_stop();
+  stop_lanes({one, two, healthy});
 }
 
 // With every lane busy -- half stuck in a hung file system, half in a slow
@@ -2072,14 +2074,9 @@ TEST(VfsLanes, NoRequestQueuesBehindAStalledWorker) {
   ASSERT_NO_FATAL_FAILURE(start_lanes(0));
   const int lanes = 4 * kcont_ncpus(), share = lanes / 2;
   static int stuck_tag;
-  vfs_t *stuck = vfs_alloc(&gate_backend, 16), *slow = vfs_alloc(&gate_backend, 16);
-  vfs_t *third = vfs_alloc(&gate_backend, 16);
-  for (vfs_t *fs : {stuck, slow, third}) {
-    fs->root.len = 1;
-    fs->root.data[0] = 'r';
-  }
-  stuck->priv = &stuck_tag;
-  slow->priv = &held_tag;
+  vfs_t *stuck = test_mount(&gate_backend, &stuck_tag),
+        *slow = test_mount(&gate_backend, &held_tag);
+  vfs_t *third = test_mount(&gate_backend);
   gated_requests a, b, c;
   a.start(stuck, share);
   // The event: every stuck request runs, and its lane counts as stalled.
@@ -2111,11 +2108,7 @@ TEST(VfsLanes, NoRequestQueuesBehindAStalledWorker) {
   a.drain();
   b.drain();
   c.drain();
-  vfs_unmount(stuck);
-  vfs_unmount(slow);
-  vfs_unmount(third);
-  vfs_stop();
-  kcont_stop();
+  stop_lanes({stuck, slow, third});
 }
 
 // Which worker threads ran a mount's requests: the first one waits for the
@@ -2151,9 +2144,7 @@ TEST(VfsLanes, AWorkerRunsItsMountsParkedRequestsItself) {
     g_chain.threads.clear();
   }
   ASSERT_NO_FATAL_FAILURE(start_lanes(1));
-  vfs_t *fs = vfs_alloc(&chain_backend, 16);
-  fs->root.len = 1;
-  fs->root.data[0] = 'r';
+  vfs_t *fs = test_mount(&chain_backend);
   constexpr int n = 24;  // three times the lanes of two CPUs
   gated_requests reqs;
   reqs.start(fs, n);
@@ -2184,9 +2175,7 @@ TEST(VfsLanes, AWorkerRunsItsMountsParkedRequestsItself) {
     EXPECT_EQ(fs->share->waits, uint64_t(n - 1));
   }
   reqs.drain();
-  vfs_unmount(fs);
-  vfs_stop();
-  kcont_stop();
+  stop_lanes({fs});
 }
 
 }  // namespace
