@@ -49,6 +49,7 @@ fi
 # and everything below it (vfs -> io -> core), every library built with
 # libFuzzer's coverage and ASan + UBSan.
 # shellcheck source=scripts/deps.sh
+# shellcheck source=scripts/deps.sh
 . "$ROOT/scripts/deps.sh"
 kcont_ensure_deps
 echo "== building $FUZZER"

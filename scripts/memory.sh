@@ -29,6 +29,7 @@ cc -O2 -std=gnu11 -o build/nfs_siege nfsd/tests/nfs_siege.c $(pkg-config --cflag
 
 tmp=$(mktemp -d /tmp/kcont-memory.XXXXXX)
 server_pid="" sampler=""
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
   local p
   for p in $sampler $server_pid; do kill -9 "$p" 2>/dev/null || true; done

@@ -13,6 +13,7 @@ secs=${2:-5}
 for tool in iperf3 socat python3 /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "relay_bench: $tool is missing"; exit 1; }
 done
+# shellcheck source=io/tests/net_helpers.sh
 . "$(dirname "$0")/../tests/net_helpers.sh"
 
 csw() {  # context switches of all threads of process $1
@@ -30,7 +31,7 @@ print(int(d.get("bits_per_second",0)), int(d.get("bytes",0)))' "$work/out.json"
 }
 iperf_port=$(free_port)
 iperf3 -s -p "$iperf_port" >/dev/null 2>&1 &
-pids+=($!)
+pids+=("$!")
 sleep 0.5
 
 read -r direct_bps _ < <(run_iperf "$iperf_port")
@@ -56,7 +57,7 @@ sport=$(free_port)
 /usr/bin/time -f "%w %c" -o "$work/socat.time" \
   socat "TCP-LISTEN:$sport,bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$iperf_port" 2>/dev/null &
 tpid=$!
-pids+=($tpid)
+pids+=("$tpid")
 sleep 0.5
 read -r s_bps s_bytes < <(run_iperf "$sport")
 spid=$(pgrep -P "$tpid" socat || true)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # SPDX-License-Identifier: BSD-2-Clause
 # net_helpers.sh -- sourced by the relay test and benchmark: a scratch
 # directory, background processes killed on exit, free loopback ports.

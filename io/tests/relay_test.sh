@@ -14,6 +14,7 @@ relay_flags=("$@")
 for tool in curl iperf3 python3 sha256sum; do
   command -v "$tool" >/dev/null || { echo "relay_test: $tool is missing (scripts/test.sh installs it)"; exit 1; }
 done
+# shellcheck source=io/tests/net_helpers.sh
 . "$(dirname "$0")/net_helpers.sh"
 
 # 1. HTTP through the relay.
@@ -21,16 +22,16 @@ head -c $((20 * 1024 * 1024)) /dev/urandom > "$work/blob"
 want=$(sha256sum < "$work/blob" | cut -d' ' -f1)
 http_port=$(free_port)
 (cd "$work" && exec python3 -m http.server "$http_port" --bind 127.0.0.1 >/dev/null 2>&1) &
-pids+=($!)
+pids+=("$!")
 relay_port=$(free_port)
 "$relay" "${relay_flags[@]}" --listen "127.0.0.1:$relay_port" --to "127.0.0.1:$http_port" --max-conns 64 2>"$work/relay.log" &
 relay_pid=$!
-pids+=($relay_pid)
+pids+=("$relay_pid")
 wait_port "$http_port"
 wait_port "$relay_port"
 for i in $(seq 1 8); do
   curl -sS --max-time 60 -o "$work/got.$i" "http://127.0.0.1:$relay_port/blob" &
-  pids+=($!)
+  pids+=("$!")
 done
 fail=0
 for i in $(seq 1 8); do
@@ -49,11 +50,11 @@ done
 # 2. iperf3 through the relay.
 iperf_port=$(free_port)
 iperf3 -s -p "$iperf_port" >"$work/iperf-server.log" 2>&1 &
-pids+=($!)
+pids+=("$!")
 wait_port "$iperf_port"  # a server (not -1): the probe is not its one client
 relay2_port=$(free_port)
 "$relay" "${relay_flags[@]}" --listen "127.0.0.1:$relay2_port" --to "127.0.0.1:$iperf_port" 2>"$work/relay2.log" &
-pids+=($!)
+pids+=("$!")
 wait_port "$relay2_port"
 sleep 0.3
 if iperf3 -c 127.0.0.1 -p "$relay2_port" -t 3 -J >"$work/iperf.json" 2>"$work/iperf.err"; then

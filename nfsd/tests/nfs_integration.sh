@@ -108,6 +108,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# indent / quote_block: a command's output, indented under the step that ran it.
+indent() { sed 's/^/    /'; }
+quote_block() { sed 's/^/    | /'; }
+
 log_tail() {
 	if [ -n "$SERVER_LOG" ] && [ -f "$SERVER_LOG" ]; then
 		echo "    --- tail of server log ($SERVER_LOG) ---"
@@ -282,10 +286,10 @@ echo "=== nfs-ls export root"
 if out=$(timeout 60 nfs-ls "$(url "$EXPORT")" 2>&1) &&
 	grep -q 'hello\.txt' <<<"$out" && grep -q 'precreated\.bin' <<<"$out" &&
 	grep -q 'subdir' <<<"$out"; then
-	sed 's/^/    /' <<<"$out"
+	indent <<<"$out"
 	pass "nfs-ls export root"
 else
-	sed 's/^/    /' <<<"$out"
+	indent <<<"$out"
 	fail "nfs-ls export root" "listing incomplete or nfs-ls failed"
 fi
 
@@ -805,7 +809,7 @@ if wait_ready; then
 		echo "$out" | grep -E '^(READ|MNT|data|connections|memory)' | sed 's/^/    | /'
 		pass "kcont-nfsstat prints the running server's counters"
 	else
-		echo "$out" | sed 's/^/    | /'
+		quote_block <<<"$out"
 		fail "kcont-nfsstat prints the running server's counters"
 	fi
 	step "metrics: 4 silent scrapers are reset; scrapes work again" 120 \
