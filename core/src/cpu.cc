@@ -46,6 +46,7 @@
 #include <string>
 
 #include "internal.h"
+#include "kcont/error_text.h"
 
 namespace kc {
 namespace detail {
@@ -278,7 +279,7 @@ void pin_to(int i) {
 std::string errstr(const char *what, int err) {
   std::string s = what;
   s += ": ";
-  s += std::strerror(err);
+  s += kc::error_text(err);
   if (err == EPERM || err == ENOSYS)
     s += " (io_uring is unavailable: check kernel.io_uring_disabled, seccomp "
          "or container policy; kcont needs io_uring)";

@@ -987,10 +987,10 @@ int kcont_level_flush(level l) {
       f.left.fetch_sub(1, std::memory_order_relaxed);
   };
   for (int c = 0; c < n; c++) {
-    send(&markers[2 * c], target::at(l, kind::interrupt, int16_t(c)));
+    send(&markers[2 * size_t(c)], target::at(l, kind::interrupt, int16_t(c)));
     // A thread marker only where the worker exists (init would create it).
     if (workers_ready(l, c))
-      send(&markers[2 * c + 1], target::in_thread(l, int16_t(c)));
+      send(&markers[2 * size_t(c) + 1], target::in_thread(l, int16_t(c)));
     else
       f.left.fetch_sub(1, std::memory_order_relaxed);
   }

@@ -26,6 +26,7 @@
 #include <new>
 #include <thread>
 
+#include "kcont/error_text.h"
 #include "kcont/ring.h"
 
 namespace kc {
@@ -213,7 +214,7 @@ void xfer_step(sock *s);
 // One splice moves up to this much (the pipe is grown to it; 1 MiB is
 // Linux's default pipe-max-size): each splice is a trip through io_uring's
 // worker pool, so fewer, bigger ones mean fewer context switches.
-constexpr size_t PIPE_CHUNK = 1024 * 1024;
+constexpr size_t PIPE_CHUNK = size_t{1024} * 1024;
 
 void close_pipe(sock *s) {
   if (s->pipe_r >= 0) ::close(s->pipe_r);
@@ -837,7 +838,7 @@ sockpool *sockpool_create(const sockpool_config &cfg, std::string *err) {
   p->bgid = uint16_t(BGID_BASE + g_next_bgid.fetch_add(1));
   if (!run_on_cpu(p, false) || !p->registered) {
     std::string why = "sockpool: registering receive buffers: ";
-    why += p->setup_err ? std::strerror(p->setup_err) : "kcont stopped";
+    why += p->setup_err ? kc::error_text(p->setup_err) : "kcont stopped";
     destroy_memory(p);
     return fail(why);
   }

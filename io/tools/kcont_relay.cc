@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "kcont/error_text.h"
 #include "kcont/kcont.h"
 #include "kcont/sock.h"
 
@@ -251,14 +252,14 @@ int main(int argc, char **argv) {
   int cpus = 0;
   long max_conns = 1024;
   bool copy = false;
-  for (int i = 1; i < argc; i++) {
+  bool missing = false;  // an option without its value
+  for (int i = 1; i < argc && !missing; i++) {
     std::string a = argv[i];
     auto value = [&](const char *name) -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "kcont-relay: %s needs a value\n", name);
-        std::exit(2);
-      }
-      return argv[++i];
+      if (i + 1 < argc) return argv[++i];
+      std::fprintf(stderr, "kcont-relay: %s needs a value\n", name);
+      missing = true;
+      return {};
     };
     if (a == "--listen")
       listen_s = value("--listen");
@@ -279,6 +280,7 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
+  if (missing) return 2;
   if (listen_s.empty() || to_s.empty()) {
     usage(stderr);
     return 2;
@@ -318,7 +320,7 @@ int main(int argc, char **argv) {
     rc.cpu = c;
     rc.to = taddr;
     rc.tolen = tlen;
-    rc.scratch.resize(64 * 1024);
+    rc.scratch.resize(size_t{64} * 1024);
     rc.copy = copy;
     rc.pairs = std::vector<pair>(size_t(max_conns));
     for (auto &p : rc.pairs) {
@@ -355,7 +357,7 @@ int main(int argc, char **argv) {
         &j);
     if (!rc.listener) {
       std::fprintf(stderr, "kcont-relay: cannot listen on %s: %s\n", listen_s.c_str(),
-                   std::strerror(j.err));
+                   kc::error_text(j.err));
       rc_exit = 1;
     }
   }

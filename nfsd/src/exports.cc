@@ -26,6 +26,7 @@
 #include <sstream>
 
 #include "internal.h"
+#include "kcont/error_text.h"
 
 namespace kc::nfs {
 
@@ -147,7 +148,7 @@ bool open_root(export_entry *e, const std::string &path, std::string *why) {
   char real[PATH_MAX];
   struct stat st;
   if (!realpath(path.c_str(), real) || stat(real, &st) != 0) {
-    *why = "export " + path + ": " + std::strerror(errno);
+    *why = "export " + path + ": " + kc::error_text(errno);
     return false;
   }
   if (!S_ISDIR(st.st_mode)) {
@@ -170,7 +171,7 @@ bool open_root(export_entry *e, const std::string &path, std::string *why) {
   int rc = vfs::vop_call(probe.get());
   vfs::vfs_cred_reset();
   if (rc != 0) {
-    *why = "export " + path + ": open_by_handle_at failed (" + std::strerror(rc) +
+    *why = "export " + path + ": open_by_handle_at failed (" + kc::error_text(rc) +
            (rc == EPERM ? "): kcont-nfsd needs CAP_DAC_READ_SEARCH -- run it as root" : ")");
     return false;
   }
@@ -193,7 +194,7 @@ std::shared_ptr<export_table> parse_exports(const std::string &text, const std::
     if (!(words >> path)) continue;
     std::string where = origin + ":" + std::to_string(lineno) + ": ";
     if (path[0] != '/') {
-      *err = where + "export path must be absolute: " + path;
+      *err = where.append("export path must be absolute: ").append(path);
       return nullptr;
     }
     export_entry e;
@@ -209,7 +210,7 @@ std::shared_ptr<export_table> parse_exports(const std::string &text, const std::
       std::string spec = word, opts;
       if (auto open = word.find('('); open != std::string::npos) {
         if (word.back() != ')') {
-          *err = where + "unbalanced parenthesis in '" + word + "'";
+          *err = where.append("unbalanced parenthesis in '").append(word).append("'");
           return nullptr;
         }
         spec = word.substr(0, open);
@@ -223,7 +224,9 @@ std::shared_ptr<export_table> parse_exports(const std::string &text, const std::
       t->exports.back().clients.push_back(c);
     }
     if (t->exports.back().clients.empty()) {
-      *err = where + "no clients for " + path + " (write '*(ro)' to export to everyone)";
+      *err = where.append("no clients for ")
+                 .append(path)
+                 .append(" (write '*(ro)' to export to everyone)");
       return nullptr;
     }
     for (size_t i = 0; i + 1 < t->exports.size(); i++) {
@@ -276,7 +279,7 @@ bool add_memory_export(export_table &t, const std::string &path, uint64_t max_by
 std::shared_ptr<export_table> load_exports(const std::string &file, std::string *err) {
   std::ifstream f(file);
   if (!f) {
-    *err = "cannot read exports file " + file + ": " + std::strerror(errno);
+    *err = "cannot read exports file " + file + ": " + kc::error_text(errno);
     return nullptr;
   }
   std::stringstream ss;
@@ -287,7 +290,7 @@ std::shared_ptr<export_table> load_exports(const std::string &file, std::string 
 std::shared_ptr<export_table> single_export(const std::string &dir, std::string *err) {
   char real[PATH_MAX];
   if (!realpath(dir.c_str(), real)) {
-    *err = "export " + dir + ": " + std::strerror(errno);
+    *err = "export " + dir + ": " + kc::error_text(errno);
     return nullptr;
   }
   return parse_exports(std::string(real) + " *(rw,no_root_squash)\n", "--export", err);

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "kcont/error_text.h"
+
 namespace kc::nfs {
 
 std::string bind_error(const char *what, const sockaddr_storage &addr, int err) {
@@ -24,7 +26,7 @@ std::string bind_error(const char *what, const sockaddr_storage &addr, int err) 
     port = ntohs(a.sin6_port);
   }
   std::string msg = std::string(what) + " port " + std::to_string(port) + " on " + host + ": " +
-                    std::strerror(err);
+                    kc::error_text(err);
   if (err == EADDRINUSE)
     msg += " (another server is using it; pick another with --nfs-port/--mount-port)";
   if (err == EACCES) msg += " (ports below 1024 need root)";

@@ -62,7 +62,7 @@ namespace kc::nfs {
 
 // Bytes of each slot's request and reply buffers a connection keeps (and
 // reserves) for as long as it is open.
-inline constexpr size_t SLOT_KEEP = 64 * 1024;
+inline constexpr size_t SLOT_KEEP = size_t{64} * 1024;
 
 // The default --max-memory: 1 GiB, or a quarter of the machine's memory if
 // that is less.

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kcont/callout.h"
+#include "kcont/error_text.h"
 #include "kcont/kcont.h"
 #include "kcont/sock.h"
 #include "kcont/vfs.h"
@@ -530,7 +531,7 @@ std::unique_ptr<metrics_server> metrics_start(server &srv, transport *tp, const 
       },
       &a);
   if (!m->listener) {
-    *err = std::string("--metrics: cannot listen: ") + std::strerror(e);
+    *err = std::string("--metrics: cannot listen: ") + kc::error_text(e);
     callout_destroy(&m->sweep_co);
     sockpool_destroy(m->pool);
     m->pool = nullptr;

@@ -67,6 +67,7 @@
 #include "internal.h"
 #include "kcont/bind.h"
 #include "kcont/callout.h"
+#include "kcont/error_text.h"
 #include "kcont/kcont.h"
 #include "kcont/nfsd/transport.h"
 #include "kcont/sock.h"
@@ -798,7 +799,7 @@ bool take_bytes(kconn *c, size_t n, uint64_t &arrived) {
 
 // A charged record's fragment body at least this large and not yet queued
 // is received straight into the slot (sock_read_into).
-constexpr size_t READ_INTO_MIN = 16 * 1024;
+constexpr size_t READ_INTO_MIN = size_t{16} * 1024;
 
 void read_records(kconn *c) {
   kcont_transport *t = c->cpu->t;
@@ -969,7 +970,7 @@ int kcont_transport::start(std::string *err) {
     k->nfs_conns = nfs_per_cpu;
     for (auto &c : k->conns) {
       if (!conn_alloc(&c, k.get())) {
-        *err = "cannot map connection buffers: " + std::string(std::strerror(errno));
+        *err = "cannot map connection buffers: " + std::string(kc::error_text(errno));
         return ENOMEM;
       }
     }

@@ -45,6 +45,7 @@
 
 #include "conn_limits.h"
 #include "internal.h"
+#include "kcont/error_text.h"
 #include "kcont/nfsd/transport.h"
 #include "listen.h"
 
@@ -338,7 +339,7 @@ void threads_transport::acceptor(int lfd, uint8_t port) {
       // acceptor.  A pause, and a line every hundred (about one a second).
       if (accept_errors_++ % 100 == 0)
         std::fprintf(stderr, "kcont-nfsd: accept on the %s port: %s (retrying)\n",
-                     port == PORT_NFS ? "NFS" : "MOUNT", std::strerror(e));
+                     port == PORT_NFS ? "NFS" : "MOUNT", kc::error_text(e));
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       continue;
     }

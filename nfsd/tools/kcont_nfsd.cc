@@ -30,10 +30,12 @@
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <thread>
 
+#include "kcont/error_text.h"
 #include "kcont/kcont.h"
 #include "kcont/nfsd/metrics.h"
 #include "kcont/nfsd/server.h"
@@ -59,7 +61,7 @@ bool make_demo_export(const std::string &dir, std::string *err) {
   std::string sub = dir + "/data";
   for (const std::string &d : {dir, sub}) {
     if (mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) {
-      *err = "cannot create demo export " + d + ": " + std::strerror(errno);
+      *err = "cannot create demo export " + d + ": " + kc::error_text(errno);
       return false;
     }
   }
@@ -103,7 +105,7 @@ bool parse_bind(const std::string &host, int port, sockaddr_storage *out, sockle
 
 }  // namespace
 
-int main(int argc, char **argv) {
+static int run_server(int argc, char **argv) {
   CLI::App app{"kcont-nfsd: an NFSv3 server built on kcont continuations"};
   std::string export_dir, exports_file, bind_addr = "127.0.0.1", model = "kcont";
   std::string demo_dir = "/tmp/kcont-nfsd-demo", log_level = "info", memory_export, metrics;
@@ -261,7 +263,7 @@ int main(int argc, char **argv) {
   tc.max_conns = max_conns;
   tc.max_mount_conns = max_mount_conns;
   tc.max_conns_per_peer = per_addr;
-  auto ms = [](double sec) { return uint32_t(sec * 1000 + 0.5); };
+  auto ms = [](double sec) { return uint32_t(std::lround(sec * 1000)); };
   tc.idle_timeout_ms = ms(idle_timeout);
   tc.record_timeout_ms = ms(record_timeout);
   tc.grace_ms = ms(grace);
@@ -301,7 +303,7 @@ int main(int argc, char **argv) {
   bool kcont_needed = use_kcont || !metrics.empty();
   if (use_kcont) {
     if (int e = register_nfsd_levels()) {
-      spdlog::error("cannot register kcont levels: {}", std::strerror(e));
+      spdlog::error("cannot register kcont levels: {}", kc::error_text(e));
       return 1;
     }
   }
@@ -415,4 +417,18 @@ int main(int argc, char **argv) {
   if (kcont_needed) kcont_stop();
   spdlog::info("stopped");
   return 0;
+}
+
+// Nothing the program does should throw past its own handling (CLI11 reports
+// bad options itself); should a library throw anyway (std::bad_alloc, a
+// filesystem error), say so and exit 1 instead of std::terminate's abort.
+int main(int argc, char **argv) {
+  try {
+    return run_server(argc, argv);
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "kcont-nfsd: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "kcont-nfsd: unexpected exception\n");
+  }
+  return 1;
 }

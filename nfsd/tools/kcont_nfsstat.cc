@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "kcont/error_text.h"
+
 namespace {
 
 struct sample {
@@ -63,14 +65,14 @@ std::string fetch(const std::string &target, std::string *err) {
   timeval tv{10, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   if (fd < 0 || connect(fd, reinterpret_cast<sockaddr *>(&ss), len) != 0) {
-    *err = target + ": " + std::strerror(errno) + " (is kcont-nfsd running with --metrics " +
+    *err = target + ": " + kc::error_text(errno) + " (is kcont-nfsd running with --metrics " +
            target + "?)";
     if (fd >= 0) close(fd);
     return "";
   }
   std::string req = "GET /metrics HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n";
   if (write(fd, req.data(), req.size()) != ssize_t(req.size())) {
-    *err = target + ": " + std::strerror(errno);
+    *err = target + ": " + kc::error_text(errno);
     close(fd);
     return "";
   }
@@ -166,7 +168,7 @@ void print_program(const std::vector<sample> &all, const char *prog, const char 
 
 }  // namespace
 
-int main(int argc, char **argv) {
+static int run_nfsstat(int argc, char **argv) {
   CLI::App app{"kcont-nfsstat: a running kcont-nfsd's counters, from its --metrics endpoint"};
   std::string target = "127.0.0.1:9449";
   app.add_option("endpoint", target, "The server's --metrics ADDR:PORT")->capture_default_str();
@@ -181,7 +183,7 @@ int main(int argc, char **argv) {
   std::vector<sample> all = parse(text);
   print_program(all, "nfs", "Server nfs v3:");
   print_program(all, "mount", "Server mount v3:");
-  auto v = [&](const char *name, std::map<std::string, std::string> l = {}) {
+  auto v = [&](const char *name, const std::map<std::string, std::string> &l = {}) {
     return find(all, name, l);
   };
   std::printf("data: read %.1f MiB, written %.1f MiB; rpc errors %.0f, bad records %.0f\n",
@@ -232,4 +234,18 @@ int main(int argc, char **argv) {
     std::printf("\n");
   }
   return 0;
+}
+
+// Nothing the program does should throw past its own handling (CLI11 reports
+// bad options itself); should a library throw anyway (std::bad_alloc, a
+// filesystem error), say so and exit 1 instead of std::terminate's abort.
+int main(int argc, char **argv) {
+  try {
+    return run_nfsstat(argc, argv);
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "kcont-nfsstat: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "kcont-nfsstat: unexpected exception\n");
+  }
+  return 1;
 }

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "kcont/error_text.h"
 #include "kcont/nfsd/rpc.h"
 #include "kcont/nfsd/server.h"
 
@@ -25,7 +26,7 @@ constexpr uint32_t PMAP_PROG = 100000, PMAP_VERS = 2, PMAPPROC_SET = 1, PMAPPROC
 bool pmap_call(uint32_t proc, uint32_t prog, uint32_t vers, uint16_t port, std::string *err) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    *err = std::strerror(errno);
+    *err = kc::error_text(errno);
     return false;
   }
   timeval tv{2, 0};
@@ -36,7 +37,7 @@ bool pmap_call(uint32_t proc, uint32_t prog, uint32_t vers, uint16_t port, std::
   a.sin_port = htons(111);
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) {
-    *err = std::string("cannot reach rpcbind on 127.0.0.1:111: ") + std::strerror(errno);
+    *err = std::string("cannot reach rpcbind on 127.0.0.1:111: ") + kc::error_text(errno);
     close(fd);
     return false;
   }

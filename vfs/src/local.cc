@@ -74,6 +74,7 @@
 #include <cstring>
 
 #include "internal.h"
+#include "kcont/error_text.h"
 #include "kcont/spinlock.h"
 
 namespace kc::vfs {
@@ -1247,13 +1248,13 @@ const vfs_backend local_backend = {"local",     local_vget, local_reclaim,
 vfs *vfs_mount_local(const std::string &path, size_t cache, std::string *err) {
   char real[PATH_MAX];
   if (!realpath(path.c_str(), real)) {
-    if (err) *err = path + ": " + std::strerror(errno);
+    if (err) *err = path + ": " + kc::error_text(errno);
     return nullptr;
   }
   int fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) {
-    if (err) *err = std::string(real) + ": " + std::strerror(errno);
+    if (err) *err = std::string(real) + ": " + kc::error_text(errno);
     if (fd >= 0) close(fd);
     return nullptr;
   }
@@ -1272,7 +1273,7 @@ vfs *vfs_mount_local(const std::string &path, size_t cache, std::string *err) {
   if (int e = make_fh(fd, "", &fs->root)) {
     if (err)
       *err = std::string(real) +
-             ": cannot make file handles here (name_to_handle_at: " + std::strerror(e) + ")";
+             ": cannot make file handles here (name_to_handle_at: " + kc::error_text(e) + ")";
     vfs_unmount(fs);
     return nullptr;
   }

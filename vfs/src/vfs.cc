@@ -55,6 +55,7 @@
 #include <thread>
 
 #include "internal.h"
+#include "kcont/error_text.h"
 #include "kcont/spinlock.h"
 
 namespace kc::vfs {
@@ -530,7 +531,7 @@ int vfs_identity_check(std::string *why) {
     constexpr gid_t NOGROUP = 65534, GROUP = 65533;
     if (int e = thread_umask_zero()) {
       rc = e;
-      *why = std::string("unshare(CLONE_FS): ") + std::strerror(e);
+      *why = std::string("unshare(CLONE_FS): ") + kc::error_text(e);
       return;
     }
     gid_t g = GROUP;
@@ -588,7 +589,7 @@ int vfs_start(const vfs_config &cfg, std::string *err) {
       if (err) *err = std::string("kcont level ") + name + " was not registered before kcont_start";
       e = EINVAL;
     } else if ((e = workqueue_create(&g_sys.wq[i], name, worker, nullptr, l)) != 0) {
-      if (err) *err = std::string("vfs workqueue: ") + std::strerror(e);
+      if (err) *err = std::string("vfs workqueue: ") + kc::error_text(e);
     }
     if (e) {
       for (auto &q : g_sys.wq) {

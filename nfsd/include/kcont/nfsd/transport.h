@@ -79,7 +79,7 @@ std::unique_ptr<transport> make_threads_transport(server &srv, const transport_c
 // Bytes of reply buffer per request slot in each model.  kcont sends READ
 // data from the buffer cache or the file, so its replies are small: the
 // reply buffer is the part of the slot a connection keeps.
-inline constexpr size_t KCONT_REPLY_BUFFER = 64 * 1024;
+inline constexpr size_t KCONT_REPLY_BUFFER = size_t{64} * 1024;
 inline constexpr size_t THREADS_REPLY_BUFFER = MAX_IO + 64 * 1024;
 
 }  // namespace kc::nfs
