@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-2-Clause
 # The test command: installs what is missing, builds, and runs every test.
+#   0. lint -- scripts/lint.sh: clang-format over every C/C++ file,
+#      ShellCheck over every shell script, clang-tidy over the libraries
+#      and tools (.clang-tidy); zero findings;
 #   1. debug build (allocation guard on) -- all unit and race tests;
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build -- the same tests;
 #   3. ThreadSanitizer build -- the same tests (the concurrency core and
@@ -20,8 +23,8 @@
 #      reloads, kill -9 + restart; descriptors and RSS must stay flat.
 # The NFS integration tests (libnfs clients against kcont-nfsd) are ctest
 # tests, so they run in stages 1-3.  Exits non-zero on any failure.
-# KCONT_TEST_STAGES="debug asan tsan loaded fuzz install package soak" picks
-# stages (default: all eight); KCONT_LOADED_TESTS is the ctest -R regex of the loaded stage
+# KCONT_TEST_STAGES="lint debug asan tsan loaded fuzz install package soak"
+# picks stages (default: all nine); KCONT_LOADED_TESTS is the ctest -R regex of the loaded stage
 # (default: the core tests, about 4.5 minutes under load on 2 cores; "."
 # runs the whole suite under load).
 set -euo pipefail
@@ -29,7 +32,7 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 kcont_ensure_deps
 
-stages=${KCONT_TEST_STAGES:-"debug asan tsan loaded fuzz install package soak"}
+stages=${KCONT_TEST_STAGES:-"lint debug asan tsan loaded fuzz install package soak"}
 ok=0
 fail=0
 run_stage() {
@@ -46,6 +49,15 @@ run_stage() {
 }
 for s in $stages; do
   case $s in
+    lint)
+      echo "=== kcont tests: lint (clang-format, shellcheck, clang-tidy) ==="
+      cmake -S . -B build-debug -G Ninja -DKCONT_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
+      if BUILD_DIR=build-debug bash scripts/lint.sh; then
+        ok=$((ok + 1))
+      else
+        fail=$((fail + 1))
+      fi
+      ;;
     debug) run_stage debug build-debug -DCMAKE_BUILD_TYPE=Debug ;;
     asan) UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
           run_stage "asan+ubsan" build-asan -DCMAKE_BUILD_TYPE=Debug \
