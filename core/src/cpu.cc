@@ -99,6 +99,7 @@ uint32_t xfer_unpack(cpu *c, xfer *x) {
 }
 
 void drain_inbox(cpu *c) {
+  KC_ASSERT(on_dispatcher_of(c), "a CPU's inbox is drained by its dispatcher alone");
   kcont *l = c->in.take_fifo();
   uint64_t n = 0;
   while (l) {
@@ -188,6 +189,7 @@ bool spin_for_work(cpu *c, uint64_t spin_ns) {
 // (deferred), the depth at the batch's start (max_depth) and, when the
 // queue carries a stamp, the queued -> dispatched latency.
 void run_soft(cpu *c) {
+  KC_ASSERT(on_dispatcher_of(c), "a CPU's run queues run on its dispatcher alone");
   executor &ex = c->ex;
   unsigned budget = 64;
   for (;;) {
@@ -538,8 +540,10 @@ bool try_link(kcont *kc) {
 void xfer_marker(void *, void *, int) {}
 
 bool xfer_stage(cpu *p, cpu *to, kcont *kc) {
+  KC_ASSERT(on_dispatcher_of(p), "a cross-CPU batch is filled by its producer's dispatcher");
   const int d = to->id;
   xfer *x = p->open[d];
+  KC_ASSERT(!x || x->n < xfer_cap, "an open cross-CPU batch is never full (published at xfer_cap)");
   if (!x) {
     for (auto &f : p->xfers[d])
       if (!f.busy.load(std::memory_order_acquire)) {

@@ -25,6 +25,7 @@
 #include <mutex>
 #include <thread>
 
+#include "kcont/assert.h"
 #include "kcont/kcont.h"
 #include "kcont/ring.h"
 #include "kcont/spinlock.h"
@@ -142,6 +143,11 @@ executor *current_executor();             // may be nullptr
 executor *current_or_foreign_executor();  // registers a foreign thread
 void for_each_executor(void (*fn)(executor *, void *), void *arg);
 void set_thread_executor(executor *ex);
+// True on c's own dispatcher thread: what dispatcher-only code asserts.
+inline bool on_dispatcher_of(const cpu *c) {
+  const executor *ex = current_executor();
+  return ex != nullptr && ex->dispatcher && ex->c == c;
+}
 void ensure_builtin_levels();
 void assign_slots();
 int kcq_enqueue_keyed(kcq *q, kcont *kc, const void *key);
@@ -346,6 +352,7 @@ __attribute__((noinline, cold)) void take_stamp(cpu *c, local_queue &q);
 // `stamp`: false when the caller has already seen stamp_armed clear.
 template <bool stamp = true>
 __attribute__((always_inline)) inline void local_link(cpu *c, kcont *kc) {
+  KC_ASSERT(on_dispatcher_of(c), "a CPU's local run queues are touched by its dispatcher alone");
   const uint8_t slot = sys().level_slot[kc->tgt.lvl.id];
   local_queue &q = c->queues[slot];
   kc->next = nullptr;

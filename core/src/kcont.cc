@@ -414,6 +414,9 @@ __attribute__((noinline, cold)) void count_coalesced(kcont *kc) {
 template <bool stamp>
 __attribute__((always_inline)) inline void owned_make_pending(cpu *c, kcont *kc, void *obj,
                                                               int status, uint64_t w) {
+  KC_ASSERT(st_of(w) == ST_IDLE, "only an idle continuation becomes pending this way");
+  KC_ASSERT((w & ST_BIASED) && is_bias_owner(current_executor(), w),
+            "a biased continuation is moved with plain stores by its owner's dispatcher alone");
   kc->obj.store(obj, rlx);
   kc->status.store(status, rlx);
   kc->st.store(st_with(w, ST_PENDING), std::memory_order_release);
@@ -427,6 +430,8 @@ __attribute__((always_inline)) inline void owned_make_pending(cpu *c, kcont *kc,
 // pending, or chained) or -1 (an unbias is in progress: use the CAS path).
 __attribute__((always_inline)) inline int defer_owned(cpu *c, kcont *kc, void *obj, int status,
                                                       uint64_t w) {
+  KC_ASSERT(on_dispatcher_of(c) && is_bias_owner(current_executor(), w),
+            "the owner's deferral runs on the owner's dispatcher");
   const bool shared = !(w & ST_PRIVATE);
   if (shared) {
     if (!bias_enter(c, kc)) return -1;
@@ -680,6 +685,7 @@ bool call_direct_cas(executor *ex, kcont *kc, int d) {
       if (kc->st.compare_exchange_strong(w, st_with(w, ST_IDLE), std::memory_order_seq_cst, rlx))
         break;
     } else {
+      KC_ASSERT(s == ST_REVIVING, "a queued continuation is pending, cancelled or being revived");
       cpu_relax();  // ST_REVIVING: the reviver stores PENDING next
     }
   }

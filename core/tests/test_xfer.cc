@@ -131,3 +131,27 @@ TEST_F(KcontTest, ABusyDispatcherStillDeliversWhatItDeferredToAnotherCpu) {
   EXPECT_TRUE(delivered) << "the staged deferral waited for the producer to go idle";
   EXPECT_EQ(b.item_runs.load(), 1);
 }
+
+#ifndef NDEBUG
+// KC_ASSERT (Debug builds): dispatcher-only code entered from another
+// thread dies naming the invariant it broke.
+TEST_F(KcontTest, ACrossCpuBatchFilledOffItsDispatcherDies) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  kc::kcont k;
+  ASSERT_EQ(kc::kcont_init(
+                &k, [](void *, void *, int) {}, nullptr, kc::target::in_thread(kc::LVL_SOFTNET)),
+            0);
+  EXPECT_DEATH(kc::detail::xfer_stage(kc::detail::cpu_record(0), kc::detail::cpu_record(1), &k),
+               "a cross-CPU batch is filled by its producer's dispatcher");
+}
+
+TEST_F(KcontTest, ALocalRunQueueTouchedOffItsDispatcherDies) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  kc::kcont k;
+  ASSERT_EQ(kc::kcont_init(
+                &k, [](void *, void *, int) {}, nullptr, kc::target::in_thread(kc::LVL_SOFTNET)),
+            0);
+  EXPECT_DEATH(kc::detail::local_link(kc::detail::cpu_record(0), &k),
+               "a CPU's local run queues are touched by its dispatcher alone");
+}
+#endif

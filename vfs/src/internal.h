@@ -22,6 +22,7 @@
 #include <atomic>
 #include <vector>
 
+#include "kcont/assert.h"
 #include "kcont/vfs.h"
 
 namespace kc::vfs {

@@ -809,20 +809,30 @@ void vnode_forget(vfs *fs, const vfh &fh) {
 
 // ---- requests ------------------------------------------------------------------
 
+// r leaves the VFS: from the deferral of r->done on it is its caller's.
+static void hand_back(vreq *r) {
+  KC_ASSERT(r->in_flight, "a request completes once per vop_start");
+  if constexpr (asserts_on) r->in_flight = false;
+  kcont_defer(r->done, r, r->error);
+}
+
 void vop_complete(vreq *r) {
   drop_vnodes(r);
   auto &ctr = r->used_thread ? r->fs->ops_thread : r->fs->ops_interrupt;
   ctr[size_t(r->op)].fetch_add(1, std::memory_order_relaxed);
-  kcont_defer(r->done, r, r->error);
+  hand_back(r);
 }
 
 void vop_start(vreq *r) {
+  KC_ASSERT(!r->in_flight, "a request is started again only after its continuation was deferred");
+  KC_ASSERT(r->done != nullptr, "vop_start needs the continuation it completes with");
+  if constexpr (asserts_on) r->in_flight = true;
   reset_results(r);
   if ((r->error = precheck(r)) != 0) {
     if (r->fs) {
       vop_complete(r);
     } else {
-      kcont_defer(r->done, r, r->error);
+      hand_back(r);
     }
     return;
   }
@@ -850,6 +860,8 @@ void vop_start(vreq *r) {
 }
 
 int vop_call(vreq *r) {
+  KC_ASSERT(!kcont_in_interrupt(), "vop_call may block: thread context only");
+  KC_ASSERT(!r->in_flight, "vop_call on a request that vop_start still runs");
   reset_results(r);
   r->used_thread = true;
   r->error = precheck(r);
@@ -860,6 +872,7 @@ int vop_call(vreq *r) {
 }
 
 void vreq_reset(vreq *r) {
+  KC_ASSERT(!r->in_flight, "vreq_reset only on a request not in flight");
   r->op = vop::getattr;
   r->flags = 0;
   r->fs = nullptr;

@@ -1553,6 +1553,29 @@ class AsyncVfsTest : public ::testing::TestWithParam<be> {
 
 INSTANTIATE_TEST_SUITE_P(Backends, AsyncVfsTest, ::testing::Values(be::memory, be::local), be_name);
 
+#ifndef NDEBUG
+// KC_ASSERT (Debug builds): a misuse of the request API dies naming the
+// invariant it broke.
+TEST_P(AsyncVfsTest, VopCallOnADispatcherDies) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  vreq r;
+  prep(r, vop::getattr, root());
+  EXPECT_DEATH(kcont_run_on(
+                   0, LVL_SOFTNET, [](void *a) { vop_call(static_cast<vreq *>(a)); }, &r),
+               "vop_call may block: thread context only");
+}
+
+TEST_P(AsyncVfsTest, ResettingOrRestartingARequestInFlightDies) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  vreq r;
+  prep(r, vop::getattr, root());
+  r.in_flight = true;  // as between vop_start and the deferral of r.done
+  EXPECT_DEATH(vreq_reset(&r), "vreq_reset only on a request not in flight");
+  EXPECT_DEATH(vop_start(&r), "started again only after its continuation was deferred");
+  r.in_flight = false;
+}
+#endif
+
 std::string pattern(size_t n) {
   std::string s(n, '\0');
   for (size_t i = 0; i < n; i++) s[i] = char('a' + i % 23);

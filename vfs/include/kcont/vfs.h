@@ -263,6 +263,9 @@ struct vreq {
   uint16_t lane = 0;          // the lane it runs on in thread context
   work wk;
   kcont kc;  // the backend's own stage continuation (unbound, {bio, interrupt})
+  // Between vop_start and the deferral of `done` (kept in Debug builds
+  // only, for KC_ASSERT; always present so that the layout never differs).
+  bool in_flight = false;
 
   vreq() = default;
   vreq(const vreq &) = delete;
