@@ -40,10 +40,18 @@
 // connections that sat idle, or whose request or reply did not complete, for too many epochs.
 // Activity is stamped with the epoch, never with a clock read.
 //
-// Teardown: a connection is closed only when none of its slots is in flight
-// (in the VFS or being sent); one that must go now (timed out, evicted) is
-// reset with sock_abort, which also ends a send blocked on its peer.  Its
-// object is reused only when its upcall continuation is idle.
+// Life cycle (conn_state.h): a connection object is free, open or closing,
+// and moves only through conn_state_move's asserted edges.  Every way out
+// of open -- peer closed, error, bad framing, a reply that cannot be sent,
+// timeout, eviction, shutdown -- is stop_reading (open -> closing); every
+// event handler of a connection ends in conn_reap, the one teardown, which
+// frees a closing connection once none of its slots is in flight (in the
+// VFS, being received or being sent: `busy`).  One that must go now (timed
+// out, evicted) is reset with sock_abort first (close_now), which also ends
+// a send blocked on its peer.  A free object is reused only when its
+// upcall continuation is idle.  A slot moves idle -> [vfs ->] sending ->
+// idle (slot_to); replies wait in the connection's send_queue and are
+// handed to the socket strictly in order.
 //
 // Locking: none per connection (one CPU owns it); the VFS, the server
 // counters and the per-address table have their own.
@@ -64,6 +72,7 @@
 #include <vector>
 
 #include "conn_limits.h"
+#include "conn_state.h"
 #include "internal.h"
 #include "kcont/bind.h"
 #include "kcont/callout.h"
@@ -81,6 +90,9 @@ namespace {
 class kcont_transport;
 struct kconn;
 
+// A request slot's stage: idle (free, being filled, or its reply waiting in
+// the send queue), vfs (in the VFS), sending / sending_file (handed to the
+// socket).  The slot's continuation runs only for the last three.
 enum class stage : uint8_t { idle, vfs, sending, sending_file };
 
 struct kslot {
@@ -103,6 +115,15 @@ struct kslot {
   kslot *next = nullptr;
 };
 
+// Moves s to stage `next`: into the VFS only from idle, to the socket only
+// from idle or the VFS (a reply is handed once); back to idle from any.
+void slot_to(kslot *s, stage next) {
+  KC_ASSERT(next == stage::idle || (next == stage::vfs && s->st == stage::idle) ||
+                (next != stage::vfs && (s->st == stage::idle || s->st == stage::vfs)),
+            "a slot goes idle -> [vfs ->] sending -> idle, and only so");
+  s->st = next;
+}
+
 // Each slot keeps SLOT_KEEP bytes of request buffer (and its whole reply
 // buffer, KCONT_REPLY_BUFFER) mapped while its connection is open; what a
 // large request touched beyond them is charged to the memory budget
@@ -121,12 +142,9 @@ struct kconn {
   kslot *cur = nullptr;  // slot the reader fills
   std::vector<kslot> slots;
   std::vector<kslot *> free_slots;
-  // Replies not yet the kernel's, oldest first; [sq_head, sq_next) are
-  // handed to the socket, the rest wait.
-  kslot *sq_head = nullptr, *sq_tail = nullptr, *sq_next = nullptr;
-  uint32_t busy = 0;  // slots in flight (thread, ring, send queue)
-  bool active = false;
-  bool eof = false;      // no more reading: peer closed, error or framing
+  send_queue<kslot> sq;                 // replies not yet the kernel's (conn_state.h)
+  uint32_t busy = 0;                    // slots in flight (thread, ring, send queue)
+  conn_state state = conn_state::free;  // the life cycle (conn_state.h)
   bool sending = false;  // a handed reply's file extent is being sent (it owns the stream's tail)
   uint8_t port = PORT_NFS;
   uint32_t last_active = 0;  // epoch of the last byte read or sent
@@ -143,6 +161,32 @@ struct kconn {
   void *mem = nullptr;
   size_t mem_len = 0;
 };
+
+// In use (open or closing), or free for the next connection.
+bool in_use(const kconn *c) { return c->state != conn_state::free; }
+
+// Open: reading requests (a closing connection reads nothing more).
+bool reading_on(const kconn *c) { return c->state == conn_state::open; }
+
+void stop_mem_wait(kconn *c);
+
+// No more reading (peer closed, error, framing, timeout...): open ->
+// closing.  The slot of a record begun is given back, and the connection
+// no longer waits for memory.
+void stop_reading(kconn *c) {
+  conn_state_move(&c->state, conn_state::closing);
+  if (c->cur) {
+    c->free_slots.push_back(c->cur);
+    c->cur = nullptr;
+  }
+  stop_mem_wait(c);
+}
+
+// A slot leaves flight (released, received, sent): `busy` never goes below 0.
+void slot_landed(kconn *c) {
+  KC_ASSERT(c->busy > 0, "a connection's busy count never goes negative");
+  c->busy--;
+}
 
 // A handed-over connection: accepted on CPU 0, adopted by its CPU.
 struct handoff_item {
@@ -272,12 +316,10 @@ bool conn_setup(kconn *c, kcpu *k) {
   for (auto &s : c->slots) c->free_slots.push_back(&s);
   c->cur = nullptr;
   c->rd = record_reader{};
-  c->sq_head = c->sq_tail = c->sq_next = nullptr;
-  c->busy = 0;
-  c->eof = false;
-  c->sending = false;
-  c->receiving = false;
-  c->active = true;
+  c->sq.reset();
+  KC_ASSERT(c->busy == 0 && !c->sending && !c->receiving,
+            "a free connection object has nothing in flight");
+  conn_state_move(&c->state, conn_state::open);
   return true;
 }
 
@@ -297,13 +339,19 @@ void trim_slot(kslot *s) {
   s->charged = 0;
 }
 
-// Frees the connection object once nothing of it is in flight.
-void maybe_close(kconn *c) {
-  if (c->eof) stop_mem_wait(c);
-  if (!c->active || !c->eof || c->busy > 0) return;
+// The one teardown: a closing connection whose slots have all landed goes
+// closing -> free (socket closed, pages and charges given back, counted
+// out).  Every event handler of a connection ends here; it does nothing to
+// an open connection, or to a closing one with slots still in flight.
+void conn_reap(kconn *c) {
+  if (c->state != conn_state::closing) return;
+  stop_mem_wait(c);
+  if (c->busy > 0) return;
+  KC_ASSERT(c->sq.empty() && !c->sending && !c->receiving && !c->cur,
+            "a connection is freed with nothing queued, sent or received");
   if (c->s) sock_close(c->s);
   c->s = nullptr;
-  c->active = false;
+  conn_state_move(&c->state, conn_state::free);
   madvise(c->mem, c->mem_len, MADV_DONTNEED);  // the pages go back now
   kcont_transport *t = c->cpu->t;
   for (auto &s : c->slots) {
@@ -321,27 +369,21 @@ void fail_sends(kconn *c);
 
 // Closes c now (timed out, evicted, shutting down): no more reading, queued
 // replies dropped, the socket reset so that nothing waits for the peer.
-// Requests in the VFS finish first; maybe_close frees the object then.
+// Requests in the VFS finish first; conn_reap frees the object then.
 void close_now(kconn *c, std::atomic<uint64_t> *why) {
   if (why) why->fetch_add(1, std::memory_order_relaxed);
-  c->eof = true;
-  if (c->cur) {
-    c->free_slots.push_back(c->cur);
-    c->cur = nullptr;
-  }
+  stop_reading(c);
   fail_sends(c);
   if (c->s) sock_abort(c->s);  // a running sendfile ends with ECANCELED
   c->s = nullptr;
-  maybe_close(c);
+  conn_reap(c);
 }
 
 // Reading a record that has begun.
 bool mid_record(const kconn *c) { return c->cur && !c->rd.idle(); }
 
 // Nothing being read, in flight or to send.
-bool quiet(const kconn *c) {
-  return c->active && c->s && !c->eof && c->busy == 0 && !mid_record(c);
-}
+bool quiet(const kconn *c) { return reading_on(c) && c->s && c->busy == 0 && !mid_record(c); }
 
 // The connection objects of `port` on k.
 std::pair<kconn *, kconn *> port_range(kcpu *k, uint8_t port) {
@@ -357,7 +399,7 @@ kconn *free_conn(kcpu *k, uint8_t port) {
   if (k->draining) return nullptr;
   auto [b, e] = port_range(k, port);
   for (kconn *c = b; c != e; c++)
-    if (!c->active && c->mem && kcont_state(&c->upcall) == kc_state::idle) return c;
+    if (!in_use(c) && c->mem && kcont_state(&c->upcall) == kc_state::idle) return c;
   // The victim: eviction_pick's (conn_limits.h).
   eviction_pick pick(k->t->gate_, nullptr);
   kconn *oldest = nullptr;
@@ -365,7 +407,7 @@ kconn *free_conn(kcpu *k, uint8_t port) {
     if (quiet(c) && pick.offer(c->peer, k->epoch - c->last_active)) oldest = c;
   if (!oldest) return nullptr;
   close_now(oldest, &k->t->counters_.evicted);
-  if (!oldest->active && kcont_state(&oldest->upcall) == kc_state::idle) return oldest;
+  if (!in_use(oldest) && kcont_state(&oldest->upcall) == kc_state::idle) return oldest;
   return nullptr;
 }
 
@@ -414,12 +456,12 @@ void sweep(void *, void *env, int) {
   kcont_transport *t = k->t;
   uint32_t now = ++k->epoch;
   for (auto &c : k->conns) {
-    if (!c.active || !c.s) continue;
+    if (!in_use(&c) || !c.s) continue;
     // A record waiting for memory is not the client's slowness: its clock
     // restarts when it is charged (charge_record).
     if (t->record_epochs_ &&
         ((mid_record(&c) && !c.mem_waiting && now - c.rec_start > t->record_epochs_) ||
-         (c.sq_head && now - c.sq_head->ready_at > t->record_epochs_)))
+         (!c.sq.empty() && now - c.sq.oldest()->ready_at > t->record_epochs_)))
       close_now(&c, &t->counters_.closed_stalled);
     else if (t->idle_epochs_ && quiet(&c) && now - c.last_active > t->idle_epochs_)
       close_now(&c, &t->counters_.closed_idle);
@@ -507,9 +549,11 @@ void adopt_upcall(void *, void *env, int) {
     if (!c && !k->draining && pass_on(t, k, h)) continue;
     sock *s = nullptr;
     int err = 0;
-    if (c && conn_setup(c, k)) {
+    if (c) {
+      // The upcall cannot run before conn_setup: it is deferred to this
+      // CPU's softnet, which runs it after this continuation returns.
       s = sock_adopt(k->pool, h.fd, &c->upcall, &err);
-      if (!s) c->active = false;
+      if (s) conn_setup(c, k);
     }
     if (!s) {
       t->counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
@@ -574,12 +618,13 @@ void listener_upcall(void *, void *env, int) {
         }
         continue;
       }
-      if (!c || !conn_setup(c, k)) {
+      if (!c) {
         t->counters_.refused_full.fetch_add(1, std::memory_order_relaxed);
         t->gate_.release(h.peer);
         sock_close(s);
         continue;
       }
+      conn_setup(c, k);
       conn_started(k, c, s, port, h.peer);
       sock_start(s, &c->upcall);
     }
@@ -588,59 +633,43 @@ void listener_upcall(void *, void *env, int) {
 
 void conn_upcall(void *, void *env, int) {
   auto *c = static_cast<kconn *>(env);
-  if (!c->active || !c->s) return;
+  if (!in_use(c) || !c->s) return;
   uint32_t ev = sock_events(c->s);
-  if (ev & SOCK_ERROR) c->eof = true;
+  if (ev & SOCK_ERROR) stop_reading(c);
   if (ev & (SOCK_READABLE | SOCK_EOF)) read_records(c);
   if (ev & SOCK_WRITABLE) pump(c);
-  maybe_close(c);
+  conn_reap(c);
 }
 
 void release_slot(kslot *s) {
   kconn *c = s->conn;
   if (s->charged && c->cpu->t->mem_.pressed()) trim_slot(s);
   release_reply(s->r);
-  s->st = stage::idle;
+  slot_to(s, stage::idle);
   s->next = nullptr;
   c->free_slots.push_back(s);
-  c->busy--;
+  slot_landed(c);
 }
 
 // Queues a finished reply for sending.
 void reply_ready(kslot *s) {
   kconn *c = s->conn;
-  if (s->result != serve_result::reply || c->eof) {
-    if (s->result == serve_result::close) c->eof = true;
+  if (s->result != serve_result::reply || !reading_on(c)) {
+    if (s->result == serve_result::close) stop_reading(c);
     release_slot(s);
-    maybe_close(c);
-    if (!c->eof && !c->cur) read_records(c);
+    conn_reap(c);
+    if (reading_on(c) && !c->cur) read_records(c);
     return;
   }
   s->ready_at = c->cpu->epoch;
-  s->next = nullptr;
-  if (c->sq_tail)
-    c->sq_tail->next = s;
-  else
-    c->sq_head = s;
-  c->sq_tail = s;
-  if (!c->sq_next) c->sq_next = s;
+  c->sq.push(s);
   pump(c);
 }
 
 // Takes s (handed, its bytes now the kernel's or never to be sent) off the
 // send queue and releases it.
 void sent_slot(kslot *s) {
-  kconn *c = s->conn;
-  kslot **pp = &c->sq_head;
-  kslot *prev = nullptr;
-  while (*pp && *pp != s) {
-    prev = *pp;
-    pp = &(*pp)->next;
-  }
-  if (*pp) {
-    *pp = s->next;
-    if (c->sq_tail == s) c->sq_tail = prev;
-  }
+  s->conn->sq.remove_handed(s);
   release_slot(s);
 }
 
@@ -648,16 +677,8 @@ void sent_slot(kslot *s) {
 // handed ones end through their continuations (ECANCELED once the socket
 // is aborted, or when a closing socket has sent them).
 void fail_sends(kconn *c) {
-  c->eof = true;
-  kslot *last_handed = nullptr;
-  for (kslot *s = c->sq_head; s && s != c->sq_next; s = s->next) last_handed = s;
-  kslot *s = c->sq_next;
-  c->sq_next = nullptr;
-  if (last_handed)
-    last_handed->next = nullptr;
-  else
-    c->sq_head = nullptr;
-  c->sq_tail = last_handed;
+  stop_reading(c);
+  kslot *s = c->sq.take_waiting();
   while (s) {
     kslot *n = s->next;
     release_slot(s);
@@ -676,7 +697,7 @@ void pump(kconn *c) {
     return;
   }
   c->last_active = c->cpu->epoch;
-  while (kslot *s = c->sq_next) {
+  while (kslot *s = c->sq.next_to_hand()) {
     if (c->sending) return;  // the file extent's continuation calls again
     file_part &fp = s->r.file;
     unsigned n = 0;
@@ -690,25 +711,25 @@ void pump(kconn *c) {
     // With a file extent the reply buffer goes first without a
     // continuation: the sendfile queued behind it starts once it is sent,
     // and the slot ends with the sendfile.
-    s->st = fp.len > 0 ? stage::sending_file : stage::sending;
+    slot_to(s, fp.len > 0 ? stage::sending_file : stage::sending);
     int e = sock_sendv(c->s, &s->sreq, fp.len > 0 ? nullptr : &s->kc);
     if (e == 0 && fp.len > 0) {
       e = sock_sendfile(c->s, fp.fd, fp.offset, fp.len, &s->kc);
       if (e != 0) {  // the reply buffer is queued: nothing may follow it
-        s->st = stage::idle;
+        slot_to(s, stage::idle);
         close_now(c, nullptr);
         return;
       }
       c->sending = true;
     }
     if (e != 0) {
-      s->st = stage::idle;
+      slot_to(s, stage::idle);
       fail_sends(c);
       return;
     }
-    c->sq_next = s->next;
+    c->sq.handed(s);
   }
-  if (!c->eof && !c->cur) read_records(c);
+  if (reading_on(c) && !c->cur) read_records(c);
 }
 
 // ---- reading requests ---------------------------------------------------------------
@@ -724,7 +745,7 @@ void start_request(kslot *s) {
   s->r.out = xdr_out(s->rep, KCONT_REPLY_BUFFER);
   switch (call_begin(s->call, t->srv_, s->r)) {
     case begin_result::vop:
-      s->st = stage::vfs;
+      slot_to(s, stage::vfs);
       s->call.v.done = &s->kc;
       vfs::vop_start(&s->call.v);
       return;
@@ -783,7 +804,7 @@ bool take_bytes(kconn *c, size_t n, uint64_t &arrived) {
   auto r = c->rd.commit(n);
   if (r == record_reader::too_big || r == record_reader::bad_fragment) {
     t->srv_.stats.bad_records.fetch_add(1, std::memory_order_relaxed);
-    c->eof = true;
+    stop_reading(c);
     return false;
   }
   if (r == record_reader::record) {
@@ -804,7 +825,7 @@ constexpr size_t READ_INTO_MIN = size_t{16} * 1024;
 void read_records(kconn *c) {
   kcont_transport *t = c->cpu->t;
   uint64_t arrived = 0;  // every byte sock_read hands out below is in hand now
-  while (!c->eof && c->s && !c->receiving) {
+  while (reading_on(c) && c->s && !c->receiving) {
     if (!c->cur) {
       if (c->free_slots.empty()) return;  // back-pressure: resumes on release
       c->cur = c->free_slots.back();
@@ -822,7 +843,7 @@ void read_records(kconn *c) {
       // so a charged record always completes, however many connections
       // hold the pool's buffers while they wait for memory.
       if (sock_read_into(c->s, p, want, &c->rx_kc) != 0) {
-        c->eof = true;
+        stop_reading(c);
         break;
       }
       c->receiving = true;
@@ -833,17 +854,12 @@ void read_records(kconn *c) {
     long n = sock_read(c->s, p, want);
     if (n == -EAGAIN) return;
     if (n <= 0) {
-      c->eof = true;
+      stop_reading(c);
       break;
     }
     if (was_idle) c->rec_start = c->cpu->epoch;
     if (!take_bytes(c, size_t(n), arrived)) break;
   }
-  if (c->eof && c->cur) {
-    c->free_slots.push_back(c->cur);
-    c->cur = nullptr;
-  }
-  if (c->eof) stop_mem_wait(c);
 }
 
 // sock_read_into's continuation: the body is in the slot (status 0), or
@@ -851,15 +867,16 @@ void read_records(kconn *c) {
 // closed (ECANCELED: c closes; the slot's memory is ours again).
 void record_received(void *, void *env, int status) {
   auto *c = static_cast<kconn *>(env);
+  KC_ASSERT(c->receiving, "a body receive ends once per sock_read_into");
   c->receiving = false;
-  c->busy--;
+  slot_landed(c);
   uint64_t arrived = 0;
-  if (status == 0 && c->active && c->s && !c->eof)
+  if (status == 0 && in_use(c) && c->s && reading_on(c))
     take_bytes(c, c->rx_len, arrived);
   else
-    c->eof = true;
+    stop_reading(c);
   read_records(c);
-  maybe_close(c);
+  conn_reap(c);
 }
 
 // Memory was given back while connections of this CPU waited for it: they
@@ -867,9 +884,9 @@ void record_received(void *, void *env, int status) {
 void mem_available(void *, void *env, int) {
   auto *k = static_cast<kcpu *>(env);
   for (auto &c : k->conns) {
-    if (!c.active || !c.mem_waiting) continue;
+    if (!in_use(&c) || !c.mem_waiting) continue;
     read_records(&c);
-    maybe_close(&c);
+    conn_reap(&c);
   }
 }
 
@@ -893,6 +910,7 @@ void slot_continue(void *, void *env, int status) {
       }
       break;
     case stage::sending_file: {
+      KC_ASSERT(c->sending, "a file extent's send ends once");
       c->sending = false;
       uint32_t pad = s->r.file.pad;
       if (status != 0 || !c->s) {
@@ -916,10 +934,11 @@ void slot_continue(void *, void *env, int status) {
       pump(c);
       break;
     }
-    default:
+    case stage::idle:
+      KC_ASSERT(false, "a slot's continuation runs only while the slot is in flight");
       break;
   }
-  maybe_close(c);
+  conn_reap(c);
 }
 
 // Spare socket slots of CPU 0's pool for accepted connections on their way
@@ -1052,7 +1071,7 @@ uint32_t kcont_transport::stop() {
       kcpu *kp = k.get();
       run_on_cpu(kp->cpu, [kp, &busy] {
         for (auto &c : kp->conns)
-          if (c.active) busy += c.busy;
+          if (in_use(&c)) busy += c.busy;
       });
     }
     return busy.load();
@@ -1073,10 +1092,10 @@ uint32_t kcont_transport::stop() {
     kcpu *kp = k.get();
     run_on_cpu(kp->cpu, [kp] {
       for (auto &c : kp->conns) {
-        if (!c.active) continue;
+        if (!in_use(&c)) continue;
         if (c.busy == 0) {
-          c.eof = true;
-          maybe_close(&c);
+          stop_reading(&c);
+          conn_reap(&c);
         } else {
           close_now(&c, nullptr);
         }
@@ -1116,7 +1135,7 @@ uint32_t kcont_transport::stop() {
     }
     if (sockpool_get_stats(k->pool).in_use == 0) sockpool_destroy(k->pool);
     for (auto &c : k->conns)
-      if (c.mem && !c.active) munmap(c.mem, c.mem_len);
+      if (c.mem && !in_use(&c)) munmap(c.mem, c.mem_len);
   }
   return 0;
 }
