@@ -20,11 +20,23 @@
 // error, a framing error or a timeout, after its in-flight requests finish;
 // it then unmaps the connection's buffers at once.
 //
+// The reader is written as its steps: plan_pass (under the connection's
+// lock: flush, take a slot, charge, stamp `quiet`, trim, compute what to
+// wait for), wait_pass (poll, no lock), time_out (a deadline passed),
+// receive (recv into the record, no lock; a complete record goes to the
+// work queue) and close_conn.
+//
 // Locking: `work_lock_` guards the work queue; each connection's `lock`
 // guards its free slots, in-flight count, send queue, descriptor and the
 // reader's wake-up flag (sends happen under it, never blocking);
-// `conns_lock_` guards the connection list.  Order: conns_lock_ before a
-// connection's lock; nothing else is ever held with another.
+// `conns_lock_` guards the connection list; `mem_lock_` guards the list of
+// readers waiting for memory.  Order, outermost first: conns_lock_ (the
+// acceptor's make_room, stop) -> a connection's lock -> mem_lock_
+// (charge_record and stop_mem_wait list and unlist a waiter under the
+// connection's lock; the budget's wake-up hook takes mem_lock_ alone and
+// only writes eventfds).  work_lock_ is never held with another lock.  The
+// per-address table's spinlock (conn_limits.h) is innermost: nothing is
+// taken while it is held; the memory budget has no lock (compare-and-swap).
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -101,6 +113,18 @@ struct tconn {
 
 void wake_reader(tconn *c);
 
+// The reader thread's own state between passes (only its thread touches
+// it): the record being reassembled into `cur`, whether reading ended, when
+// the record began, and the timeout that closed the connection.
+struct reader_state {
+  record_reader rd;
+  tslot *cur = nullptr;
+  bool eof = false;
+  int64_t rec_start = 0;
+  std::atomic<uint64_t> *why = nullptr;
+};
+struct reader_plan;
+
 // A quiet connection gives back what its slots hold beyond SLOT_KEEP after
 // this long (sooner while somebody waits for memory).
 constexpr int64_t TRIM_AFTER_MS = 1000;
@@ -165,6 +189,11 @@ class threads_transport final : public transport {
   bool make_room(uint8_t port, const sockaddr_storage *for_peer);
   void reap(bool all);
   void reader(tconn *c);
+  reader_plan plan_pass(tconn *c, reader_state &st);
+  int wait_pass(tconn *c, const reader_plan &plan, short *revents);
+  void time_out(tconn *c, reader_state &st);
+  void receive(tconn *c, reader_state &st);
+  void close_conn(tconn *c, const reader_state &st);
   void worker();
   bool flush(tconn *c);
   void release(tconn *c, tslot *s);
@@ -422,117 +451,140 @@ void threads_transport::reap(bool all) {
   for (auto &c : dead) c->reader.join();
 }
 
-void threads_transport::reader(tconn *c) {
-  record_reader rd;
-  tslot *cur = nullptr;
-  bool eof = false;
-  int64_t rec_start = 0;
-  std::atomic<uint64_t> *why = nullptr;  // the timeout that closed it
-  for (;;) {
-    short events = 0;
-    int64_t deadline = -1;  // ms, -1: none (a timeout)
-    int64_t trim_at = -1;   // ms, -1: none (give back what the slots hold)
-    auto nearest = [&](int64_t t) {
-      if (deadline < 0 || t < deadline) deadline = t;
-    };
-    {
-      std::lock_guard<std::mutex> g(c->lock);
-      if (!flush(c)) eof = true;
-      if (eof) stop_mem_wait(c);
-      if (eof && c->in_flight == 0) break;
-      if (!cur && !eof && !c->free_slots.empty()) {
-        cur = c->free_slots.back();
-        c->free_slots.pop_back();
-        rd.begin(cur->buf, srv_.cfg.max_record);
-      }
-      size_t need = cur ? beyond_keep(rd.announced()) : 0;
-      bool was_waiting = c->mem_waiting;
-      bool room = !cur || need <= cur->charged || charge_record(c, cur, need);
-      // Waiting for memory is not the client's slowness: the record's
-      // clock stops meanwhile and restarts when it is charged.
-      if (was_waiting && room) rec_start = mono_ms();
-      if (cur && !eof && room) events |= POLLIN;
-      if (c->sq_head) {
-        events |= POLLOUT;
-        if (cfg_.record_timeout_ms) nearest(c->sq_head->ready_ms + cfg_.record_timeout_ms);
-      }
-      bool mid = cur && !rd.idle();
-      if (mid && cfg_.record_timeout_ms && !c->mem_waiting)
-        nearest(rec_start + cfg_.record_timeout_ms);
-      bool quiet = !eof && !mid && c->in_flight == 0;
-      c->quiet.store(quiet);
-      int64_t last = c->last_active_ms.load(std::memory_order_relaxed);
-      if (quiet && cfg_.idle_timeout_ms) nearest(last + cfg_.idle_timeout_ms);
-      if (quiet && c->big) {
-        trim_at = mem_.pressed() ? 0 : last + TRIM_AFTER_MS;
-        if (mono_ms() >= trim_at) {  // no slot is in use
-          for (auto &s : c->slots) trim_slot(&s);
-          c->big = false;
-          trim_at = -1;
-        }
-      }
-      c->reader_waiting = true;
-    }
-    // Without interest in the socket it is left out: a hung-up socket would
-    // report POLLHUP at once, again and again.
-    pollfd p[2] = {{events ? c->fd : -1, events, 0}, {c->wake, POLLIN, 0}};
-    int64_t now = mono_ms(), wake_at = deadline;
-    if (trim_at >= 0 && (wake_at < 0 || trim_at < wake_at)) wake_at = trim_at;
-    int timeout = wake_at < 0 ? -1 : int(std::max<int64_t>(0, wake_at - now));
-    int r = poll(p, 2, timeout);
-    {
-      std::lock_guard<std::mutex> g(c->lock);
-      c->reader_waiting = false;
-    }
-    if (r < 0 && errno != EINTR) break;
-    if (p[1].revents & POLLIN) {
-      uint64_t v;
-      (void)!read(c->wake, &v, sizeof v);
-    }
-    if (r == 0 && deadline >= 0 && mono_ms() >= deadline) {
-      std::lock_guard<std::mutex> g(c->lock);
-      bool mid = cur && !rd.idle();
-      why = (mid || c->sq_head) ? &counters_.closed_stalled : &counters_.closed_idle;
-      reset(c);
-      eof = true;
-      continue;
-    }
-    if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)) || !cur || eof) continue;
-    size_t want;
-    uint8_t *dst = rd.want(&want);
-    bool was_idle = rd.idle();
-    c->quiet.store(false);  // bytes coming: not idle (make_room relies on it)
-    ssize_t n = recv(c->fd, dst, want, MSG_DONTWAIT);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n <= 0) {
-      eof = true;
-      continue;
-    }
-    int64_t t = mono_ms();
-    c->last_active_ms.store(t, std::memory_order_relaxed);
-    if (was_idle) rec_start = t;
-    auto res = rd.commit(size_t(n));
-    if (res == record_reader::too_big || res == record_reader::bad_fragment) {
-      srv_.stats.bad_records.fetch_add(1, std::memory_order_relaxed);
-      eof = true;
-      continue;
-    }
-    if (res != record_reader::record) continue;
-    cur->len = rd.length();
-    {
-      std::lock_guard<std::mutex> g(c->lock);
-      c->in_flight++;
-    }
-    {
-      std::lock_guard<std::mutex> g(work_lock_);
-      work_.push_back(cur);
-    }
-    work_cv_.notify_one();
-    cur = nullptr;
+// ---- the reader: one pass is plan (under c->lock), wait (no lock),
+// deadline, receive (no lock but for the hand-off), until close ----------
+
+// What one pass of the reader decided under c->lock: what to poll for and
+// until when.
+struct reader_plan {
+  short events = 0;       // POLLIN and/or POLLOUT on the socket
+  int64_t deadline = -1;  // ms: the nearest timeout (-1: none)
+  int64_t trim_at = -1;   // ms: give back what the slots hold (-1: never)
+  bool finished = false;  // no more reading and nothing in flight: close
+};
+
+// Step 1, c->lock held: sends what the socket takes, takes a free slot for
+// the next record and charges what it announces, stamps `quiet`, trims a
+// quiet connection's memory, and computes what to wait for.
+reader_plan threads_transport::plan_pass(tconn *c, reader_state &st) {
+  reader_plan plan;
+  auto nearest = [&](int64_t t) {
+    if (plan.deadline < 0 || t < plan.deadline) plan.deadline = t;
+  };
+  if (!flush(c)) st.eof = true;
+  if (st.eof) stop_mem_wait(c);
+  if (st.eof && c->in_flight == 0) {
+    plan.finished = true;
+    return plan;
   }
-  // Every request of the connection is over: close and give the memory
-  // back now.
-  if (why) why->fetch_add(1, std::memory_order_relaxed);
+  if (!st.cur && !st.eof && !c->free_slots.empty()) {
+    st.cur = c->free_slots.back();
+    c->free_slots.pop_back();
+    st.rd.begin(st.cur->buf, srv_.cfg.max_record);
+  }
+  size_t need = st.cur ? beyond_keep(st.rd.announced()) : 0;
+  bool was_waiting = c->mem_waiting;
+  bool room = !st.cur || need <= st.cur->charged || charge_record(c, st.cur, need);
+  // Waiting for memory is not the client's slowness: the record's clock
+  // stops meanwhile and restarts when it is charged.
+  if (was_waiting && room) st.rec_start = mono_ms();
+  if (st.cur && !st.eof && room) plan.events |= POLLIN;
+  if (c->sq_head) {
+    plan.events |= POLLOUT;
+    if (cfg_.record_timeout_ms) nearest(c->sq_head->ready_ms + cfg_.record_timeout_ms);
+  }
+  bool mid = st.cur && !st.rd.idle();
+  if (mid && cfg_.record_timeout_ms && !c->mem_waiting)
+    nearest(st.rec_start + cfg_.record_timeout_ms);
+  bool quiet = !st.eof && !mid && c->in_flight == 0;
+  c->quiet.store(quiet);
+  int64_t last = c->last_active_ms.load(std::memory_order_relaxed);
+  if (quiet && cfg_.idle_timeout_ms) nearest(last + cfg_.idle_timeout_ms);
+  if (quiet && c->big) {
+    plan.trim_at = mem_.pressed() ? 0 : last + TRIM_AFTER_MS;
+    if (mono_ms() >= plan.trim_at) {  // no slot is in use
+      for (auto &s : c->slots) trim_slot(&s);
+      c->big = false;
+      plan.trim_at = -1;
+    }
+  }
+  c->reader_waiting = true;
+  return plan;
+}
+
+// Step 2, no lock held: polls the socket (only with interest in it: a
+// hung-up socket would report POLLHUP at once, again and again) and the
+// wake-up eventfd until the plan's nearest time.  Returns poll's result;
+// the socket's revents in *revents.
+int threads_transport::wait_pass(tconn *c, const reader_plan &plan, short *revents) {
+  pollfd p[2] = {{plan.events ? c->fd : -1, plan.events, 0}, {c->wake, POLLIN, 0}};
+  int64_t now = mono_ms(), wake_at = plan.deadline;
+  if (plan.trim_at >= 0 && (wake_at < 0 || plan.trim_at < wake_at)) wake_at = plan.trim_at;
+  int timeout = wake_at < 0 ? -1 : int(std::max<int64_t>(0, wake_at - now));
+  int r = poll(p, 2, timeout);
+  {
+    std::lock_guard<std::mutex> g(c->lock);
+    c->reader_waiting = false;
+  }
+  if (p[1].revents & POLLIN) {
+    uint64_t v;
+    (void)!read(c->wake, &v, sizeof v);
+  }
+  *revents = p[0].revents;
+  return r;
+}
+
+// Step 3, takes c->lock: the plan's deadline passed with nothing to do --
+// the connection is reset and counted as stalled (a record or reply
+// incomplete) or idle.
+void threads_transport::time_out(tconn *c, reader_state &st) {
+  std::lock_guard<std::mutex> g(c->lock);
+  bool mid = st.cur && !st.rd.idle();
+  st.why = (mid || c->sq_head) ? &counters_.closed_stalled : &counters_.closed_idle;
+  reset(c);
+  st.eof = true;
+}
+
+// Step 4, no lock held but for the hand-off: reads what the record wants;
+// a complete record goes to the work queue (counted in flight first).
+void threads_transport::receive(tconn *c, reader_state &st) {
+  size_t want;
+  uint8_t *dst = st.rd.want(&want);
+  bool was_idle = st.rd.idle();
+  c->quiet.store(false);  // bytes coming: not idle (make_room relies on it)
+  ssize_t n = recv(c->fd, dst, want, MSG_DONTWAIT);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (n <= 0) {
+    st.eof = true;
+    return;
+  }
+  int64_t t = mono_ms();
+  c->last_active_ms.store(t, std::memory_order_relaxed);
+  if (was_idle) st.rec_start = t;
+  auto res = st.rd.commit(size_t(n));
+  if (res == record_reader::too_big || res == record_reader::bad_fragment) {
+    srv_.stats.bad_records.fetch_add(1, std::memory_order_relaxed);
+    st.eof = true;
+    return;
+  }
+  if (res != record_reader::record) return;
+  st.cur->len = st.rd.length();
+  {
+    std::lock_guard<std::mutex> g(c->lock);
+    c->in_flight++;
+  }
+  {
+    std::lock_guard<std::mutex> g(work_lock_);
+    work_.push_back(st.cur);
+  }
+  work_cv_.notify_one();
+  st.cur = nullptr;
+}
+
+// Step 5: every request of the connection is over: close it and give the
+// memory back now.
+void threads_transport::close_conn(tconn *c, const reader_state &st) {
+  if (st.why) st.why->fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> g(c->lock);
     stop_mem_wait(c);  // before the eventfd goes
@@ -546,6 +598,30 @@ void threads_transport::reader(tconn *c) {
   if (c->counted.exchange(false)) counters_.open[c->port].fetch_sub(1);
   gate_.release(c->peer);
   c->done = true;
+}
+
+// The reader thread of c: plan, wait, then a deadline or bytes, until the
+// plan says the connection is finished.
+void threads_transport::reader(tconn *c) {
+  reader_state st;
+  for (;;) {
+    reader_plan plan;
+    {
+      std::lock_guard<std::mutex> g(c->lock);
+      plan = plan_pass(c, st);
+    }
+    if (plan.finished) break;
+    short revents = 0;
+    int r = wait_pass(c, plan, &revents);
+    if (r < 0 && errno != EINTR) break;
+    if (r == 0 && plan.deadline >= 0 && mono_ms() >= plan.deadline) {
+      time_out(c, st);
+      continue;
+    }
+    if (!(revents & (POLLIN | POLLHUP | POLLERR)) || !st.cur || st.eof) continue;
+    receive(c, st);
+  }
+  close_conn(c, st);
 }
 
 void threads_transport::worker() {
