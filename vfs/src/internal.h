@@ -5,17 +5,23 @@
 //
 // A backend implements five entries:
 //   vget     thread context, as the process's own identity: resolves a
-//            handle into a vnode the cache gave it (fills fd, type, priv);
-//            returns 0 or an errno (ESTALE, VFS_BADHANDLE, EPERM, ...).
-//   reclaim  any context: releases what vget put in a vnode (closes fd);
-//            called once its last reference is gone and it left the cache.
+//            handle into a fresh vnode (fs, fh set; it fills fd, type,
+//            is_root, priv, the ACL sample), which the VFS then enters into
+//            the cache; returns 0 or an errno (ESTALE, VFS_BADHANDLE, EPERM,
+//            EAGAIN, ...).
+//   reclaim  any context: releases what vget (or vnode_prime's caller) put
+//            in a vnode (closes fd); called once its last reference is
+//            gone and it left the cache, at unmount for every entry, and
+//            for a vnode that never entered the cache (its handle was
+//            entered meanwhile, or every entry was in use).
 //   start    interrupt context: attempts r; returns VB_DONE (complete:
 //            results and r->error set), VB_PENDING (it will call
 //            vop_complete(r) later, from any context), or VB_BLOCK (would
 //            block; nothing was changed): the VFS then calls run in thread
 //            context.  Never blocks, never allocates.
-//   run      thread context, identity already switched to r->cred:
-//            performs r (may block); sets the results and r->error.
+//   run      thread context, identity already switched to r->cred (the
+//            process's own under vfs_set_single_identity): performs r (may
+//            block); sets the results and r->error.
 //   unmount  thread context: frees the backend's mount state.
 #pragma once
 
@@ -151,8 +157,9 @@ void vnode_prime(vnode &fresh);
 // Adds a reference.  Any context.
 void vnode_ref(vnode *vp);
 
-// Forgets fh (its object was removed or replaced): a later lookup resolves
-// it again and finds it stale.  Any context.
+// Forgets fh (a name of its object was removed or replaced): a later
+// request resolves it again, and finds it stale if that was the object's
+// last name.  Any context.
 void vnode_forget(vfs *fs, const vfh &fh);
 
 // Completes a request a backend left pending (VB_PENDING): releases the
@@ -161,13 +168,14 @@ void vop_complete(vreq *r);
 
 // Switches the calling thread's filesystem identity (fsuid, fsgid,
 // supplementary groups; this thread only) to c, skipping the system calls
-// when it already is c, and checks that every step took.  The first call
-// on a thread also gives it a filesystem context of its own with umask 0
-// (creates get exactly the mode asked for).  Returns 0, or VFS_CRED when
-// the identity could not be taken (the thread's identity is then unknown
-// and the next call switches again from scratch): the caller must not run
-// the operation.  Under vfs_set_single_identity(true) nothing is switched.
-// Thread context.
+// when it already is c, and checks that every step took.  The first call on
+// a thread also gives it a filesystem context of its own with umask 0
+// (creates get exactly the mode asked for).  Returns 0, the errno of
+// unshare(CLONE_FS) when that context cannot be made, or VFS_CRED when the
+// identity could not be taken (the thread's identity is then unknown and
+// the next call switches again from scratch): the caller must not run the
+// operation.  Under vfs_set_single_identity(true) nothing is switched (the
+// filesystem context is still made).  Thread context.
 int cred_enter(const vcred &c);
 
 // Whether mode bits let c read (4), write (2) or execute/search (1) an
@@ -186,8 +194,8 @@ bool data_access_allowed(const vattr &a, const vcred &c, int want);
 // Whether r modifies the file system (refused with EROFS on VREQ_RDONLY).
 bool vop_modifies(vop op);
 
-// Validates r->name (and r->name2 when the operation uses it): non-empty,
-// no '/', not longer than VFS_NAME_MAX.  Returns 0 or an errno.
+// Validates a name (r->name, and r->name2 when the operation uses it):
+// non-empty, no '/', not longer than VFS_NAME_MAX.  Returns 0 or an errno.
 int check_name(const char *name);
 
 bool timespec_eq(const timespec &a, const timespec &b);

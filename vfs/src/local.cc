@@ -3,15 +3,21 @@
 //
 // Model: a handle is the kernel's own (name_to_handle_at: handle type,
 // then f_handle), so it names an inode and survives a restart without any
-// table on disk.  Resolving one (vget, thread context, as root: it needs
-// CAP_DAC_READ_SEARCH) opens it with open_by_handle_at relative to the
-// mount's root, refuses what lies on another device, has no links left or
-// whose path is outside the tree (ESTALE: a forged handle reaches nothing
-// outside), then keeps a descriptor: regular files open read-write (or
-// read-only), directories read-only, anything else O_PATH -- never a FIFO,
-// socket or device opened for I/O.  Every operation works relative to
-// these descriptors with *at() calls: no path is walked, no symlink
-// followed.
+// table on disk.  Resolving one (vget, thread context, as the process's own
+// identity: it needs CAP_DAC_READ_SEARCH) opens it with open_by_handle_at
+// relative to the mount's root, refuses what lies on another device, has
+// no links left or whose path is outside the tree (ESTALE: a forged handle
+// reaches nothing outside), then keeps a descriptor: regular files open
+// read-write (or read-only), directories read-only, anything else O_PATH
+// -- never a FIFO, socket or device opened for I/O.  Every operation works
+// relative to these descriptors with *at() calls on one name at a time,
+// never following a symlink.  Where a call has no form that acts on a
+// descriptor alone -- the chmod, truncate and utimensat of SETATTR and of
+// a new object's attributes (apply_sattr), LINK's linkat of the file
+// (do_link), the reopening of a file resolved or created (vget,
+// prime_created) -- it goes through /proc/self/fd/N, the magic link to the
+// open inode itself.  WALK opens its path one component at a time (openat,
+// O_NOFOLLOW) from the directory it starts at.
 //
 // What completes in interrupt context (start), because the kernel answers
 // it without waiting for anything but an in-core inode or the I/O layer:
@@ -32,13 +38,17 @@
 //                             clearing (then the kernel must do the write
 //                             under the caller's identity: thread context)
 //   commit                    buf(9) fsync
-// Everything else runs in thread context under the caller's identity.
+// Everything else runs in thread context under the caller's identity
+// (vfs_set_single_identity aside), but a modifying request already refused
+// with EROFS, which start answers with its attributes.
 // A regular file CREATE made is entered into the vnode cache there and
 // then (prime_created), so the requests that follow it start cached.
 // On a file system whose in-core answers may still wait for a daemon or the
 // network (FUSE, NFS, SMB/CIFS, Ceph, 9P, AFS, Coda: fstat there can ask
-// the server) nothing runs in interrupt context: a dispatcher must never
-// wait for someone else's server.
+// the server) nothing runs in interrupt context but a walk that stays
+// where it starts (MNT of an export root), answered from the handle the
+// request holds without a system call (start_walk): a dispatcher must
+// never wait for someone else's server.
 //
 // Attributes of operations that change nothing (getattr, access, lookup's
 // directory, readlink, read, fsstat, fsinfo) come from current_attrs: the
@@ -542,7 +552,8 @@ void do_write(vreq *r) {
 // a CREATE then find it there and run without a thread, instead of
 // resolving its handle in thread context.  Only when the handle names the
 // very inode at fd, and only with a read-write descriptor (the access vget
-// gets as root; the caller just made the file, so it may open it so too).
+// gets as the process's own identity; the caller just made the file, so it
+// may open it so too).
 // Thread context, the caller's identity.
 void prime_created(vreq *r, int fd) {
   struct stat st;
@@ -843,9 +854,6 @@ void do_commit(vreq *r) {
   post(r);
 }
 
-// A path below the root: every component but the last must be a directory;
-// none is followed if it is a symlink; `..` is refused.  The result is the
-// handle and attributes of what the path names.
 // The result of a walk that ended at the object open at fd: its attributes
 // and handle, or EACCES if it is on another file system or has no handle.
 void walk_result(vreq *r, int fd) {
@@ -857,6 +865,9 @@ void walk_result(vreq *r, int fd) {
     r->have_res_fh = r->have_res_attr = true;
 }
 
+// A path below the directory r->fh names: every component but the last
+// must be a directory; none is followed if it is a symlink; `..` is
+// refused.  The result is the handle and attributes of what the path names.
 void do_walk(vreq *r) {
   int fd = dup(r->vp->fd);
   if (fd < 0) {
@@ -898,12 +909,8 @@ void do_walk(vreq *r) {
 
 // ---- interrupt-context attempts ------------------------------------------------
 
-// A walk of nothing ("", "/", "./.") names the vnode itself: an fstat and a
-// name_to_handle_at of an open inode, both in-core -- so MOUNT of an export
-// root needs no thread even while the export's thread context is full.
-// Anything longer opens names: thread context.
-// A walk whose path names no component but "." (MNT of an export root):
-// it ends where it starts.
+// A walk whose path names no component but "." ("", "/", "./.": MNT of an
+// export root): it ends where it starts.
 bool walk_stays(const vreq *r) {
   std::string_view path(reinterpret_cast<const char *>(r->data), r->data ? r->count : 0);
   for (size_t pos = 0; pos <= path.size();) {
@@ -919,8 +926,9 @@ bool walk_stays(const vreq *r) {
 // from the descriptor, or -- on a thread-only mount, where even an fstat
 // may wait for a server that does not answer -- with the start's handle
 // alone, which the request already holds resolved (MNT needs nothing
-// more).  So MNT of an export root answers even while its file system
-// hangs.  The rest walks in thread context.
+// more).  So MNT of an export root whose vnode is cached (start is called
+// only then) answers even while its file system hangs.  The rest walks in
+// thread context.
 int start_walk(vreq *r) {
   if (!walk_stays(r)) return VB_BLOCK;
   if (lm(r->fs)->thread_only) {

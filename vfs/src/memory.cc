@@ -2,17 +2,20 @@
 // memory.cc -- the in-memory backend: a tree of nodes in this process.
 //
 // Model: every object is a node -- a regular file (its bytes in a vector),
-// a directory (its entries), a symlink (its target) or a special file
-// (blk, chr, sock, fifo: attributes and rdev only, no data) -- with the
-// attributes a local file system would keep (mode, owner, group, times in
-// real time).  A node has a 64-bit id, never reused in a mount, which is
-// also its fileid; a handle is that id and the mount's 32-bit generation
-// (a random number drawn at mount time, so a handle from an earlier mount
-// is stale rather than naming whatever has the same id now).  The mount
-// keeps a table from id to node of the nodes in the tree: vget resolves a
-// handle there, so once an object's last name is removed its handle is
-// stale (ESTALE) although the node lives on while a vnode references it --
-// the open-but-unlinked file of Unix -- and is freed by the last reclaim.
+// a directory (its entries), a symlink (its target) or a special file (blk,
+// chr, sock, fifo: attributes and rdev only, no data) -- with the
+// attributes a local file system would keep (mode, owner, group, times from
+// the real-time clock -- a reproducible mount stamps its fixed `at`
+// instead).  A node has a 64-bit id, never reused in a mount, which is also
+// its fileid; a handle is that id and the mount's 32-bit generation (odd,
+// drawn at mount time from the clock and the mount's address, so a handle
+// from an earlier mount is stale rather than naming whatever has the same
+// id now; a reproducible mount uses `generation | 1` instead, so its
+// handles are the same every time).  The mount keeps a table from id to
+// node of the nodes in the tree: vget resolves a handle there, so once an
+// object's last name is removed its handle is stale (ESTALE) although the
+// node lives on while a vnode references it -- the open-but-unlinked file
+// of Unix -- and is freed by the last reclaim.
 //
 // Directories keep their entries in insertion order: each entry gets the
 // next number of a per-directory sequence, and that number is the entry's
@@ -42,17 +45,22 @@
 // reads the tree or changes it in place -- getattr, lookup, access,
 // readlink, read (copied into a buffer of the VFS's pool, or into the
 // caller's memory), readdir, fsstat, fsinfo, commit, walk, a write that
-// does not grow its file, a setattr that does not grow it.  What allocates
-// or frees (a write or setattr that grows a file, and every name operation)
-// answers VB_BLOCK and runs in thread context (run, which also performs
-// every operation for vop_call).
+// does not grow its file, a setattr that does not grow it, and a modifying
+// request already refused with EROFS.  What allocates or frees (a write or
+// setattr that grows a file, and every operation that adds or removes a
+// name: create, mkdir, symlink, mknod, remove, rmdir, rename, link) answers
+// VB_BLOCK and runs in thread context (run, which also performs every
+// operation for vop_call).
 //
-// Locking: one spinlock per mount protects the whole tree, the id table
-// and the byte count; every operation holds it from its first look to its
-// last result, so each is atomic.  It is never held across a call into the
-// VFS core (vnode_forget, which may reclaim, is called after it is
-// dropped), and thread-context operations allocate under it (bounded by the
-// one operation).  readdir calls the caller's emit under it, in interrupt
+// Locking: one spinlock per mount protects the whole tree, the id table and
+// the byte count; every operation holds it from its first look to its last
+// result, so each is atomic.  The VFS core's functions called under it take
+// no lock of their own (vfs_bufpool, mode_allows, data_access_allowed,
+// vop_modifies, timespec_eq); the only other spinlock taken under it is the
+// buffer pool's (buf_get, in a read); vnode_forget, which takes the cache's
+// lock and may reclaim (mem_reclaim takes this one), is called after it is
+// dropped.  Thread-context operations allocate under it (bounded by the one
+// operation).  readdir calls the caller's emit under it, in interrupt
 // context when started there (emit only encodes into the caller's memory:
 // it must neither block nor allocate).  A node freed by a reclaim in
 // interrupt context is put on the mount's graveyard and deleted by the next
@@ -270,7 +278,8 @@ mnode *new_node(mem_mount &m, vtype t, uint32_t mode, const mnode *dir, const vc
   return n;
 }
 
-// Puts a node made by new_node into the tree as dir/name.
+// Enters a node made by new_node into the id table (its handle resolves
+// from now on) and counts it; dir_insert gives it its name.
 void publish(mem_mount &m, mnode *n) {
   m.table.emplace(n->id, n);
   m.nodes++;

@@ -9,35 +9,43 @@
 // the VFS's *lanes* -- a workqueue level ("vfs0".."vfs3") on one CPU, each
 // served by one worker thread -- a free one first, one whose worker has
 // been in a request for STALL_MS last (lane_rank), so a worker stuck in a
-// file system that does not answer collects no more work behind it.  A
-// file system (every mount of one device: thread_share) may hold at most
-// `mount_share` lanes' worth of requests in thread context at once (half
-// of them by default); more of its requests wait in the share's FIFO,
-// taking no worker, and go as its running ones finish (on the finishing
-// worker itself when nothing else is queued on its lane) -- a hung file
-// system under one export, or under several, can tie up only its share,
-// never MOUNT or another file system.  There a worker
-// resolves the handles (open_by_handle_at may read the disk), switches its
-// filesystem identity to the request's credential and calls backend->run.
-// However the operation ends, vop_complete drops the request's vnode
-// references, counts the road taken, and defers the caller's continuation
-// -- the one place a request completes, so the continuation never runs
-// inside vop_start and always runs in the context its caller chose.
-// vop_call is the same without the first attempt and the hand-off: resolve,
-// switch identity, run, in the calling thread.
+// file system that does not answer collects no more work behind it.  A file
+// system (every mount of one device: thread_share) may hold at most
+// `mount_share` lanes' worth of requests in thread context at once (half of
+// them by default); more of its requests wait in the share's FIFO, taking
+// no worker, and go as its running ones finish (on the finishing worker
+// itself when nothing else is queued on its lane) -- a hung file system
+// under one export, or under several, can tie up only its share, never
+// another file system.  There a worker resolves the handles
+// (open_by_handle_at may read the disk), switches its filesystem identity
+// to the request's credential (not under vfs_set_single_identity) and calls
+// backend->run.  MOUNT's walk escapes the share only when the backend
+// answers it in start, which needs the root's vnode cached (the local
+// backend answers there only a walk that stays at the root); MNT of a root
+// not cached, or of a path below the root on a local mount, goes through
+// the share like any request.  However the operation ends, vop_complete
+// drops the request's vnode references, counts the road taken, and defers
+// the caller's continuation (hand_back, which a request with no mount
+// reaches directly) -- the one place a request completes, so the
+// continuation never runs inside vop_start and always runs in the context
+// its caller chose.  vop_call is the same without the first attempt and the
+// hand-off: resolve, switch identity, run, in the calling thread.
 //
 // The vnode cache (per mount) is a fixed array of entries allocated at
 // mount time, a chained hash over the handle bytes and a clock hand for
 // eviction: an entry with no references whose clock bit is clear is
-// recycled.  Removing an object forgets its handle, so a later request
-// resolves it again and finds it stale.
+// recycled.  Removing or replacing an object's name forgets its handle (the
+// local backend on every such name, the memory backend with the last), so a
+// later request resolves it again -- and finds it stale if that was the
+// object's last name.
 //
 // Locking: one spinlock per mount protects its cache (table, chains,
 // references, clock); it is never held across a system call -- what an
 // evicted or forgotten vnode holds is reclaimed after the lock is dropped.
 // The subsystem's state (workqueues, buffer pool, start count) is written
 // only by vfs_start/vfs_stop under a mutex, in thread context; the lanes'
-// loads and start times are atomics; a share's count and FIFO are under
+// loads and start times and the round-robin counter are atomics, written by
+// every request sent to thread context; a share's count and FIFO are under
 // its own spinlock (never held with a mount's), the registry of shares
 // under a mutex (mount and unmount only).
 #include <sched.h>
@@ -171,9 +179,9 @@ bool uses_name(vop op) {
   }
 }
 
-// Clears the results: flags and counts only (the attributes behind a false
-// have_* flag are never read), so that starting a request costs no more
-// than a few stores.
+// Clears the results: flags, counts and pointers only (the attributes
+// behind a false have_* flag are never read), so that starting a request
+// costs no more than a few stores.
 void reset_results(vreq *r) {
   r->error = 0;
   r->used_thread = false;
@@ -288,8 +296,8 @@ void dispatch(vreq *r) {
   workqueue_enqueue(g_sys.wq[best % QUEUES], &r->wk, int(best / QUEUES));
 }
 
-// Sends r to thread context within its mount's share, or parks it in the
-// mount's FIFO.
+// Sends r to thread context within its file system's share, or parks it
+// in the share's FIFO.
 void to_thread(vreq *r) {
   thread_share *sh = r->fs->share;
   {
@@ -310,11 +318,12 @@ void to_thread(vreq *r) {
   dispatch(r);
 }
 
-// A lane's worker.  When its request is done, the mount's next parked
-// request takes that request's place in the share; if nothing else is
-// queued on this lane the worker runs it itself -- it is awake and its file
-// system just answered, where handing it to another lane would wake a
-// sleeping worker (two context switches) while this one goes to sleep.
+// A lane's worker.  When its request is done, the share's next parked
+// request (of any mount of the file system) takes that request's place in
+// the share; if nothing else is queued on this lane the worker runs it
+// itself -- it is awake and its file system just answered, where handing it
+// to another lane would wake a sleeping worker (two context switches) while
+// this one goes to sleep.
 void worker(work *wk, void *) {
   vreq *r = reinterpret_cast<vreq *>(reinterpret_cast<char *>(wk) - offsetof(vreq, wk));
   const uint16_t lane = r->lane;

@@ -1,30 +1,35 @@
 // SPDX-License-Identifier: BSD-2-Clause
 // vfs.h -- a file-system layer whose operations take continuations.
 //
-// Model: a `vfs` is one mounted file system (a backend instance: a local
-// directory tree, or an in-memory tree).  Objects in it are named by
-// handles (`vfh`: up to VFS_FHSIZE opaque bytes the backend makes, stable
-// across restarts where the backend can be); a handle resolved to an open
-// object is a `vnode`, kept in the mount's vnode cache.  Every operation is
-// one request record, a `vreq`, that the caller owns and fills: the
-// operation, the mount, the handle(s), the caller's credential, the
-// arguments, and the continuation to run when it is complete.  The request
-// carries the results back (status, attributes before and after,
-// the object found or made, data).
+// Model: a `vfs` is one mount (a backend instance: a local directory tree,
+// as one export serves it, or an in-memory tree).  Several mounts may lie
+// on one file system (one device): each is a `vfs` of its own, with its own
+// vnode cache, but they share one allowance of thread context (one thread
+// share: vfs_config::mount_share).  Objects in it are named by handles
+// (`vfh`: up to VFS_FHSIZE opaque bytes the backend makes, stable across
+// restarts where the backend can be); a handle resolved to an open object
+// is a `vnode`, kept in the mount's vnode cache.  Every operation is one
+// request record, a `vreq`, that the caller owns and fills: the operation,
+// the mount, the handle(s), the caller's credential, the arguments, and the
+// continuation to run when it is complete.  The request carries the results
+// back (status, attributes before and after, the object found or made,
+// data).
 //
 // Two ways to run a request:
 //
-//   vop_start(r)  asynchronous.  The VFS resolves the handles from the
-//                 cache, then asks the backend to *start* the operation in
-//                 the calling context (a dispatcher, interrupt kind): the
-//                 backend completes it on the spot when it can do so
-//                 without blocking (a getattr of an open inode), starts it
-//                 on the I/O layer when the kernel can complete it
-//                 asynchronously (read through buf(9), write from the
-//                 caller's memory, fsync), or says it would block; then the
-//                 VFS runs it in thread context on its own workqueue under
-//                 the caller's credential.  Either way the request completes
-//                 by deferring r->done (obj = r, status = r->error): in the
+//   vop_start(r)  asynchronous.  The VFS resolves the handles from the cache
+//                 (one not there sends the request straight to thread
+//                 context), then asks the backend to *start* the operation
+//                 in the calling context (a dispatcher, interrupt kind): the
+//                 backend completes it on the spot when it can do so without
+//                 blocking (a getattr of an open inode), starts it on the
+//                 I/O layer when the kernel can complete it asynchronously
+//                 (read through buf(9), write from the caller's memory,
+//                 fsync), or says it would block; then the VFS runs it in
+//                 thread context on one of its lanes (4 workqueue levels on
+//                 each of the kcont_ncpus() CPUs, one worker each) under the
+//                 caller's credential.  Either way the request completes by
+//                 deferring r->done (obj = r, status = r->error): in the
 //                 context *the caller* asked for, never inside vop_start.
 //                 The VFS decides which road an operation takes, never the
 //                 caller; r->used_thread says afterwards which one it took.
@@ -37,20 +42,26 @@
 // kernel, it leaves to the kernel -- thread-context operations run with the
 // thread's filesystem identity switched to r->cred (fsuid, fsgid,
 // supplementary groups), so ACLs apply and a non-owner's write clears
-// setuid/setgid.  An operation attempted in interrupt context checks mode
-// bits only when that decision is exact (no ACL on the inode, no
-// setuid/setgid bit to clear); otherwise it goes to thread context.  As
-// knfsd does, the owner of a file may always read and write it.
+// setuid/setgid -- except under vfs_set_single_identity, where they run
+// with the process's own identity.  An operation attempted in interrupt
+// context checks mode bits only when that decision is exact (no ACL on the
+// inode, no setuid/setgid bit to clear); otherwise it goes to thread
+// context.  As knfsd does, the owner of a file may always read and write
+// it.
 //
 // Special files: no operation opens a FIFO, socket or device for I/O, and
 // none waits without bound: READ/WRITE of them is EINVAL, CREATE over one
 // is EEXIST, a size change is EINVAL.
 //
-// Locking: a request belongs to its caller until its continuation runs
-// (or vop_call returns); the VFS and the backend touch it only in between.
-// The vnode cache has its own spinlock (never held across a system call).
-// The VFS's global state (workqueues, buffer pool) is set up once by
-// vfs_start and is read-only afterwards.
+// Locking: a request is the VFS's from vop_start until r->done is deferred
+// (vop_call: until it returns) and its caller's otherwise; the VFS and the
+// backend touch it only in between.  Each mount's vnode cache has its own
+// spinlock (never held across a system call).  The VFS's global state: the
+// workqueues and the buffer pool are made by the first vfs_start and torn
+// down by the last vfs_stop (a count, under a mutex); every request sent
+// to thread context writes the lanes' loads and start times and a
+// round-robin counter (atomics); the registry of file systems' thread
+// shares changes at mount and unmount (under a mutex).
 #pragma once
 
 #include <sys/types.h>
@@ -243,7 +254,7 @@ struct vreq {
   uint64_t arrived = 0;
 
   // ---- results ----------------------------------------------------------------
-  int error = 0;             // 0 or an errno (VFS_NOT_SYNC, VFS_BAD_COOKIE, VFS_BADHANDLE too)
+  int error = 0;             // 0, an errno, or a VFS_ error below (VFS_NOT_SYNC ... VFS_CRED)
   bool used_thread = false;  // vop_start: it ran (in part) in thread context
   vwcc obj;                  // the object fh names (a directory for name operations)
   vwcc obj2;                 // the object fh2 names (rename, link)
@@ -259,7 +270,7 @@ struct vreq {
 
   // ---- the VFS's and the backend's (do not touch) ---------------------------
   vnode *vp = nullptr, *vp2 = nullptr;
-  vreq *wait_next = nullptr;  // the mount's FIFO of requests over its share
+  vreq *wait_next = nullptr;  // its file system's FIFO of requests over its thread share
   uint16_t lane = 0;          // the lane it runs on in thread context
   work wk;
   kcont kc;  // the backend's own stage continuation (unbound, {bio, interrupt})
@@ -288,9 +299,11 @@ int vfs_register_levels();
 struct vfs_config {
   uint32_t bufs = 256;  // buffers of VFS_BUF_MAX bytes for reads and writes
   // Thread context has 4 x kcont_ncpus() lanes (a workqueue level on a CPU,
-  // one worker each).  One mount's requests may occupy at most this many
-  // at once (0: half of them); more wait in the mount's FIFO without a
-  // worker, so a file system that stops answering ties up only its share.
+  // one worker each).  One file system's requests (those of every mount of
+  // its device; a memory mount is a file system of its own) may occupy at
+  // most this many at once (0: half of them, at least 1; at most all of
+  // them); more wait in its share's FIFO without a worker, so a file system
+  // that stops answering ties up only its share.
   uint32_t mount_share = 0;
 };
 
@@ -303,7 +316,8 @@ int vfs_start(const vfs_config &cfg, std::string *err);
 // Thread context; no request may be in flight.
 void vfs_stop();
 
-// The buffer pool (nullptr before vfs_start).  Any context.
+// The buffer pool (nullptr before vfs_start and after the last vfs_stop).
+// Any context.
 bufpool *vfs_bufpool();
 
 // ---- mounts ----------------------------------------------------------------
@@ -344,7 +358,8 @@ struct vfs_stats {
   // parked in the FIFO -- of the mount's file system: every mount of one
   // device shares them, and shows the same figures; thread_waits counts
   // every parking.
-  // thread_share is 0 while the asynchronous side is not started.
+  // thread_share is 0 until the first vfs_start (it keeps its value after
+  // vfs_stop).
   uint32_t thread_running = 0, thread_waiting = 0, thread_share = 0;
   uint64_t thread_waits = 0;
   // Operations that change nothing (see vreq::arrived): answered with a
@@ -363,15 +378,19 @@ uint64_t vfs_arrival();
 
 // Starts r (see the model).  r->fs, r->op, r->fh, r->cred, the arguments
 // and r->done must be set; the results are reset here.  Always completes by
-// deferring r->done (status = r->error), never before returning.  Any
+// deferring r->done (status = r->error), never by running it inside
+// vop_start (another thread may run it before vop_start returns).  Any
 // dispatcher context (interrupt kind) after vfs_start; never blocks or
 // allocates.
 void vop_start(vreq *r);
 
-// Runs r to completion in the calling thread (may block).  Thread context.
-// Leaves the calling thread's filesystem identity as r->cred (switching
-// back costs system calls; the next vop_call switches as needed); call
-// vfs_cred_reset() to return it to root.  Returns r->error.
+// Runs r to completion in the calling thread (may block).  Thread context;
+// r must not be in flight (vop_start).  Leaves the calling thread's
+// filesystem identity as r->cred once switched (switching back costs
+// system calls; the next vop_call switches as needed); call
+// vfs_cred_reset() to return it to the process's own identity.  The first
+// operation run on a thread also gives it a filesystem context of its own
+// (unshare(CLONE_FS)) with umask 0.  Returns r->error.
 int vop_call(vreq *r);
 
 // Returns the calling thread's filesystem identity to the process's own.
@@ -380,10 +399,10 @@ void vfs_cred_reset();
 
 // Whether this process can run requests under their callers' identities:
 // switches a scratch thread's fsuid, fsgid and supplementary groups to an
-// unprivileged identity and checks each step.  0, or EPERM with the
-// missing capability named in *why (CAP_SETUID, CAP_SETGID).  A server
-// must refuse to start on EPERM unless it chose vfs_set_single_identity.
-// Thread context.
+// unprivileged identity and checks each step.  0, or EPERM with the missing
+// capability named in *why (CAP_SETUID, CAP_SETGID), or the errno of
+// unshare(CLONE_FS) (also named in *why).  A server must refuse to start on
+// EPERM unless it chose vfs_set_single_identity.  Thread context.
 int vfs_identity_check(std::string *why);
 
 // on: thread-context operations run with the process's own identity
