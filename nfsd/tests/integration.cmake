@@ -2,9 +2,10 @@
 # integration.cmake -- real-client NFS integration tests of kcont-nfsd.
 #
 # Included from nfsd/tests/CMakeLists.txt.  Builds kcont_nfs_driver (C, linked
-# with libnfs) from nfs_driver.c and registers two ctest tests,
-# nfs_integration_kcont and nfs_integration_threads, which run
-# nfs_integration.sh: it starts the kcont-nfsd binary with the given --model on
+# with libnfs) from nfs_driver.c and registers a ctest test per model and
+# section, nfs_integration_{kcont,threads}_{export,exports_file,memory,
+# siege,metrics,hung}, each running that section of nfs_integration.sh: it
+# starts the kcont-nfsd binary with the given --model on
 # free local ports and drives it with real NFSv3 clients (libnfs-utils' nfs-ls,
 # nfs-cp, nfs-cat and kcont_nfs_driver), hostile clients (kcont_nfs_siege)
 # and a FUSE file system that stops answering (kcont_hangfs).  The server needs root
@@ -49,15 +50,21 @@ else()
   set(KCONT_NFSFUSE "")
 endif()
 
+# One ctest per model and section of the script, named for what it checks:
+# nfs_integration_<model>_<section> (ctest -R runs one; a failure names
+# it).  Each section starts and stops its own servers.
+set(KCONT_NFS_SECTIONS export exports_file memory siege metrics hung)
 foreach(model kcont threads)
-  add_test(NAME nfs_integration_${model}
-    COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/nfs_integration.sh
-            $<TARGET_FILE:kcont-nfsd> $<TARGET_FILE:kcont_nfs_driver> ${model}
-            $<TARGET_FILE:kcont_nfs_siege> "${KCONT_HANGFS}" "${KCONT_SANITIZE}"
-            "${KCONT_NFSFUSE}")
-  set_tests_properties(nfs_integration_${model} PROPERTIES
-    TIMEOUT 600
-    RUN_SERIAL TRUE
-    SKIP_RETURN_CODE 77
-    LABELS "integration;nfs")
+  foreach(section ${KCONT_NFS_SECTIONS})
+    add_test(NAME nfs_integration_${model}_${section}
+      COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/nfs_integration.sh
+              $<TARGET_FILE:kcont-nfsd> $<TARGET_FILE:kcont_nfs_driver> ${model}
+              $<TARGET_FILE:kcont_nfs_siege> "${KCONT_HANGFS}" "${KCONT_SANITIZE}"
+              "${KCONT_NFSFUSE}" ${section})
+    set_tests_properties(nfs_integration_${model}_${section} PROPERTIES
+      TIMEOUT 600
+      RUN_SERIAL TRUE
+      SKIP_RETURN_CODE 77
+      LABELS "integration;nfs")
+  endforeach()
 endforeach()

@@ -3,7 +3,10 @@
 # nfs_integration.sh -- real-client integration test of kcont-nfsd.
 #
 # usage: bash nfs_integration.sh SERVER_BINARY DRIVER_BINARY MODEL [SIEGE_BINARY
-#        [HANGFS_BINARY [SANITIZER [NFSFUSE_BINARY]]]]
+#        [HANGFS_BINARY [SANITIZER [NFSFUSE_BINARY [SECTIONS]]]]]
+#   SECTIONS (comma-separated; default all): export, exports_file, memory,
+#   siege, metrics, hung -- each starts and stops its own servers, and ctest
+#   runs each as its own test, nfs_integration_MODEL_SECTION.
 #   MODEL is kcont or threads (passed to --model); with SIEGE_BINARY
 #   (nfs_siege.c) the hostile-client steps run too; with HANGFS_BINARY
 #   (hangfs.c, a FUSE file system that stops answering) and /dev/fuse the
@@ -27,8 +30,8 @@
 
 set -u
 
-if [ $# -lt 3 ] || [ $# -gt 7 ]; then
-	echo "usage: $0 SERVER_BINARY DRIVER_BINARY MODEL [SIEGE_BINARY [HANGFS_BINARY [SANITIZER [NFSFUSE_BINARY]]]]" >&2
+if [ $# -lt 3 ] || [ $# -gt 8 ]; then
+	echo "usage: $0 SERVER_BINARY DRIVER_BINARY MODEL [SIEGE_BINARY [HANGFS_BINARY [SANITIZER [NFSFUSE_BINARY [SECTIONS]]]]]" >&2
 	exit 2
 fi
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,6 +42,19 @@ SIEGE=${4:-}
 HANGFS=${5:-}
 SANITIZER=${6:-}
 NFSFUSE=${7:-}
+# SECTIONS: comma-separated, of export, exports_file, memory, siege,
+# metrics, hung (default: all of them).  ctest runs each as its own test.
+ALL_SECTIONS="export,exports_file,memory,siege,metrics,hung"
+SECTIONS=${8:-$ALL_SECTIONS}
+for section in ${SECTIONS//,/ }; do
+	case ",$ALL_SECTIONS," in
+	*",$section,"*) ;;
+	*)
+		echo "$0: unknown section '$section' (sections: $ALL_SECTIONS)" >&2
+		exit 2
+		;;
+	esac
+done
 
 # not_tested WHAT: a part that cannot run here.  Under CI=true (the CI
 # machine has root and FUSE) that is a failure; elsewhere a loud skip.
@@ -252,7 +268,7 @@ url() { # url DIR [FILE]
 
 finish() {
 	echo
-	echo "nfs integration ($MODEL): $PASSED passed, $FAILED failed"
+	echo "nfs integration ($MODEL; $SECTIONS): $PASSED passed, $FAILED failed"
 	if [ $FAILED -ne 0 ]; then
 		printf '  failed: %s\n' "${FAILED_STEPS[@]}"
 		exit 1
@@ -262,6 +278,8 @@ finish() {
 
 # ---------------------------------------------------------------------------
 # server 1: --export DIR (rw, no_root_squash)
+# (ctest: nfs_integration_MODEL_export; the body is not indented)
+section_export() {
 
 read -r NFS_PORT MOUNT_PORT < <(free_ports)
 echo "export $EXPORT, nfs port $NFS_PORT, mount port $MOUNT_PORT, model $MODEL"
@@ -518,9 +536,12 @@ else
 	fail "--export /nonexistent exits non-zero with a message naming it" \
 		"exit status $rc (124 = still running after 20 s)"
 fi
+}
 
 # ---------------------------------------------------------------------------
 # server 2: --exports FILE with a root_squash export and a read-only export
+# (ctest: nfs_integration_MODEL_exports_file; the body is not indented)
+section_exports_file() {
 
 printf 'read-only content\n' >"$DIR3/existing.txt"
 EXPORTS_FILE=$TMP/exports
@@ -581,11 +602,14 @@ if wait_ready; then
 else
 	fail "start server (--exports FILE)"
 fi
+}
 
 # ---------------------------------------------------------------------------
 # server 3: the same protocol code on the in-memory VFS backend
 # (--memory-export): nothing of it is on disk, so the drivers check it only
 # through the protocol.
+# (ctest: nfs_integration_MODEL_memory; the body is not indented)
+section_memory() {
 
 MEM=/kcont-nfs-it-memory
 read -r NFS_PORT MOUNT_PORT < <(free_ports)
@@ -606,6 +630,7 @@ if wait_ready; then
 else
 	fail "start server (--memory-export)"
 fi
+}
 
 # ---------------------------------------------------------------------------
 # servers 4 and 5: hostile clients (nfs_siege.c, docs/reliability.md).  The
@@ -613,6 +638,8 @@ fi
 # bystander from 127.0.0.1.  Every wait is for an event (the server closing
 # a connection, the bystander's read completing); the MAXSEC arguments are
 # only a bound for a hang.
+# (ctest: nfs_integration_MODEL_siege; the body is not indented)
+section_siege() {
 
 # rss_kb: the server's resident set in KiB.
 rss_kb() {
@@ -775,6 +802,7 @@ if [ -n "$SIEGE" ]; then
 		fail "--max-memory 2M refused at start, saying what would do" "$(tail -n 3 "$SERVER_LOG")"
 	fi
 fi
+}
 
 # ---------------------------------------------------------------------------
 # server 7: --metrics.  The Prometheus endpoint parsed by Debian's
@@ -782,6 +810,8 @@ fi
 # type; counters rise under a libnfs workload and none goes down; silent
 # scrapers holding every place make a scrape fail until the server resets
 # them, then scrapes work again.
+# (ctest: nfs_integration_MODEL_metrics; the body is not indented)
+section_metrics() {
 read -r NFS_PORT MOUNT_PORT < <(free_ports)
 read -r METRICS_PORT _ < <(free_ports)
 METRICS_DIR=$TMP/metrics
@@ -842,6 +872,7 @@ if wait_ready; then
 else
 	fail "start server (--max-mount-conns 4)"
 fi
+}
 
 # ---------------------------------------------------------------------------
 # server 6: a file system that stops answering (hangfs.c over FUSE) under
@@ -849,6 +880,8 @@ fi
 # FUSE export; under the kcont model they may hold only that export's share
 # of the VFS's thread context, so the other export still answers.  SIGTERM
 # then ends the server within --grace, abandoning the hung requests.
+# (ctest: nfs_integration_MODEL_hung; the body is not indented)
+section_hung() {
 
 # hung_in_pause PID: the FUSE daemon sits in pause(2), i.e. it took a
 # request and will never answer (syscall 34 on x86-64, 29 on arm64).
@@ -1009,5 +1042,18 @@ for p in sys.argv[1:]:
 else
 	not_tested "the hung-file-system steps (no hangfs binary, /dev/fuse or fusermount3)"
 fi
+}
 
+# The sections asked for (default: all, in this order); each starts and
+# stops its own servers, so any one runs alone.
+for section in ${SECTIONS//,/ }; do
+	case $section in
+	export) section_export ;;
+	exports_file) section_exports_file ;;
+	memory) section_memory ;;
+	siege) section_siege ;;
+	metrics) section_metrics ;;
+	hung) section_hung ;;
+	esac
+done
 finish
