@@ -1163,6 +1163,7 @@ int local_start(vreq *r) {
     case vop::write:
       return start_write(r);
     case vop::commit:
+      if (r->error) return refused(r);  // EROFS: no fsync on a read-only export
       if (r->vp->type != vtype::reg && r->vp->type != vtype::dir) return VB_BLOCK;
       pre(r);
       return start_io(r, bio_op::fsync);
