@@ -871,7 +871,7 @@ void record_received(void *, void *env, int status) {
   c->receiving = false;
   slot_landed(c);
   uint64_t arrived = 0;
-  if (status == 0 && in_use(c) && c->s && reading_on(c))
+  if (status == 0 && reading_on(c) && c->s)
     take_bytes(c, c->rx_len, arrived);
   else
     stop_reading(c);
