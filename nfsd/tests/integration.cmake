@@ -3,9 +3,8 @@
 #
 # Included from nfsd/tests/CMakeLists.txt.  Builds kcont_nfs_driver (C, linked
 # with libnfs) from nfs_driver.c and registers a ctest test per model and
-# section, nfs_integration_{kcont,threads}_{export,exports_file,memory,
-# siege,metrics,hung}, each running that section of nfs_integration.sh: it
-# starts the kcont-nfsd binary with the given --model on
+# case of nfs_integration.sh (nfs_integration_{kcont,threads}_<case>, see
+# below): it starts the kcont-nfsd binary with the given --model on
 # free local ports and drives it with real NFSv3 clients (libnfs-utils' nfs-ls,
 # nfs-cp, nfs-cat and kcont_nfs_driver), hostile clients (kcont_nfs_siege)
 # and a FUSE file system that stops answering (kcont_hangfs).  The server needs root
@@ -50,21 +49,59 @@ else()
   set(KCONT_NFSFUSE "")
 endif()
 
-# One ctest per model and section of the script, named for what it checks:
-# nfs_integration_<model>_<section> (ctest -R runs one; a failure names
-# it).  Each section starts and stops its own servers.
-set(KCONT_NFS_SECTIONS export exports_file memory siege metrics hung)
+# One ctest per model and per case or section of the script, named for
+# what it checks: nfs_integration_<model>_<fixture>_<case> or
+# nfs_integration_<model>_<section> (ctest -R runs one; a failure names it).
+# A fixture's cases share one server: its start case is the fixture's
+# FIXTURES_SETUP, its stop case the FIXTURES_CLEANUP, every other case
+# FIXTURES_REQUIRED, so `ctest -R` of a case also runs its start and stop.
+# They share the directory KCONT_IT_DIR, under /tmp (open_by_handle_at works
+# there) and distinct per build directory.  The script lists the cases
+# (--list); a change to it reconfigures.
+set(KCONT_NFS_SCRIPT ${CMAKE_CURRENT_LIST_DIR}/nfs_integration.sh)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${KCONT_NFS_SCRIPT})
+execute_process(COMMAND bash ${KCONT_NFS_SCRIPT} --list
+  OUTPUT_VARIABLE kcont_nfs_cases
+  RESULT_VARIABLE kcont_nfs_list_rc)
+if(NOT kcont_nfs_list_rc EQUAL 0)
+  message(FATAL_ERROR "nfs_integration.sh --list failed (${kcont_nfs_list_rc})")
+endif()
+string(STRIP "${kcont_nfs_cases}" kcont_nfs_cases)
+string(REPLACE "\n" ";" kcont_nfs_cases "${kcont_nfs_cases}")
+string(MD5 kcont_nfs_build_id "${CMAKE_BINARY_DIR}")
+string(SUBSTRING ${kcont_nfs_build_id} 0 10 kcont_nfs_build_id)
+set(KCONT_NFS_FIXTURE_ROOT /tmp/kcont-nfs-it-${kcont_nfs_build_id})
+
+# The driver's procedure groups are the script's driver_* cases.
+add_test(NAME nfs_integration_driver_groups
+  COMMAND bash ${KCONT_NFS_SCRIPT} --check-groups $<TARGET_FILE:kcont_nfs_driver>)
+set_tests_properties(nfs_integration_driver_groups PROPERTIES LABELS "integration;nfs")
+
 foreach(model kcont threads)
-  foreach(section ${KCONT_NFS_SECTIONS})
-    add_test(NAME nfs_integration_${model}_${section}
-      COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/nfs_integration.sh
+  foreach(case ${kcont_nfs_cases})
+    string(REPLACE "." "_" name ${case})
+    set(test nfs_integration_${model}_${name})
+    add_test(NAME ${test}
+      COMMAND bash ${KCONT_NFS_SCRIPT}
               $<TARGET_FILE:kcont-nfsd> $<TARGET_FILE:kcont_nfs_driver> ${model}
               $<TARGET_FILE:kcont_nfs_siege> "${KCONT_HANGFS}" "${KCONT_SANITIZE}"
-              "${KCONT_NFSFUSE}" ${section})
-    set_tests_properties(nfs_integration_${model}_${section} PROPERTIES
+              "${KCONT_NFSFUSE}" ${case})
+    set_tests_properties(${test} PROPERTIES
       TIMEOUT 600
       RUN_SERIAL TRUE
       SKIP_RETURN_CODE 77
       LABELS "integration;nfs")
+    if(case MATCHES "^([a-z_]+)\\.([a-z_]+)$")
+      set(fixture nfs_${model}_${CMAKE_MATCH_1})
+      set_tests_properties(${test} PROPERTIES
+        ENVIRONMENT "KCONT_IT_DIR=${KCONT_NFS_FIXTURE_ROOT}/${model}-${CMAKE_MATCH_1}")
+      if(CMAKE_MATCH_2 STREQUAL "start")
+        set_tests_properties(${test} PROPERTIES FIXTURES_SETUP ${fixture})
+      elseif(CMAKE_MATCH_2 STREQUAL "stop")
+        set_tests_properties(${test} PROPERTIES FIXTURES_CLEANUP ${fixture})
+      else()
+        set_tests_properties(${test} PROPERTIES FIXTURES_REQUIRED ${fixture})
+      endif()
+    endif()
   endforeach()
 endforeach()

@@ -3,10 +3,16 @@
 # nfs_integration.sh -- real-client integration test of kcont-nfsd.
 #
 # usage: bash nfs_integration.sh SERVER_BINARY DRIVER_BINARY MODEL [SIEGE_BINARY
-#        [HANGFS_BINARY [SANITIZER [NFSFUSE_BINARY [SECTIONS]]]]]
-#   SECTIONS (comma-separated; default all): export, exports_file, memory,
-#   siege, metrics, hung -- each starts and stops its own servers, and ctest
-#   runs each as its own test, nfs_integration_MODEL_SECTION.
+#        [HANGFS_BINARY [SANITIZER [NFSFUSE_BINARY [SELECTION]]]]]
+#        bash nfs_integration.sh --list
+#        bash nfs_integration.sh --check-groups DRIVER_BINARY
+#   SELECTION (comma-separated; default all): a section (bad_export, siege,
+#   metrics, hung), a fixture (export, exports, memory: its start, every
+#   case and its stop), or one case of a fixture, FIXTURE.CASE (see
+#   "Fixtures" below).  --list prints every section and case, one per line:
+#   ctest registers each as its own test, nfs_integration_MODEL_NAME (the
+#   dot becomes an underscore).  --check-groups: the driver's procedure
+#   groups are the ones this script runs.
 #   MODEL is kcont or threads (passed to --model); with SIEGE_BINARY
 #   (nfs_siege.c) the hostile-client steps run too; with HANGFS_BINARY
 #   (hangfs.c, a FUSE file system that stops answering) and /dev/fuse the
@@ -16,25 +22,75 @@
 #   and /dev/fuse, real POSIX programs run on the export: tar x, diff -r,
 #   a metadata comparison, rm -r.
 #
-# Starts the server on two free TCP ports with a temporary export directory,
+# Starts the server on free TCP ports with a temporary export directory,
 # waits for "kcont-nfsd: ready" on its stderr, then talks to it with real NFS
 # clients: the libnfs tools (nfs-ls, nfs-cp, nfs-cat) and nfs_driver (see
-# nfs_driver.c: every NFSv3 procedure, big directory listings, concurrent
-# clients, handles surviving a kill -9 + restart, root squash, read-only
-# export), and, with nfs_siege, hostile clients: idle, slowloris and
-# never-reading connections are closed, full connection tables make room,
-# and a bystander gets through all of it.  Also checks start-up errors and a
-# clean SIGTERM shutdown.
+# nfs_driver.c: every NFSv3 procedure group, big directory listings,
+# concurrent clients, handles surviving a kill -9 + restart, root squash,
+# read-only export), and, with nfs_siege, hostile clients: idle, slowloris
+# and never-reading connections are closed, full connection tables make
+# room, and a bystander gets through all of it.  Also checks start-up
+# errors and a clean SIGTERM shutdown.
 # Every step prints PASS/FAIL; a failing step prints its output and the tail
 # of the server log.  Exit status is non-zero if any step failed.
 
+# Cases and sections run through names built from the selection (run_case,
+# section_$sel), so shellcheck cannot see them called:
+# shellcheck disable=SC2317
 set -u
 
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# The nfs_driver procedure groups (nfs_driver.c; `nfs_driver groups` must
+# print the same list: checked by --check-groups).
+DRIVER_GROUPS="lookup read_write access setattr write_commit create rename link_remove symlink mknod mkdir_rmdir readdir fsinfo bad_handles"
+driver_cases() { for g in $DRIVER_GROUPS; do printf 'driver_%s ' "$g"; done; }
+EXPORT_CASES="start ls cp cat_precreated $(driver_cases)dirlist stress read_after_write posix_client identity restart port_in_use stop"
+MEMORY_CASES="start $(driver_cases)stress read_after_write stop"
+EXPORTS_CASES="start squash ro_write_refused ro_read ro_driver not_exported stop"
+fixture_cases() { # fixture_cases FIXTURE
+	case $1 in
+	export) echo "$EXPORT_CASES" ;;
+	memory) echo "$MEMORY_CASES" ;;
+	exports) echo "$EXPORTS_CASES" ;;
+	esac
+}
+
+SECTIONS_ONLY="bad_export siege metrics hung"
+FIXTURES="export exports memory"
+
+# selections: every selectable name, in the order a full run takes them.
+selections() {
+	local f c
+	for f in $FIXTURES; do
+		for c in $(fixture_cases "$f"); do echo "$f.$c"; done
+	done
+	for f in $SECTIONS_ONLY; do echo "$f"; done
+}
+
+case ${1:-} in
+--list)
+	selections
+	exit 0
+	;;
+--check-groups)
+	if [ $# -ne 2 ]; then
+		echo "usage: $0 --check-groups DRIVER_BINARY" >&2
+		exit 2
+	fi
+	got=$("$2" groups | tr '\n' ' ')
+	if [ "${got% }" = "$DRIVER_GROUPS" ]; then
+		echo "PASS: the driver's groups are the ones run here: $DRIVER_GROUPS"
+		exit 0
+	fi
+	echo "FAIL: the driver's groups ($got) are not the ones run here ($DRIVER_GROUPS)" >&2
+	exit 1
+	;;
+esac
 if [ $# -lt 3 ] || [ $# -gt 8 ]; then
-	echo "usage: $0 SERVER_BINARY DRIVER_BINARY MODEL [SIEGE_BINARY [HANGFS_BINARY [SANITIZER [NFSFUSE_BINARY [SECTIONS]]]]]" >&2
+	echo "usage: $0 SERVER_BINARY DRIVER_BINARY MODEL [SIEGE_BINARY [HANGFS_BINARY [SANITIZER [NFSFUSE_BINARY [SELECTION]]]]]" >&2
 	exit 2
 fi
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SERVER=$1
 DRIVER=$2
 MODEL=$3
@@ -42,18 +98,18 @@ SIEGE=${4:-}
 HANGFS=${5:-}
 SANITIZER=${6:-}
 NFSFUSE=${7:-}
-# SECTIONS: comma-separated, of export, exports_file, memory, siege,
-# metrics, hung (default: all of them).  ctest runs each as its own test.
-ALL_SECTIONS="export,exports_file,memory,siege,metrics,hung"
-SECTIONS=${8:-$ALL_SECTIONS}
-for section in ${SECTIONS//,/ }; do
-	case ",$ALL_SECTIONS," in
-	*",$section,"*) ;;
-	*)
-		echo "$0: unknown section '$section' (sections: $ALL_SECTIONS)" >&2
+# SELECTION: expanded to fixture cases and sections, each checked.
+SELECTION=${8:-$FIXTURES $SECTIONS_ONLY}
+SELECTED=()
+for sel in ${SELECTION//,/ }; do
+	if [[ " $FIXTURES " == *" $sel "* ]]; then
+		for c in $(fixture_cases "$sel"); do SELECTED+=("$sel.$c"); done
+	elif selections | grep -qxF -- "$sel"; then
+		SELECTED+=("$sel")
+	else
+		echo "$0: unknown selection '$sel' (one of: $FIXTURES, $(selections | tr '\n' ' '))" >&2
 		exit 2
-		;;
-	esac
+	fi
 done
 
 # not_tested WHAT: a part that cannot run here.  Under CI=true (the CI
@@ -86,23 +142,31 @@ for bin in "$SERVER" "$DRIVER"; do
 	fi
 done
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/kcont-nfs-it.XXXXXX") || exit 2
+# TMP: this run's directory.  Under ctest a fixture's cases share theirs,
+# KCONT_IT_DIR (kept between them; its stop case removes it once the
+# server stopped cleanly); otherwise a fresh one, removed on exit.
+if [ -n "${KCONT_IT_DIR:-}" ]; then
+	TMP=$KCONT_IT_DIR
+	mkdir -p "$TMP" || exit 2
+else
+	TMP=$(mktemp -d "${TMPDIR:-/tmp}/kcont-nfs-it.XXXXXX") || exit 2
+fi
+REMOVE_TMP=0
+[ -n "${KCONT_IT_DIR:-}" ] || REMOVE_TMP=1
 EXPORT=$TMP/export
 DIR2=$TMP/squash
 DIR3=$TMP/readonly
-STATE=$TMP/restart.state
-mkdir -p "$EXPORT" "$DIR2" "$DIR3" "$TMP/local"
-chmod 1777 "$DIR2"
+mkdir -p "$TMP/local"
 
 PASSED=0
 FAILED=0
 FAILED_STEPS=()
 SERVER_PID=""
 SERVER_LOG=""
+SERVER_SUPERVISED=0
 ALL_PIDS=()
 FUSE_MOUNT=""
 
-# shellcheck disable=SC2317  # invoked through the EXIT trap
 cleanup() {
 	local p
 	# the FUSE daemon first: its death fails every request hung in it, so
@@ -119,7 +183,17 @@ cleanup() {
 	if [ -n "$FUSE_MOUNT" ]; then
 		fusermount3 -u -z "$FUSE_MOUNT" 2>/dev/null || umount -l "$FUSE_MOUNT" 2>/dev/null
 	fi
-	rm -rf "$TMP"
+	# a fixture's server outlives this process only under ctest
+	if [ -z "${KCONT_IT_DIR:-}" ] && [ -s "$TMP/server.pid" ] && [ ! -e "$TMP/server.status" ]; then
+		kill -9 "$(cat "$TMP/server.pid")" 2>/dev/null
+	fi
+	if [ "$REMOVE_TMP" = 1 ]; then
+		rm -rf "$TMP"
+		# the fixtures' common parent, once the last of them is gone
+		[ -z "${KCONT_IT_DIR:-}" ] || rmdir "$(dirname "$TMP")" 2>/dev/null
+	elif [ "$FAILED" -ne 0 ]; then
+		echo "(logs kept in $TMP)"
+	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -155,13 +229,13 @@ step() {
 	echo "=== $name"
 	timeout --kill-after=10 "$tmo" "$@" >"$out" 2>&1
 	rc=$?
-	if [ $rc -eq 0 ]; then
+	if [ "$rc" -eq 0 ]; then
 		grep -E '^(note:|FAIL:)' "$out" | sed 's/^/    /'
 		echo "    $(grep -c '^ok:' "$out") checks ok; $(tail -n 1 "$out")"
 		pass "$name"
 	else
 		tail -n 120 "$out" | sed 's/^/    /'
-		[ $rc -eq 124 ] && echo "    (timed out after $tmo s)"
+		[ "$rc" -eq 124 ] && echo "    (timed out after $tmo s)"
 		fail "$name" "exit status $rc"
 	fi
 	return $rc
@@ -225,8 +299,8 @@ wait_ready() {
 			return 0
 		fi
 		if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-			wait "$SERVER_PID" 2>/dev/null
-			echo "    server exited early with status $?"
+			server_reap
+			echo "    server exited early with status $SERVER_STATUS"
 			echo "    --- server log ---"
 			sed 's/^/    | /' "$SERVER_LOG"
 			return 1
@@ -238,10 +312,28 @@ wait_ready() {
 	return 1
 }
 
+# server_reap: SERVER_STATUS, the exit status of the server that has
+# exited (or been killed): from wait for one this shell started, from the
+# supervisor's status file for a fixture's (written as soon as it is
+# reaped; 255 if it never appears).
+server_reap() {
+	local i
+	if [ "$SERVER_SUPERVISED" = 1 ]; then
+		for ((i = 0; i < 100; i++)); do
+			[ -s "$TMP/server.status" ] && break
+			sleep 0.1
+		done
+		SERVER_STATUS=$(cat "$TMP/server.status" 2>/dev/null || echo 255)
+	else
+		wait "$SERVER_PID" 2>/dev/null
+		SERVER_STATUS=$?
+	fi
+}
+
 # stop_server_term [SIGNAL]: sends SIGTERM (or SIGNAL); 0 if the server
 # exits with status 0 within 10 s
 stop_server_term() {
-	local i rc sig=${1:-TERM}
+	local i sig=${1:-TERM}
 	kill "-$sig" "$SERVER_PID" 2>/dev/null
 	for ((i = 0; i < 100; i++)); do
 		kill -0 "$SERVER_PID" 2>/dev/null || break
@@ -249,14 +341,13 @@ stop_server_term() {
 	done
 	if kill -0 "$SERVER_PID" 2>/dev/null; then
 		kill -9 "$SERVER_PID" 2>/dev/null
-		wait "$SERVER_PID" 2>/dev/null
+		server_reap
 		echo "    server still running 10 s after SIG$sig (killed)"
 		return 1
 	fi
-	wait "$SERVER_PID"
-	rc=$?
-	if [ $rc -ne 0 ]; then
-		echo "    server exited with status $rc after SIG$sig"
+	server_reap
+	if [ "$SERVER_STATUS" -ne 0 ]; then
+		echo "    server exited with status $SERVER_STATUS after SIG$sig"
 		return 1
 	fi
 	return 0
@@ -268,7 +359,7 @@ url() { # url DIR [FILE]
 
 finish() {
 	echo
-	echo "nfs integration ($MODEL; $SECTIONS): $PASSED passed, $FAILED failed"
+	echo "nfs integration ($MODEL; $SELECTION): $PASSED passed, $FAILED failed"
 	if [ $FAILED -ne 0 ]; then
 		printf '  failed: %s\n' "${FAILED_STEPS[@]}"
 		exit 1
@@ -277,44 +368,106 @@ finish() {
 }
 
 # ---------------------------------------------------------------------------
-# server 1: --export DIR (rw, no_root_squash)
-# (ctest: nfs_integration_MODEL_export; the body is not indented)
-section_export() {
+# Fixtures: one server shared by independent cases.
+#
+# A fixture (export, memory, exports) is a server that its "start" case
+# starts and its "stop" case stops; each other case talks to that server
+# and leaves the export as it found it, so any case runs alone after start
+# and a failure names the behaviour that broke.  ctest registers every case
+# as a test of its own, nfs_integration_MODEL_FIXTURE_CASE, start as the
+# FIXTURES_SETUP and stop as the FIXTURES_CLEANUP of the others, so
+# `ctest -R nfs_integration_kcont_export_driver_setattr` runs start, that
+# case and stop.  Those are separate processes: the fixture's state lives in
+# the directory KCONT_IT_DIR names (ports and log in fixture.env) and the
+# server runs detached under a supervisor shell that writes its pid and,
+# when it exits, its exit status next to it.  Without KCONT_IT_DIR a
+# fixture's name runs start, every case and stop in this one process.
+#
+# Stop checks that the export holds only what start put there, then that
+# SIGTERM ends the server with status 0 within 10 s.
 
-read -r NFS_PORT MOUNT_PORT < <(free_ports)
-echo "export $EXPORT, nfs port $NFS_PORT, mount port $MOUNT_PORT, model $MODEL"
+# fixture_server_start LOG ARGS...: starts the fixture's server detached
+# from this process (it outlives a ctest setup test): a supervisor shell in
+# a session of its own runs it, writes its pid to $TMP/server.pid and, once
+# it exits, its exit status to $TMP/server.status.  Sets SERVER_PID and
+# SERVER_LOG and saves them with the ports in $TMP/fixture.env.
+fixture_server_start() {
+	local supervisor
+	SERVER_LOG=$1
+	shift
+	rm -f "$TMP/server.pid" "$TMP/server.status"
+	# shellcheck disable=SC2016 # expanded by the supervisor shell
+	setsid bash -c '"$@" & echo $! >"$0.pid.new" && mv "$0.pid.new" "$0.pid"
+		wait $!; echo $? >"$0.status.new"; mv "$0.status.new" "$0.status"' \
+		"$TMP/server" "$SERVER" "$@" --bind 127.0.0.1 --nfs-port "$NFS_PORT" \
+		--mount-port "$MOUNT_PORT" --model "$MODEL" \
+		</dev/null >"$SERVER_LOG.stdout" 2>"$SERVER_LOG" &
+	supervisor=$!
+	while [ ! -s "$TMP/server.pid" ] && kill -0 "$supervisor" 2>/dev/null; do
+		sleep 0.05
+	done
+	SERVER_PID=$(cat "$TMP/server.pid" 2>/dev/null)
+	SERVER_SUPERVISED=1
+	printf 'NFS_PORT=%q\nMOUNT_PORT=%q\nSERVER_LOG=%q\n' \
+		"$NFS_PORT" "$MOUNT_PORT" "$SERVER_LOG" >"$TMP/fixture.env"
+}
 
-# content created directly in the export before the server starts
-printf 'hello from the export directory\n' >"$EXPORT/hello.txt"
-head -c 777777 /dev/urandom >"$EXPORT/precreated.bin"
-mkdir "$EXPORT/subdir"
-head -c $((5 * 1024 * 1024)) /dev/urandom >"$TMP/local/up.bin"
+# fixture_load: the fixture's ports, log and server, saved by its start
+# case; 1 (and a FAIL) if start has not run or its server is gone.
+fixture_load() {
+	if [ ! -s "$TMP/fixture.env" ] || [ ! -s "$TMP/server.pid" ]; then
+		fail "fixture server" "not started (its start case did not run or failed)"
+		return 1
+	fi
+	# shellcheck disable=SC1091 # written by fixture_server_start
+	. "$TMP/fixture.env"
+	SERVER_PID=$(cat "$TMP/server.pid")
+	SERVER_SUPERVISED=1
+	if [ -e "$TMP/server.status" ]; then
+		fail "fixture server" "exited with status $(cat "$TMP/server.status")"
+		return 1
+	fi
+}
 
-echo "=== start server (--export)"
-start_server "$TMP/server1.log" --export "$EXPORT"
-if wait_ready; then
-	pass "start server (--export)"
-else
-	fail "start server (--export)"
-	finish
-fi
+# ---------------------------------------------------------------------------
+# fixture export: --export DIR (rw, no_root_squash), with content created
+# in the directory before the server starts.
+export_start() {
+	rm -rf "${EXPORT:?}" "$TMP/local" "$TMP/fixture.env"
+	mkdir -p "$EXPORT" "$TMP/local"
+	read -r NFS_PORT MOUNT_PORT < <(free_ports)
+	echo "export $EXPORT, nfs port $NFS_PORT, mount port $MOUNT_PORT, model $MODEL"
+	printf 'hello from the export directory\n' >"$EXPORT/hello.txt"
+	head -c 777777 /dev/urandom >"$EXPORT/precreated.bin"
+	mkdir "$EXPORT/subdir"
+	echo "=== start server (--export)"
+	fixture_server_start "$TMP/server1.log" --export "$EXPORT"
+	if wait_ready; then
+		pass "start server (--export)"
+	else
+		fail "start server (--export)"
+	fi
+}
 
-# nfs-ls of the export root
-echo "=== nfs-ls export root"
-if out=$(timeout 60 nfs-ls "$(url "$EXPORT")" 2>&1) &&
-	grep -q 'hello\.txt' <<<"$out" && grep -q 'precreated\.bin' <<<"$out" &&
-	grep -q 'subdir' <<<"$out"; then
-	indent <<<"$out"
-	pass "nfs-ls export root"
-else
-	indent <<<"$out"
-	fail "nfs-ls export root" "listing incomplete or nfs-ls failed"
-fi
+export_ls() {
+	echo "=== nfs-ls export root"
+	if out=$(timeout 60 nfs-ls "$(url "$EXPORT")" 2>&1) &&
+		grep -q 'hello\.txt' <<<"$out" && grep -q 'precreated\.bin' <<<"$out" &&
+		grep -q 'subdir' <<<"$out"; then
+		indent <<<"$out"
+		pass "nfs-ls export root"
+	else
+		indent <<<"$out"
+		fail "nfs-ls export root" "listing incomplete or nfs-ls failed"
+	fi
+}
 
-# nfs-cp up and down, nfs-cat, three sha256 sums must match
-echo "=== nfs-cp 5 MiB up/down + nfs-cat"
-{
-	ok=1
+# nfs-cp 5 MiB up and down, nfs-cat: the three sha256 sums and the file on
+# the server's disk must match.
+export_cp() {
+	local ok=1 want on_server down cat_sum
+	echo "=== nfs-cp 5 MiB up/down + nfs-cat"
+	head -c $((5 * 1024 * 1024)) /dev/urandom >"$TMP/local/up.bin"
 	want=$(sha256sum <"$TMP/local/up.bin" | cut -d' ' -f1)
 	timeout 120 nfs-cp "$TMP/local/up.bin" "$(url "$EXPORT" up.bin)" || {
 		echo "    nfs-cp up failed"
@@ -335,7 +488,8 @@ echo "=== nfs-cp 5 MiB up/down + nfs-cat"
 	echo "    on server $on_server"
 	echo "    nfs-cp    $down"
 	echo "    nfs-cat   $cat_sum"
-	if [ $ok -eq 1 ] && [ "$want" = "$on_server" ] && [ "$want" = "$down" ] &&
+	rm -f "$EXPORT/up.bin" "$TMP/local/up.bin" "$TMP/local/down.bin" "$TMP/local/cat.bin"
+	if [ "$ok" -eq 1 ] && [ "$want" = "$on_server" ] && [ "$want" = "$down" ] &&
 		[ "$want" = "$cat_sum" ]; then
 		pass "nfs-cp 5 MiB up/down + nfs-cat"
 	else
@@ -344,23 +498,45 @@ echo "=== nfs-cp 5 MiB up/down + nfs-cat"
 }
 
 # files created in the export directory by the local file system
-echo "=== nfs-cat of pre-created files"
-if timeout 60 nfs-cat "$(url "$EXPORT" precreated.bin)" >"$TMP/local/pre.bin" &&
-	cmp "$TMP/local/pre.bin" "$EXPORT/precreated.bin" &&
-	timeout 60 nfs-cat "$(url "$EXPORT" hello.txt)" >"$TMP/local/hello.txt" &&
-	cmp "$TMP/local/hello.txt" "$EXPORT/hello.txt"; then
-	pass "nfs-cat of pre-created files"
-else
-	fail "nfs-cat of pre-created files" "bytes differ or nfs-cat failed"
-fi
+export_cat_precreated() {
+	echo "=== nfs-cat of pre-created files"
+	if timeout 60 nfs-cat "$(url "$EXPORT" precreated.bin)" >"$TMP/local/pre.bin" &&
+		cmp "$TMP/local/pre.bin" "$EXPORT/precreated.bin" &&
+		timeout 60 nfs-cat "$(url "$EXPORT" hello.txt)" >"$TMP/local/hello.txt" &&
+		cmp "$TMP/local/hello.txt" "$EXPORT/hello.txt"; then
+		pass "nfs-cat of pre-created files"
+	else
+		fail "nfs-cat of pre-created files" "bytes differ or nfs-cat failed"
+	fi
+}
 
-step "nfs_driver all" 300 "$DRIVER" all "$(url "$EXPORT")"
-step "nfs_driver dirlist 5000" 300 "$DRIVER" dirlist "$(url "$EXPORT")" 5000
-step "nfs_driver stress 4 clients 8 s" 120 "$DRIVER" stress "$(url "$EXPORT")" 4 8s
+# driver_case DIR GROUP: one nfs_driver procedure group (its own directory,
+# created and removed by the driver) on the export at DIR.
+driver_case() {
+	step "nfs_driver $2" 300 "$DRIVER" "$2" "$(url "$1")"
+}
+
+export_dirlist() {
+	step "nfs_driver dirlist 5000" 300 "$DRIVER" dirlist "$(url "$EXPORT")" 5000
+}
+
+export_stress() {
+	step "nfs_driver stress 4 clients 8 s" 120 "$DRIVER" stress "$(url "$EXPORT")" 4 8s
+}
+
 # Read-after-write: a WRITE's reply, then a READ of the block must see it,
 # while 6 other clients read the same 4 blocks (the kcont model's READ used
 # to join an older in-flight read: 7 stale in 22,490 pairs).
-step "nfs_driver raw: read-after-write with 6 readers, 8 s" 120 "$DRIVER" raw "$(url "$EXPORT")" 6 8
+export_read_after_write() {
+	step "nfs_driver raw: read-after-write with 6 readers, 8 s" 120 \
+		"$DRIVER" raw "$(url "$EXPORT")" 6 8
+}
+
+# nfsfuse_usable: kcont-nfsfuse, /dev/fuse and fusermount3 are here.
+nfsfuse_usable() {
+	[ -n "$NFSFUSE" ] && [ -x "$NFSFUSE" ] && [ -e /dev/fuse ] &&
+		command -v fusermount3 >/dev/null
+}
 
 # A real POSIX client: the C++ library's headers (~800 files) through
 # kcont-nfsfuse (FUSE on libnfs, no client caching: every stat, create,
@@ -406,7 +582,7 @@ posix_client() { # posix_client URL TREE
 	} >"$out" 2>&1 || rc=$?
 	fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
 	wait "$fpid" 2>/dev/null
-	if [ $rc -eq 0 ]; then
+	if [ "$rc" -eq 0 ]; then
 		pass "$name ($(wc -l <"$TMP/tree.a") entries)"
 	else
 		tail -n 40 "$out" | sed 's/^/    /'
@@ -452,7 +628,7 @@ fuse_identity() { # fuse_identity URL
 	fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
 	wait "$fpid" 2>/dev/null
 	rmdir "$mnt" 2>/dev/null
-	if [ $rc -eq 0 ]; then
+	if [ "$rc" -eq 0 ]; then
 		pass "$name"
 	else
 		find "$EXPORT/idtest" -printf '    %M %U:%G %p\n' 2>&1
@@ -461,117 +637,160 @@ fuse_identity() { # fuse_identity URL
 	fi
 	rm -rf "$EXPORT/idtest"
 }
-TREE_SRC=$(find /usr/include/c++ -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort -V | tail -n 1)
-if [ -n "$NFSFUSE" ] && [ -x "$NFSFUSE" ] && [ -e /dev/fuse ] &&
-	command -v fusermount3 >/dev/null && [ -n "$TREE_SRC" ]; then
-	tar cf "$TMP/tree.tar" -C "$(dirname "$TREE_SRC")" "$(basename "$TREE_SRC")"
-	posix_client "$(url "$EXPORT")" "$TREE_SRC"
-	fuse_identity "$(url "$EXPORT")"
-else
-	not_tested "the POSIX-client step (needs kcont-nfsfuse, /dev/fuse, fusermount3, /usr/include/c++/N)"
-fi
 
-# the export directory must be back to what we put there
-echo "=== export directory clean after driver runs"
-leftover=$(find "$EXPORT" -mindepth 1 -maxdepth 1 ! -name hello.txt \
-	! -name precreated.bin ! -name subdir ! -name up.bin -printf '%f ')
-if [ -z "$leftover" ]; then
-	pass "export directory clean after driver runs"
-else
-	fail "export directory clean after driver runs" "left over: $leftover"
-fi
-
-# restart: handles and data survive kill -9, write verifier changes
-if step "nfs_driver save" 120 "$DRIVER" save "$(url "$EXPORT")" "$STATE"; then
-	echo "=== kill -9 and restart on the same ports"
-	kill -9 "$SERVER_PID" 2>/dev/null
-	wait "$SERVER_PID" 2>/dev/null
-	start_server "$TMP/server1-restarted.log" --export "$EXPORT"
-	if wait_ready; then
-		pass "restart after kill -9"
-		step "nfs_driver check (after restart)" 120 \
-			"$DRIVER" check "$(url "$EXPORT")" "$STATE"
+# A real POSIX client: the C++ library's headers (~800 files) through
+# kcont-nfsfuse (see posix_client).
+export_posix_client() {
+	local tree
+	tree=$(find /usr/include/c++ -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort -V | tail -n 1)
+	if nfsfuse_usable && [ -n "$tree" ]; then
+		tar cf "$TMP/tree.tar" -C "$(dirname "$tree")" "$(basename "$tree")"
+		posix_client "$(url "$EXPORT")" "$tree"
+		rm -f "$TMP/tree.tar"
 	else
-		fail "restart after kill -9"
+		not_tested "the POSIX-client step (needs kcont-nfsfuse, /dev/fuse, fusermount3, /usr/include/c++/N)"
 	fi
-fi
+}
+
+export_identity() {
+	if nfsfuse_usable; then
+		fuse_identity "$(url "$EXPORT")"
+	else
+		not_tested "the identity step (needs kcont-nfsfuse, /dev/fuse, fusermount3)"
+	fi
+}
+
+# restart: handles and data survive kill -9, the write verifier changes.
+export_restart() {
+	if step "nfs_driver save" 120 "$DRIVER" save "$(url "$EXPORT")" "$TMP/restart.state"; then
+		echo "=== kill -9 and restart on the same ports"
+		kill -9 "$SERVER_PID" 2>/dev/null
+		server_reap
+		fixture_server_start "$TMP/server1-restarted.log" --export "$EXPORT"
+		if wait_ready; then
+			pass "restart after kill -9"
+			step "nfs_driver check (after restart)" 120 \
+				"$DRIVER" check "$(url "$EXPORT")" "$TMP/restart.state"
+		else
+			fail "restart after kill -9"
+		fi
+	fi
+	rm -f "$TMP/restart.state"
+}
 
 # starting a second server on a port in use must fail clearly
-if kill -0 "$SERVER_PID" 2>/dev/null; then
+export_port_in_use() {
+	local busy_log=$TMP/busy.log rc
 	echo "=== second server on a port in use"
-	busy_log=$TMP/busy.log
 	timeout 20 "$SERVER" --export "$EXPORT" --bind 127.0.0.1 \
 		--nfs-port "$NFS_PORT" --mount-port "$MOUNT_PORT" \
 		--model "$MODEL" >/dev/null 2>"$busy_log"
 	rc=$?
 	sed 's/^/    | /' "$busy_log" | head -n 10
-	if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q -E "$NFS_PORT|$MOUNT_PORT" "$busy_log" &&
+	if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q -E "$NFS_PORT|$MOUNT_PORT" "$busy_log" &&
 		! grep -q 'kcont-nfsd: ready' "$busy_log"; then
 		pass "second server on a port in use exits non-zero naming the port"
 	else
 		fail "second server on a port in use exits non-zero naming the port" \
 			"exit status $rc (124 = still running after 20 s)"
 	fi
+}
 
-	echo "=== SIGTERM stops the server with status 0 within 10 s"
-	if stop_server_term; then
-		pass "SIGTERM stops the server with status 0 within 10 s"
-	else
-		fail "SIGTERM stops the server with status 0 within 10 s"
+# fixture_stop WHAT ALLOWED...: the export holds only the names ALLOWED
+# (every case left it as it found it), then SIGTERM stops the server.
+fixture_stop() {
+	local what=$1 dir=$2 leftover name
+	shift 2
+	if [ -n "$dir" ]; then
+		echo "=== the export holds only what start put there"
+		leftover=$(find "$dir" -mindepth 1 -maxdepth 1 -printf '%f\n' | while read -r name; do
+			[[ " $* " == *" $name "* ]] || printf '%s ' "$name"
+		done)
+		if [ -z "$leftover" ]; then
+			pass "the export holds only what start put there"
+		else
+			fail "the export holds only what start put there" "left over: $leftover"
+		fi
 	fi
-fi
+	echo "=== SIGTERM stops the $what server with status 0 within 10 s"
+	if stop_server_term; then
+		pass "SIGTERM stops the $what server with status 0 within 10 s"
+		# under ctest, the fixture's directory goes once all is well
+		[ -z "${KCONT_IT_DIR:-}" ] || [ "$FAILED" -ne 0 ] || REMOVE_TMP=1
+	else
+		fail "SIGTERM stops the $what server with status 0 within 10 s"
+	fi
+}
 
-echo "=== --export /nonexistent fails clearly"
-bad_log=$TMP/nonexistent.log
-read -r P1 P2 < <(free_ports)
-timeout 20 "$SERVER" --export /nonexistent/kcont-nfsd-test --bind 127.0.0.1 \
-	--nfs-port "$P1" --mount-port "$P2" --model "$MODEL" \
-	>/dev/null 2>"$bad_log"
-rc=$?
-sed 's/^/    | /' "$bad_log" | head -n 10
-if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q '/nonexistent/kcont-nfsd-test' "$bad_log" &&
-	! grep -q 'kcont-nfsd: ready' "$bad_log"; then
-	pass "--export /nonexistent exits non-zero with a message naming it"
-else
-	fail "--export /nonexistent exits non-zero with a message naming it" \
-		"exit status $rc (124 = still running after 20 s)"
-fi
+export_stop() {
+	fixture_stop "--export" "$EXPORT" hello.txt precreated.bin subdir
+}
+
+# --export of a directory that does not exist fails clearly (no fixture)
+section_bad_export() {
+	local bad_log=$TMP/nonexistent.log rc P1 P2
+	echo "=== --export /nonexistent fails clearly"
+	read -r P1 P2 < <(free_ports)
+	timeout 20 "$SERVER" --export /nonexistent/kcont-nfsd-test --bind 127.0.0.1 \
+		--nfs-port "$P1" --mount-port "$P2" --model "$MODEL" \
+		>/dev/null 2>"$bad_log"
+	rc=$?
+	sed 's/^/    | /' "$bad_log" | head -n 10
+	if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q '/nonexistent/kcont-nfsd-test' "$bad_log" &&
+		! grep -q 'kcont-nfsd: ready' "$bad_log"; then
+		pass "--export /nonexistent exits non-zero with a message naming it"
+	else
+		fail "--export /nonexistent exits non-zero with a message naming it" \
+			"exit status $rc (124 = still running after 20 s)"
+	fi
 }
 
 # ---------------------------------------------------------------------------
-# server 2: --exports FILE with a root_squash export and a read-only export
-# (ctest: nfs_integration_MODEL_exports_file; the body is not indented)
-section_exports_file() {
-
-printf 'read-only content\n' >"$DIR3/existing.txt"
-EXPORTS_FILE=$TMP/exports
-cat >"$EXPORTS_FILE" <<EOF
+# fixture exports: --exports FILE with a root_squash export and a read-only
+# export.
+exports_start() {
+	rm -rf "${DIR2:?}" "${DIR3:?}" "$TMP/local" "$TMP/fixture.env"
+	mkdir -p "$DIR2" "$DIR3" "$TMP/local"
+	chmod 1777 "$DIR2"
+	printf 'read-only content\n' >"$DIR3/existing.txt"
+	cat >"$TMP/exports" <<EOT
 # kcont-nfsd integration test exports
 $DIR2 127.0.0.1(rw,root_squash,anonuid=65534,anongid=65534)
 $DIR3 *(ro)
-EOF
-read -r NFS_PORT MOUNT_PORT < <(free_ports)
-echo "=== start server (--exports FILE) on ports $NFS_PORT/$MOUNT_PORT"
-sed 's/^/    | /' "$EXPORTS_FILE"
-start_server "$TMP/server2.log" --exports "$EXPORTS_FILE"
-if wait_ready; then
-	pass "start server (--exports FILE)"
+EOT
+	read -r NFS_PORT MOUNT_PORT < <(free_ports)
+	echo "=== start server (--exports FILE) on ports $NFS_PORT/$MOUNT_PORT"
+	sed 's/^/    | /' "$TMP/exports"
+	fixture_server_start "$TMP/server2.log" --exports "$TMP/exports"
+	if wait_ready; then
+		pass "start server (--exports FILE)"
+	else
+		fail "start server (--exports FILE)"
+	fi
+}
 
+exports_squash() {
 	step "nfs_driver squash (root_squash export)" 60 \
 		"$DRIVER" squash "$(url "$DIR2")" 65534
+}
 
+exports_ro_write_refused() {
+	local rc
 	echo "=== nfs-cp into the read-only export fails"
 	head -c 4096 /dev/urandom >"$TMP/local/ro.bin"
 	timeout 60 nfs-cp "$TMP/local/ro.bin" "$(url "$DIR3" ro.bin)" >"$TMP/ro.out" 2>&1
 	rc=$?
 	sed 's/^/    | /' "$TMP/ro.out" | head -n 5
-	if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ ! -e "$DIR3/ro.bin" ]; then
+	if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ ! -e "$DIR3/ro.bin" ]; then
 		pass "nfs-cp into the read-only export fails"
 	else
 		fail "nfs-cp into the read-only export fails" \
 			"exit status $rc; file present: $([ -e "$DIR3/ro.bin" ] && echo yes || echo no)"
+		rm -f "$DIR3/ro.bin"
 	fi
+}
 
+exports_ro_read() {
 	echo "=== nfs-cat from the read-only export"
 	if timeout 60 nfs-cat "$(url "$DIR3" existing.txt)" >"$TMP/local/ro-cat.txt" &&
 		cmp "$TMP/local/ro-cat.txt" "$DIR3/existing.txt"; then
@@ -579,10 +798,14 @@ if wait_ready; then
 	else
 		fail "nfs-cat from the read-only export"
 	fi
+}
 
+exports_ro_driver() {
 	step "nfs_driver ro (read-only export)" 60 \
 		"$DRIVER" ro "$(url "$DIR3")" existing.txt
+}
 
+exports_not_exported() {
 	echo "=== mount of a directory that is not exported is refused"
 	if timeout 60 nfs-ls "$(url "$TMP")" >"$TMP/noexp.out" 2>&1; then
 		sed 's/^/    | /' "$TMP/noexp.out" | head -n 5
@@ -592,44 +815,59 @@ if wait_ready; then
 		sed 's/^/    | /' "$TMP/noexp.out" | head -n 3
 		pass "mount of a directory that is not exported is refused"
 	fi
+}
 
-	echo "=== SIGTERM stops the --exports server with status 0"
-	if stop_server_term; then
-		pass "SIGTERM stops the --exports server with status 0"
-	else
-		fail "SIGTERM stops the --exports server with status 0"
-	fi
-else
-	fail "start server (--exports FILE)"
-fi
+exports_stop() {
+	fixture_stop "--exports" "$DIR3" existing.txt
 }
 
 # ---------------------------------------------------------------------------
-# server 3: the same protocol code on the in-memory VFS backend
+# fixture memory: the same protocol code on the in-memory VFS back end
 # (--memory-export): nothing of it is on disk, so the drivers check it only
 # through the protocol.
-# (ctest: nfs_integration_MODEL_memory; the body is not indented)
-section_memory() {
-
 MEM=/kcont-nfs-it-memory
-read -r NFS_PORT MOUNT_PORT < <(free_ports)
-echo "=== start server (--memory-export $MEM) on ports $NFS_PORT/$MOUNT_PORT"
-start_server "$TMP/server3.log" --memory-export "$MEM" --memory-size 256
-if wait_ready; then
-	pass "start server (--memory-export)"
-	step "nfs_driver all (in-memory backend)" 300 "$DRIVER" all "$(url "$MEM")"
-	step "nfs_driver stress 4 clients 5 s (in-memory backend)" 120 \
-		"$DRIVER" stress "$(url "$MEM")" 4 5s
-	step "nfs_driver raw: read-after-write (in-memory backend)" 120 \
-		"$DRIVER" raw "$(url "$MEM")" 6 5
-	if stop_server_term; then
-		pass "SIGTERM stops the --memory-export server with status 0"
+memory_start() {
+	rm -f "$TMP/fixture.env"
+	read -r NFS_PORT MOUNT_PORT < <(free_ports)
+	echo "=== start server (--memory-export $MEM) on ports $NFS_PORT/$MOUNT_PORT"
+	fixture_server_start "$TMP/server3.log" --memory-export "$MEM" --memory-size 256
+	if wait_ready; then
+		pass "start server (--memory-export)"
 	else
-		fail "SIGTERM stops the --memory-export server with status 0"
+		fail "start server (--memory-export)"
 	fi
-else
-	fail "start server (--memory-export)"
-fi
+}
+
+memory_stress() {
+	step "nfs_driver stress 4 clients 5 s (in-memory back end)" 120 \
+		"$DRIVER" stress "$(url "$MEM")" 4 5s
+}
+
+memory_read_after_write() {
+	step "nfs_driver raw: read-after-write (in-memory back end)" 120 \
+		"$DRIVER" raw "$(url "$MEM")" 6 5
+}
+
+memory_stop() {
+	fixture_stop "--memory-export" ""
+}
+
+# run_case FIXTURE CASE: one case of a fixture.  Every case but start
+# first loads the fixture (and fails if it is not running).
+run_case() {
+	local fixture=$1 case=$2 dir
+	if [ "$case" != start ] && ! fixture_load; then
+		return
+	fi
+	case $fixture in
+	export) dir=$EXPORT ;;
+	memory) dir=$MEM ;;
+	*) dir="" ;;
+	esac
+	case $case in
+	driver_*) driver_case "$dir" "${case#driver_}" ;;
+	*) "${fixture}_${case}" ;;
+	esac
 }
 
 # ---------------------------------------------------------------------------
@@ -1015,7 +1253,7 @@ for p in sys.argv[1:]:
 				wait "$HANGFS_PID" 2>/dev/null
 				wait "$SERVER_PID"
 				rc=$?
-				if [ $rc -eq 0 ]; then
+				if [ "$rc" -eq 0 ]; then
 					pass "SIGTERM ends the server within --grace although requests hang"
 				else
 					fail "SIGTERM ends the server within --grace although requests hang" \
@@ -1044,16 +1282,25 @@ else
 fi
 }
 
-# The sections asked for (default: all, in this order); each starts and
-# stops its own servers, so any one runs alone.
-for section in ${SECTIONS//,/ }; do
-	case $section in
-	export) section_export ;;
-	exports_file) section_exports_file ;;
-	memory) section_memory ;;
-	siege) section_siege ;;
-	metrics) section_metrics ;;
-	hung) section_hung ;;
+# The selection, in order.  Run in one process, a fixture whose start
+# failed skips its other cases (its stop still cleans up).
+BROKEN_FIXTURE=""
+for sel in "${SELECTED[@]}"; do
+	case $sel in
+	*.*)
+		fixture=${sel%%.*}
+		case_name=${sel#*.}
+		if [ "$fixture" = "$BROKEN_FIXTURE" ] && [ "$case_name" != stop ]; then
+			echo "=== $sel: skipped, its fixture did not start"
+			continue
+		fi
+		failed_before=$FAILED
+		run_case "$fixture" "$case_name"
+		if [ "$case_name" = start ] && [ "$FAILED" -ne "$failed_before" ]; then
+			BROKEN_FIXTURE=$fixture
+		fi
+		;;
+	*) "section_$sel" ;;
 	esac
 done
 finish
