@@ -124,7 +124,7 @@ int vfs_run(kc::vfs::vreq *r) {
 
 // The memory export's fixed objects: `file` (MEMORY_FILE_BYTES) and `dir`,
 // made again when missing.  True if something was made.
-bool populate_memory(kc::vfs::vfs *fs) {
+bool populate_memory(kc::vfs::mount *fs) {
   using namespace kc::vfs;
   bool made = false;
   for (const char *name : {"file", "dir"}) {
@@ -471,7 +471,7 @@ extern "C" int LLVMFuzzerInitialize(int *, char ***) {
     mem.path = MEMORY_EXPORT;
     mem.id = 0x6d656d30;
     mem.fs = kc::vfs::vfs_mount_memory(MEMORY_BYTES, &err);
-    if (mem.fs) mem.mount = std::shared_ptr<kc::vfs::vfs>(mem.fs, kc::vfs::vfs_unmount);
+    if (mem.fs) mem.mount = std::shared_ptr<kc::vfs::mount>(mem.fs, kc::vfs::vfs_unmount);
     if (!mem.fs) {
       std::fprintf(stderr, "fuzz_rpc: memory mount: %s\n", err.c_str());
       std::exit(1);

@@ -33,9 +33,9 @@ namespace kc::nfs {
 export_table::~export_table() = default;  // each entry's mount goes with its last table
 
 // Takes ownership of a fresh mount.
-static void own_mount(export_entry *e, vfs::vfs *fs) {
+static void own_mount(export_entry *e, vfs::mount *fs) {
   e->fs = fs;
-  e->mount = std::shared_ptr<vfs::vfs>(fs, [](vfs::vfs *m) {
+  e->mount = std::shared_ptr<vfs::mount>(fs, [](vfs::mount *m) {
     if (m) vfs::vfs_unmount(m);
   });
 }

@@ -1194,7 +1194,7 @@ TEST_F(Serve, ReloadKeepsTheMountsAndLeaksNoDescriptor) {
   make_file("kept", "still here");
   use_exports(dir_ + " *(rw)");
   nfs_fh f = lookup(root(), "kept").fh;
-  const kc::vfs::vfs *before = srv_->exports_now()->exports.at(0).fs;
+  const kc::vfs::mount *before = srv_->exports_now()->exports.at(0).fs;
   auto open_fds = [] {
     auto it = std::filesystem::directory_iterator("/proc/self/fd");
     return std::distance(begin(it), end(it));

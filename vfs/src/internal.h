@@ -61,7 +61,7 @@ bool attr_snapshot_get(attr_snapshot &s, uint64_t arrived, vattr *a);
 void attr_snapshot_put(attr_snapshot &s, uint64_t epoch, const vattr &a);
 
 struct vnode {
-  vfs *fs = nullptr;
+  mount *fs = nullptr;
   vfh fh;
   vtype type = vtype::none;
   bool is_root = false;
@@ -82,11 +82,11 @@ struct vnode {
 
 struct vfs_backend {
   const char *name;
-  int (*vget)(vfs *fs, const vfh &fh, vnode *vp);
+  int (*vget)(mount *fs, const vfh &fh, vnode *vp);
   void (*reclaim)(vnode *vp);
   int (*start)(vreq *r);
   void (*run)(vreq *r);
-  void (*unmount)(vfs *fs);
+  void (*unmount)(mount *fs);
 };
 
 // A file system's share of thread context (vfs.cc): its requests queued or
@@ -105,7 +105,7 @@ struct thread_share {
   uint32_t refs = 0;   // mounts using it (keyed only)
 };
 
-struct vfs {
+struct mount {
   const vfs_backend *be = nullptr;
   void *priv = nullptr;  // the backend's mount state
   vfh root;
@@ -127,7 +127,7 @@ struct vfs {
 
 // Creates the mount's cache and sets fs->be; the backend then sets priv
 // and root.  Thread context.
-vfs *vfs_alloc(const vfs_backend *be, size_t cache);
+mount *vfs_alloc(const vfs_backend *be, size_t cache);
 
 // Lanes whose worker has been in one request for STALL_MS or more (taken
 // last by new requests).  For tests and diagnostics; any context.
@@ -137,15 +137,15 @@ uint32_t vfs_lanes_stalled();
 // Says which file system (device) fs is on: every mount of one device then
 // counts its thread-context requests in one share.  Before any request on
 // fs; thread context.
-void vfs_set_device(vfs *fs, uint64_t dev);
+void vfs_set_device(mount *fs, uint64_t dev);
 
 // The cached vnode of fh with a reference, or nullptr.  Any context.
-vnode *vnode_lookup_cached(vfs *fs, const vfh &fh);
+vnode *vnode_lookup_cached(mount *fs, const vfh &fh);
 
 // The cached vnode of fh, or resolved now by the backend (thread context).
 // Returns 0 with *out referenced, or an errno (EAGAIN: every cache entry is
 // in use).
-int vnode_get(vfs *fs, const vfh &fh, vnode **out);
+int vnode_get(mount *fs, const vfh &fh, vnode **out);
 
 // Enters a vnode the backend has just made and opened, as vget would have
 // (fresh.fs, fh, fd, type, ACL sample filled), so that the next request
@@ -160,7 +160,7 @@ void vnode_ref(vnode *vp);
 // Forgets fh (a name of its object was removed or replaced): a later
 // request resolves it again, and finds it stale if that was the object's
 // last name.  Any context.
-void vnode_forget(vfs *fs, const vfh &fh);
+void vnode_forget(mount *fs, const vfh &fh);
 
 // Completes a request a backend left pending (VB_PENDING): releases the
 // request's vnodes, counts it, and defers r->done.  Any context.

@@ -122,7 +122,7 @@ bool may_wait_for_a_server(int fd) {
   }
 }
 
-local_mount *lm(const vfs *fs) { return static_cast<local_mount *>(fs->priv); }
+local_mount *lm(const mount *fs) { return static_cast<local_mount *>(fs->priv); }
 
 struct kernel_handle {
   struct file_handle fh;
@@ -1085,7 +1085,7 @@ int start_access(vreq *r) {
 
 // ---- backend entries -------------------------------------------------------------
 
-int local_vget(vfs *fs, const vfh &fh, vnode *vp) {
+int local_vget(mount *fs, const vfh &fh, vnode *vp) {
   local_mount &m = *lm(fs);
   if (fh.len < 4 || fh.len > VFS_FHSIZE) return VFS_BADHANDLE;
   kernel_handle kh;
@@ -1243,7 +1243,7 @@ void local_run(vreq *r) {
   }
 }
 
-void local_unmount(vfs *fs) {
+void local_unmount(mount *fs) {
   local_mount *m = lm(fs);
   if (m->root_fd >= 0) close(m->root_fd);
   delete m;
@@ -1254,7 +1254,7 @@ const vfs_backend local_backend = {"local",     local_vget, local_reclaim,
 
 }  // namespace
 
-vfs *vfs_mount_local(const std::string &path, size_t cache, std::string *err) {
+mount *vfs_mount_local(const std::string &path, size_t cache, std::string *err) {
   char real[PATH_MAX];
   if (!realpath(path.c_str(), real)) {
     if (err) *err = path + ": " + kc::error_text(errno);
@@ -1276,7 +1276,7 @@ vfs *vfs_mount_local(const std::string &path, size_t cache, std::string *err) {
   struct stat up;
   m->whole_fs =
       fstatat(fd, "..", &up, 0) == 0 && (up.st_dev != st.st_dev || up.st_ino == st.st_ino);
-  vfs *fs = vfs_alloc(&local_backend, cache);
+  mount *fs = vfs_alloc(&local_backend, cache);
   fs->priv = m;
   vfs_set_device(fs, uint64_t(st.st_dev));  // one thread-context share per file system
   if (int e = make_fh(fd, "", &fs->root)) {

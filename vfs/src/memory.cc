@@ -134,7 +134,7 @@ struct mem_mount {
   mnode *graveyard = nullptr;                   // freed in interrupt context: delete later
 };
 
-mem_mount *mm(const vfs *fs) { return static_cast<mem_mount *>(fs->priv); }
+mem_mount *mm(const mount *fs) { return static_cast<mem_mount *>(fs->priv); }
 mnode *nd(const vnode *vp) { return static_cast<mnode *>(vp->priv); }
 
 // What an operation leaves for after the lock: a handle to forget in the
@@ -892,7 +892,7 @@ void free_list(mnode *n) {
 
 // ---- backend entries ------------------------------------------------------------
 
-int mem_vget(vfs *fs, const vfh &fh, vnode *vp) {
+int mem_vget(mount *fs, const vfh &fh, vnode *vp) {
   mem_mount &m = *mm(fs);
   if (fh.len != FH_LEN) return VFS_BADHANDLE;
   uint64_t id = get_be(fh.data, 8);
@@ -1065,7 +1065,7 @@ void mem_run(vreq *r) {
   free_list(dead);
 }
 
-void mem_unmount(vfs *fs) {
+void mem_unmount(mount *fs) {
   mem_mount *m = mm(fs);
   for (auto &[id, n] : m->table) delete n;
   free_list(m->graveyard);
@@ -1077,7 +1077,7 @@ const vfs_backend memory_backend = {"memory",  mem_vget, mem_reclaim,
 
 }  // namespace
 
-vfs *vfs_mount_memory(size_t max_bytes, std::string *err, const memory_reproducible *repro) {
+mount *vfs_mount_memory(size_t max_bytes, std::string *err, const memory_reproducible *repro) {
   (void)err;  // nothing here can fail but memory (which throws)
   auto *m = new mem_mount;
   m->max_bytes = max_bytes;
@@ -1097,7 +1097,7 @@ vfs *vfs_mount_memory(size_t max_bytes, std::string *err, const memory_reproduci
   root->links = 1;
   publish(*m, root);
   m->root = root;
-  vfs *fs = vfs_alloc(&memory_backend, CACHE);
+  mount *fs = vfs_alloc(&memory_backend, CACHE);
   fs->priv = m;
   make_fh(*m, root, &fs->root);
   return fs;

@@ -104,17 +104,17 @@ bool same_fh(const vfh &a, const vfh &b) {
   return a.len == b.len && std::memcmp(a.data, b.data, a.len) == 0;
 }
 
-vnode **chain_of(vfs *fs, const vfh &fh) {
+vnode **chain_of(mount *fs, const vfh &fh) {
   return &fs->buckets[hash_bytes(fh.data, fh.len) & fs->mask];
 }
 
-vnode *find_locked(vfs *fs, const vfh &fh) {
+vnode *find_locked(mount *fs, const vfh &fh) {
   for (vnode *v = *chain_of(fs, fh); v; v = v->hnext)
     if (same_fh(v->fh, fh)) return v;
   return nullptr;
 }
 
-void unhash_locked(vfs *fs, vnode *v) {
+void unhash_locked(mount *fs, vnode *v) {
   for (vnode **pp = chain_of(fs, v->fh); *pp; pp = &(*pp)->hnext) {
     if (*pp == v) {
       *pp = v->hnext;
@@ -136,12 +136,12 @@ void take_locked(vnode *v, vnode *out) {
   v->attrs.epoch.store(0, std::memory_order_relaxed);  // no reference: nobody reads it
 }
 
-void reclaim(vfs *fs, vnode *held) {
+void reclaim(mount *fs, vnode *held) {
   if (held->fd >= 0 || held->priv) fs->be->reclaim(held);
 }
 
 // An unreferenced entry to reuse (unhashed, emptied into *old), or nullptr.
-vnode *victim_locked(vfs *fs, vnode *old) {
+vnode *victim_locked(mount *fs, vnode *old) {
   size_t n = fs->entries.size();
   for (size_t i = 0; i < 2 * n; i++) {
     vnode *v = &fs->entries[fs->hand];
@@ -630,8 +630,8 @@ bufpool *vfs_bufpool() { return g_pool.load(std::memory_order_acquire); }
 
 // ---- mounts and the vnode cache ----------------------------------------------
 
-vfs *vfs_alloc(const vfs_backend *be, size_t cache) {
-  auto *fs = new vfs;
+mount *vfs_alloc(const vfs_backend *be, size_t cache) {
+  auto *fs = new mount;
   fs->be = be;
   fs->entries = std::vector<vnode>(std::max<size_t>(cache, 16));
   size_t b = 1;
@@ -652,7 +652,7 @@ uint32_t vfs_lanes_stalled() {
 std::mutex g_shares_mu;
 std::vector<thread_share *> g_shares;
 
-void vfs_set_device(vfs *fs, uint64_t dev) {
+void vfs_set_device(mount *fs, uint64_t dev) {
   std::lock_guard<std::mutex> g(g_shares_mu);
   thread_share *sh = nullptr;
   for (thread_share *s : g_shares)
@@ -667,7 +667,7 @@ void vfs_set_device(vfs *fs, uint64_t dev) {
   fs->share = sh;
 }
 
-void vfs_unmount(vfs *fs) {
+void vfs_unmount(mount *fs) {
   if (!fs) return;
   for (auto &v : fs->entries) {
     vnode held;
@@ -685,11 +685,11 @@ void vfs_unmount(vfs *fs) {
   delete fs;
 }
 
-const vfh &vfs_root(const vfs *fs) { return fs->root; }
+const vfh &vfs_root(const mount *fs) { return fs->root; }
 
-vfs_stats vfs_get_stats(const vfs *fs) {
+vfs_stats vfs_get_stats(const mount *fs) {
   vfs_stats s;
-  auto *m = const_cast<vfs *>(fs);
+  auto *m = const_cast<mount *>(fs);
   {
     spinlock g(m->lock);
     s.cache_hits = m->hits;
@@ -715,7 +715,7 @@ vfs_stats vfs_get_stats(const vfs *fs) {
   return s;
 }
 
-vnode *vnode_lookup_cached(vfs *fs, const vfh &fh) {
+vnode *vnode_lookup_cached(mount *fs, const vfh &fh) {
   spinlock g(fs->lock);
   vnode *v = find_locked(fs, fh);
   if (v) {
@@ -732,7 +732,7 @@ namespace {
 // then reclaimed).  Returns the entry referenced, or nullptr when every
 // entry is in use (fresh reclaimed).  `primed`: an entry made is counted
 // as a priming, not as a miss.
-vnode *enter(vfs *fs, vnode &fresh, bool primed) {
+vnode *enter(mount *fs, vnode &fresh, bool primed) {
   const vfh &fh = fresh.fh;
   vnode old, dup;
   vnode *v;
@@ -768,7 +768,7 @@ vnode *enter(vfs *fs, vnode &fresh, bool primed) {
 }
 }  // namespace
 
-int vnode_get(vfs *fs, const vfh &fh, vnode **out) {
+int vnode_get(mount *fs, const vfh &fh, vnode **out) {
   if (fh.len == 0 || fh.len > VFS_FHSIZE) return VFS_BADHANDLE;
   if ((*out = vnode_lookup_cached(fs, fh)) != nullptr) return 0;
   vnode fresh;
@@ -795,7 +795,7 @@ void vnode_ref(vnode *vp) {
 }
 
 void vnode_rele(vnode *vp) {
-  vfs *fs = vp->fs;
+  mount *fs = vp->fs;
   vnode held;
   {
     spinlock g(fs->lock);
@@ -804,7 +804,7 @@ void vnode_rele(vnode *vp) {
   reclaim(fs, &held);
 }
 
-void vnode_forget(vfs *fs, const vfh &fh) {
+void vnode_forget(mount *fs, const vfh &fh) {
   vnode held;
   {
     spinlock g(fs->lock);

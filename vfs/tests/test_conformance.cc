@@ -42,7 +42,7 @@ int rm_one(const char *p, const struct stat *, int, struct FTW *) { return remov
 // Runs the script against one backend and collects its transcript.
 class script {
  public:
-  explicit script(vfs *fs) : fs_(fs) {}
+  explicit script(mount *fs) : fs_(fs) {}
 
   std::vector<std::string> lines;
 
@@ -130,7 +130,7 @@ class script {
   }
 
  private:
-  vfs *fs_;
+  mount *fs_;
 
   static std::string oct(uint32_t m) {
     char b[16];
@@ -268,12 +268,12 @@ TEST(VfsConformance, MemoryAndLocalBackendsAgreeStepByStep) {
   if (geteuid() != 0) KCONT_NOT_TESTED("the local backend needs root (open_by_handle_at)");
   mode_t old_umask = umask(022);
   std::string err;
-  vfs *mem = vfs_mount_memory(16 << 20, &err);
+  mount *mem = vfs_mount_memory(16 << 20, &err);
   ASSERT_NE(mem, nullptr) << err;
   char t[] = "/tmp/kcont-conformance-XXXXXX";
   ASSERT_NE(mkdtemp(t), nullptr);
   chmod(t, 0777);  // as the memory root
-  vfs *loc = vfs_mount_local(t, 256, &err);
+  mount *loc = vfs_mount_local(t, 256, &err);
   ASSERT_NE(loc, nullptr) << err;
 
   // Each on a thread of its own, started under umask 022 as a server's

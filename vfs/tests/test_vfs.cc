@@ -40,7 +40,6 @@
 using namespace kc;
 using namespace kc::vfs;
 using namespace kcvfstest;
-using vfs_t = kc::vfs::vfs;  // the mount (the namespace has the same name)
 
 namespace {
 
@@ -59,7 +58,7 @@ int rm_one(const char *p, const struct stat *, int, struct FTW *) { return remov
 // A mounted backend: the memory one, or the local one on a fresh directory
 // (mode 0777 like the memory root).
 struct mounted {
-  vfs_t *fs = nullptr;
+  kc::vfs::mount *fs = nullptr;
   std::string dir;
 
   // Returns false and a reason to skip.
@@ -320,7 +319,7 @@ class VfsTest : public ::testing::TestWithParam<be> {
   }
 
   mounted m_;
-  vfs_t *fs_ = nullptr;
+  kc::vfs::mount *fs_ = nullptr;
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, VfsTest, ::testing::Values(be::memory, be::local), be_name);
@@ -335,9 +334,9 @@ class VfsLocalTest : public VfsTest {
   }
   // A second mount of the same directory: its vnode cache is empty, so
   // every handle is resolved again (as after a restart).
-  vfs_t *fresh_mount() {
+  kc::vfs::mount *fresh_mount() {
     std::string err;
-    vfs_t *fs = vfs_mount_local(m_.dir, 64, &err);
+    kc::vfs::mount *fs = vfs_mount_local(m_.dir, 64, &err);
     EXPECT_NE(fs, nullptr) << err;
     return fs;
   }
@@ -1316,7 +1315,7 @@ TEST_P(VfsLocalTest, ADirectoryDeeperThanPathMaxIsServed) {
   for (int i = 0; i < 24; i++) d = mkdir(d, name.c_str());
   vfh f = file(d, "leaf");
   ASSERT_EQ(write(f, 0, "deep"), 0);
-  vfs_t *again = fresh_mount();
+  kc::vfs::mount *again = fresh_mount();
   ASSERT_NE(again, nullptr);
   vreq r;
   prep(r, vop::getattr, d);
@@ -1335,7 +1334,7 @@ TEST_P(VfsLocalTest, ADirectoryDeeperThanPathMaxIsServed) {
 TEST_P(VfsLocalTest, AFileThatCannotBeReopenedIsNotCached) {
   vfh f = file(root(), "f");
   ASSERT_EQ(write(f, 0, "data"), 0);
-  vfs_t *again = fresh_mount();
+  kc::vfs::mount *again = fresh_mount();
   ASSERT_NE(again, nullptr);
   auto read_again = [&](std::string *out) {
     uint8_t buf[16];
@@ -1373,7 +1372,7 @@ TEST_P(VfsLocalTest, AFileThatCannotBeReopenedIsNotCached) {
 
 TEST(VfsMemory, WritesBeyondMaxBytesAreEnospc) {
   std::string err;
-  vfs_t *fs = vfs_mount_memory(4096, &err);
+  kc::vfs::mount *fs = vfs_mount_memory(4096, &err);
   ASSERT_NE(fs, nullptr) << err;
   vreq c;
   c.op = vop::create;
@@ -1412,8 +1411,8 @@ TEST(VfsMemory, WritesBeyondMaxBytesAreEnospc) {
 // A handle from another mount (another generation) is stale.
 TEST(VfsMemory, HandlesOfAnotherMountAreStale) {
   std::string err;
-  vfs_t *a = vfs_mount_memory(1 << 20, &err);
-  vfs_t *b = vfs_mount_memory(1 << 20, &err);
+  kc::vfs::mount *a = vfs_mount_memory(1 << 20, &err);
+  kc::vfs::mount *b = vfs_mount_memory(1 << 20, &err);
   ASSERT_TRUE(a && b);
   vreq r;
   r.op = vop::getattr;
@@ -1547,7 +1546,7 @@ class AsyncVfsTest : public ::testing::TestWithParam<be> {
   uint64_t thread_ops(vop op) { return vfs_get_stats(fs_).ops_thread[size_t(op)]; }
 
   mounted m_;
-  vfs_t *fs_ = nullptr;
+  kc::vfs::mount *fs_ = nullptr;
   bool started_ = false, vfs_started_ = false;
 };
 
@@ -1930,7 +1929,7 @@ struct gate_state {
 };
 gate_state g_gate;
 
-int gate_vget(vfs_t *, const vfh &, vnode *vp) {
+int gate_vget(kc::vfs::mount *, const vfh &, vnode *vp) {
   vp->type = vtype::dir;
   return 0;
 }
@@ -1951,7 +1950,7 @@ void gate_run(vreq *r) {
   g_gate.cv.wait(g, [] { return g_gate.open; });
   g_gate.running--;
 }
-void gate_unmount(vfs_t *) {}
+void gate_unmount(kc::vfs::mount *) {}
 const vfs_backend gate_backend = {"gate",     gate_vget, gate_reclaim,
                                   gate_start, gate_run,  gate_unmount};
 
@@ -1961,7 +1960,7 @@ struct gated_requests {
   std::vector<std::unique_ptr<vreq>> reqs;
   std::vector<std::unique_ptr<kcont>> kcs;
   std::atomic<int> done{0};
-  void start(vfs_t *fs, int n) {
+  void start(kc::vfs::mount *fs, int n) {
     for (int i = 0; i < n; i++) {
       auto r = std::make_unique<vreq>();
       auto k = std::make_unique<kcont>();
@@ -1997,8 +1996,8 @@ void start_lanes(uint32_t share) {
 }
 
 // A mount of a test backend whose root handle is "r"; priv tags it.
-vfs_t *test_mount(const vfs_backend *be, void *priv = nullptr) {
-  vfs_t *fs = vfs_alloc(be, 16);
+kc::vfs::mount *test_mount(const vfs_backend *be, void *priv = nullptr) {
+  kc::vfs::mount *fs = vfs_alloc(be, 16);
   fs->priv = priv;
   fs->root.len = 1;
   fs->root.data[0] = 'r';
@@ -2006,8 +2005,8 @@ vfs_t *test_mount(const vfs_backend *be, void *priv = nullptr) {
 }
 
 // Unmounts the test mounts, then stops the VFS and kcont.
-void stop_lanes(std::initializer_list<vfs_t *> mounts) {
-  for (vfs_t *fs : mounts) vfs_unmount(fs);
+void stop_lanes(std::initializer_list<kc::vfs::mount *> mounts) {
+  for (kc::vfs::mount *fs : mounts) vfs_unmount(fs);
   vfs_stop();
   kcont_stop();
 }
@@ -2017,7 +2016,8 @@ TEST(VfsLanes, AHungMountHoldsOnlyItsShareAndOthersGoOn) {
   ASSERT_NO_FATAL_FAILURE(start_lanes(0));
   const int lanes = 4 * kcont_ncpus(), share = lanes / 2;
   static int stuck_tag;
-  vfs_t *stuck = test_mount(&gate_backend, &stuck_tag), *healthy = test_mount(&gate_backend);
+  kc::vfs::mount *stuck = test_mount(&gate_backend, &stuck_tag),
+                 *healthy = test_mount(&gate_backend);
 
   gated_requests a, b;
   a.start(stuck, 3 * lanes);  // far more than its share
@@ -2054,8 +2054,9 @@ TEST(VfsLanes, TwoMountsOfAHungFileSystemHoldOneShare) {
   ASSERT_NO_FATAL_FAILURE(start_lanes(0));
   const int lanes = 4 * kcont_ncpus(), share = lanes / 2;
   static int stuck_tag;
-  vfs_t *one = test_mount(&gate_backend, &stuck_tag), *two = test_mount(&gate_backend, &stuck_tag);
-  vfs_t *healthy = test_mount(&gate_backend);
+  kc::vfs::mount *one = test_mount(&gate_backend, &stuck_tag),
+                 *two = test_mount(&gate_backend, &stuck_tag);
+  kc::vfs::mount *healthy = test_mount(&gate_backend);
   vfs_set_device(one, 0x1234);
   vfs_set_device(two, 0x1234);
   vfs_set_device(healthy, 0x5678);
@@ -2097,9 +2098,9 @@ TEST(VfsLanes, NoRequestQueuesBehindAStalledWorker) {
   ASSERT_NO_FATAL_FAILURE(start_lanes(0));
   const int lanes = 4 * kcont_ncpus(), share = lanes / 2;
   static int stuck_tag;
-  vfs_t *stuck = test_mount(&gate_backend, &stuck_tag),
-        *slow = test_mount(&gate_backend, &held_tag);
-  vfs_t *third = test_mount(&gate_backend);
+  kc::vfs::mount *stuck = test_mount(&gate_backend, &stuck_tag),
+                 *slow = test_mount(&gate_backend, &held_tag);
+  kc::vfs::mount *third = test_mount(&gate_backend);
   gated_requests a, b, c;
   a.start(stuck, share);
   // The event: every stuck request runs, and its lane counts as stalled.
@@ -2167,7 +2168,7 @@ TEST(VfsLanes, AWorkerRunsItsMountsParkedRequestsItself) {
     g_chain.threads.clear();
   }
   ASSERT_NO_FATAL_FAILURE(start_lanes(1));
-  vfs_t *fs = test_mount(&chain_backend);
+  kc::vfs::mount *fs = test_mount(&chain_backend);
   constexpr int n = 24;  // three times the lanes of two CPUs
   gated_requests reqs;
   reqs.start(fs, n);

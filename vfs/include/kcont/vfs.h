@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: BSD-2-Clause
 // vfs.h -- a file-system layer whose operations take continuations.
 //
-// Model: a `vfs` is one mount (a backend instance: a local directory tree,
-// as one export serves it, or an in-memory tree).  Several mounts may lie
-// on one file system (one device): each is a `vfs` of its own, with its own
-// vnode cache, but they share one allowance of thread context (one thread
-// share: vfs_config::mount_share).  Objects in it are named by handles
+// Model: a `mount` is one mounted tree (a backend instance: a local
+// directory tree, as one export serves it, or an in-memory tree; NetBSD's
+// struct mount).  Several mounts may lie on one file system (one device):
+// each is a `mount` of its own, with its own vnode cache, but they share
+// one allowance of thread context (one thread share:
+// vfs_config::mount_share).  Objects in it are named by handles
 // (`vfh`: up to VFS_FHSIZE opaque bytes the backend makes, stable across
 // restarts where the backend can be); a handle resolved to an open object
 // is a `vnode`, kept in the mount's vnode cache.  Every operation is one
@@ -82,7 +83,7 @@ inline constexpr uint32_t VFS_NAME_MAX = 255;       // bytes of a name, at most
 inline constexpr uint32_t VFS_MAX_GIDS = 16;        // supplementary groups of a credential
 inline constexpr uint32_t VFS_BUF_MAX = 64 * 1024;  // reads up to this size go through buf(9)
 
-struct vfs;
+struct mount;
 struct vnode;
 struct vfs_backend;
 
@@ -216,7 +217,7 @@ struct vreq {
   // ---- arguments (the caller's) -------------------------------------------
   vop op = vop::getattr;
   uint8_t flags = 0;
-  vfs *fs = nullptr;
+  mount *fs = nullptr;
   vfh fh, fh2;
   vcred cred;
   char name[VFS_NAME_MAX + 1] = {};  // NUL-terminated; checked by the VFS
@@ -325,7 +326,7 @@ bufpool *vfs_bufpool();
 // Mounts the local directory tree at `path` (realpath'd; handles never
 // cross its device).  Needs CAP_DAC_READ_SEARCH to resolve handles.
 // `cache` vnodes are kept open.  Thread context.  nullptr and *err on error.
-vfs *vfs_mount_local(const std::string &path, size_t cache, std::string *err);
+mount *vfs_mount_local(const std::string &path, size_t cache, std::string *err);
 
 // A memory mount that behaves the same every time, for tests that compare
 // two servers byte for byte: its handles carry `generation` (made odd)
@@ -338,15 +339,15 @@ struct memory_reproducible {
 
 // Mounts an empty in-memory tree (a root directory, mode 0777, owned by
 // root), reproducible if `repro` is given.  Thread context.
-vfs *vfs_mount_memory(size_t max_bytes, std::string *err,
-                      const memory_reproducible *repro = nullptr);
+mount *vfs_mount_memory(size_t max_bytes, std::string *err,
+                        const memory_reproducible *repro = nullptr);
 
 // Unmounts: closes every cached vnode.  Thread context; no request on it
 // may be in flight.
-void vfs_unmount(vfs *fs);
+void vfs_unmount(mount *fs);
 
 // The handle of the root.  Any context.
-const vfh &vfs_root(const vfs *fs);
+const vfh &vfs_root(const mount *fs);
 
 // Counters per mount (relaxed snapshot).  Any context.
 struct vfs_stats {
@@ -367,7 +368,7 @@ struct vfs_stats {
   // reading them themselves.
   uint64_t attr_shared = 0, attr_read = 0;
 };
-vfs_stats vfs_get_stats(const vfs *fs);
+vfs_stats vfs_get_stats(const mount *fs);
 
 // The moment a request arrives, for vreq::arrived: read it once the
 // request's last byte is in hand -- reading it later is also correct, only

@@ -67,14 +67,14 @@ struct export_client {
 };
 
 struct export_entry {
-  std::string path;        // canonical absolute path (realpath)
-  uint32_t id = 0;         // stable identity carried in every file handle
-  vfs::vfs *fs = nullptr;  // the mounted tree (mount.get())
+  std::string path;          // canonical absolute path (realpath)
+  uint32_t id = 0;           // stable identity carried in every file handle
+  vfs::mount *fs = nullptr;  // the mounted tree (mount.get())
   // Owns the mount (unmounted with its last table).  A reload keeps the
   // mount of every path exported before (server::set_exports), so reloads
   // neither reopen roots nor lose the vnode cache, and a retired table
   // holds no descriptor of its own.
-  std::shared_ptr<vfs::vfs> mount;
+  std::shared_ptr<vfs::mount> mount;
   std::vector<export_client> clients;
 };
 
