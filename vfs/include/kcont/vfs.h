@@ -309,8 +309,10 @@ struct vfs_config {
 };
 
 // Starts the asynchronous side (workqueues, buffer pool); kcont must be
-// running.  Counted: every vfs_start needs a vfs_stop.  Thread context.
-// Returns 0 or an errno with a reason in *err.  vop_call needs none of it.
+// running.  Counted: every vfs_start needs a vfs_stop, and only the first
+// (while none is running) applies its config -- a later one joins what is
+// running and its cfg is ignored.  Thread context.  Returns 0 or an errno
+// with a reason in *err.  vop_call needs none of it.
 int vfs_start(const vfs_config &cfg, std::string *err);
 
 // Stops it when the last user stops: waits for the workqueues to drain.
@@ -417,8 +419,10 @@ void vfs_set_single_identity(bool on);
 void vnode_rele(vnode *vp);
 
 // Readies a request for reuse: every argument back to its default, the
-// results cleared (the VFS's private members are left alone).  The request
-// must not be in flight.  Any context.
+// results cleared, the vnodes it resolved (vp, vp2) forgotten.  What a
+// completed request still holds (rd.bp, rd.ref) is dropped, not released:
+// call vreq_release first.  The request must not be in flight.  Any
+// context.
 void vreq_reset(vreq *r);
 
 // Releases what a completed request still holds (rd.bp, rd.ref) that the
