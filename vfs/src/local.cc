@@ -78,6 +78,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -485,7 +486,33 @@ void read_eof(vreq *r, uint32_t asked) {
   r->rd.eof = r->rd.n < asked || r->offset + r->rd.n >= size;
 }
 
-// The data as a file extent for the caller to send.
+#ifndef __NR_cachestat
+#define __NR_cachestat 451  // the same number in every Linux syscall table
+#endif
+
+// Whether every page of [off, off + n) of fd is in the page cache, asked
+// without waiting: cachestat(2) (Linux 6.5).  False where the kernel lacks
+// it (remembered: one failed call per process) or on any error -- the
+// caller then takes the road that may wait for a disk.  Any context.
+bool range_resident(int fd, uint64_t off, uint32_t n) {
+  static std::atomic<bool> unsupported{false};
+  if (n == 0 || unsupported.load(std::memory_order_relaxed)) return false;
+  struct {
+    uint64_t off, len;
+  } range{off, n};
+  struct {
+    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+  } cs{};
+  if (syscall(__NR_cachestat, fd, &range, &cs, 0) != 0) {
+    if (errno == ENOSYS) unsupported.store(true, std::memory_order_relaxed);
+    return false;
+  }
+  static const uint64_t page = uint64_t(sysconf(_SC_PAGESIZE));
+  return cs.nr_cache >= (off + n - 1) / page - off / page + 1;
+}
+
+// The data as a file extent for the caller to send, with whether its pages
+// are resident now (the caller may then send it without a worker).
 void read_extent(vreq *r, uint32_t n) {
   vnode_ref(r->vp);
   r->rd.where = rd_where::extent;
@@ -493,6 +520,7 @@ void read_extent(vreq *r, uint32_t n) {
   r->rd.fd = r->vp->fd;
   r->rd.offset = r->offset;
   r->rd.ref = r->vp;
+  r->rd.resident = range_resident(r->vp->fd, r->offset, n);
 }
 
 // The post-op attributes of a READ are the ones taken just before it (on

@@ -197,6 +197,7 @@ void reset_results(vreq *r) {
   r->rd.bp = nullptr;
   r->rd.fd = -1;
   r->rd.ref = nullptr;
+  r->rd.resident = false;
   r->written = 0;
   r->eof = false;
   r->vp = r->vp2 = nullptr;

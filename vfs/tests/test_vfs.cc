@@ -1368,6 +1368,38 @@ TEST_P(VfsLocalTest, AFileThatCannotBeReopenedIsNotCached) {
   vfs_unmount(again);
 }
 
+// A READ beyond the caller's room, with VREQ_EXTENT_OK, is a file extent;
+// `resident` says whether its pages were in the page cache when the backend
+// looked (cachestat(2)): after they are dropped it is false (the caller
+// must take the road that may wait for the disk), once read again true.
+TEST_P(VfsLocalTest, AnExtentSaysWhetherItsPagesAreResident) {
+  vfh f = file(root(), "big");
+  const std::string data(256 * 1024, 'x');
+  ASSERT_EQ(write(f, 0, data), 0);
+  auto resident = [&] {
+    vreq r;
+    prep(r, vop::read, f);
+    r.count = uint32_t(data.size());
+    r.flags |= VREQ_EXTENT_OK;
+    EXPECT_EQ(vop_call(&r), 0);
+    EXPECT_TRUE(r.rd.where == rd_where::extent);
+    EXPECT_EQ(r.rd.n, data.size());
+    bool res = r.rd.resident;
+    vreq_release(&r);
+    return res;
+  };
+  EXPECT_TRUE(resident());  // just written: cached
+  int fd = open((m_.dir + "/big").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fdatasync(fd), 0);  // clean pages can be dropped
+  ASSERT_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+  EXPECT_FALSE(resident());
+  std::string back(data.size(), '\0');
+  ASSERT_EQ(pread(fd, back.data(), back.size(), 0), ssize_t(back.size()));
+  EXPECT_TRUE(resident());
+  close(fd);
+}
+
 // ---- memory only -------------------------------------------------------------------------
 
 TEST(VfsMemory, WritesBeyondMaxBytesAreEnospc) {

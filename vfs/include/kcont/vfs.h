@@ -203,6 +203,9 @@ struct vread {
   int fd = -1;
   uint64_t offset = 0;
   vnode *ref = nullptr;
+  // extent: every page of it was in the page cache when the backend looked
+  // (cachestat(2)), so sending it will most likely not wait for a disk.
+  bool resident = false;
 };
 
 // File-system figures (NFS FSSTAT3 / FSINFO3 / PATHCONF3).
