@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -61,6 +62,7 @@ struct server {
   int file_fd = -1;  // sendfile mode: what to send
   uint64_t file_off = 0;
   size_t file_len = 0;
+  unsigned file_flags = 0;  // sock_sendfile flags
   std::atomic<int> sf_status{-1};
   std::atomic<int> closed{0}, errors{0}, accepted{0}, bad{0};
   std::atomic<bool> stall_first{false};  // conns[0] does not read while set
@@ -333,7 +335,10 @@ void listener_upcall(void *, void *env, int) {
       // A header through the send buffer, then the file, in that order.
       ASSERT_EQ(sock_send(s, "HDR\n", 4), 4);
       kcont_init(&c->done, sendfile_done, c, target::at(LVL_SOFTNET, kind::interrupt, kCpu));
-      ASSERT_EQ(sock_sendfile(s, srv->file_fd, srv->file_off, srv->file_len, &c->done), 0);
+      EXPECT_EQ(sock_sendfile(s, srv->file_fd, 0, 1, nullptr, 1u << 7), EINVAL);  // unknown flag
+      ASSERT_EQ(
+          sock_sendfile(s, srv->file_fd, srv->file_off, srv->file_len, &c->done, srv->file_flags),
+          0);
       EXPECT_EQ(sock_sendfile(s, srv->file_fd, 0, 1, nullptr), EBUSY);
     }
   }
@@ -384,8 +389,11 @@ class SockTest : public kctest::KcontTest {
     }
     KcontTest::TearDown();
   }
-  int client() {
+  // A connected client; rcvbuf > 0 sets its SO_RCVBUF first (a small one
+  // makes the server's socket fill).
+  int client(int rcvbuf = 0) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -741,7 +749,15 @@ TEST_F(SockTest, CallsOffThePoolsCpuAreRefused) {
   EXPECT_EQ(e, EINVAL);  // upcall on another CPU
 }
 
-TEST_F(SockTest, SendfileSendsAFileAfterQueuedBytesZeroCopy) {
+namespace {
+
+// A header through the send buffer, then [4096, 10 MiB) of a file with
+// sock_sendfile(flags); then a range past the file's end (ENODATA).  The
+// client's receive buffer is small, so the socket fills long before the
+// file is sent (10 MiB against at most 4 MiB of send buffer): the
+// transfer must wait for room and go on.
+void sendfile_case(server &srv, unsigned flags, const std::function<void(mode, size_t)> &start,
+                   const std::function<int(int)> &connect_with_rcvbuf) {
   char path[] = "/tmp/kcont-sendfile-XXXXXX";
   int fd = mkstemp(path);
   ASSERT_GE(fd, 0);
@@ -750,11 +766,12 @@ TEST_F(SockTest, SendfileSendsAFileAfterQueuedBytesZeroCopy) {
   std::vector<char> data(size);
   for (size_t i = 0; i < size; i++) data[i] = char(pattern(i));
   ASSERT_EQ(pwrite(fd, data.data(), size, 0), ssize_t(size));
-  srv_.file_fd = fd;
-  srv_.file_off = 4096;
-  srv_.file_len = size - 4096;
-  start_server(mode::sendfile, 2);
-  int c = client();
+  srv.file_fd = fd;
+  srv.file_off = 4096;
+  srv.file_len = size - 4096;
+  srv.file_flags = flags;
+  start(mode::sendfile, 2);
+  int c = connect_with_rcvbuf(64 << 10);
   ASSERT_GE(c, 0);
   std::vector<char> got;
   char buf[65536];
@@ -767,15 +784,20 @@ TEST_F(SockTest, SendfileSendsAFileAfterQueuedBytesZeroCopy) {
   ASSERT_EQ(got.size(), 4 + size - 4096);
   EXPECT_EQ(std::memcmp(got.data(), "HDR\n", 4), 0);
   EXPECT_EQ(std::memcmp(got.data() + 4, data.data() + 4096, size - 4096), 0);
-  ASSERT_TRUE(eventually([&] { return srv_.sf_status.load() == 0; }));
+  ASSERT_TRUE(eventually([&] { return srv.sf_status.load() == 0; }));
+  const uint64_t inline_bytes = sockpool_get_stats(srv.pool).tx_inline_bytes;
+  if (flags & SOCK_SENDFILE_RESIDENT)
+    EXPECT_EQ(inline_bytes, size - 4096);  // all of it on the dispatcher
+  else
+    EXPECT_EQ(inline_bytes, 0u);
   // A range past the end of the file: the peer gets what exists, the
   // continuation gets ENODATA.
   on_cpu(kCpu, [&] {  // the listener's upcall reads these on that CPU
-    srv_.file_off = size - 100;
-    srv_.file_len = 1000;
-    srv_.sf_status = -1;
+    srv.file_off = size - 100;
+    srv.file_len = 1000;
+    srv.sf_status = -1;
   });
-  c = client();
+  c = connect_with_rcvbuf(0);
   ASSERT_GE(c, 0);
   size_t n = 0;
   for (;;) {
@@ -785,8 +807,25 @@ TEST_F(SockTest, SendfileSendsAFileAfterQueuedBytesZeroCopy) {
   }
   close(c);
   EXPECT_EQ(n, 4u + 100u);
-  ASSERT_TRUE(eventually([&] { return srv_.sf_status.load() == ENODATA; }));
+  ASSERT_TRUE(eventually([&] { return srv.sf_status.load() == ENODATA; }));
   close(fd);
+}
+
+}  // namespace
+
+TEST_F(SockTest, SendfileSendsAFileAfterQueuedBytesZeroCopy) {
+  sendfile_case(
+      srv_, 0, [&](mode m, size_t n) { start_server(m, n); },
+      [&](int rcvbuf) { return client(rcvbuf); });
+}
+
+// SOCK_SENDFILE_RESIDENT: the same bytes, in the same order, spliced on
+// the dispatcher (tx_inline_bytes), waiting for POLLOUT whenever the socket
+// is full.
+TEST_F(SockTest, ResidentSendfileRunsInlineAndWaitsForRoom) {
+  sendfile_case(
+      srv_, SOCK_SENDFILE_RESIDENT, [&](mode m, size_t n) { start_server(m, n); },
+      [&](int rcvbuf) { return client(rcvbuf); });
 }
 
 namespace {

@@ -128,6 +128,8 @@ struct sockpool_stats {
   uint64_t rx_direct_bytes = 0;  // bytes received straight into caller memory
                                  // (sock_read_into), not counted in rx_bytes
   uint32_t buffers_queued = 0;   // receive buffers holding unread data now (of nbufs)
+  uint64_t tx_inline_bytes = 0;  // of tx_bytes, spliced on the dispatcher
+                                 // (SOCK_SENDFILE_RESIDENT), not by io_uring's workers
 };
 
 // Creates a pool on cfg.cpu: allocates everything and registers the receive
@@ -307,8 +309,19 @@ int sock_close(sock *s);
 // upcall.
 int sock_abort(sock *s);
 
+// sock_sendfile flags.
+// SOCK_SENDFILE_RESIDENT: the caller knows the range is in the page cache
+// (vfs(9) vread::resident), so reading it does not wait for a disk: the
+// transfer runs on the dispatcher with splice(2) through the socket's pipe,
+// the socket non-blocking for the call, and a full socket waits for
+// POLLOUT on the ring -- no worker thread.  Without it the transfer is
+// io_uring splices (file -> pipe -> socket), which io_uring runs on its
+// workers (a context switch or more per pipe-full).
+inline constexpr unsigned SOCK_SENDFILE_RESIDENT = 1u << 0;
+
 // Sends [offset, offset + len) of file_fd after everything already queued,
-// zero-copy (io_uring splice, file -> pipe -> socket).  `done` (may be null)
+// zero-copy (file -> pipe -> socket: io_uring splices, or splice(2) on the
+// dispatcher with SOCK_SENDFILE_RESIDENT).  `done` (may be null)
 // is then deferred with (sock, status): 0 when all was sent, ENODATA if the
 // file ended first, ECANCELED if the socket was closed meanwhile (`done`
 // must not touch it then), EAGAIN if the ring had no free entry, or the
@@ -318,8 +331,9 @@ int sock_abort(sock *s);
 // SOCK_WRITABLE follows).  Returns 0, EPERM (null socket or off the pool's
 // CPU), the socket's error, EPIPE (closing, shut down or a listener), EBUSY
 // (a transfer -- sendfile or splice into it -- is running), EINVAL (len ==
-// 0), or pipe2's errno (EMFILE, ENFILE).  Pool CPU.
-int sock_sendfile(sock *s, int file_fd, uint64_t offset, size_t len, kcont *done);
+// 0 or an unknown flag), or pipe2's errno (EMFILE, ENFILE).  Pool CPU.
+int sock_sendfile(sock *s, int file_fd, uint64_t offset, size_t len, kcont *done,
+                  unsigned flags = 0);
 
 // Forwards everything `from` receives to `to`, zero-copy (io_uring splice,
 // socket -> pipe -> socket), after the bytes already queued on `to` and
