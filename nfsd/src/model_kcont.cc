@@ -714,7 +714,8 @@ void pump(kconn *c) {
     slot_to(s, fp.len > 0 ? stage::sending_file : stage::sending);
     int e = sock_sendv(c->s, &s->sreq, fp.len > 0 ? nullptr : &s->kc);
     if (e == 0 && fp.len > 0) {
-      e = sock_sendfile(c->s, fp.fd, fp.offset, fp.len, &s->kc);
+      e = sock_sendfile(c->s, fp.fd, fp.offset, fp.len, &s->kc,
+                        fp.resident ? SOCK_SENDFILE_RESIDENT : 0);
       if (e != 0) {  // the reply buffer is queued: nothing may follow it
         slot_to(s, stage::idle);
         close_now(c, nullptr);

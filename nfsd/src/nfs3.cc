@@ -498,7 +498,7 @@ void enc_read(nfs_call &c) {
       rd.bp = nullptr;
       break;
     case vfs::rd_where::extent:  // sent from the file (sendfile)
-      c.req->file = file_part{rd.fd, rd.offset, rd.n, uint32_t(xdr_pad(rd.n)), rd.ref};
+      c.req->file = file_part{rd.fd, rd.offset, rd.n, uint32_t(xdr_pad(rd.n)), rd.ref, rd.resident};
       rd.ref = nullptr;
       break;
     case vfs::rd_where::none:

@@ -201,6 +201,7 @@ struct file_part {
   uint32_t len = 0;
   uint32_t pad = 0;
   vfs::vnode *ref = nullptr;  // vnode to release (vnode_rele) when sent
+  bool resident = false;      // the VFS found its pages cached (vfs(9) vread::resident)
 };
 
 struct request {
