@@ -486,9 +486,9 @@ void read_eof(vreq *r, uint32_t asked) {
   r->rd.eof = r->rd.n < asked || r->offset + r->rd.n >= size;
 }
 
-#ifndef __NR_cachestat
-#define __NR_cachestat 451  // the same number in every Linux syscall table
-#endif
+// cachestat(2)'s number: the same in every Linux syscall table; glibc 2.36
+// (Debian 12) has no SYS_cachestat yet.
+constexpr long CACHESTAT_SYSCALL = 451;
 
 // Whether every page of [off, off + n) of fd is in the page cache, asked
 // without waiting: cachestat(2) (Linux 6.5).  False where the kernel lacks
@@ -503,7 +503,7 @@ bool range_resident(int fd, uint64_t off, uint32_t n) {
   struct {
     uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
   } cs{};
-  if (syscall(__NR_cachestat, fd, &range, &cs, 0) != 0) {
+  if (syscall(CACHESTAT_SYSCALL, fd, &range, &cs, 0) != 0) {
     if (errno == ENOSYS) unsupported.store(true, std::memory_order_relaxed);
     return false;
   }
