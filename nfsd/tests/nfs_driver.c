@@ -1350,27 +1350,36 @@ static void rw_check_get_fh(struct grp *g, struct nfsfh *nf, const struct fh *fh
 
 /* nfs_creat + nfs_pwrite in uneven chunks + nfs_fsync + nfs_fstat64; *fh
  * is big.bin's handle from a raw LOOKUP.  0 = the file exists. */
+/* rw_chunked: BIG_SIZE bytes of buf written to (writing) or read from nf in
+ * the uneven rw_chunks sizes, starting with chunk ci; -1 (and a FAIL
+ * naming `what`) at the first short or failed call. */
+static int rw_chunked(struct sess *s, struct nfsfh *nf, unsigned char *buf, size_t ci, int writing,
+                      const char *what) {
+  size_t off = 0;
+  while (off < BIG_SIZE) {
+    size_t n = rw_chunks[ci++ % RW_NCHUNKS];
+    int rc;
+    if (n > BIG_SIZE - off) n = BIG_SIZE - off;
+    rc = writing ? nfs_pwrite(s->nfs, nf, off, n, buf + off)
+                 : nfs_pread(s->nfs, nf, off, n, buf + off);
+    if (rc != (int)n) {
+      fail(what, "offset %zu len %zu returned %d %s", off, n, rc, nfs_get_error(s->nfs));
+      return -1;
+    }
+    off += n;
+  }
+  return 0;
+}
+
 static int rw_write_big(struct grp *g, const char *path, const unsigned char *data, struct fh *fh) {
   struct sess *s = g->s;
   struct nfsfh *nf = NULL;
   struct nfs_stat_64 st;
-  size_t off = 0, ci = 0;
   int rc, wfail = 0, have;
 
   rc = nfs_creat(s->nfs, path, 0644, &nf);
   if (!check(rc == 0, "nfs_creat big.bin (CREATE)", "%d %s", rc, nfs_get_error(s->nfs))) return -1;
-  while (off < BIG_SIZE) {
-    size_t n = rw_chunks[ci++ % RW_NCHUNKS];
-    if (n > BIG_SIZE - off) n = BIG_SIZE - off;
-    rc = nfs_pwrite(s->nfs, nf, off, n, data + off);
-    if (rc != (int)n) {
-      fail("nfs_pwrite big.bin", "offset %zu len %zu returned %d %s", off, n, rc,
-           nfs_get_error(s->nfs));
-      wfail = 1;
-      break;
-    }
-    off += n;
-  }
+  wfail = rw_chunked(s, nf, (unsigned char *)data, 0, 1, "nfs_pwrite big.bin") != 0;
   if (!wfail) ok("nfs_pwrite %zu bytes in uneven chunks", BIG_SIZE);
   rc = nfs_fsync(s->nfs, nf);
   check(rc == 0, "nfs_fsync big.bin (COMMIT)", "%d %s", rc, nfs_get_error(s->nfs));
@@ -1389,24 +1398,13 @@ static void rw_pread_back(struct grp *g, const char *path, const unsigned char *
                           unsigned char *back) {
   struct sess *s = g->s;
   struct nfsfh *nf = NULL;
-  size_t off = 0, ci = 3, where = 0;
+  size_t where = 0;
   int rc, rfail = 0;
 
   rc = nfs_open(s->nfs, path, O_RDONLY, &nf);
   if (!check(rc == 0, "nfs_open big.bin O_RDONLY", "%d %s", rc, nfs_get_error(s->nfs))) return;
   memset(back, 0, BIG_SIZE);
-  while (off < BIG_SIZE) {
-    size_t n = rw_chunks[ci++ % RW_NCHUNKS];
-    if (n > BIG_SIZE - off) n = BIG_SIZE - off;
-    rc = nfs_pread(s->nfs, nf, off, n, back + off);
-    if (rc != (int)n) {
-      fail("nfs_pread big.bin", "offset %zu len %zu returned %d %s", off, n, rc,
-           nfs_get_error(s->nfs));
-      rfail = 1;
-      break;
-    }
-    off += n;
-  }
+  rfail = rw_chunked(s, nf, back, 3, 0, "nfs_pread big.bin") != 0;
   if (!rfail)
     check(
         fnv1a(back, BIG_SIZE) == fnv1a(data, BIG_SIZE) && same_bytes(back, data, BIG_SIZE, &where),
