@@ -290,16 +290,16 @@ void xfer_done_fn(completion *c, int res, uint32_t) {
 
 // The inline road (SOCK_SENDFILE_RESIDENT): as much of the range as the
 // socket takes now, by splice(2) on the dispatcher through the socket's
-// pipe (up to PIPE_CHUNK at a time: sendfile(2)'s own 64 KiB pipe cost a
-// third more CPU per 1 MiB).  The socket is non-blocking only for the call
-// (every ring operation on it keeps its blocking descriptor; nothing else
-// runs on it meanwhile: a transfer owns its stream).  The pages are
-// resident, so file -> pipe does not wait for a disk (if one was evicted
-// since the caller looked, the call reads it: one disk read on the
-// dispatcher, correct but slow).  0: sent all; EAGAIN: the socket is full
-// (POLLOUT is armed on the ring; its completion calls xfer_step again, the
-// bytes still in the pipe go first); ENOBUFS: no ring entry for the poll;
-// else the errno that ends the transfer.
+// pipe (up to PIPE_CHUNK at a time: sendfile(2)'s own 64 KiB pipe cost
+// 33-67 % more CPU per 1 MiB READ, docs/benchmarks.md).  The socket is
+// non-blocking only for the call (every ring operation on it keeps its
+// blocking descriptor; nothing else runs on it meanwhile: a transfer owns
+// its stream).  The pages are resident, so file -> pipe does not wait for a
+// disk (if one was evicted since the caller looked, the call reads it: one
+// disk read on the dispatcher, correct but slow).  0: sent all; EAGAIN: the
+// socket is full (POLLOUT is armed on the ring; its completion calls
+// xfer_step again, the bytes still in the pipe go first); ENOBUFS: no ring
+// entry for the poll; else the errno that ends the transfer.
 int xfer_splice_inline(sock *s) {
   int fl = fcntl(s->fd, F_GETFL);
   if (fl < 0 || fcntl(s->fd, F_SETFL, fl | O_NONBLOCK) != 0) return errno;
