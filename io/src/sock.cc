@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -69,10 +70,13 @@ struct sock {
   sock *splice_to = nullptr;  // this socket is a splice source into that one
   bool spliced = false;       // ... and receives no more itself
   int xfer_fd = -1;
-  // SOCK_SENDFILE_RESIDENT: splice(2) through the pipe on the dispatcher,
-  // the socket non-blocking for the call; a full socket waits for POLLOUT
-  // on the ring (xfer_polling) and the next call goes on.
-  bool xfer_inline = false, xfer_polling = false;
+  // The inline road (SOCK_SENDFILE_RESIDENT, and every sock_splice):
+  // splice(2) through the pipe on the dispatcher, the socket non-blocking
+  // for the call; a full socket waits for POLLOUT on the ring, an empty
+  // socket source for POLLIN (xfer_polling; xfer_poll_src says which), and
+  // the next call goes on.  xfer_src_ready: the source's poll fired, so a
+  // splice from it returns at once (data, end of file or an error).
+  bool xfer_inline = false, xfer_polling = false, xfer_poll_src = false, xfer_src_ready = false;
   uint64_t xfer_off = 0;
   size_t xfer_left = 0, xfer_inpipe = 0;
   kcont *xfer_done = nullptr;
@@ -233,6 +237,8 @@ void xfer_finish(sock *s, int status) {
   s->xfer_started = false;
   s->xfer_stream = false;
   s->xfer_inline = false;
+  s->xfer_poll_src = false;
+  s->xfer_src_ready = false;
   if (sock *src = s->xfer_src) {  // the source's descriptor may go now
     s->xfer_src = nullptr;
     src->splice_to = nullptr;
@@ -255,20 +261,20 @@ void xfer_done_fn(completion *c, int res, uint32_t) {
   if (s->closing || (s->xfer_src && s->xfer_src->closing)) {
     s->xfer_polling = false;
     xfer_finish(s, ECANCELED);
-  } else if (s->xfer_polling) {  // the socket has room again (or failed)
+  } else if (s->xfer_polling) {  // room again, or the source is readable (or failed)
     s->xfer_polling = false;
-    if (res < 0)
+    if (res < 0) {
       xfer_finish(s, -res);
-    else
+    } else {
+      if (s->xfer_poll_src) s->xfer_src_ready = true;
       xfer_step(s);
+    }
   } else if (res < 0) {
     if (s->xfer_to_sock && !s->error) s->error = -res;
     xfer_finish(s, -res);
   } else if (!s->xfer_to_sock) {  // file -> pipe
-    if (res == 0) {
-      // A socket source at EOF: all forwarded; a file that ended before
-      // the range did: ENODATA.
-      xfer_finish(s, s->xfer_stream ? 0 : ENODATA);
+    if (res == 0) {               // the file ended before the range did
+      xfer_finish(s, ENODATA);
     } else {
       s->xfer_off += uint64_t(res);
       s->xfer_left -= size_t(res);
@@ -288,43 +294,84 @@ void xfer_done_fn(completion *c, int res, uint32_t) {
   maybe_teardown(s);
 }
 
-// The inline road (SOCK_SENDFILE_RESIDENT): as much of the range as the
-// socket takes now, by splice(2) on the dispatcher through the socket's
-// pipe (up to PIPE_CHUNK at a time: sendfile(2)'s own 64 KiB pipe cost
-// 33-67 % more CPU per 1 MiB READ, docs/benchmarks.md).  The socket is
-// non-blocking only for the call (every ring operation on it keeps its
-// blocking descriptor; nothing else runs on it meanwhile: a transfer owns
-// its stream).  The pages are resident, so file -> pipe does not wait for a
-// disk (if one was evicted since the caller looked, the call reads it: one
-// disk read on the dispatcher, correct but slow).  0: sent all; EAGAIN: the
-// socket is full (POLLOUT is armed on the ring; its completion calls
-// xfer_step again, the bytes still in the pipe go first); ENOBUFS: no ring
-// entry for the poll; else the errno that ends the transfer.
+// The inline road (SOCK_SENDFILE_RESIDENT, and every sock_splice): as
+// much as the source holds and the socket takes now, by splice(2) on the
+// dispatcher through the socket's pipe (up to PIPE_CHUNK at a time:
+// sendfile(2)'s own 64 KiB pipe cost 33-67 % more CPU per 1 MiB READ,
+// docs/benchmarks.md).  The socket is non-blocking only for the call (every
+// ring operation on it keeps its blocking descriptor; nothing else runs on
+// it meanwhile: a transfer owns its stream).  A file source's pages are
+// resident, so file -> pipe does not wait for a disk (if one was evicted
+// since the caller looked, the call reads it: one disk read on the
+// dispatcher, correct but slow).  A socket source is read only when it
+// holds bytes (FIONREAD) or its poll fired: tcp_splice_read then returns
+// what is queued without waiting, and the source's descriptor is never
+// switched to non-blocking (it may be another transfer's destination).  At
+// most XFER_INLINE_BUDGET bytes per call, so one busy transfer cannot hold
+// the dispatcher: past it, POLLOUT is armed (it fires at once while there
+// is room) and the other work of the CPU runs first.  A failed write to the
+// socket becomes its error.  0: sent all (a socket source: it reached end of
+// file); EAGAIN: the socket is full or the source empty (a poll is armed on
+// the ring; its completion calls xfer_step again, the bytes still in the
+// pipe go first); ENOBUFS: no ring entry for the poll; else the errno that
+// ends the transfer.
+constexpr size_t XFER_INLINE_BUDGET = 2 * PIPE_CHUNK;
+
 int xfer_splice_inline(sock *s) {
   int fl = fcntl(s->fd, F_GETFL);
   if (fl < 0 || fcntl(s->fd, F_SETFL, fl | O_NONBLOCK) != 0) return errno;
   int e = 0;
+  bool poll_src = false;
+  size_t moved = 0;
   while (s->xfer_left > 0 || s->xfer_inpipe > 0) {
-    if (s->xfer_inpipe == 0) {  // file -> pipe: resident pages, no wait
-      loff_t off = loff_t(s->xfer_off);
-      ssize_t n = ::splice(s->xfer_fd, &off, s->pipe_w, nullptr,
-                           std::min(s->xfer_left, s->pipe_cap), SPLICE_F_NONBLOCK);
-      if (n <= 0) {
-        e = n == 0 ? ENODATA : errno;  // 0: the file ended before the range did
+    if (moved >= XFER_INLINE_BUDGET) {
+      e = EAGAIN;  // yield: POLLOUT fires at once if there is room
+      break;
+    }
+    if (s->xfer_inpipe == 0) {  // source -> pipe, without waiting
+      ssize_t n;
+      if (s->xfer_stream) {
+        int queued = 0;
+        if (!s->xfer_src_ready && (ioctl(s->xfer_fd, FIONREAD, &queued) != 0 || queued <= 0)) {
+          poll_src = true;
+          e = EAGAIN;
+          break;
+        }
+        s->xfer_src_ready = false;
+        n = ::splice(s->xfer_fd, nullptr, s->pipe_w, nullptr, s->pipe_cap, SPLICE_F_NONBLOCK);
+        if (n == 0) break;  // end of file: everything is forwarded
+      } else {
+        loff_t off = loff_t(s->xfer_off);
+        n = ::splice(s->xfer_fd, &off, s->pipe_w, nullptr, std::min(s->xfer_left, s->pipe_cap),
+                     SPLICE_F_NONBLOCK);
+        if (n == 0) {  // the file ended before the range did
+          e = ENODATA;
+          break;
+        }
+      }
+      if (n < 0) {
+        e = errno;
+        if (s->xfer_stream && (e == EAGAIN || e == EINTR)) {  // nothing after all: poll again
+          poll_src = true;
+          e = EAGAIN;
+        }
         break;
       }
       s->xfer_off += uint64_t(n);
       s->xfer_left -= size_t(n);
       s->xfer_inpipe = size_t(n);
     }
-    // pipe -> socket, as much as it takes now
+    // pipe -> socket, as much as it takes now (more follows: cork)
+    bool more = !s->xfer_stream && s->xfer_left > 0;
     ssize_t n = ::splice(s->pipe_r, nullptr, s->fd, nullptr, s->xfer_inpipe,
-                         SPLICE_F_NONBLOCK | (s->xfer_left > 0 ? SPLICE_F_MORE : 0));
+                         SPLICE_F_NONBLOCK | (more ? SPLICE_F_MORE : 0));
     if (n < 0) {
       e = errno;
+      if (e != EAGAIN && e != EINTR && !s->error) s->error = e;
       break;
     }
     s->xfer_inpipe -= size_t(n);
+    moved += size_t(n);
     s->pool->tx.fetch_add(uint64_t(n), std::memory_order_relaxed);
     s->pool->tx_inline.fetch_add(uint64_t(n), std::memory_order_relaxed);
   }
@@ -333,9 +380,13 @@ int xfer_splice_inline(sock *s) {
   if (e != EAGAIN) return e;
   io_uring_sqe *sqe = kcont_ring_sqe();
   if (!sqe) return ENOBUFS;
-  io_uring_prep_poll_add(sqe, s->fd, POLLOUT);
+  if (poll_src)
+    io_uring_prep_poll_add(sqe, s->xfer_fd, POLLIN);
+  else
+    io_uring_prep_poll_add(sqe, s->fd, POLLOUT);
   io_uring_sqe_set_data(sqe, &s->xfer_comp);
   s->xfer_polling = true;
+  s->xfer_poll_src = poll_src;
   s->ops++;
   return EAGAIN;
 }
@@ -345,11 +396,8 @@ int xfer_splice_inline(sock *s) {
 void xfer_step(sock *s) {
   if (s->xfer_inline) {
     int e = xfer_splice_inline(s);
-    if (e == EAGAIN) return;  // POLLOUT is armed: its completion goes on
-    // A write to the socket that failed is the socket's error (as for a
-    // splice); no ring entry for the poll is EAGAIN (as for a splice).
-    if ((e == EPIPE || e == ECONNRESET || e == ENOTCONN || e == ETIMEDOUT) && !s->error)
-      s->error = e;
+    if (e == EAGAIN) return;  // a poll is armed: its completion goes on
+    // No ring entry for the poll is EAGAIN (as for a splice).
     xfer_finish(s, e == ENOBUFS ? EAGAIN : e);
     return;
   }
@@ -361,7 +409,7 @@ void xfer_step(sock *s) {
   if (s->xfer_to_sock)
     io_uring_prep_splice(sqe, s->pipe_r, -1, s->fd, -1, unsigned(s->xfer_inpipe), 0);
   else
-    io_uring_prep_splice(sqe, s->xfer_fd, s->xfer_stream ? -1 : int64_t(s->xfer_off), s->pipe_w, -1,
+    io_uring_prep_splice(sqe, s->xfer_fd, int64_t(s->xfer_off), s->pipe_w, -1,
                          unsigned(std::min(s->xfer_left, s->pipe_cap)), 0);
   io_uring_sqe_set_data(sqe, &s->xfer_comp);
   s->ops++;
@@ -1172,7 +1220,7 @@ int sock_close(sock *s) {
     fail_vq(s, ECANCELED);
   }
   if (s->xfer && !s->xfer_started) xfer_finish(s, ECANCELED);
-  if (s->xfer && s->xfer_started) cancel_op(&s->xfer_comp);    // may block on a socket source
+  if (s->xfer && s->xfer_started) cancel_op(&s->xfer_comp);    // a splice or a poll
   if (s->splice_to && s->fd >= 0) ::shutdown(s->fd, SHUT_RD);  // its splice sees EOF
   send_more(s);
   maybe_teardown(s);
@@ -1237,6 +1285,7 @@ int sock_splice(sock *from, sock *to, kcont *done) {
   to->xfer_left = SIZE_MAX;
   to->xfer_inpipe = 0;
   to->xfer_done = done;
+  to->xfer_inline = true;
   if (!to->connecting) send_more(to);
   return 0;
 }

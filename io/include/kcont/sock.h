@@ -335,8 +335,8 @@ inline constexpr unsigned SOCK_SENDFILE_RESIDENT = 1u << 0;
 int sock_sendfile(sock *s, int file_fd, uint64_t offset, size_t len, kcont *done,
                   unsigned flags = 0);
 
-// Forwards everything `from` receives to `to`, zero-copy (io_uring splice,
-// socket -> pipe -> socket), after the bytes already queued on `to` and
+// Forwards everything `from` receives to `to`, zero-copy (splice(2),
+// socket -> pipe -> socket, on the pool's CPU), after the bytes already queued on `to` and
 // those `from` had already received.  `from` stops receiving for itself for
 // good (no more SOCK_READABLE data, even after `done`; it cannot be spliced
 // again: EBUSY).  `done` (may be null) is deferred with (to, status): 0 when
@@ -348,9 +348,12 @@ int sock_sendfile(sock *s, int file_fd, uint64_t offset, size_t len, kcont *done
 // from == to, or a listener), `to`'s error, EPIPE (either closing, or `to`
 // shut down), EBUSY (`to` has a transfer running or `from` is already a
 // splice source), or pipe2's errno.  Closing either ends the splice.  The
-// splices run in io_uring's worker threads (the kernel cannot splice from a
-// socket without blocking), so this trades copies for a few context
-// switches per pipe-full (up to 1 MiB).  Pool CPU.
+// splices run on the dispatcher, never waiting: `from` is read only when it
+// holds bytes (or its poll says it is at end of file or failed), `to`
+// written non-blocking; an empty source waits for POLLIN and a full `to`
+// for POLLOUT on the ring, so no worker thread runs and nothing sleeps per
+// chunk.  One call moves at most 2 MiB before the CPU's other work runs
+// (counted in tx_inline_bytes).  Pool CPU.
 int sock_splice(sock *from, sock *to, kcont *done);
 
 // The socket's file descriptor (for getsockname and friends); -1 for a null
