@@ -2,14 +2,17 @@
 // exports.cc -- the exports table: parsing exports(5)-style text, opening
 // the roots, and matching clients.
 //
-// Format: one export per line, `PATH CLIENT(OPTIONS) CLIENT(OPTIONS) ...`;
-// `#` to end of line is a comment; a client is `*`, an IPv4 or IPv6
-// address, or an address with a /prefix; options are rw, ro, root_squash,
-// no_root_squash, all_squash, no_all_squash, anonuid=N, anongid=N (others
-// are an error, so a typo never silently weakens an export).  The first
+// Format: one export per line, `PATH [fs=NAME,OPT=VALUE,...] CLIENT(OPTIONS)
+// CLIENT(OPTIONS) ...`; `#` to end of line is a comment.  A plain PATH is a
+// local directory; with a back-end word PATH is the export's name and the
+// VFS back end NAME mounts what its options say (vfs_mount).  A client is
+// `*`, an IPv4 or IPv6 address, or an address with a /prefix; options are
+// rw, ro, root_squash, no_root_squash, all_squash, no_all_squash,
+// anonuid=N, anongid=N (others are an error, so a typo never silently
+// weakens an export).  The first
 // matching client entry applies.  An export's identity (the id in its file
-// handles) is a hash of its canonical path, so handles survive restarts and
-// reloads as long as the path is exported.
+// handles) is a hash of its canonical path (its name), so handles survive
+// restarts and reloads as long as the path is exported.
 //
 // Locking: a table is immutable once built; the server swaps whole tables.
 #include <arpa/inet.h>
@@ -141,24 +144,72 @@ bool parse_options(const std::string &opts, export_opts *o, std::string *why) {
   return true;
 }
 
-// Mounts the export's tree (vfs(9), local backend) and checks that its
-// file handles work: name_to_handle_at on this file system and
-// open_by_handle_at (CAP_DAC_READ_SEARCH).
-bool open_root(export_entry *e, const std::string &path, std::string *why) {
-  char real[PATH_MAX];
-  struct stat st;
-  if (!realpath(path.c_str(), real) || stat(real, &st) != 0) {
-    *why = "export " + path + ": " + kc::error_text(errno);
+// Splits a back-end word `fs=NAME,OPT=VALUE,...` into NAME and options.
+bool parse_backend(const std::string &word, std::string *fs, vfs::vfs_options *opts,
+                   std::string *why) {
+  std::stringstream ss(word);
+  std::string item;
+  fs->clear();
+  for (bool first = true; std::getline(ss, item, ','); first = false) {
+    auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      *why = "'";
+      why->append(item).append("' in '").append(word).append("' is not NAME=VALUE");
+      return false;
+    }
+    if (first)  // the caller saw "fs=" first
+      *fs = item.substr(eq + 1);
+    else
+      opts->emplace_back(item.substr(0, eq), item.substr(eq + 1));
+  }
+  if (fs->empty()) {
+    *why = "'" + word + "' names no back end";
     return false;
   }
-  if (!S_ISDIR(st.st_mode)) {
-    *why = "export " + path + ": not a directory";
-    return false;
+  return true;
+}
+
+// Mounts the export (vfs(9)): a plain PATH is a local directory (the local
+// back end, whose handles need open_by_handle_at and so
+// CAP_DAC_READ_SEARCH); with a back-end word, PATH is the export's name and
+// the back end mounts what its options say.  Then checks that the root's
+// handle resolves.
+bool open_root(export_entry *e, const std::string &path, const std::string &backend,
+               std::string *why) {
+  std::string fs = "local";
+  vfs::vfs_options opts;
+  if (backend.empty()) {
+    char real[PATH_MAX];
+    struct stat st;
+    if (!realpath(path.c_str(), real) || stat(real, &st) != 0) {
+      *why = "export " + path + ": " + kc::error_text(errno);
+      return false;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      *why = "export " + path + ": not a directory";
+      return false;
+    }
+    e->path = real;
+    e->backend = "local";
+    opts.emplace_back("path", real);
+  } else {
+    if (path.find("/..") != std::string::npos || path.find("//") != std::string::npos ||
+        (path.size() > 1 && path.back() == '/')) {
+      *why = "export " + path +
+             ": give the name as an absolute path without '..', '//' or a "
+             "trailing '/'";
+      return false;
+    }
+    if (!parse_backend(backend, &fs, &opts, why)) {
+      *why = "export " + path + ": " + *why;
+      return false;
+    }
+    e->path = path;
+    e->backend = backend;
   }
-  e->path = real;
   e->id = path_id(e->path);
   std::string err;
-  own_mount(e, vfs::vfs_mount_local(real, 4096, &err));
+  own_mount(e, vfs::vfs_mount(fs, opts, &err));
   if (!e->fs) {
     *why = "export " + path + ": " + err;
     return false;
@@ -171,8 +222,11 @@ bool open_root(export_entry *e, const std::string &path, std::string *why) {
   int rc = vfs::vop_call(probe.get());
   vfs::vfs_cred_reset();
   if (rc != 0) {
-    *why = "export " + path + ": open_by_handle_at failed (" + kc::error_text(rc) +
-           (rc == EPERM ? "): kcont-nfsd needs CAP_DAC_READ_SEARCH -- run it as root" : ")");
+    bool local = fs == "local";
+    *why =
+        "export " + path + ": " + (local ? "open_by_handle_at" : "its root") + " failed (" +
+        kc::error_text(rc) +
+        (local && rc == EPERM ? "): kcont-nfsd needs CAP_DAC_READ_SEARCH -- run it as root" : ")");
     return false;
   }
   return true;
@@ -197,9 +251,17 @@ std::shared_ptr<export_table> parse_exports(const std::string &text, const std::
       *err = where.append("export path must be absolute: ").append(path);
       return nullptr;
     }
+    // A back-end word (fs=...) may follow the path; a client never starts so.
+    std::string backend;
+    std::streampos after_path = words.tellg();
+    if (words >> word && word.rfind("fs=", 0) == 0)
+      backend = word;
+    else
+      words.seekg(after_path);
+    words.clear();
     export_entry e;
     std::string why;
-    if (!open_root(&e, path, &why)) {
+    if (!open_root(&e, path, backend, &why)) {
       *err = where + why;
       return nullptr;
     }

@@ -243,12 +243,13 @@ std::shared_ptr<const export_table> server::exports() const {
 
 void server::set_exports(std::shared_ptr<export_table> t) {
   std::lock_guard<std::mutex> g(exports_lock_);
-  // Keep the mount of every path exported before: the newest table that has
-  // it wins.  t's own mount of that path was never published: it goes now.
+  // Keep the mount of every path exported before from the same back end
+  // with the same options: the newest table that has it wins.  t's own mount of that path was never
+  // published: it goes now.
   auto adopt = [](export_entry &e, const export_table *old) {
     if (!old) return false;
     for (const export_entry &o : old->exports) {
-      if (o.id == e.id && o.path == e.path && o.mount) {
+      if (o.id == e.id && o.path == e.path && o.backend == e.backend && o.mount) {
         e.mount = o.mount;
         e.fs = o.fs;
         return true;

@@ -886,6 +886,56 @@ TEST_F(Serve, ExportListsTheExport) {
   EXPECT_EQ(b.left(), 0u);
 }
 
+// A back-end word after the path: the export's name is the path, the VFS
+// back end named by fs= mounts what its options say (vfs_mount), and a
+// reload keeps the mount only while the back end and its options stay.
+TEST_F(Serve, AnExportNamesItsBackEndAndOptions) {
+  std::string err;
+  auto t =
+      parse_exports(dir_ + " *(rw)\n/mem fs=memory,size=1M *(rw,no_root_squash)\n", "test", &err);
+  ASSERT_TRUE(t) << err;
+  ASSERT_EQ(t->exports.size(), 2u);
+  EXPECT_EQ(t->exports[0].backend, "local");
+  EXPECT_EQ(t->exports[1].path, "/mem");
+  EXPECT_EQ(t->exports[1].backend, "fs=memory,size=1M");
+  srv_->set_exports(t);
+  uint32_t st = 99;
+  nfs_fh fh = mnt("/mem", &st);
+  ASSERT_EQ(st, MNT3_OK);
+  fattr a;
+  ASSERT_EQ(getattr(fh, &a), NFS3_OK);
+  EXPECT_EQ(a.type, NF3DIR);
+  // The same line again keeps the mount; other options make a new one.
+  const kc::vfs::mount *was = srv_->exports()->exports[1].fs;
+  auto same = parse_exports("/mem fs=memory,size=1M *(rw)\n", "test", &err);
+  ASSERT_TRUE(same) << err;
+  srv_->set_exports(same);
+  EXPECT_EQ(srv_->exports()->exports[0].fs, was);
+  auto other = parse_exports("/mem fs=memory,size=2M *(rw)\n", "test", &err);
+  ASSERT_TRUE(other) << err;
+  srv_->set_exports(other);
+  EXPECT_NE(srv_->exports()->exports[0].fs, was);
+  // Errors name the line and what is wrong.
+  struct bad {
+    const char *line, *says;
+  };
+  for (const bad &b :
+       {bad{"/x fs=nosuch *(rw)", "no back end 'nosuch' in this build (it has: local, memory)"},
+        bad{"/x fs=memory *(rw)", "option size is required"},
+        bad{"/x fs=memory,size=1M,colour=blue *(rw)", "has no option 'colour'"},
+        bad{"/x fs=memory,size=lots *(rw)", "not a size"},
+        bad{"/x fs=memory,size=1M,size=2M *(rw)", "given twice"},
+        bad{"/x fs=memory,size *(rw)", "is not NAME=VALUE"},
+        bad{"/x/ fs=memory,size=1M *(rw)", "trailing '/'"},
+        bad{"/x fs=local,path=/nonexistent-kcont *(rw)", "/nonexistent-kcont"},
+        bad{"/x fs=memory,size=1M", "no clients for /x"}}) {
+    err.clear();
+    EXPECT_FALSE(parse_exports(std::string(b.line) + "\n", "test", &err)) << b.line;
+    EXPECT_NE(err.find(b.says), std::string::npos) << b.line << " -> " << err;
+    EXPECT_EQ(err.rfind("test:1: ", 0), 0u) << err;
+  }
+}
+
 TEST_F(Serve, DumpListsMountsAndUmntForgetsThem) {
   root();
   reply d = call(MOUNT_PROGRAM, MOUNT_V3, 2);

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <atomic>
+#include <initializer_list>
 #include <vector>
 
 #include "kcont/assert.h"
@@ -128,6 +129,25 @@ struct mount {
 // Creates the mount's cache and sets fs->be; the backend then sets priv
 // and root.  Thread context.
 mount *vfs_alloc(const vfs_backend *be, size_t cache);
+
+// A back end vfs_mount can name: its options parsed and checked by
+// `make` itself (vfs_option_* help), which answers like vfs_mount.
+struct vfs_fstype {
+  const char *name;
+  mount *(*make)(const vfs_options &opts, std::string *err);
+};
+mount *local_mount_options(const vfs_options &opts, std::string *err);
+mount *memory_mount_options(const vfs_options &opts, std::string *err);
+
+// Option helpers for the back ends' `mount`: each takes a value once (a
+// second `name=` is an error), and vfs_options_unknown names the first
+// option none of the back end's names covers.  False and *err on error.
+bool vfs_option_string(const vfs_options &opts, const char *name, std::string *out, bool required,
+                       std::string *err);
+bool vfs_option_size(const vfs_options &opts, const char *name, uint64_t *out, bool required,
+                     std::string *err);
+bool vfs_options_unknown(const vfs_options &opts, std::initializer_list<const char *> known,
+                         const char *backend, std::string *err);
 
 // Lanes whose worker has been in one request for STALL_MS or more (taken
 // last by new requests).  For tests and diagnostics; any context.

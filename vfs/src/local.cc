@@ -1282,6 +1282,21 @@ const vfs_backend local_backend = {"local",     local_vget, local_reclaim,
 
 }  // namespace
 
+// vfs_mount's "local": path=DIR (required), cache=N (default 4096).
+mount *local_mount_options(const vfs_options &opts, std::string *err) {
+  std::string path;
+  uint64_t cache = 4096;
+  if (vfs_options_unknown(opts, {"path", "cache"}, "local", err) ||
+      !vfs_option_string(opts, "path", &path, true, err) ||
+      !vfs_option_size(opts, "cache", &cache, false, err))
+    return nullptr;
+  if (cache == 0 || cache > (uint64_t{1} << 24)) {
+    *err = "option cache=" + std::to_string(cache) + ": from 1 to 16M vnodes";
+    return nullptr;
+  }
+  return vfs_mount_local(path, size_t(cache), err);
+}
+
 mount *vfs_mount_local(const std::string &path, size_t cache, std::string *err) {
   char real[PATH_MAX];
   if (!realpath(path.c_str(), real)) {

@@ -1077,6 +1077,15 @@ const vfs_backend memory_backend = {"memory",  mem_vget, mem_reclaim,
 
 }  // namespace
 
+// vfs_mount's "memory": size=BYTES (required).
+mount *memory_mount_options(const vfs_options &opts, std::string *err) {
+  uint64_t size = 0;
+  if (vfs_options_unknown(opts, {"size"}, "memory", err) ||
+      !vfs_option_size(opts, "size", &size, true, err))
+    return nullptr;
+  return vfs_mount_memory(size_t(size), err);
+}
+
 mount *vfs_mount_memory(size_t max_bytes, std::string *err, const memory_reproducible *repro) {
   (void)err;  // nothing here can fail but memory (which throws)
   auto *m = new mem_mount;

@@ -57,6 +57,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -687,6 +688,101 @@ void vfs_unmount(mount *fs) {
 }
 
 const vfh &vfs_root(const mount *fs) { return fs->root; }
+
+// ---- mounting by name --------------------------------------------------------
+
+namespace {
+
+// Every back end this build has.  A back end built optionally adds its
+// entry under its build flag.
+constexpr vfs_fstype FSTYPES[] = {
+    {"local", local_mount_options},
+    {"memory", memory_mount_options},
+};
+
+// The value of option `name`, or nullptr; *twice when it is given twice.
+const std::string *find_option(const vfs_options &opts, const char *name, bool *twice) {
+  const std::string *v = nullptr;
+  *twice = false;
+  for (const auto &[k, val] : opts) {
+    if (k != name) continue;
+    if (v) *twice = true;
+    v = &val;
+  }
+  return v;
+}
+
+}  // namespace
+
+bool vfs_option_string(const vfs_options &opts, const char *name, std::string *out, bool required,
+                       std::string *err) {
+  bool twice = false;
+  const std::string *v = find_option(opts, name, &twice);
+  if (twice) {
+    *err = std::string("option ") + name + " given twice";
+    return false;
+  }
+  if (!v || v->empty()) {
+    if (!required && !v) return true;
+    *err = std::string("option ") + name + (v ? " needs a value" : " is required");
+    return false;
+  }
+  *out = *v;
+  return true;
+}
+
+bool vfs_option_size(const vfs_options &opts, const char *name, uint64_t *out, bool required,
+                     std::string *err) {
+  std::string v;
+  if (!vfs_option_string(opts, name, &v, required, err)) return false;
+  if (v.empty()) return true;  // optional and absent
+  char *end = nullptr;
+  errno = 0;
+  unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+  int shift = 0;
+  if (end != v.c_str() && *end && !end[1])
+    shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : -1;
+  if (end == v.c_str() || errno || v[0] == '-' || shift < 0 || (*end && shift == 0) ||
+      n > (UINT64_MAX >> shift)) {
+    *err = std::string("option ") + name + "=" + v + ": not a size (a number, K, M or G)";
+    return false;
+  }
+  *out = uint64_t(n) << shift;
+  return true;
+}
+
+bool vfs_options_unknown(const vfs_options &opts, std::initializer_list<const char *> known,
+                         const char *backend, std::string *err) {
+  for (const auto &opt : opts) {
+    bool ok = false;
+    for (const char *k : known) ok = ok || opt.first == k;
+    if (!ok) {
+      *err = "back end " + std::string(backend) + " has no option '" + opt.first + "' (it has:";
+      for (const char *k : known) *err += std::string(" ") + k;
+      *err += ")";
+      return true;
+    }
+  }
+  return false;
+}
+
+mount *vfs_mount(const std::string &fs, const vfs_options &opts, std::string *err) {
+  std::string why;
+  for (const vfs_fstype &t : FSTYPES) {
+    if (fs != t.name) continue;
+    mount *m = t.make(opts, &why);
+    if (!m && err) *err = why;
+    return m;
+  }
+  if (err) *err = "no back end '" + fs + "' in this build (it has: " + vfs_backends() + ")";
+  return nullptr;
+}
+
+std::string vfs_backends() {
+  std::string names;
+  for (const vfs_fstype &t : FSTYPES) names += (names.empty() ? "" : ", ") + std::string(t.name);
+  return names;
+}
 
 vfs_stats vfs_get_stats(const mount *fs) {
   vfs_stats s;

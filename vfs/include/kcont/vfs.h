@@ -71,6 +71,8 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kcont/buf.h"
 #include "kcont/kcont.h"
@@ -346,6 +348,25 @@ struct memory_reproducible {
 // root), reproducible if `repro` is given.  Thread context.
 mount *vfs_mount_memory(size_t max_bytes, std::string *err,
                         const memory_reproducible *repro = nullptr);
+
+// A back end's options, `name=value` pairs in the order given.
+using vfs_options = std::vector<std::pair<std::string, std::string>>;
+
+// Mounts a file system of the back end named `fs` -- one way for every back
+// end this build has (vfs_backends()):
+//   local   path=DIR (required), cache=N (vnodes kept open, default 4096):
+//           vfs_mount_local
+//   memory  size=BYTES (required; a K, M or G suffix multiplies by 2^10,
+//           2^20, 2^30): vfs_mount_memory
+// nullptr and *err on error: a back end this build does not have (the
+// message lists those it has), an option the back end does not know, a
+// missing or malformed value, or the back end's own failure.  Thread
+// context.
+mount *vfs_mount(const std::string &fs, const vfs_options &opts, std::string *err);
+
+// The names of the back ends this build has, comma-separated ("local,
+// memory").  Any context.
+std::string vfs_backends();
 
 // Unmounts: closes every cached vnode.  Thread context; no request on it
 // may be in flight.

@@ -67,7 +67,9 @@ struct export_client {
 };
 
 struct export_entry {
-  std::string path;          // canonical absolute path (realpath)
+  std::string path;          // the export's name: canonical absolute path (realpath of a
+                             // local directory; as written for a back end named with fs=)
+  std::string backend;       // "local" for a plain directory, else its fs=NAME,... word
   uint32_t id = 0;           // stable identity carried in every file handle
   vfs::mount *fs = nullptr;  // the mounted tree (mount.get())
   // Owns the mount (unmounted with its last table).  A reload keeps the
