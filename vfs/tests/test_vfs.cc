@@ -2234,4 +2234,169 @@ TEST(VfsLanes, AWorkerRunsItsMountsParkedRequestsItself) {
   stop_lanes({fs});
 }
 
+// ---- a back end that completes from a thread of its own --------------------
+//
+// As a network file system's client library would: `start` hands GETATTR
+// to the back end's own thread and answers VB_PENDING; that thread fills
+// the results and calls vop_complete (vfs(9), THE BACKEND INTERFACE).  The
+// queue is a ring allocated at mount time: `start` runs in interrupt
+// context, where nothing may allocate (the Debug build's allocation guard
+// aborts).
+
+constexpr size_t FOREIGN_RING = 4096;
+constexpr uint64_t FOREIGN_ROOT_FILEID = 77;
+
+struct foreign_fs {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<vreq *> ring = std::vector<vreq *>(FOREIGN_RING);
+  size_t head = 0, tail = 0;  // taken at head, put at tail; tail - head <= FOREIGN_RING
+  bool stop = false;
+  std::thread thread;
+  std::atomic<uint64_t> answered{0};
+};
+
+foreign_fs *ff(kc::vfs::mount *fs) { return static_cast<foreign_fs *>(fs->priv); }
+
+void foreign_root_attrs(vreq *r) {
+  r->obj.have_post = true;
+  r->obj.post = vattr{};
+  r->obj.post.type = vtype::dir;
+  r->obj.post.mode = 0755;
+  r->obj.post.nlink = 2;
+  r->obj.post.fileid = FOREIGN_ROOT_FILEID;
+  r->error = 0;
+}
+
+int foreign_start(vreq *r) {
+  if (r->op != vop::getattr) return VB_BLOCK;
+  foreign_fs *f = ff(r->fs);
+  {
+    std::lock_guard<std::mutex> g(f->mu);
+    if (f->tail - f->head == FOREIGN_RING) return VB_BLOCK;  // full: thread context does it
+    f->ring[f->tail++ % FOREIGN_RING] = r;
+  }
+  f->cv.notify_one();
+  return VB_PENDING;  // r is the foreign thread's now
+}
+
+void foreign_run(vreq *r) {  // thread context (vop_call): answered at once
+  if (r->op == vop::getattr)
+    foreign_root_attrs(r);
+  else
+    r->error = ENOTSUP;
+}
+
+void foreign_unmount(kc::vfs::mount *fs) {
+  foreign_fs *f = ff(fs);
+  {
+    std::lock_guard<std::mutex> g(f->mu);
+    f->stop = true;
+  }
+  f->cv.notify_one();
+  f->thread.join();
+}
+
+const vfs_backend foreign_backend = {"foreign",     gate_vget,   gate_reclaim,
+                                     foreign_start, foreign_run, foreign_unmount};
+
+void foreign_thread(foreign_fs *f) {
+  std::unique_lock<std::mutex> g(f->mu);
+  for (;;) {
+    f->cv.wait(g, [&] { return f->stop || f->head != f->tail; });
+    if (f->head == f->tail) return;  // stopping, nothing left
+    vreq *r = f->ring[f->head++ % FOREIGN_RING];
+    g.unlock();
+    foreign_root_attrs(r);
+    f->answered.fetch_add(1, std::memory_order_relaxed);
+    vop_complete(r);  // from a thread the VFS does not own
+    g.lock();
+  }
+}
+
+// What the continuations saw: how often each ran, and whether any ran off
+// {softnet, interrupt} of CPU 0, on the foreign thread, or with an error.
+struct foreign_results {
+  std::vector<std::atomic<int>> runs;
+  std::atomic<size_t> done{0};
+  std::atomic<bool> wrong_context{false};
+  std::thread::id foreign;
+  explicit foreign_results(size_t n) : runs(n) {}
+};
+
+struct foreign_request {
+  vreq r;
+  kcont k;
+  size_t index = 0;
+  foreign_results *res = nullptr;
+};
+
+void foreign_done(void *, void *env, int status) {
+  auto *q = static_cast<foreign_request *>(env);
+  context c = kcont_current_context();
+  q->res->runs[q->index].fetch_add(1);
+  if (c.lvl != LVL_SOFTNET || c.k != kind::interrupt || status != 0 ||
+      std::this_thread::get_id() == q->res->foreign)
+    q->res->wrong_context = true;
+  q->res->done.fetch_add(1);
+}
+
+TEST(VfsBackendInterface, PendingRequestsCompletedFromAForeignThreadRunTheirContinuationsOnce) {
+  ASSERT_NO_FATAL_FAILURE(start_lanes(0));
+  foreign_fs f;
+  kc::vfs::mount *fs = test_mount(&foreign_backend, &f);
+  f.thread = std::thread(foreign_thread, &f);
+  constexpr size_t N = 2000;
+  foreign_results res(N);
+  res.foreign = f.thread.get_id();
+
+  // Thread context first: resolves and caches the root's vnode, so the
+  // requests below reach the back end's start.
+  vreq sync;
+  sync.op = vop::getattr;
+  sync.fs = fs;
+  sync.fh = fs->root;
+  ASSERT_EQ(vop_call(&sync), 0);
+  EXPECT_EQ(sync.obj.post.fileid, FOREIGN_ROOT_FILEID);
+  vfs_cred_reset();
+
+  std::vector<std::unique_ptr<foreign_request>> reqs(N);
+  std::vector<foreign_request *> batch;
+  for (size_t i = 0; i < N; i++) {
+    reqs[i] = std::make_unique<foreign_request>();
+    foreign_request *q = reqs[i].get();
+    q->index = i;
+    q->res = &res;
+    q->r.op = vop::getattr;
+    q->r.fs = fs;
+    q->r.fh = fs->root;
+    ASSERT_EQ(kcont_init(&q->k, foreign_done, q, target::at(LVL_SOFTNET, kind::interrupt, 0)), 0);
+    q->r.done = &q->k;
+    batch.push_back(q);
+  }
+  ASSERT_EQ(kcont_run_on(
+                0, LVL_SOFTNET,
+                [](void *a) {
+                  for (foreign_request *q : *static_cast<std::vector<foreign_request *> *>(a))
+                    vop_start(&q->r);
+                },
+                &batch),
+            0);
+  EXPECT_TRUE(kctest::eventually([&] { return res.done.load() >= N; }, 120));
+  for (auto &q : reqs) kcont_drain(&q->k);
+  EXPECT_EQ(res.done.load(), N);
+  EXPECT_FALSE(res.wrong_context.load());
+  for (size_t i = 0; i < N; i++) EXPECT_EQ(res.runs[i].load(), 1) << "request " << i;
+  for (auto &q : reqs) {
+    EXPECT_EQ(q->r.error, 0);
+    EXPECT_TRUE(q->r.obj.have_post);
+    EXPECT_EQ(q->r.obj.post.fileid, FOREIGN_ROOT_FILEID);
+  }
+  EXPECT_EQ(f.answered.load(), N);
+  vfs_stats st = vfs_get_stats(fs);
+  EXPECT_EQ(st.ops_interrupt[size_t(vop::getattr)], N)
+      << "pending requests count as done without a thread of the VFS";
+  stop_lanes({fs});
+}
+
 }  // namespace
