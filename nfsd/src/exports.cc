@@ -27,6 +27,7 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <vector>
 
 #include "internal.h"
 #include "kcont/error_text.h"
@@ -251,14 +252,12 @@ std::shared_ptr<export_table> parse_exports(const std::string &text, const std::
       *err = where.append("export path must be absolute: ").append(path);
       return nullptr;
     }
+    std::vector<std::string> rest;
+    while (words >> word) rest.push_back(word);
     // A back-end word (fs=...) may follow the path; a client never starts so.
+    size_t first_client = 0;
     std::string backend;
-    std::streampos after_path = words.tellg();
-    if (words >> word && word.rfind("fs=", 0) == 0)
-      backend = word;
-    else
-      words.seekg(after_path);
-    words.clear();
+    if (!rest.empty() && rest[0].rfind("fs=", 0) == 0) backend = rest[first_client++];
     export_entry e;
     std::string why;
     if (!open_root(&e, path, backend, &why)) {
@@ -267,16 +266,17 @@ std::shared_ptr<export_table> parse_exports(const std::string &text, const std::
     }
     // Owned by the table from now on: an error below unmounts it with it.
     t->exports.emplace_back(std::move(e));
-    while (words >> word) {
+    for (size_t i = first_client; i < rest.size(); i++) {
+      const std::string &client = rest[i];
       export_client c;
-      std::string spec = word, opts;
-      if (auto open = word.find('('); open != std::string::npos) {
-        if (word.back() != ')') {
-          *err = where.append("unbalanced parenthesis in '").append(word).append("'");
+      std::string spec = client, opts;
+      if (auto open = client.find('('); open != std::string::npos) {
+        if (client.back() != ')') {
+          *err = where.append("unbalanced parenthesis in '").append(client).append("'");
           return nullptr;
         }
-        spec = word.substr(0, open);
-        opts = word.substr(open + 1, word.size() - open - 2);
+        spec = client.substr(0, open);
+        opts = client.substr(open + 1, client.size() - open - 2);
       }
       if (spec.empty()) spec.assign(1, '*');  // (= "*" trips GCC 12 -Wrestrict at -O3)
       if (!parse_client(spec, &c, &why) || !parse_options(opts, &c.opts, &why)) {

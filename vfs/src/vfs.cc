@@ -736,14 +736,17 @@ bool vfs_option_size(const vfs_options &opts, const char *name, uint64_t *out, b
   std::string v;
   if (!vfs_option_string(opts, name, &v, required, err)) return false;
   if (v.empty()) return true;  // optional and absent
-  char *end = nullptr;
+  // Digits, then nothing or one of K, M, G.
+  size_t digits = v.find_first_not_of("0123456789");
+  const std::string suffix = digits == std::string::npos ? "" : v.substr(digits);
+  int shift = suffix.empty()  ? 0
+              : suffix == "K" ? 10
+              : suffix == "M" ? 20
+              : suffix == "G" ? 30
+                              : -1;
   errno = 0;
-  unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-  int shift = 0;
-  if (end != v.c_str() && *end && !end[1])
-    shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : -1;
-  if (end == v.c_str() || errno || v[0] == '-' || shift < 0 || (*end && shift == 0) ||
-      n > (UINT64_MAX >> shift)) {
+  unsigned long long n = digits == 0 ? 0 : std::strtoull(v.c_str(), nullptr, 10);
+  if (digits == 0 || shift < 0 || errno || n > (UINT64_MAX >> shift)) {
     *err = std::string("option ") + name + "=" + v + ": not a size (a number, K, M or G)";
     return false;
   }
