@@ -6,7 +6,7 @@
 // A backend implements five entries:
 //   vget     thread context, as the process's own identity: resolves a
 //            handle into a fresh vnode (fs, fh set; it fills fd, type,
-//            is_root, priv, the ACL sample), which the VFS then enters into
+//            is_root, priv, its vnode_state), which the VFS then enters into
 //            the cache; returns 0 or an errno (ESTALE, VFS_BADHANDLE, EPERM,
 //            EAGAIN, ...).
 //   reclaim  any context: releases what vget (or vnode_prime's caller) put
@@ -16,17 +16,25 @@
 //            entered meanwhile, or every entry was in use).
 //   start    interrupt context: attempts r; returns VB_DONE (complete:
 //            results and r->error set), VB_PENDING (it will call
-//            vop_complete(r) later, from any context), or VB_BLOCK (would
-//            block; nothing was changed): the VFS then calls run in thread
-//            context.  Never blocks, never allocates.
+//            vop_complete(r) later), or VB_BLOCK (would block; nothing was
+//            changed): the VFS then calls run in thread context.  Never
+//            blocks, never allocates (the Debug build's allocation guard
+//            aborts on an allocation in interrupt context): a back end whose
+//            every call may allocate or block declares VBC_THREAD_ONLY
+//            instead, and start is never called (it may be nullptr).
 //   run      thread context, identity already switched to r->cred (the
-//            process's own under vfs_set_single_identity): performs r (may
-//            block); sets the results and r->error.
+//            process's own under vfs_set_single_identity) unless the back
+//            end declares VBC_OWN_CREDENTIALS: performs r (may block); sets
+//            the results and r->error.
 //   unmount  thread context: frees the backend's mount state.
+// and declares what it is (`caps`, VBC_* below): the VFS never asks a back
+// end to do what it said it cannot, and skips what it said it does itself.
 #pragma once
 
 #include <atomic>
+#include <cstring>
 #include <initializer_list>
+#include <type_traits>
 #include <vector>
 
 #include "kcont/assert.h"
@@ -35,6 +43,24 @@
 namespace kc::vfs {
 
 enum { VB_DONE = 0, VB_PENDING = 1, VB_BLOCK = 2 };
+
+// What a back end declares about itself (vfs_backend::caps).
+enum : uint32_t {
+  // run acts as r->cred itself (a library that takes the caller's identity
+  // with each call, as libcephfs's UserPerm): the VFS never switches the
+  // thread's filesystem identity for it (no cred_enter, no
+  // vfs_cred_reset before vget), and vget need not run as the process's
+  // own identity.  Its permission decisions are then the back end's.
+  VBC_OWN_CREDENTIALS = 1u << 0,
+  // start is never called: every request goes to thread context.  For a
+  // back end whose calls may allocate, take a lock held across I/O, or
+  // wait for a server -- none of which interrupt context allows.
+  VBC_THREAD_ONLY = 1u << 1,
+  // It calls vop_complete on VB_PENDING requests from threads the VFS and
+  // kcont do not own (a library's callback threads); Debug builds assert
+  // that no other back end does.
+  VBC_FOREIGN_COMPLETION = 1u << 2,
+};
 
 // The attributes of a vnode as last read, and the epoch of that read: a
 // seqlock.  A writer takes `seq` odd with a compare-and-swap (one that
@@ -66,11 +92,13 @@ struct vnode {
   vfh fh;
   vtype type = vtype::none;
   bool is_root = false;
-  // Backend-owned.
+  // Backend-owned: a descriptor, a pointer, and a few words of state that
+  // need no allocation (vnode_state), copied with the rest when the vnode
+  // enters the cache and cleared when its entry is reused.  Words the back
+  // end changes after that are under the mount's cache lock.
   int fd = -1;
   void *priv = nullptr;
-  bool has_acl = false;  // local: a POSIX ACL was present at acl_ctime
-  timespec acl_ctime{};
+  alignas(8) unsigned char state[24] = {};
   // Last attributes read by an operation that changes nothing (local);
   // emptied when the entry is reused.
   attr_snapshot attrs;
@@ -81,13 +109,30 @@ struct vnode {
   vnode *hnext = nullptr;
 };
 
+// A back end's words in a vnode (vnode::state), read and written as its
+// own type T (trivially copyable, small enough); a vnode's state is all
+// zero bytes until the back end writes it.  Any context.
+template <class T>
+T vnode_state(const vnode *vp) {
+  static_assert(sizeof(T) <= sizeof(vnode::state) && std::is_trivially_copyable_v<T>);
+  T v;
+  std::memcpy(&v, vp->state, sizeof v);
+  return v;
+}
+template <class T>
+void vnode_state_set(vnode *vp, const T &v) {
+  static_assert(sizeof(T) <= sizeof(vnode::state) && std::is_trivially_copyable_v<T>);
+  std::memcpy(vp->state, &v, sizeof v);
+}
+
 struct vfs_backend {
   const char *name;
   int (*vget)(mount *fs, const vfh &fh, vnode *vp);
   void (*reclaim)(vnode *vp);
-  int (*start)(vreq *r);
+  int (*start)(vreq *r);  // nullptr with VBC_THREAD_ONLY
   void (*run)(vreq *r);
   void (*unmount)(mount *fs);
+  uint32_t caps = 0;  // VBC_*
 };
 
 // A file system's share of thread context (vfs.cc): its requests queued or
@@ -168,7 +213,7 @@ vnode *vnode_lookup_cached(mount *fs, const vfh &fh);
 int vnode_get(mount *fs, const vfh &fh, vnode **out);
 
 // Enters a vnode the backend has just made and opened, as vget would have
-// (fresh.fs, fh, fd, type, ACL sample filled), so that the next request
+// (fresh.fs, fh, fd, type, state filled), so that the next request
 // on its handle finds it cached; it holds no reference.  If the handle is
 // cached already, or every entry is in use, fresh is reclaimed.  Any
 // context (never blocks on anything but the cache's spinlock).

@@ -56,8 +56,8 @@
 // fstat that is then offered to others (ATTRIBUTE SNAPSHOTS in vfs(9)).
 // Operations that change something always read their own.
 //
-// ACLs: whether an inode has a POSIX access ACL is read (fgetxattr, an
-// in-core lookup) when its vnode is made and again whenever its ctime
+// ACLs: whether an inode has a POSIX access ACL (the vnode's acl_sample) is
+// read (fgetxattr, an in-core lookup) when its vnode is made and again whenever its ctime
 // changed since -- setting an ACL changes ctime -- so a mode-bit decision is
 // only ever taken for an inode that has no ACL.
 //
@@ -277,6 +277,13 @@ bool inside(int fd, const local_mount &m, bool is_dir) {
   return path[rl] == '\0' || path[rl] == '/' || m.path == "/";
 }
 
+// A vnode's ACL sample (its vnode_state): whether the inode had a POSIX
+// access ACL when its ctime was `ctime` ({-1, 0}: not known).
+struct acl_sample {
+  bool has_acl;
+  timespec ctime;
+};
+
 // 1: the inode has a POSIX access ACL, 0: it has none, -1: cannot tell
 // here (an O_PATH descriptor).
 int read_acl(int fd, vtype t) {
@@ -286,18 +293,24 @@ int read_acl(int fd, vtype t) {
   return (n < 0 && (errno == ENODATA || errno == EOPNOTSUPP)) ? 0 : -1;
 }
 
+// Takes a fresh vnode's ACL sample (fd and type set; st its stat).
+void sample_acl(vnode *vp, const struct stat &st) {
+  int acl = read_acl(vp->fd, vp->type);
+  vnode_state_set(vp, acl_sample{acl != 0, acl < 0 ? timespec{-1, 0} : st.st_ctim});
+}
+
 // Whether a mode-bit decision is exact for vp with attributes a (no ACL):
 // rereads the ACL sample when ctime moved since it was taken.
 bool mode_bits_decide(vnode *vp, const vattr &a) {
   {
     spinlock g(vp->fs->lock);
-    if (timespec_eq(vp->acl_ctime, a.ctime)) return !vp->has_acl;
+    acl_sample s = vnode_state<acl_sample>(vp);
+    if (timespec_eq(s.ctime, a.ctime)) return !s.has_acl;
   }
   int acl = read_acl(vp->fd, vp->type);
   if (acl < 0) return false;
   spinlock g(vp->fs->lock);
-  vp->has_acl = acl == 1;
-  vp->acl_ctime = a.ctime;
+  vnode_state_set(vp, acl_sample{acl == 1, a.ctime});
   return acl == 0;
 }
 
@@ -597,9 +610,7 @@ void prime_created(vreq *r, int fd) {
   fresh.fh = r->res_fh;
   fresh.fd = rw;
   fresh.type = vtype::reg;
-  int acl = read_acl(rw, vtype::reg);
-  fresh.has_acl = acl != 0;
-  fresh.acl_ctime = acl < 0 ? timespec{-1, 0} : st.st_ctim;
+  sample_acl(&fresh, st);
   vnode_prime(fresh);
 }
 
@@ -1155,9 +1166,7 @@ int local_vget(mount *fs, const vfh &fh, vnode *vp) {
   vp->fd = fd;
   vp->type = type_of(st.st_mode);
   vp->is_root = st.st_ino == m.root_ino;
-  int acl = read_acl(fd, vp->type);
-  vp->has_acl = acl != 0;
-  vp->acl_ctime = acl < 0 ? timespec{-1, 0} : st.st_ctim;
+  sample_acl(vp, st);
   return 0;
 }
 

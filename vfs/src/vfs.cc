@@ -132,8 +132,10 @@ void take_locked(vnode *v, vnode *out) {
   out->fd = v->fd;
   out->priv = v->priv;
   out->type = v->type;
+  std::memcpy(out->state, v->state, sizeof v->state);
   v->fd = -1;
   v->priv = nullptr;
+  std::memset(v->state, 0, sizeof v->state);
   v->attrs.epoch.store(0, std::memory_order_relaxed);  // no reference: nobody reads it
 }
 
@@ -236,11 +238,13 @@ void run_here(vreq *r) {
   // identity of the previous call (often the same client's) in place.
   if (!r->vp) r->vp = vnode_lookup_cached(r->fs, r->fh);
   if (needs_second(r->op) && !r->vp2) r->vp2 = vnode_lookup_cached(r->fs, r->fh2);
-  if (!r->vp || (needs_second(r->op) && !r->vp2)) vfs_cred_reset();
+  // A back end that acts as the caller by itself needs neither.
+  const bool switch_identity = !(r->fs->be->caps & VBC_OWN_CREDENTIALS);
+  if (switch_identity && (!r->vp || (needs_second(r->op) && !r->vp2))) vfs_cred_reset();
   r->error = resolve_blocking(r);
   if (r->error == 0) {
     // Never run as anyone but the caller: a failed switch fails the request.
-    if (int e = cred_enter(r->cred)) {
+    if (int e = switch_identity ? cred_enter(r->cred) : 0) {
       r->error = e;
       return;
     }
@@ -851,8 +855,7 @@ vnode *enter(mount *fs, vnode &fresh, bool primed) {
       v->is_root = fresh.is_root;
       v->fd = fresh.fd;
       v->priv = fresh.priv;
-      v->has_acl = fresh.has_acl;
-      v->acl_ctime = fresh.acl_ctime;
+      std::memcpy(v->state, fresh.state, sizeof v->state);
       v->refs = 1;
       v->referenced = true;
       v->hashed = true;
@@ -926,6 +929,9 @@ static void hand_back(vreq *r) {
 }
 
 void vop_complete(vreq *r) {
+  KC_ASSERT(kcont_current_cpu() >= 0 || (r->fs->be->caps & VBC_FOREIGN_COMPLETION),
+            "vop_complete from a thread kcont does not own: the back end must declare "
+            "VBC_FOREIGN_COMPLETION");
   drop_vnodes(r);
   auto &ctr = r->used_thread ? r->fs->ops_thread : r->fs->ops_interrupt;
   ctr[size_t(r->op)].fetch_add(1, std::memory_order_relaxed);
@@ -947,7 +953,7 @@ void vop_start(vreq *r) {
   }
   bool cached = (r->vp = vnode_lookup_cached(r->fs, r->fh)) != nullptr &&
                 (!needs_second(r->op) || (r->vp2 = vnode_lookup_cached(r->fs, r->fh2)) != nullptr);
-  if (cached) {
+  if (cached && !(r->fs->be->caps & VBC_THREAD_ONLY)) {
     if ((r->flags & VREQ_RDONLY) && vop_modifies(r->op)) r->error = EROFS;
     switch (r->fs->be->start(r)) {
       case VB_DONE:

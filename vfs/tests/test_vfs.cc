@@ -13,6 +13,7 @@
 #include <ftw.h>
 #include <gtest/gtest.h>
 #include <linux/capability.h>
+#include <sys/fsuid.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -2297,8 +2298,9 @@ void foreign_unmount(kc::vfs::mount *fs) {
   f->thread.join();
 }
 
-const vfs_backend foreign_backend = {"foreign",     gate_vget,   gate_reclaim,
-                                     foreign_start, foreign_run, foreign_unmount};
+const vfs_backend foreign_backend = {
+    "foreign",   gate_vget,       gate_reclaim,          foreign_start,
+    foreign_run, foreign_unmount, VBC_FOREIGN_COMPLETION};
 
 void foreign_thread(foreign_fs *f) {
   std::unique_lock<std::mutex> g(f->mu);
@@ -2397,6 +2399,101 @@ TEST(VfsBackendInterface, PendingRequestsCompletedFromAForeignThreadRunTheirCont
   EXPECT_EQ(st.ops_interrupt[size_t(vop::getattr)], N)
       << "pending requests count as done without a thread of the VFS";
   stop_lanes({fs});
+}
+
+// ---- capability bits: what the VFS skips for a back end that said so --------------
+
+// What run saw: the thread's filesystem uid and gid (setfsuid/setfsgid
+// with an invalid id only read them), and whether a kcont dispatcher was
+// calling it.
+struct caps_seen {
+  std::atomic<int> runs{0};
+  std::atomic<uint32_t> fsuid{0}, fsgid{0};
+  std::atomic<bool> in_interrupt{false};
+};
+caps_seen g_caps;
+
+void caps_run(vreq *r) {
+  g_caps.fsuid = uint32_t(setfsuid(uid_t(-1)));
+  g_caps.fsgid = uint32_t(setfsgid(gid_t(-1)));
+  g_caps.in_interrupt = kcont_in_interrupt();
+  g_caps.runs++;
+  foreign_root_attrs(r);
+}
+int caps_start_never(vreq *) {
+  ADD_FAILURE() << "start called on a VBC_THREAD_ONLY back end";
+  return VB_BLOCK;
+}
+const vfs_backend thread_only_backend = {"thread-only", gate_vget,    gate_reclaim,   nullptr,
+                                         caps_run,      gate_unmount, VBC_THREAD_ONLY};
+const vfs_backend own_cred_backend = {"own-cred",
+                                      gate_vget,
+                                      gate_reclaim,
+                                      caps_start_never,
+                                      caps_run,
+                                      gate_unmount,
+                                      VBC_OWN_CREDENTIALS | VBC_THREAD_ONLY};
+const vfs_backend switched_backend = {"switched", gate_vget, gate_reclaim,
+                                      gate_start, caps_run,  gate_unmount};
+
+// A request to a VBC_THREAD_ONLY back end whose vnode is cached goes
+// straight to a lane: start (nullptr here) is never called.
+TEST(VfsBackendCaps, AThreadOnlyBackEndIsNeverAskedToStart) {
+  ASSERT_NO_FATAL_FAILURE(start_lanes(0));
+  kc::vfs::mount *fs = test_mount(&thread_only_backend);
+  vreq sync;  // caches the root's vnode: the next request would reach start
+  sync.op = vop::getattr;
+  sync.fs = fs;
+  sync.fh = fs->root;
+  ASSERT_EQ(vop_call(&sync), 0);
+  vfs_cred_reset();
+  g_caps.runs = 0;
+  vreq r;
+  r.op = vop::getattr;
+  r.fs = fs;
+  r.fh = fs->root;
+  std::atomic<int> done{0};
+  kcont k;
+  ASSERT_EQ(kcont_init(&k, count_done, &done, target::at(LVL_SOFTNET, kind::interrupt, 0)), 0);
+  r.done = &k;
+  ASSERT_EQ(kcont_run_on(
+                0, LVL_SOFTNET, [](void *a) { vop_start(static_cast<vreq *>(a)); }, &r),
+            0);
+  ASSERT_TRUE(kctest::eventually([&] { return done.load() == 1; }));
+  kcont_drain(&k);
+  EXPECT_EQ(r.error, 0);
+  EXPECT_TRUE(r.used_thread);
+  EXPECT_EQ(g_caps.runs.load(), 1);
+  EXPECT_FALSE(g_caps.in_interrupt.load());
+  EXPECT_EQ(vfs_get_stats(fs).ops_thread[size_t(vop::getattr)], 2u);
+  stop_lanes({fs});
+}
+
+// The VFS switches a thread's identity to the caller's for a back end
+// that relies on the kernel's checks, and leaves it alone for one that
+// declares VBC_OWN_CREDENTIALS (it hands r->cred to its library itself).
+TEST(VfsBackendCaps, ABackEndThatCarriesCredentialsRunsWithoutAnIdentitySwitch) {
+  if (geteuid() != 0) KCONT_NOT_TESTED("switching identities needs root");
+  std::string why;
+  ASSERT_EQ(vfs_identity_check(&why), 0) << why;
+  for (const vfs_backend *be : {&switched_backend, &own_cred_backend}) {
+    SCOPED_TRACE(be->name);
+    kc::vfs::mount *fs = test_mount(be);
+    std::thread([&] {
+      vreq r;
+      r.op = vop::getattr;
+      r.fs = fs;
+      r.fh = fs->root;
+      r.cred.uid = 1000;
+      r.cred.gid = 1001;
+      EXPECT_EQ(vop_call(&r), 0);
+      vfs_cred_reset();
+    }).join();
+    const bool own = be->caps & VBC_OWN_CREDENTIALS;
+    EXPECT_EQ(g_caps.fsuid.load(), own ? geteuid() : 1000u);
+    EXPECT_EQ(g_caps.fsgid.load(), own ? getegid() : 1001u);
+    vfs_unmount(fs);
+  }
 }
 
 }  // namespace
