@@ -919,16 +919,17 @@ TEST_F(Serve, AnExportNamesItsBackEndAndOptions) {
   struct bad {
     const char *line, *says;
   };
-  for (const bad &b :
-       {bad{"/x fs=nosuch *(rw)", "no back end 'nosuch' in this build (it has: local, memory)"},
-        bad{"/x fs=memory *(rw)", "option size is required"},
-        bad{"/x fs=memory,size=1M,colour=blue *(rw)", "has no option 'colour'"},
-        bad{"/x fs=memory,size=lots *(rw)", "not a size"},
-        bad{"/x fs=memory,size=1M,size=2M *(rw)", "given twice"},
-        bad{"/x fs=memory,size *(rw)", "is not NAME=VALUE"},
-        bad{"/x/ fs=memory,size=1M *(rw)", "trailing '/'"},
-        bad{"/x fs=local,path=/nonexistent-kcont *(rw)", "/nonexistent-kcont"},
-        bad{"/x fs=memory,size=1M", "no clients for /x"}}) {
+  for (const bad &b : {bad{"/x fs=nosuch *(rw)", "no back end 'nosuch' in this installation"},
+                       bad{"/x fs=nosuch *(rw)", "back ends here: local, memory"},
+                       bad{"/x fs=../etc/x *(rw)", "no back end '../etc/x'"},
+                       bad{"/x fs=memory *(rw)", "option size is required"},
+                       bad{"/x fs=memory,size=1M,colour=blue *(rw)", "has no option 'colour'"},
+                       bad{"/x fs=memory,size=lots *(rw)", "not a size"},
+                       bad{"/x fs=memory,size=1M,size=2M *(rw)", "given twice"},
+                       bad{"/x fs=memory,size *(rw)", "is not NAME=VALUE"},
+                       bad{"/x/ fs=memory,size=1M *(rw)", "trailing '/'"},
+                       bad{"/x fs=local,path=/nonexistent-kcont *(rw)", "/nonexistent-kcont"},
+                       bad{"/x fs=memory,size=1M", "no clients for /x"}}) {
     err.clear();
     EXPECT_FALSE(parse_exports(std::string(b.line) + "\n", "test", &err)) << b.line;
     EXPECT_NE(err.find(b.says), std::string::npos) << b.line << " -> " << err;

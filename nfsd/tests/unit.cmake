@@ -22,4 +22,5 @@ add_executable(kcont_nfsd_tests
 target_include_directories(kcont_nfsd_tests PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../src
   ${PROJECT_SOURCE_DIR}/core/tests)  # fixture.h: KCONT_NOT_TESTED
 target_link_libraries(kcont_nfsd_tests PRIVATE kcont_nfsd GTest::gtest GTest::gtest_main)
+kcont_exports_for_modules(kcont_nfsd_tests)
 gtest_discover_tests(kcont_nfsd_tests DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)

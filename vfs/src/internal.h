@@ -184,6 +184,14 @@ struct vfs_fstype {
 mount *local_mount_options(const vfs_options &opts, std::string *err);
 mount *memory_mount_options(const vfs_options &opts, std::string *err);
 
+// A back end built as a module -- vfs-NAME.so, loaded by vfs_mount when an
+// export names NAME, from $KCONT_VFS_MODULE_DIR or the directory the build
+// installs modules to -- exports this C function, which returns its
+// vfs_fstype.  A module is built against this very header: it resolves
+// the VFS's functions (vfs_alloc, vnode_forget, ...) from the program
+// that loads it, which exports them (cmake: kcont_exports_for_modules).
+#define KCONT_VFS_MODULE_ENTRY "kcont_vfs_module_v1"
+
 // Option helpers for the back ends' `mount`: each takes a value once (a
 // second `name=` is an error), and vfs_options_unknown names the first
 // option none of the back end's names covers.  False and *err on error.

@@ -48,6 +48,8 @@
 // every request sent to thread context; a share's count and FIFO are under
 // its own spinlock (never held with a mount's), the registry of shares
 // under a mutex (mount and unmount only).
+#include <dirent.h>
+#include <dlfcn.h>
 #include <sched.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
@@ -61,6 +63,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <thread>
 
 #include "internal.h"
@@ -697,12 +700,64 @@ const vfh &vfs_root(const mount *fs) { return fs->root; }
 
 namespace {
 
-// Every back end this build has.  A back end built optionally adds its
-// entry under its build flag.
+// The back ends built in.  Others are modules (load_module).
 constexpr vfs_fstype FSTYPES[] = {
     {"local", local_mount_options},
     {"memory", memory_mount_options},
 };
+
+// Where back-end modules are: $KCONT_VFS_MODULE_DIR, else the directory
+// this build installs them to.
+std::string module_dir() {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): nothing in this program sets the environment
+  const char *env = std::getenv("KCONT_VFS_MODULE_DIR");
+  return env && *env ? env : KCONT_VFS_MODULE_DIR;
+}
+
+// A module's name: lower-case letters, digits and '_' only (an exports
+// file cannot name a path).
+bool module_name_ok(const std::string &name) {
+  if (name.empty() || name.size() > 32) return false;
+  for (char c : name)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
+  return true;
+}
+
+std::mutex g_modules_mu;
+std::vector<std::pair<std::string, const vfs_fstype *>> g_modules;  // loaded, never unloaded
+
+// The back end `name` from its module, vfs-NAME.so in module_dir(), loaded
+// once; nullptr with *why when there is none or it cannot be loaded.
+const vfs_fstype *load_module(const std::string &name, std::string *why) {
+  if (!module_name_ok(name)) {
+    *why = "no back end '" + name + "'";
+    return nullptr;
+  }
+  std::lock_guard<std::mutex> g(g_modules_mu);
+  for (const auto &[n, t] : g_modules)
+    if (n == name) return t;
+  std::string path = module_dir() + "/vfs-" + name + ".so";
+  if (access(path.c_str(), F_OK) != 0) {
+    *why = "no back end '" + name + "' in this installation (its module " + path + " is not there)";
+    return nullptr;
+  }
+  void *h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *e = dlerror();  // NOLINT(concurrency-mt-unsafe): glibc's is per thread
+    *why = "back end '" + name + "': cannot load " + path + ": " + (e ? e : "dlopen failed");
+    return nullptr;
+  }
+  using entry_fn = const vfs_fstype *(*)();
+  auto entry = reinterpret_cast<entry_fn>(dlsym(h, KCONT_VFS_MODULE_ENTRY));
+  const vfs_fstype *t = entry ? entry() : nullptr;
+  if (!t || !t->name || name != t->name || !t->make) {
+    *why = "back end '" + name + "': " + path + " is not a kcont VFS module of this version";
+    dlclose(h);
+    return nullptr;
+  }
+  g_modules.emplace_back(name, t);
+  return t;
+}
 
 // The value of option `name`, or nullptr; *twice when it is given twice.
 const std::string *find_option(const vfs_options &opts, const char *name, bool *twice) {
@@ -775,20 +830,37 @@ bool vfs_options_unknown(const vfs_options &opts, std::initializer_list<const ch
 
 mount *vfs_mount(const std::string &fs, const vfs_options &opts, std::string *err) {
   std::string why;
-  for (const vfs_fstype &t : FSTYPES) {
-    if (fs != t.name) continue;
-    mount *m = t.make(opts, &why);
-    if (!m && err) *err = why;
-    return m;
+  const vfs_fstype *type = nullptr;
+  for (const vfs_fstype &t : FSTYPES)
+    if (fs == t.name) type = &t;
+  if (!type && !(type = load_module(fs, &why))) {
+    if (err) *err = why + "; back ends here: " + vfs_backends();
+    return nullptr;
   }
-  if (err) *err = "no back end '" + fs + "' in this build (it has: " + vfs_backends() + ")";
-  return nullptr;
+  mount *m = type->make(opts, &why);
+  if (!m && err) *err = why;
+  return m;
 }
 
 std::string vfs_backends() {
-  std::string names;
-  for (const vfs_fstype &t : FSTYPES) names += (names.empty() ? "" : ", ") + std::string(t.name);
-  return names;
+  std::vector<std::string> names;
+  for (const vfs_fstype &t : FSTYPES) names.emplace_back(t.name);
+  std::vector<std::string> mods;
+  if (DIR *d = opendir(module_dir().c_str())) {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): a stream of this call's own
+    while (dirent *e = readdir(d)) {
+      std::string_view n(e->d_name);
+      if (n.size() > 10 && n.substr(0, 4) == "vfs-" && n.substr(n.size() - 3) == ".so")
+        mods.emplace_back(n.substr(4, n.size() - 7));
+    }
+    closedir(d);
+  }
+  std::sort(mods.begin(), mods.end());
+  for (const std::string &m : mods)
+    if (module_name_ok(m)) names.push_back(m);
+  std::string out;
+  for (const std::string &n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
 }
 
 vfs_stats vfs_get_stats(const mount *fs) {

@@ -13,7 +13,9 @@
 // member of group 1000 (1002:1000).
 //
 // The local backend needs root (open_by_handle_at, credential switches):
-// without it the suite fails under CI=true and is skipped otherwise.
+// without it the suite fails under CI=true and is skipped otherwise.  The
+// Ceph back end runs the same script when a cluster is named
+// (KCONT_TEST_CEPH_CONF; the test command's ceph stage).
 #include <ftw.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -264,41 +266,34 @@ class script {
   }
 };
 
-TEST(VfsConformance, MemoryAndLocalBackendsAgreeStepByStep) {
-  if (geteuid() != 0) KCONT_NOT_TESTED("the local backend needs root (open_by_handle_at)");
+// Runs the script against a fresh memory mount and `other` (its root an
+// empty directory, mode 0777 as the memory root's), each on a thread of
+// its own started under umask 022 as a server's threads are (this thread
+// may have run VFS requests before), and compares the transcripts.
+void agree_with_memory(mount *other, const char *label) {
   mode_t old_umask = umask(022);
   std::string err;
   mount *mem = vfs_mount_memory(16 << 20, &err);
   ASSERT_NE(mem, nullptr) << err;
-  char t[] = "/tmp/kcont-conformance-XXXXXX";
-  ASSERT_NE(mkdtemp(t), nullptr);
-  chmod(t, 0777);  // as the memory root
-  mount *loc = vfs_mount_local(t, 256, &err);
-  ASSERT_NE(loc, nullptr) << err;
-
-  // Each on a thread of its own, started under umask 022 as a server's
-  // threads are (this thread may have run VFS requests before).
-  script m(mem), l(loc);
+  script m(mem), o(other);
   std::thread([&] { m.run(); }).join();
-  std::thread([&] { l.run(); }).join();
+  std::thread([&] { o.run(); }).join();
   vfs_unmount(mem);
-  vfs_unmount(loc);
-  nftw(t, rm_one, 16, FTW_DEPTH | FTW_PHYS);
   umask(old_umask);
 
-  ASSERT_EQ(m.lines.size(), l.lines.size());
+  ASSERT_EQ(m.lines.size(), o.lines.size());
   size_t differ = 0;
   for (size_t i = 0; i < m.lines.size(); i++) {
-    EXPECT_EQ(m.lines[i], l.lines[i]) << "step " << i << " (memory first, local second)";
-    differ += m.lines[i] != l.lines[i];
+    EXPECT_EQ(m.lines[i], o.lines[i]) << "step " << i << " (memory first, " << label << " second)";
+    differ += m.lines[i] != o.lines[i];
   }
   if (differ != 0 || std::getenv("KCONT_SHOW"))
-    for (const std::string &s : l.lines) std::printf("  local: %s\n", s.c_str());
+    for (const std::string &x : o.lines) std::printf("  %s: %s\n", label, x.c_str());
   // The steps the script exists for, stated outright (the transcripts
   // could agree on a wrong answer).
-  auto has = [&](const std::string &s) {
-    for (const std::string &x : l.lines)
-      if (x == s) return true;
+  auto has = [&](const std::string &x) {
+    for (const std::string &l : o.lines)
+      if (l == x) return true;
     return false;
   };
   for (const char *want : {
@@ -315,6 +310,46 @@ TEST(VfsConformance, MemoryAndLocalBackendsAgreeStepByStep) {
            "rdonly-commit -> Read-only file system",
        })
     EXPECT_TRUE(has(want)) << want;
+}
+
+TEST(VfsConformance, MemoryAndLocalBackendsAgreeStepByStep) {
+  if (geteuid() != 0) KCONT_NOT_TESTED("the local backend needs root (open_by_handle_at)");
+  char t[] = "/tmp/kcont-conformance-XXXXXX";
+  ASSERT_NE(mkdtemp(t), nullptr);
+  chmod(t, 0777);  // as the memory root
+  std::string err;
+  mount *loc = vfs_mount_local(t, 256, &err);
+  ASSERT_NE(loc, nullptr) << err;
+  agree_with_memory(loc, "local");
+  vfs_unmount(loc);
+  nftw(t, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+// The same script against a CephFS mount (the ceph stage of the test
+// command brings a cluster up and names its ceph.conf in
+// KCONT_TEST_CEPH_CONF): a directory of its own below the file system's
+// root, made through a mount of the root, then mounted as the export.
+TEST(VfsConformanceCeph, MemoryAndCephBackendsAgreeStepByStep) {
+  const char *conf = std::getenv("KCONT_TEST_CEPH_CONF");
+  if (!conf || !*conf) KCONT_NOT_TESTED("no Ceph cluster (KCONT_TEST_CEPH_CONF is not set)");
+  std::string err;
+  mount *top = vfs_mount("ceph", {{"conf", conf}}, &err);
+  ASSERT_NE(top, nullptr) << err;
+  const std::string dir = "conformance-" + std::to_string(getpid());
+  vreq mk;
+  mk.op = vop::mkdir;
+  mk.fs = top;
+  mk.fh = vfs_root(top);
+  mk.cred = ROOT;
+  std::snprintf(mk.name, sizeof mk.name, "%s", dir.c_str());
+  mk.sattr.set_mode = true;
+  mk.sattr.mode = 0777;  // as the memory root
+  ASSERT_EQ(vop_call(&mk), 0);
+  mount *cephfs = vfs_mount("ceph", {{"conf", conf}, {"path", "/" + dir}}, &err);
+  ASSERT_NE(cephfs, nullptr) << err;
+  agree_with_memory(cephfs, "ceph");
+  vfs_unmount(cephfs);
+  vfs_unmount(top);
 }
 
 }  // namespace
