@@ -8,7 +8,7 @@ kcont_ensure_deps() {
               libbenchmark-dev libboost-dev libasio-dev libuv1-dev
               iperf3 curl python3 libnfs-dev libnfs-utils libcli11-dev
               libspdlog-dev libfuse3-dev fuse3 libsystemd-dev
-              python3-prometheus-client libcephfs-dev "$@")
+              python3-prometheus-client libcephfs-dev libssl-dev "$@")
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -9,9 +9,12 @@
 // snapshot id -- the same bytes from every kcont-nfsd in front of that file
 // system, and after a restart, when vget resolves them again with
 // ceph_ll_lookup_inode (the MDS answers for inodes this client never saw).
-// A handle of an inode that is not below the export's root (a forged one,
-// or one from an export of a wider path) is ESTALE: vget walks `..` up to
-// the root and refuses what gets anywhere else.  A vnode holds a reference
+// A handle carries a MAC under a key kept with the export (an extended
+// attribute of its root, made by the first server to mount it), so a
+// handle this export did not make -- forged, or another export's -- is
+// ESTALE; vget also walks a directory's `..` up to the export's root and
+// refuses one that was moved elsewhere (a file cannot be walked up: `..`
+// of a file needs search permission on the file itself).  A vnode holds a reference
 // on the client's Inode and, from the first READ or WRITE on, one file
 // handle (Fh) opened read-write as root: data access is decided here, from
 // mode bits, as on local exports (the owner may always read and write; the
@@ -64,9 +67,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 
 #include <algorithm>
 #include <atomic>
@@ -87,9 +95,14 @@ namespace kc::vfs {
 
 namespace {
 
-// The handle: a tag and version, then fscid, ino and snapid (little-endian).
+// The handle: a tag and version, then fscid, ino and snapid (little-endian),
+// then MAC_LEN bytes of HMAC-SHA256 over those under the export's key.
 constexpr uint8_t FH_TAG[4] = {'c', 'e', 'p', '1'};
-constexpr uint32_t FH_LEN = 4 + 8 + 8 + 8;
+constexpr uint32_t FH_BODY = 4 + 8 + 8 + 8, MAC_LEN = 16, FH_LEN = FH_BODY + MAC_LEN;
+static_assert(FH_LEN <= VFS_FHSIZE);
+constexpr uint32_t KEY_LEN = 32;
+// Where the export's handle key lives: an extended attribute of its root.
+constexpr const char *KEY_XATTR = "user.kcont.handle_key";
 constexpr unsigned WANT_ATTRS = CEPH_STATX_BASIC_STATS;
 // The snapshot id of the live file system (CEPH_NOSNAP, which libcephfs.h
 // defines for C only).
@@ -110,7 +123,8 @@ struct ceph_mount_state {
   uint64_t root_ino = 0;
   bool whole = false;  // the export is the file system's root: every inode is below it
   int64_t fscid = 0;
-  std::string spec;  // for messages: "fsname:path"
+  uint8_t key[KEY_LEN] = {};  // the export's handle key (KEY_XATTR)
+  std::string spec;           // for messages: "fsname:path"
   std::atomic<uint32_t> release_lock{0};
   ceph_vnode *releases = nullptr;  // deferred from interrupt context
 };
@@ -148,6 +162,14 @@ uint64_t get64(const uint8_t *p) {
   return v;
 }
 
+// The MAC of a handle's body under the export's key.
+void handle_mac(const ceph_mount_state &m, const uint8_t *body, uint8_t *mac) {
+  uint8_t full[EVP_MAX_MD_SIZE];
+  unsigned n = 0;
+  HMAC(EVP_sha256(), m.key, int(KEY_LEN), body, FH_BODY, full, &n);
+  std::memcpy(mac, full, MAC_LEN);
+}
+
 // The handle of an object whose statx is stx.  ceph_statx's stx_dev is
 // the inode's snapshot id (CEPH_NOSNAP for the live file system).
 void make_fh(const ceph_mount_state &m, const struct ceph_statx &stx, vfh *out) {
@@ -156,6 +178,16 @@ void make_fh(const ceph_mount_state &m, const struct ceph_statx &stx, vfh *out) 
   put64(out->data + 4, uint64_t(m.fscid));
   put64(out->data + 12, stx.stx_ino);
   put64(out->data + 20, uint64_t(stx.stx_dev));
+  handle_mac(m, out->data, out->data + FH_BODY);
+}
+
+// Whether fh is a handle this export made (tag, file system, MAC).
+bool handle_authentic(const ceph_mount_state &m, const vfh &fh) {
+  if (fh.len != FH_LEN || std::memcmp(fh.data, FH_TAG, 4) != 0) return false;
+  if (int64_t(get64(fh.data + 4)) != m.fscid) return false;
+  uint8_t mac[MAC_LEN];
+  handle_mac(m, fh.data, mac);
+  return CRYPTO_memcmp(mac, fh.data + FH_BODY, MAC_LEN) == 0;
 }
 
 vtype type_of(uint32_t mode) {
@@ -880,7 +912,7 @@ int ceph_vget(mount *fs, const vfh &fh, vnode *vp) {
   ceph_mount_state *m = cms(fs);
   release_deferred(m);
   if (fh.len != FH_LEN || std::memcmp(fh.data, FH_TAG, 4) != 0) return VFS_BADHANDLE;
-  if (int64_t(get64(fh.data + 4)) != m->fscid) return ESTALE;  // another file system's
+  if (!handle_authentic(*m, fh)) return ESTALE;  // another export's, or forged
   const uint64_t ino = get64(fh.data + 12), snapid = get64(fh.data + 20);
   Inode *in = nullptr;
   int rc = kcont_ceph_lookup_vino(m->cm, ino, snapid, &in);
@@ -1009,6 +1041,29 @@ void ceph_unmount_fs(mount *fs) {
 const vfs_backend ceph_backend = {"ceph",   ceph_vget,       ceph_reclaim,       ceph_start,
                                   ceph_run, ceph_unmount_fs, VBC_OWN_CREDENTIALS};
 
+// Reads the export's handle key from its root, or makes one and stores it
+// there (XATTR_CREATE: of two servers mounting at once, the second reads
+// the first's).  Every server in front of the export then makes and
+// accepts the same handles.  0 or a libcephfs result.
+int load_key(ceph_mount_state *m) {
+  for (int attempt = 0; attempt < 2; attempt++) {
+    int n = ceph_ll_getxattr(m->cm, m->root, KEY_XATTR, m->key, KEY_LEN, m->root_perms);
+    if (n == int(KEY_LEN)) return 0;
+    if (n >= 0) return -EINVAL;  // something else wrote it
+    if (n != -ENODATA) return n;
+    uint8_t fresh[KEY_LEN];
+    if (getrandom(fresh, sizeof fresh, 0) != ssize_t(sizeof fresh)) return -errno;
+    int rc =
+        ceph_ll_setxattr(m->cm, m->root, KEY_XATTR, fresh, KEY_LEN, XATTR_CREATE, m->root_perms);
+    if (rc == 0) {
+      std::memcpy(m->key, fresh, KEY_LEN);
+      return 0;
+    }
+    if (rc != -EEXIST) return rc;
+  }
+  return -EAGAIN;
+}
+
 // FNV-1a over s: the device key of a file system (vfs_set_device).
 uint64_t key_of(const std::string &s) {
   uint64_t h = 1469598103934665603ull;
@@ -1088,6 +1143,8 @@ mount *ceph_mount_options(const vfs_options &opts, std::string *err) {
   m->root_ino = stx.stx_ino;
   m->fscid = ceph_get_fs_cid(m->cm);
   if (m->fscid < 0) return fail("the file system's id", int(m->fscid));
+  if ((rc = load_key(m)) < 0)
+    return fail(std::string("the handle key (") + KEY_XATTR + " of the export's root)", rc);
 
   mount *fs = vfs_alloc(&ceph_backend, size_t(cache));
   fs->priv = m;
