@@ -93,8 +93,15 @@ foreach(model kcont threads)
       LABELS "integration;nfs")
     if(case MATCHES "^([a-z_]+)\\.([a-z_]+)$")
       set(fixture nfs_${model}_${CMAKE_MATCH_1})
-      set_tests_properties(${test} PROPERTIES
-        ENVIRONMENT "KCONT_IT_DIR=${KCONT_NFS_FIXTURE_ROOT}/${model}-${CMAKE_MATCH_1}")
+      set(env "KCONT_IT_DIR=${KCONT_NFS_FIXTURE_ROOT}/${model}-${CMAKE_MATCH_1}")
+      if(CMAKE_MATCH_1 STREQUAL "ceph")
+        # A Ceph export: run by the test command's ceph stage, which brings a
+        # cluster up (KCONT_TEST_CEPH_CONF); the server loads vfs-ceph.so
+        # from this build.
+        list(APPEND env "KCONT_VFS_MODULE_DIR=${PROJECT_BINARY_DIR}/vfs")
+        set_tests_properties(${test} PROPERTIES LABELS "integration;nfs;ceph")
+      endif()
+      set_tests_properties(${test} PROPERTIES ENVIRONMENT "${env}")
       if(CMAKE_MATCH_2 STREQUAL "start")
         set_tests_properties(${test} PROPERTIES FIXTURES_SETUP ${fixture})
       elseif(CMAKE_MATCH_2 STREQUAL "stop")

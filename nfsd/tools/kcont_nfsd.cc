@@ -224,7 +224,9 @@ static int run_server(int argc, char **argv) {
     spdlog::info("--single-identity ignored: this process can switch identities");
   }
 
-  // Exports.
+  // Exports.  A restarted server is the same instance as before: a back
+  // end with remote state (Ceph's sessions) takes its previous run's over.
+  vfs::vfs_set_instance("kcont-nfsd@" + bind_addr + ":" + std::to_string(nfs_port));
   std::shared_ptr<export_table> table;
   if (!exports_file.empty()) {
     table = load_exports(exports_file, &err);

@@ -789,9 +789,11 @@ void do_fsstat(vreq *r) {
     r->fsi.tbytes = v.f_blocks * f;
     r->fsi.fbytes = v.f_bfree * f;
     r->fsi.abytes = v.f_bavail * f;
-    r->fsi.tfiles = v.f_files;
-    r->fsi.ffiles = v.f_ffree;
-    r->fsi.afiles = v.f_favail;
+    // CephFS has no inode table: it reports the files in use and "no
+    // limit" (-1) free; NFS wants tfiles >= ffiles >= afiles.
+    const uint64_t free_files = v.f_ffree == fsfilcnt_t(-1) ? (uint64_t(1) << 40) : v.f_ffree;
+    r->fsi.tfiles = v.f_files + free_files;
+    r->fsi.ffiles = r->fsi.afiles = free_files;
   }
   post(r);
 }
@@ -1131,6 +1133,17 @@ mount *ceph_mount_options(const vfs_options &opts, std::string *err) {
     return fail("", 0);
   rc = ceph_init(m->cm);
   if (rc < 0) return fail("ceph_init", rc);
+  // The session of this server's previous run (same instance, same file
+  // system and path), if the MDS still has it, is ended now instead of
+  // after the MDS's session timeout: its capabilities would hold the
+  // export's objects -- the root among them -- until then.
+  if (std::string inst = vfs_instance(); !inst.empty()) {
+    const std::string uuid = inst + "|" + (fsname.empty() ? "" : fsname) + ":" + path;
+    rc = ceph_start_reclaim(m->cm, uuid.c_str(), CEPH_RECLAIM_RESET);
+    if (rc < 0 && rc != -ENOENT && rc != -EOPNOTSUPP) return fail("reclaiming " + uuid, rc);
+    if (rc == 0) ceph_finish_reclaim(m->cm);
+    ceph_set_uuid(m->cm, uuid.c_str());
+  }
   if (!fsname.empty() && (rc = ceph_select_filesystem(m->cm, fsname.c_str())) < 0)
     return fail("selecting the file system", rc);
   rc = ceph_mount(m->cm, path.c_str());

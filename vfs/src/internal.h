@@ -202,6 +202,10 @@ bool vfs_option_size(const vfs_options &opts, const char *name, uint64_t *out, b
 bool vfs_options_unknown(const vfs_options &opts, std::initializer_list<const char *> known,
                          const char *backend, std::string *err);
 
+// The name vfs_set_instance gave this process ("" if none).  Thread
+// context (mount time).
+std::string vfs_instance();
+
 // Lanes whose worker has been in one request for STALL_MS or more (taken
 // last by new requests).  For tests and diagnostics; any context.
 inline constexpr int64_t STALL_MS = 100;

@@ -541,6 +541,21 @@ void vfs_cred_reset() {
 
 void vfs_set_single_identity(bool on) { g_single_identity.store(on, std::memory_order_relaxed); }
 
+namespace {
+std::mutex g_instance_mu;
+std::string g_instance;
+}  // namespace
+
+void vfs_set_instance(const std::string &name) {
+  std::lock_guard<std::mutex> g(g_instance_mu);
+  g_instance = name;
+}
+
+std::string vfs_instance() {
+  std::lock_guard<std::mutex> g(g_instance_mu);
+  return g_instance;
+}
+
 int vfs_identity_check(std::string *why) {
   int rc = 0;
   // On a thread of its own: whatever happens, no caller's identity changes.

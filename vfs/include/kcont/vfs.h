@@ -439,6 +439,16 @@ int vfs_identity_check(std::string *why);
 // any request runs.  Any context.
 void vfs_set_single_identity(bool on);
 
+// Names this process's role for back ends that keep state with a remote
+// service across restarts: a server restarted under the same name takes
+// over what its previous run left there (the Ceph back end reclaims the
+// previous run's libcephfs session, whose capabilities would otherwise
+// hold the file system's objects until the MDS times it out), and two
+// processes under different names never take each other's.  kcont-nfsd
+// uses "kcont-nfsd@ADDR:NFS-PORT".  Empty (the default): nothing is taken
+// over.  Call before mounting.  Thread context.
+void vfs_set_instance(const std::string &name);
+
 // Drops a reference to a vnode (rd.ref of an extent read).  Any context.
 void vnode_rele(vnode *vp);
 
