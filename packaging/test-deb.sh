@@ -7,7 +7,11 @@
 # says (with /etc/default/kcont-nfsd and /etc/kcont-nfsd/exports), lists
 # and reads a file with nfs-ls/nfs-cat, adds an export and reloads with
 # SIGHUP, stops it with SIGTERM, then removes the packages (dpkg -r keeps
-# the conffile, dpkg -P removes it).  Needs root; changes /etc while it runs
+# the conffile, dpkg -P removes it).  The CephFS back end is a package of
+# its own (kcont-nfsd-ceph): kcont-nfsd must not depend on Ceph's
+# libraries, and without it an export with fs=ceph is refused naming the
+# missing back end; with it the server loads the module (no cluster here:
+# the mount fails naming the conf it could not read).  Needs root; changes /etc while it runs
 # and restores it.  Exits non-zero on the first failure, saying what failed.
 # KCONT_DEB_OUT=DIR keeps the .deb files there.
 set -euo pipefail
@@ -29,7 +33,7 @@ tmp=$(mktemp -d /tmp/kcont-deb.XXXXXX)
 server_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null
-  dpkg -P kcont-nfsd libkcont-dev >/dev/null 2>&1 || true
+  dpkg -P kcont-nfsd-ceph kcont-nfsd libkcont-dev >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -51,8 +55,14 @@ echo "== dpkg-buildpackage (kcont $version)"
   fail "dpkg-buildpackage"
 }
 debs=("$tmp"/kcont-nfsd_"${version}"_*.deb "$tmp"/libkcont-dev_"${version}"_*.deb)
-for d in "${debs[@]}"; do [ -f "$d" ] || fail "no $d"; done
-pass "built ${debs[*]##*/}"
+ceph_deb=("$tmp"/kcont-nfsd-ceph_"${version}"_*.deb)
+for d in "${debs[@]}" "${ceph_deb[0]}"; do [ -f "$d" ] || fail "no $d"; done
+pass "built ${debs[*]##*/} ${ceph_deb[0]##*/}"
+depends=$(dpkg-deb -f "${debs[0]}" Depends)
+if grep -qi 'ceph\|rados' <<<"$depends"; then fail "kcont-nfsd depends on Ceph: $depends"; fi
+dpkg-deb -f "${ceph_deb[0]}" Depends | grep -q libcephfs2 ||
+  fail "kcont-nfsd-ceph does not depend on libcephfs2: $(dpkg-deb -f "${ceph_deb[0]}" Depends)"
+pass "kcont-nfsd needs none of Ceph's libraries; kcont-nfsd-ceph depends on libcephfs2"
 if [ -n "${KCONT_DEB_OUT:-}" ]; then
   mkdir -p "$KCONT_DEB_OUT"
   cp "${debs[@]}" "$KCONT_DEB_OUT/"
@@ -136,6 +146,25 @@ kill -TERM "$server_pid"
 wait "$server_pid" || fail "the server did not exit 0 after SIGTERM"
 server_pid=""
 pass "SIGTERM stopped the server (status 0)"
+
+# fs=ceph without the back end's package, then with it (the server is
+# started on a file of its own: a start-up error is all this checks).
+printf '/cephfs fs=ceph,conf=%s/none.conf 127.0.0.1(rw)\n' "$tmp" >"$tmp/ceph.exports"
+out=$(timeout 60 /usr/sbin/kcont-nfsd --exports "$tmp/ceph.exports" --bind 127.0.0.1 \
+  --nfs-port "$nfs_port" --mount-port "$mount_port" 2>&1) && fail "fs=ceph started without its back end"
+grep -q "no back end 'ceph' in this installation" <<<"$out" ||
+  fail "fs=ceph without kcont-nfsd-ceph: the error does not name the missing back end: $out"
+pass "without kcont-nfsd-ceph, an fs=ceph export is refused naming the back end"
+dpkg -i "${ceph_deb[0]}" >"$tmp/dpkg-ceph.log" 2>&1 || {
+  cat "$tmp/dpkg-ceph.log"
+  fail "dpkg -i kcont-nfsd-ceph"
+}
+out=$(timeout 60 /usr/sbin/kcont-nfsd --exports "$tmp/ceph.exports" --bind 127.0.0.1 \
+  --nfs-port "$nfs_port" --mount-port "$mount_port" 2>&1) && fail "fs=ceph started without a cluster"
+grep -q "none.conf" <<<"$out" ||
+  fail "with kcont-nfsd-ceph, the error does not come from the back end: $out"
+pass "with kcont-nfsd-ceph the server loads the back end (its error names the conf)"
+dpkg -P kcont-nfsd-ceph >/dev/null 2>&1 || fail "dpkg -P kcont-nfsd-ceph"
 
 dpkg -r kcont-nfsd libkcont-dev >/dev/null 2>&1 || fail "dpkg -r"
 [ ! -e /usr/sbin/kcont-nfsd ] || fail "dpkg -r left /usr/sbin/kcont-nfsd"
