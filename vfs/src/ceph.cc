@@ -859,18 +859,6 @@ void do_walk(vreq *r) {
 
 // ---- interrupt context ---------------------------------------------------------
 
-// A walk whose path names no component but "." (MNT of an export root).
-bool walk_stays(const vreq *r) {
-  std::string_view path(reinterpret_cast<const char *>(r->data), r->data ? r->count : 0);
-  for (size_t pos = 0; pos <= path.size();) {
-    size_t slash = std::min(path.find('/', pos), path.size());
-    std::string_view comp = path.substr(pos, slash - pos);
-    if (!comp.empty() && comp != ".") return false;
-    pos = slash + 1;
-  }
-  return true;
-}
-
 // Only MNT of the root answers here (from the handle the request holds:
 // no libcephfs call), so that it answers even while the cluster stalls;
 // everything else is thread context.

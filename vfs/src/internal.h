@@ -277,4 +277,9 @@ int check_name(const char *name);
 
 bool timespec_eq(const timespec &a, const timespec &b);
 
+// Whether a walk's path (r->data, r->count) names no component but "."
+// ("", "/", "./.": MNT of an export root): it ends where it starts, and a
+// back end can answer it from the handle the request holds.  Any context.
+bool walk_stays(const vreq *r);
+
 }  // namespace kc::vfs

@@ -948,19 +948,6 @@ void do_walk(vreq *r) {
 
 // ---- interrupt-context attempts ------------------------------------------------
 
-// A walk whose path names no component but "." ("", "/", "./.": MNT of an
-// export root): it ends where it starts.
-bool walk_stays(const vreq *r) {
-  std::string_view path(reinterpret_cast<const char *>(r->data), r->data ? r->count : 0);
-  for (size_t pos = 0; pos <= path.size();) {
-    size_t slash = std::min(path.find('/', pos), path.size());
-    std::string_view comp = path.substr(pos, slash - pos);
-    if (!comp.empty() && comp != ".") return false;
-    pos = slash + 1;
-  }
-  return true;
-}
-
 // A walk that stays where it starts needs no thread: with its attributes
 // from the descriptor, or -- on a thread-only mount, where even an fstat
 // may wait for a server that does not answer -- with the start's handle

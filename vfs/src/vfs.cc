@@ -474,6 +474,17 @@ bool vop_modifies(vop op) {
   }
 }
 
+bool walk_stays(const vreq *r) {
+  std::string_view path(reinterpret_cast<const char *>(r->data), r->data ? r->count : 0);
+  for (size_t pos = 0; pos <= path.size();) {
+    size_t slash = std::min(path.find('/', pos), path.size());
+    std::string_view comp = path.substr(pos, slash - pos);
+    if (!comp.empty() && comp != ".") return false;
+    pos = slash + 1;
+  }
+  return true;
+}
+
 bool mode_allows(const vattr &a, const vcred &c, int want) {
   if (c.uid == 0) return (want & 1) == 0 || (a.mode & 0111) || a.type == vtype::dir;
   if (c.uid == a.uid) return ((a.mode >> 6) & uint32_t(want)) == uint32_t(want);
