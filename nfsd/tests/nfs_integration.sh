@@ -646,19 +646,21 @@ fuse_identity() { # fuse_identity URL
 	rm -rf "$EXPORT/idtest"
 }
 
-# A real POSIX client: the C++ library's headers (~800 files) through
-# kcont-nfsfuse (see posix_client).
-export_posix_client() {
+# posix_tree_client URL: a real POSIX client on the export at URL, the C++
+# library's headers (~800 files) through kcont-nfsfuse (see posix_client).
+posix_tree_client() {
 	local tree
 	tree=$(find /usr/include/c++ -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort -V | tail -n 1)
 	if nfsfuse_usable && [ -n "$tree" ]; then
 		tar cf "$TMP/tree.tar" -C "$(dirname "$tree")" "$(basename "$tree")"
-		posix_client "$(url "$EXPORT")" "$tree"
+		posix_client "$1" "$tree"
 		rm -f "$TMP/tree.tar"
 	else
 		not_tested "the POSIX-client step (needs kcont-nfsfuse, /dev/fuse, fusermount3, /usr/include/c++/N)"
 	fi
 }
+
+export_posix_client() { posix_tree_client "$(url "$EXPORT")"; }
 
 export_identity() {
 	if nfsfuse_usable; then
@@ -668,22 +670,31 @@ export_identity() {
 	fi
 }
 
-# restart: handles and data survive kill -9, the write verifier changes.
-export_restart() {
-	if step "nfs_driver save" 120 "$DRIVER" save "$(url "$EXPORT")" "$TMP/restart.state"; then
+# restart_case WHAT DIR LOG SERVER_ARGS...: the driver saves handles and
+# data of the export DIR, the fixture's server is killed (-9) and started
+# again on the same ports with SERVER_ARGS (its log LOG), and the driver
+# checks them: handles and data survive, the write verifier changes.
+restart_case() {
+	local what=$1 dir=$2 log=$3
+	shift 3
+	if step "nfs_driver save$what" 120 "$DRIVER" save "$(url "$dir")" "$TMP/restart.state"; then
 		echo "=== kill -9 and restart on the same ports"
 		kill -9 "$SERVER_PID" 2>/dev/null
 		server_reap
-		fixture_server_start "$TMP/server1-restarted.log" --export "$EXPORT"
+		fixture_server_start "$log" "$@"
 		if wait_ready; then
-			pass "restart after kill -9"
-			step "nfs_driver check (after restart)" 120 \
-				"$DRIVER" check "$(url "$EXPORT")" "$TMP/restart.state"
+			pass "restart after kill -9$what"
+			step "nfs_driver check (after restart)$what" 120 \
+				"$DRIVER" check "$(url "$dir")" "$TMP/restart.state"
 		else
-			fail "restart after kill -9"
+			fail "restart after kill -9$what"
 		fi
 	fi
 	rm -f "$TMP/restart.state"
+}
+
+export_restart() {
+	restart_case "" "$EXPORT" "$TMP/server1-restarted.log" --export "$EXPORT"
 }
 
 # starting a second server on a port in use must fail clearly
@@ -972,35 +983,13 @@ ceph_read_after_write() {
 	step "nfs_driver raw: read-after-write (Ceph)" 120 "$DRIVER" raw "$(url "$CEPH_EXPORT")" 6 5
 }
 
-ceph_posix_client() {
-	local tree
-	tree=$(find /usr/include/c++ -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort -V | tail -n 1)
-	if nfsfuse_usable && [ -n "$tree" ]; then
-		tar cf "$TMP/tree.tar" -C "$(dirname "$tree")" "$(basename "$tree")"
-		posix_client "$(url "$CEPH_EXPORT")" "$tree"
-		rm -f "$TMP/tree.tar"
-	else
-		not_tested "the POSIX-client step (needs kcont-nfsfuse, /dev/fuse, fusermount3, /usr/include/c++/N)"
-	fi
-}
+ceph_posix_client() { posix_tree_client "$(url "$CEPH_EXPORT")"; }
 
 # Handles and data survive kill -9 and a restart: a new libcephfs client
 # resolves the saved handles (ceph_ll_lookup_inode).
 ceph_restart() {
-	if step "nfs_driver save (Ceph)" 120 "$DRIVER" save "$(url "$CEPH_EXPORT")" "$TMP/ceph-restart.state"; then
-		echo "=== kill -9 and restart on the same ports"
-		kill -9 "$SERVER_PID" 2>/dev/null
-		server_reap
-		fixture_server_start "$TMP/server-ceph-restarted.log" --exports "$TMP/ceph.exports"
-		if wait_ready; then
-			pass "restart after kill -9 (Ceph)"
-			step "nfs_driver check after restart (Ceph)" 120 \
-				"$DRIVER" check "$(url "$CEPH_EXPORT")" "$TMP/ceph-restart.state"
-		else
-			fail "restart after kill -9 (Ceph)"
-		fi
-	fi
-	rm -f "$TMP/ceph-restart.state"
+	restart_case " (Ceph)" "$CEPH_EXPORT" "$TMP/server-ceph-restarted.log" \
+		--exports "$TMP/ceph.exports"
 }
 
 # Two servers in front of one CephFS: a file written through one is read

@@ -57,12 +57,13 @@
 //
 // Memory: libcephfs caches inodes (client_cache_size) and file data
 // (client_oc_size): both are set from the mount's options, so the server's
-// memory is bounded by --max-memory plus oc_size plus about 1 KiB per cached
-// inode (vfs(9), BACKENDS).
+// memory is bounded by --max-memory plus oc_size plus libcephfs's cached
+// inodes (vfs(9), BACKENDS).
 //
 // Locking: per request, but the vnode's Fh (installed once with a
 // compare-and-swap; a racing opener closes its own) and the mount's queue
-// of deferred releases (a spinlock; never held across a call).
+// of deferred releases (a lock-free stack: pushed with a compare-and-swap,
+// taken whole with an exchange).
 #include <cephfs/libcephfs.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -86,7 +87,6 @@
 
 #include "internal.h"
 #include "kcont/error_text.h"
-#include "kcont/spinlock.h"
 
 extern "C" int kcont_ceph_lookup_vino(struct ceph_mount_info *cm, uint64_t ino, uint64_t snapid,
                                       struct Inode **out);
@@ -123,10 +123,9 @@ struct ceph_mount_state {
   uint64_t root_ino = 0;
   bool whole = false;  // the export is the file system's root: every inode is below it
   int64_t fscid = 0;
-  uint8_t key[KEY_LEN] = {};  // the export's handle key (KEY_XATTR)
-  std::string spec;           // for messages: "fsname:path"
-  std::atomic<uint32_t> release_lock{0};
-  ceph_vnode *releases = nullptr;  // deferred from interrupt context
+  uint8_t key[KEY_LEN] = {};                    // the export's handle key (KEY_XATTR)
+  std::string spec;                             // for messages: "fsname:path"
+  std::atomic<ceph_vnode *> releases{nullptr};  // deferred from interrupt context
 };
 
 ceph_mount_state *cms(const mount *fs) { return static_cast<ceph_mount_state *>(fs->priv); }
@@ -190,29 +189,8 @@ bool handle_authentic(const ceph_mount_state &m, const vfh &fh) {
   return CRYPTO_memcmp(mac, fh.data + FH_BODY, MAC_LEN) == 0;
 }
 
-vtype type_of(uint32_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFREG:
-      return vtype::reg;
-    case S_IFDIR:
-      return vtype::dir;
-    case S_IFLNK:
-      return vtype::lnk;
-    case S_IFBLK:
-      return vtype::blk;
-    case S_IFCHR:
-      return vtype::chr;
-    case S_IFSOCK:
-      return vtype::sock;
-    case S_IFIFO:
-      return vtype::fifo;
-    default:
-      return vtype::none;
-  }
-}
-
 void to_vattr(const struct ceph_statx &s, vattr *a) {
-  a->type = type_of(s.stx_mode);
+  a->type = vtype_of_mode(s.stx_mode);
   a->mode = s.stx_mode & 07777;
   a->nlink = s.stx_nlink;
   a->uid = s.stx_uid;
@@ -263,14 +241,11 @@ void release_now(ceph_mount_info *cm, ceph_vnode *v) {
   delete v;
 }
 
-// Releases what reclaim queued from interrupt context.  Thread context.
+// Releases what reclaim queued from interrupt context (one load when
+// nothing is queued).  Thread context.
 void release_deferred(ceph_mount_state *m) {
-  ceph_vnode *list;
-  {
-    spinlock g(m->release_lock);
-    list = m->releases;
-    m->releases = nullptr;
-  }
+  if (!m->releases.load(std::memory_order_relaxed)) return;
+  ceph_vnode *list = m->releases.exchange(nullptr, std::memory_order_acquire);
   while (list) {
     ceph_vnode *next = list->next_release;
     release_now(m->cm, list);
@@ -365,8 +340,8 @@ int apply_sattr(vreq *r, Inode *in, const vsattr &s) {
 // ---- thread-context operations ------------------------------------------------
 
 void do_getattr(vreq *r) {
-  post(r);
-  if (!r->obj.have_post) r->error = stat_inode(r, cv(r->vp)->in, &r->obj.post);
+  r->error = stat_inode(r, cv(r->vp)->in, &r->obj.post);
+  r->obj.have_post = r->error == 0;
 }
 
 void do_setattr(vreq *r) {
@@ -438,12 +413,6 @@ void do_readlink(vreq *r) {
       r->link_len = uint32_t(n);
   }
   post(r);
-}
-
-int data_type_error(const vnode *vp) {
-  if (vp->type == vtype::dir) return EISDIR;
-  if (vp->type != vtype::reg) return EINVAL;
-  return 0;
 }
 
 // READ: attributes taken just before the data (as the local back end's).
@@ -552,7 +521,7 @@ void do_create(vreq *r) {
     }
   } else if (rc == -EEXIST && r->how != create_how::guarded) {
     r->error = lookup_name(r, dir, false, r->name, &in, &stx);
-    if (r->error == 0 && type_of(stx.stx_mode) != vtype::reg) {
+    if (r->error == 0 && vtype_of_mode(stx.stx_mode) != vtype::reg) {
       r->error = EEXIST;  // not a regular file: refused, as knfsd does
     } else if (r->error == 0 && excl) {
       if (uint32_t(stx.stx_atime.tv_sec) != verf_a || uint32_t(stx.stx_mtime.tv_sec) != verf_m)
@@ -618,9 +587,7 @@ void do_mkdir(vreq *r) {
 void do_symlink(vreq *r) {
   pre(r);
   if (r->error == 0 && r->vp->type != vtype::dir) r->error = ENOTDIR;
-  if (r->error == 0 && (r->count == 0 || !r->data || std::memchr(r->data, '\0', r->count)))
-    r->error = EINVAL;
-  if (r->error == 0 && r->count >= PATH_MAX) r->error = ENAMETOOLONG;  // as symlinkat
+  if (r->error == 0) r->error = check_symlink_target(r);
   if (r->error == 0) {
     char t[PATH_MAX];
     std::memcpy(t, r->data, r->count);
@@ -637,23 +604,8 @@ void do_symlink(vreq *r) {
 void do_mknod(vreq *r) {
   pre(r);
   if (r->error == 0 && r->vp->type != vtype::dir) r->error = ENOTDIR;
-  mode_t fmt = 0;
-  switch (r->mknod_type) {
-    case vtype::blk:
-      fmt = S_IFBLK;
-      break;
-    case vtype::chr:
-      fmt = S_IFCHR;
-      break;
-    case vtype::sock:
-      fmt = S_IFSOCK;
-      break;
-    case vtype::fifo:
-      fmt = S_IFIFO;
-      break;
-    default:
-      if (r->error == 0) r->error = VFS_BADTYPE;
-  }
+  const mode_t fmt = mknod_format(r);
+  if (r->error == 0 && fmt == 0) r->error = VFS_BADTYPE;
   if (r->error == 0) {
     const vsattr &s = r->sattr;
     mode_t mode = fmt | (s.set_mode ? (s.mode & 07777) : 0644);
@@ -832,7 +784,7 @@ void do_walk(vreq *r) {
     std::string comp(path.substr(pos, slash - pos));
     pos = slash + 1;
     if (comp.empty() || comp == ".") continue;
-    if (type_of(stx.stx_mode) != vtype::dir) {
+    if (vtype_of_mode(stx.stx_mode) != vtype::dir) {
       r->error = ENOTDIR;
     } else if (comp == "..") {
       r->error = EACCES;
@@ -910,7 +862,7 @@ int ceph_vget(mount *fs, const vfh &fh, vnode *vp) {
   struct ceph_statx stx;
   rc = ceph_ll_getattr(m->cm, in, &stx, WANT_ATTRS, 0, m->root_perms);
   int e = rc < 0 ? ceph_error(rc) : stx.stx_nlink == 0 ? ESTALE : 0;
-  if (e == 0 && type_of(stx.stx_mode) == vtype::dir) e = below_root(m, in, ino);
+  if (e == 0 && vtype_of_mode(stx.stx_mode) == vtype::dir) e = below_root(m, in, ino);
   if (e != 0) {
     ceph_ll_put(m->cm, in);
     return e == ENOENT ? ESTALE : e;
@@ -918,7 +870,7 @@ int ceph_vget(mount *fs, const vfh &fh, vnode *vp) {
   auto *v = new ceph_vnode;
   v->in = in;
   vp->priv = v;
-  vp->type = type_of(stx.stx_mode);
+  vp->type = vtype_of_mode(stx.stx_mode);
   vp->is_root = ino == m->root_ino && snapid == LIVE_SNAPID;
   return 0;
 }
@@ -929,9 +881,11 @@ void ceph_reclaim(vnode *vp) {
   if (!v) return;
   ceph_mount_state *m = cms(vp->fs);
   if (kcont_in_interrupt()) {  // no library call here: the next request releases it
-    spinlock g(m->release_lock);
-    v->next_release = m->releases;
-    m->releases = v;
+    ceph_vnode *head = m->releases.load(std::memory_order_relaxed);
+    do {
+      v->next_release = head;
+    } while (!m->releases.compare_exchange_weak(head, v, std::memory_order_release,
+                                                std::memory_order_relaxed));
     return;
   }
   release_now(m->cm, v);
@@ -1054,11 +1008,10 @@ int load_key(ceph_mount_state *m) {
   return -EAGAIN;
 }
 
-// FNV-1a over s: the device key of a file system (vfs_set_device).
+// The device key of a file system (vfs_set_device), from its identity.
 uint64_t key_of(const std::string &s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h | (uint64_t(1) << 63);  // never a real device number's
+  return fnv1a(reinterpret_cast<const uint8_t *>(s.data()), s.size()) |
+         (uint64_t(1) << 63);  // never a real device number's
 }
 
 bool set_conf(ceph_mount_info *cm, const char *name, const std::string &value, std::string *err) {
@@ -1126,7 +1079,7 @@ mount *ceph_mount_options(const vfs_options &opts, std::string *err) {
   // after the MDS's session timeout: its capabilities would hold the
   // export's objects -- the root among them -- until then.
   if (std::string inst = vfs_instance(); !inst.empty()) {
-    const std::string uuid = inst + "|" + (fsname.empty() ? "" : fsname) + ":" + path;
+    const std::string uuid = inst + "|" + fsname + ":" + path;
     rc = ceph_start_reclaim(m->cm, uuid.c_str(), CEPH_RECLAIM_RESET);
     if (rc < 0 && rc != -ENOENT && rc != -EOPNOTSUPP) return fail("reclaiming " + uuid, rc);
     if (rc == 0) ceph_finish_reclaim(m->cm);

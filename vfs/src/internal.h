@@ -31,7 +31,10 @@
 // end to do what it said it cannot, and skips what it said it does itself.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <initializer_list>
 #include <type_traits>
@@ -276,6 +279,52 @@ bool vop_modifies(vop op);
 int check_name(const char *name);
 
 bool timespec_eq(const timespec &a, const timespec &b);
+
+// FNV-1a over n bytes: the vnode cache's hash of handles, and any other
+// key the VFS and its back ends make from bytes.  Any context.
+inline uint64_t fnv1a(const uint8_t *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+// The vtype of a file mode's format bits (S_IFMT).  Any context.
+inline vtype vtype_of_mode(uint32_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+      return vtype::reg;
+    case S_IFDIR:
+      return vtype::dir;
+    case S_IFBLK:
+      return vtype::blk;
+    case S_IFCHR:
+      return vtype::chr;
+    case S_IFLNK:
+      return vtype::lnk;
+    case S_IFSOCK:
+      return vtype::sock;
+    case S_IFIFO:
+      return vtype::fifo;
+    default:
+      return vtype::none;
+  }
+}
+
+// READ and WRITE are for regular files: EISDIR for a directory, EINVAL for
+// anything else (never opened for I/O), else 0.  Any context.
+inline int data_type_error(const vnode *vp) {
+  if (vp->type == vtype::dir) return EISDIR;
+  if (vp->type != vtype::reg) return EINVAL;
+  return 0;
+}
+
+// SYMLINK's target (r->data, r->count): EINVAL if empty or with a NUL,
+// ENAMETOOLONG from PATH_MAX bytes on (as symlinkat), else 0.
+int check_symlink_target(const vreq *r);
+
+// MKNOD's file format (S_IFBLK, S_IFCHR, S_IFSOCK, S_IFIFO) for
+// r->mknod_type, or 0 when that type cannot be made (VFS_BADTYPE).
+uint32_t mknod_format(const vreq *r);
 
 // Whether a walk's path (r->data, r->count) names no component but "."
 // ("", "/", "./.": MNT of an export root): it ends where it starts, and a

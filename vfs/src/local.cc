@@ -141,29 +141,8 @@ void put32(uint8_t *p, uint32_t v) {
   p[3] = uint8_t(v);
 }
 
-vtype type_of(mode_t m) {
-  switch (m & S_IFMT) {
-    case S_IFREG:
-      return vtype::reg;
-    case S_IFDIR:
-      return vtype::dir;
-    case S_IFBLK:
-      return vtype::blk;
-    case S_IFCHR:
-      return vtype::chr;
-    case S_IFLNK:
-      return vtype::lnk;
-    case S_IFSOCK:
-      return vtype::sock;
-    case S_IFIFO:
-      return vtype::fifo;
-    default:
-      return vtype::none;
-  }
-}
-
 void to_vattr(const struct stat &st, vattr *a) {
-  a->type = type_of(st.st_mode);
+  a->type = vtype_of_mode(st.st_mode);
   a->mode = st.st_mode & 07777;
   a->nlink = uint32_t(st.st_nlink);
   a->uid = st.st_uid;
@@ -479,13 +458,6 @@ int start_readlink(vreq *r) {
   return VB_DONE;
 }
 
-// Type checks common to read and write.
-int data_type_error(const vnode *vp) {
-  if (vp->type == vtype::dir) return EISDIR;
-  if (vp->type != vtype::reg) return EINVAL;
-  return 0;
-}
-
 // The bytes a read of r can return given the file size.
 uint32_t read_len(const vreq *r, uint64_t size) {
   return r->offset >= size ? 0 : uint32_t(std::min<uint64_t>(r->count, size - r->offset));
@@ -715,9 +687,7 @@ void do_mkdir(vreq *r) {
 void do_symlink(vreq *r) {
   pre(r);
   if (r->error == 0 && r->vp->type != vtype::dir) r->error = ENOTDIR;
-  if (r->error == 0 && (r->count == 0 || !r->data || std::memchr(r->data, '\0', r->count)))
-    r->error = EINVAL;
-  if (r->error == 0 && r->count >= PATH_MAX) r->error = ENAMETOOLONG;  // as symlinkat
+  if (r->error == 0) r->error = check_symlink_target(r);
   if (r->error == 0) {
     char t[PATH_MAX];
     std::memcpy(t, r->data, r->count);
@@ -731,23 +701,8 @@ void do_symlink(vreq *r) {
 void do_mknod(vreq *r) {
   pre(r);
   if (r->error == 0 && r->vp->type != vtype::dir) r->error = ENOTDIR;
-  mode_t fmt = 0;
-  switch (r->mknod_type) {
-    case vtype::blk:
-      fmt = S_IFBLK;
-      break;
-    case vtype::chr:
-      fmt = S_IFCHR;
-      break;
-    case vtype::sock:
-      fmt = S_IFSOCK;
-      break;
-    case vtype::fifo:
-      fmt = S_IFIFO;
-      break;
-    default:
-      if (r->error == 0) r->error = VFS_BADTYPE;
-  }
+  const mode_t fmt = mknod_format(r);
+  if (r->error == 0 && fmt == 0) r->error = VFS_BADTYPE;
   if (r->error == 0) {
     const vsattr &s = r->sattr;
     mode_t mode = fmt | (s.set_mode ? (s.mode & 07777) : 0644);
@@ -1151,7 +1106,7 @@ int local_vget(mount *fs, const vfh &fh, vnode *vp) {
   }
   if (fd != pfd) close(pfd);
   vp->fd = fd;
-  vp->type = type_of(st.st_mode);
+  vp->type = vtype_of_mode(st.st_mode);
   vp->is_root = st.st_ino == m.root_ino;
   sample_acl(vp, st);
   return 0;

@@ -58,6 +58,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -98,18 +99,12 @@ const char *const op_names[size_t(vop::count_)] = {
     "create",  "mkdir",   "symlink", "mknod",  "remove",   "rmdir", "rename",
     "link",    "readdir", "fsstat",  "fsinfo", "commit",   "walk"};
 
-uint64_t hash_bytes(const uint8_t *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
-
 bool same_fh(const vfh &a, const vfh &b) {
   return a.len == b.len && std::memcmp(a.data, b.data, a.len) == 0;
 }
 
 vnode **chain_of(mount *fs, const vfh &fh) {
-  return &fs->buckets[hash_bytes(fh.data, fh.len) & fs->mask];
+  return &fs->buckets[fnv1a(fh.data, fh.len) & fs->mask];
 }
 
 vnode *find_locked(mount *fs, const vfh &fh) {
@@ -471,6 +466,26 @@ bool vop_modifies(vop op) {
       return true;
     default:
       return false;
+  }
+}
+
+int check_symlink_target(const vreq *r) {
+  if (r->count == 0 || !r->data || std::memchr(r->data, '\0', r->count)) return EINVAL;
+  return r->count >= PATH_MAX ? ENAMETOOLONG : 0;
+}
+
+uint32_t mknod_format(const vreq *r) {
+  switch (r->mknod_type) {
+    case vtype::blk:
+      return S_IFBLK;
+    case vtype::chr:
+      return S_IFCHR;
+    case vtype::sock:
+      return S_IFSOCK;
+    case vtype::fifo:
+      return S_IFIFO;
+    default:
+      return 0;
   }
 }
 
