@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-2-Clause
 // internal.h -- what the VFS core (vfs.cc) shares with its backends
-// (local.cc, memory.cc): the vnode, the mount, the backend interface, the
+// (local.cc, memory.cc, and the module ceph.cc): the vnode, the mount, the backend interface, the
 // vnode cache and the credential switch.  Not installed.
 //
 // A backend implements five entries:

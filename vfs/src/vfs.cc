@@ -47,7 +47,8 @@
 // loads and start times and the round-robin counter are atomics, written by
 // every request sent to thread context; a share's count and FIFO are under
 // its own spinlock (never held with a mount's), the registry of shares
-// under a mutex (mount and unmount only).
+// under a mutex (mount and unmount only), as are the loaded back-end
+// modules (vfs_mount; never unloaded) and the instance name.
 #include <dirent.h>
 #include <dlfcn.h>
 #include <sched.h>
