@@ -965,7 +965,9 @@ int kcont_transport::start(std::string *err) {
   if (!mem_.configure(cfg_.max_memory, size_t(cfg_.slots) * (SLOT_KEEP + KCONT_REPLY_BUFFER),
                       srv_.cfg.max_record, cfg_.max_conns + cfg_.max_mount_conns, err))
     return EINVAL;
-  if (int e = vfs::vfs_start(vfs::vfs_config{}, err)) return e;
+  vfs::vfs_config vc;
+  vc.lanes_per_cpu = cfg_.vfs_lanes_per_cpu;
+  if (int e = vfs::vfs_start(vc, err)) return e;
   vfs_started_ = true;
   // The sweep runs four times per shorter timeout (so a timeout fires
   // within 25 % of its length), at most every 10 s and at least every 50 ms.

@@ -112,7 +112,7 @@ static int run_server(int argc, char **argv) {
   uint32_t memory_mib = 1024;
   int nfs_port = 20490, mount_port = 20048, cpus = 0, spin_us = 0;
   uint32_t slots = 16, max_conns = 256, max_mount_conns = 64, per_addr = 128, threads = 8,
-           stats_interval = 0;
+           stats_interval = 0, vfs_lanes = 0;
   double idle_timeout = 360, record_timeout = 30, grace = 5;
   uint64_t max_memory = 0;
   bool rpcbind = false, pin = false;
@@ -183,6 +183,11 @@ static int run_server(int argc, char **argv) {
   app.add_option("--threads", threads, "Worker threads (threads model)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
+  app.add_option("--vfs-lanes", vfs_lanes,
+                 "Thread-context lanes per CPU (kcont model; vfs(9)): 0 = 4, or 16 when an "
+                 "export's back end waits on a network (ceph)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 16));
   app.add_option("--metrics", metrics,
                  "Serve the counters in Prometheus text format over HTTP at ADDR:PORT "
                  "(e.g. 127.0.0.1:9449; GET /metrics), on kcont sockets");
@@ -270,6 +275,7 @@ static int run_server(int argc, char **argv) {
   tc.record_timeout_ms = ms(record_timeout);
   tc.grace_ms = ms(grace);
   tc.threads = threads;
+  tc.vfs_lanes_per_cpu = vfs_lanes;
   tc.max_memory = max_memory;
 
   // Signals are taken synchronously by this thread; every other thread

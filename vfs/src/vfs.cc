@@ -6,13 +6,16 @@
 // cache and lets the backend try the operation in the caller's interrupt
 // context (backend->start).  A cache miss, or a backend that answers
 // VB_BLOCK, sends the request to thread context: it is enqueued on one of
-// the VFS's *lanes* -- a workqueue level ("vfs0".."vfs3") on one CPU, each
-// served by one worker thread -- a free one first, one whose worker has
+// the VFS's *lanes* -- a workqueue level ("vfs0".."vfs3" by default, up to
+// "vfs15": vfs_config::lanes_per_cpu) on one CPU, each served by one worker
+// thread -- a free one first, one whose worker has
 // been in a request for STALL_MS last (lane_rank), so a worker stuck in a
 // file system that does not answer collects no more work behind it.  A file
-// system (every mount of one device: thread_share) may hold at most
-// `mount_share` lanes' worth of requests in thread context at once (half of
-// them by default); more of its requests wait in the share's FIFO, taking
+// system (every mount of one device: thread_share) may hold at most its
+// share's limit of requests in thread context at once (share_limit: the
+// export's `threads=`, else mount_share -- two per CPU by default -- or,
+// for a back end whose calls wait on a network (VBC_REMOTE), every lane
+// but mount_share's worth); more of its requests wait in the share's FIFO, taking
 // no worker, and go as its running ones finish (on the finishing worker
 // itself when nothing else is queued on its lane) -- a hung file system
 // under one export, or under several, can tie up only its share, never
@@ -76,23 +79,38 @@ namespace kc::vfs {
 
 namespace {
 
-constexpr int QUEUES = 4;
+// Lanes per CPU: workqueue levels "vfs0".."vfs<MAX_QUEUES - 1>" are all
+// registered (vfs_register_levels runs before the configuration is known);
+// vfs_start creates workers on the first g_sys.queues of them.
+constexpr int MAX_QUEUES = 16;
+constexpr int DEFAULT_QUEUES = 4, REMOTE_QUEUES = 16;
 
 struct subsystem {
   std::mutex lock;
   int users = 0;
   bufpool *pool = nullptr;
-  workqueue *wq[QUEUES] = {};
+  workqueue *wq[MAX_QUEUES] = {};
   std::atomic<uint32_t> rr{0};
-  // Lane i is workqueue wq[i % QUEUES] on CPU i / QUEUES.
-  uint32_t lanes = 0;
+  // Lane i is workqueue wq[i % queues] on CPU i / queues.
+  uint32_t queues = DEFAULT_QUEUES, lanes = 0;
   std::unique_ptr<std::atomic<uint32_t>[]> lane_load;  // requests queued or running
   // When the lane's worker began its current request (coarse monotonic
   // ms): a lane busy with one request for STALL_MS is taken last.
   std::unique_ptr<std::atomic<int64_t>[]> lane_started;
-  uint32_t mount_share = 1;  // lanes' worth per file system
+  uint32_t mount_share = 1;  // lanes' worth per file system without a limit of its own
 };
 subsystem g_sys;
+// Mounts of VBC_REMOTE back ends alive (vfs_mount / vfs_unmount): a
+// vfs_start with lanes_per_cpu 0 makes REMOTE_QUEUES lanes per CPU for them.
+std::atomic<int> g_remote_mounts{0};
+
+// The most requests share sh may have in thread context (see the top).
+// Under sh->lock or not: the fields it reads change only at mount.
+uint32_t share_limit(const thread_share *sh) {
+  if (sh->limit) return std::min(sh->limit, g_sys.lanes);
+  if (sh->remote) return std::max(g_sys.mount_share, g_sys.lanes - g_sys.mount_share);
+  return g_sys.mount_share;
+}
 std::atomic<bufpool *> g_pool{nullptr};
 
 const char *const op_names[size_t(vop::count_)] = {
@@ -298,7 +316,7 @@ void dispatch(vreq *r) {
   }
   g_sys.lane_load[best].fetch_add(1, std::memory_order_relaxed);
   r->lane = uint16_t(best);
-  workqueue_enqueue(g_sys.wq[best % QUEUES], &r->wk, int(best / QUEUES));
+  workqueue_enqueue(g_sys.wq[best % g_sys.queues], &r->wk, int(best / g_sys.queues));
 }
 
 // Sends r to thread context within its file system's share, or parks it
@@ -307,7 +325,7 @@ void to_thread(vreq *r) {
   thread_share *sh = r->fs->share;
   {
     spinlock g(sh->lock);
-    if (sh->in_thread >= g_sys.mount_share) {
+    if (sh->in_thread >= share_limit(sh)) {
       r->wait_next = nullptr;
       if (sh->wait_tail)
         sh->wait_tail->wait_next = r;
@@ -612,12 +630,14 @@ int vfs_identity_check(std::string *why) {
 // ---- the subsystem ------------------------------------------------------------
 
 int vfs_register_levels() {
-  for (int i = 0; i < QUEUES; i++) {
+  for (int i = 0; i < MAX_QUEUES; i++) {
     char name[16];
     std::snprintf(name, sizeof name, "vfs%d", i);
     level l;
     if (kcont_level_lookup(name, &l)) continue;
-    if (int e = kcont_level_register(name, 45 + i, &l)) return e;
+    // Ranks 45..48 for the first four (as before there were more), 49 for
+    // the rest: all below bio (50), above softserial (40).
+    if (int e = kcont_level_register(name, 45 + std::min(i, 4), &l)) return e;
   }
   return 0;
 }
@@ -633,16 +653,28 @@ int vfs_start(const vfs_config &cfg, std::string *err) {
     if (err) *err = "kcont is not running";
     return ENXIO;
   }
-  g_sys.lanes = uint32_t(QUEUES * ncpu);
+  if (cfg.lanes_per_cpu > uint32_t(MAX_QUEUES)) {
+    if (err)
+      *err = "lanes_per_cpu " + std::to_string(cfg.lanes_per_cpu) + ": at most " +
+             std::to_string(MAX_QUEUES);
+    return EINVAL;
+  }
+  g_sys.queues = cfg.lanes_per_cpu            ? cfg.lanes_per_cpu
+                 : g_remote_mounts.load() > 0 ? uint32_t(REMOTE_QUEUES)
+                                              : uint32_t(DEFAULT_QUEUES);
+  g_sys.lanes = g_sys.queues * uint32_t(ncpu);
   g_sys.lane_load = std::make_unique<std::atomic<uint32_t>[]>(g_sys.lanes);
   g_sys.lane_started = std::make_unique<std::atomic<int64_t>[]>(g_sys.lanes);
-  g_sys.mount_share = cfg.mount_share ? std::min(cfg.mount_share, g_sys.lanes)
-                                      : std::max<uint32_t>(1, g_sys.lanes / 2);
+  // Default: two lanes per CPU (half of DEFAULT_QUEUES), whatever the
+  // number of lanes -- more lanes are for back ends that wait on a network.
+  g_sys.mount_share = cfg.mount_share
+                          ? std::min(cfg.mount_share, g_sys.lanes)
+                          : std::max<uint32_t>(1, std::min(g_sys.lanes / 2, 2 * uint32_t(ncpu)));
   g_sys.pool = bufpool_create(cfg.bufs, VFS_BUF_MAX, err);
   if (!g_sys.pool) return ENOMEM;
-  for (int i = 0; i < QUEUES; i++) {
+  for (uint32_t i = 0; i < g_sys.queues; i++) {
     char name[16];
-    std::snprintf(name, sizeof name, "vfs%d", i);
+    std::snprintf(name, sizeof name, "vfs%u", i);
     level l;
     int e = 0;
     if (!kcont_level_lookup(name, &l)) {
@@ -684,6 +716,10 @@ bufpool *vfs_bufpool() { return g_pool.load(std::memory_order_acquire); }
 mount *vfs_alloc(const vfs_backend *be, size_t cache) {
   auto *fs = new mount;
   fs->be = be;
+  if (be->caps & VBC_REMOTE) {
+    fs->own_share.remote = true;
+    g_remote_mounts.fetch_add(1);
+  }
   fs->entries = std::vector<vnode>(std::max<size_t>(cache, 16));
   size_t b = 1;
   while (b < 2 * fs->entries.size()) b <<= 1;
@@ -712,10 +748,18 @@ void vfs_set_device(mount *fs, uint64_t dev) {
     sh = new thread_share;
     sh->dev = dev;
     sh->keyed = true;
+    sh->remote = fs->own_share.remote;
     g_shares.push_back(sh);
   }
   sh->refs++;
+  sh->limit = std::max(sh->limit, fs->own_share.limit);
   fs->share = sh;
+}
+
+void vfs_set_thread_limit(mount *fs, uint32_t n) {
+  std::lock_guard<std::mutex> g(g_shares_mu);
+  KC_ASSERT(n >= 1, "a thread limit of 0");
+  fs->share->limit = std::max(fs->share->limit, n);
 }
 
 void vfs_unmount(mount *fs) {
@@ -726,6 +770,7 @@ void vfs_unmount(mount *fs) {
     reclaim(fs, &held);
   }
   if (fs->be->unmount) fs->be->unmount(fs);
+  if (fs->be->caps & VBC_REMOTE) g_remote_mounts.fetch_sub(1);
   if (fs->share->keyed) {
     std::lock_guard<std::mutex> g(g_shares_mu);
     if (--fs->share->refs == 0) {
@@ -879,8 +924,30 @@ mount *vfs_mount(const std::string &fs, const vfs_options &opts, std::string *er
     if (err) *err = why + "; back ends here: " + vfs_backends();
     return nullptr;
   }
-  mount *m = type->make(opts, &why);
+  // threads=N is every back end's: how many of the file system's requests
+  // may be in thread context at once (vfs_set_thread_limit).
+  std::string threads_text;
+  if (!vfs_option_string(opts, "threads", &threads_text, false, &why)) {
+    if (err) *err = why;
+    return nullptr;
+  }
+  unsigned long threads = 0;
+  if (!threads_text.empty()) {
+    threads = threads_text.find_first_not_of("0123456789") == std::string::npos &&
+                      threads_text.size() <= 4
+                  ? std::strtoul(threads_text.c_str(), nullptr, 10)
+                  : 0;
+    if (threads < 1 || threads > 4096) {
+      if (err) *err = "option threads=" + threads_text + ": a number of requests, 1 to 4096";
+      return nullptr;
+    }
+  }
+  vfs_options own;
+  for (const auto &o : opts)
+    if (o.first != "threads") own.push_back(o);
+  mount *m = type->make(own, &why);
   if (!m && err) *err = why;
+  if (m && threads) vfs_set_thread_limit(m, uint32_t(threads));
   return m;
 }
 
@@ -925,7 +992,7 @@ vfs_stats vfs_get_stats(const mount *fs) {
   }
   s.attr_shared = fs->attr_shared.load(std::memory_order_relaxed);
   s.attr_read = fs->attr_read.load(std::memory_order_relaxed);
-  s.thread_share = g_sys.lanes ? g_sys.mount_share : 0;  // 0: vfs_start not called
+  s.thread_share = g_sys.lanes ? share_limit(m->share) : 0;  // 0: vfs_start not called
   for (size_t i = 0; i < size_t(vop::count_); i++) {
     s.ops_interrupt[i] = fs->ops_interrupt[i].load(std::memory_order_relaxed);
     s.ops_thread[i] = fs->ops_thread[i].load(std::memory_order_relaxed);

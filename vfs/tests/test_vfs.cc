@@ -2235,6 +2235,91 @@ TEST(VfsLanes, AWorkerRunsItsMountsParkedRequestsItself) {
   stop_lanes({fs});
 }
 
+// A back end whose calls wait on a network (VBC_REMOTE): mounted when
+// vfs_start runs, it gets 16 lanes per CPU, and its file system may hold
+// every lane but the default share -- which a local-like mount keeps, and
+// whose requests complete while the remote one is stuck.
+TEST(VfsLanes, ARemoteBackEndGetsMoreLanesAndLeavesTheDefaultShare) {
+  g_gate.reset();
+  const vfs_backend remote_gate = {"gate",   gate_vget,    gate_reclaim, gate_start,
+                                   gate_run, gate_unmount, VBC_REMOTE};
+  static int stuck_tag;
+  kc::vfs::mount *remote = test_mount(&remote_gate, &stuck_tag);  // before vfs_start
+  ASSERT_NO_FATAL_FAILURE(start_lanes(0));
+  kc::vfs::mount *healthy = test_mount(&gate_backend);
+  const int lanes = 16 * kcont_ncpus(), share = 2 * kcont_ncpus();
+  EXPECT_EQ(vfs_get_stats(remote).thread_share, uint32_t(lanes - share));
+  EXPECT_EQ(vfs_get_stats(healthy).thread_share, uint32_t(share));
+  gated_requests a, b;
+  a.start(remote, 2 * lanes);
+  ASSERT_TRUE(kctest::eventually([&] {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    return g_gate.running == lanes - share;
+  }));
+  b.start(healthy, 2 * lanes);
+  EXPECT_TRUE(kctest::eventually([&] { return b.done.load() == 2 * lanes; }))
+      << b.done.load() << " of " << 2 * lanes << " completed";
+  {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    EXPECT_EQ(g_gate.max_running, lanes - share);
+    g_gate.open = true;
+  }
+  g_gate.cv.notify_all();
+  EXPECT_TRUE(kctest::eventually([&] { return a.done.load() == 2 * lanes; }));
+  a.drain();
+  b.drain();
+  stop_lanes({remote, healthy});
+}
+
+// An export's threads= limit holds, is capped at the lanes there are, and
+// the larger of two mounts' limits is the file system's; lanes_per_cpu
+// above 16 is refused.
+TEST(VfsLanes, AFileSystemsThreadLimitHoldsItsRequests) {
+  g_gate.reset();
+  ASSERT_EQ(vfs_register_levels(), 0);
+  config cfg;
+  cfg.cpus = 2;
+  std::string err;
+  ASSERT_EQ(kcont_start(cfg, &err), 0) << err;
+  vfs_config vc;
+  vc.bufs = 16;
+  vc.lanes_per_cpu = 17;
+  EXPECT_EQ(vfs_start(vc, &err), EINVAL);
+  EXPECT_NE(err.find("at most 16"), std::string::npos) << err;
+  vc.lanes_per_cpu = 3;
+  ASSERT_EQ(vfs_start(vc, &err), 0) << err;
+  const int lanes = 3 * kcont_ncpus();
+  static int stuck_tag;
+  kc::vfs::mount *one = test_mount(&gate_backend, &stuck_tag),
+                 *two = test_mount(&gate_backend, &stuck_tag), *wide = test_mount(&gate_backend);
+  vfs_set_device(one, 0x77);
+  vfs_set_thread_limit(one, 2);
+  vfs_set_device(two, 0x77);
+  vfs_set_thread_limit(two, 3);
+  vfs_set_thread_limit(wide, 1000);
+  EXPECT_EQ(vfs_get_stats(one).thread_share, 3u);
+  EXPECT_EQ(vfs_get_stats(wide).thread_share, uint32_t(lanes));
+  gated_requests a;
+  a.start(one, 10);
+  ASSERT_TRUE(kctest::eventually([&] {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    return g_gate.running == 3;
+  }));
+  ASSERT_TRUE(kctest::eventually([&] {
+    spinlock g(one->share->lock);
+    return one->share->waiting == 7u;
+  }));
+  {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    EXPECT_EQ(g_gate.max_running, 3);
+    g_gate.open = true;
+  }
+  g_gate.cv.notify_all();
+  EXPECT_TRUE(kctest::eventually([&] { return a.done.load() == 10; }));
+  a.drain();
+  stop_lanes({one, two, wide});
+}
+
 // ---- a back end that completes from a thread of its own --------------------
 //
 // As a network file system's client library would: `start` hands GETATTR
@@ -2438,6 +2523,25 @@ const vfs_backend switched_backend = {"switched", gate_vget, gate_reclaim,
 
 // A request to a VBC_THREAD_ONLY back end whose vnode is cached goes
 // straight to a lane: start (nullptr here) is never called.
+// threads=N is an option of every back end: vfs_mount takes it before the
+// back end sees its options, and refuses what is not 1..4096.
+TEST(VfsMountOptions, ThreadsIsEveryBackEndsAndChecked) {
+  std::string err;
+  kc::vfs::mount *m = vfs_mount("memory", {{"size", "1M"}, {"threads", "3"}}, &err);
+  ASSERT_NE(m, nullptr) << err;
+  EXPECT_EQ(m->share->limit, 3u);
+  vfs_unmount(m);
+  for (const char *bad : {"0", "x", "4097", "-1", "2K", ""}) {
+    err.clear();
+    EXPECT_EQ(vfs_mount("memory", {{"size", "1M"}, {"threads", bad}}, &err), nullptr) << bad;
+    EXPECT_NE(err.find("threads"), std::string::npos) << bad << ": " << err;
+  }
+  err.clear();
+  EXPECT_EQ(vfs_mount("memory", {{"size", "1M"}, {"threads", "2"}, {"threads", "2"}}, &err),
+            nullptr);
+  EXPECT_NE(err.find("twice"), std::string::npos) << err;
+}
+
 TEST(VfsBackendCaps, AThreadOnlyBackEndIsNeverAskedToStart) {
   ASSERT_NO_FATAL_FAILURE(start_lanes(0));
   kc::vfs::mount *fs = test_mount(&thread_only_backend);

@@ -304,12 +304,18 @@ int vfs_register_levels();
 
 struct vfs_config {
   uint32_t bufs = 256;  // buffers of VFS_BUF_MAX bytes for reads and writes
-  // Thread context has 4 x kcont_ncpus() lanes (a workqueue level on a CPU,
-  // one worker each).  One file system's requests (those of every mount of
-  // its device; a memory mount is a file system of its own) may occupy at
-  // most this many at once (0: half of them, at least 1; at most all of
-  // them); more wait in its share's FIFO without a worker, so a file system
-  // that stops answering ties up only its share.
+  // Thread context has lanes_per_cpu x kcont_ncpus() lanes (a workqueue
+  // level on a CPU, one worker each).  0: 4 per CPU, or 16 when a file
+  // system whose calls wait on a network (a back end with VBC_REMOTE, as
+  // ceph) is mounted when vfs_start runs; at most 16 (EINVAL above).
+  uint32_t lanes_per_cpu = 0;
+  // One file system's requests (those of every mount of its device; a
+  // memory mount is a file system of its own) may occupy at most this many
+  // lanes at once (0: two per CPU, at most half the lanes, at least 1; at
+  // most all of them); more wait in its share's FIFO without a worker, so a
+  // file system that stops answering ties up only its share.  An export's
+  // `threads=N` sets its file system's own limit instead, and a VBC_REMOTE
+  // file system without one may occupy every lane but this many.
   uint32_t mount_share = 0;
 };
 
@@ -358,6 +364,9 @@ using vfs_options = std::vector<std::pair<std::string, std::string>>;
 //           vfs_mount_local
 //   memory  size=BYTES (required; a K, M or G suffix multiplies by 2^10,
 //           2^20, 2^30): vfs_mount_memory
+//   ceph    a module (vfs-ceph.so), see vfs(9)
+// and, for every back end, threads=N (1..4096): at most N of the file
+// system's requests in thread context at once (vfs_config::mount_share).
 // nullptr and *err on error: a back end this build does not have (the
 // message lists those it has), an option the back end does not know, a
 // missing or malformed value, or the back end's own failure.  Thread
@@ -381,7 +390,8 @@ struct vfs_stats {
   uint64_t cache_primed = 0;  // entered by the operation that made the object (CREATE)
   uint64_t ops_interrupt[size_t(vop::count_)] = {};  // completed without a thread
   uint64_t ops_thread[size_t(vop::count_)] = {};     // ran in thread context
-  // Thread context now: requests on lanes (at most thread_share) and
+  // Thread context now: requests on lanes (at most thread_share, the file
+  // system's limit: threads=, mount_share or the VBC_REMOTE default) and
   // parked in the FIFO -- of the mount's file system: every mount of one
   // device shares them, and shows the same figures; thread_waits counts
   // every parking.
