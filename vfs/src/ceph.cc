@@ -36,12 +36,12 @@
 // starts (MNT of an export root, from the handle the request holds: no
 // call at all) and sends everything else to thread context, where the
 // mount's thread share bounds what a stalled cluster can hold: a SIGSTOPped
-// OSD blocks this mount's lanes, never another export's.  A call's time is
-// mostly a wait for an OSD or the MDS, so throughput follows the calls in
-// flight: the back end declares VBC_REMOTE, and its share is every lane but
-// the local exports' two per CPU, of 16 lanes per CPU (measured, 8 KiB
-// random READs with 128 outstanding: 4 calls in flight 7.0-7.4k READs/s,
-// 8: 8.1k, 28: 10.5-10.7k, 44: 10.6k; docs/benchmarks.md).  Pacific's client
+// OSD blocks this mount's lanes, never another export's.  A data call's
+// time is mostly a wait for an OSD, so READ throughput follows the calls in
+// flight (measured, 8 KiB random READs with 128 outstanding: 4 in flight
+// 7.0-7.4k READs/s, 8: 8.1k, 28: 10.5-10.7k; docs/benchmarks.md); an export
+// may widen its share with threads= and the server's lanes with
+// --vfs-lanes, at the cost of that isolation.  Pacific's client
 // has no non-blocking data calls; Reef's ceph_ll_nonblocking_readv_writev
 // (a completion callback on the client's own thread) would slot in as a
 // VB_PENDING read and write in `start`, with VBC_FOREIGN_COMPLETION, and
@@ -89,6 +89,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "internal.h"
 #include "kcont/error_text.h"
@@ -430,20 +431,27 @@ void do_read(vreq *r) {
   uint32_t n = 0;
   if (r->error == 0) {
     n = r->offset >= a.size ? 0 : uint32_t(std::min<uint64_t>(r->count, a.size - r->offset));
-    n = std::min(n, r->dst_cap);  // a short read: the client asks for the rest
     if (n > 0 && !r->dst) r->error = EINVAL;
   }
   if (r->error == 0 && n > 0) {
     Fh *fh = file_of(r, &r->error);
-    int got = fh ? ceph_ll_read(cms(r->fs)->cm, fh, int64_t(r->offset), n,
-                                reinterpret_cast<char *>(r->dst))
-                 : 0;
+    // More than the caller's memory holds: a buffer of the large pool, if
+    // one is free (else the read is short and the client asks again).
+    buf *bp = nullptr;
+    bufpool *large = vfs_large_bufpool();
+    if (fh && n > r->dst_cap && n <= VFS_LARGE_BUF_MAX && large) bp = buf_get(large);
+    if (!bp) n = std::min(n, r->dst_cap);
+    char *into = bp ? bp->data : reinterpret_cast<char *>(r->dst);
+    int got = fh ? ceph_ll_read(cms(r->fs)->cm, fh, int64_t(r->offset), n, into) : 0;
     if (got < 0) {
       r->error = ceph_error(got);
     } else if (fh) {
-      r->rd.where = rd_where::dst;
+      r->rd.where = bp ? rd_where::buf : rd_where::dst;
       r->rd.n = uint32_t(got);
+      if (bp) bp->done = uint32_t(got);
+      r->rd.bp = std::exchange(bp, nullptr);
     }
+    if (bp) brelse(bp);
   }
   if (r->error && r->vp->type != vtype::reg) post(r);
   r->rd.eof = r->rd.n < n || r->offset + r->rd.n >= (r->obj.have_post ? a.size : 0);
@@ -987,13 +995,8 @@ void ceph_unmount_fs(mount *fs) {
   fs->priv = nullptr;
 }
 
-const vfs_backend ceph_backend = {"ceph",
-                                  ceph_vget,
-                                  ceph_reclaim,
-                                  ceph_start,
-                                  ceph_run,
-                                  ceph_unmount_fs,
-                                  VBC_OWN_CREDENTIALS | VBC_REMOTE};
+const vfs_backend ceph_backend = {"ceph",   ceph_vget,       ceph_reclaim,       ceph_start,
+                                  ceph_run, ceph_unmount_fs, VBC_OWN_CREDENTIALS};
 
 // Reads the export's handle key from its root, or makes one and stores it
 // there (XATTR_CREATE: of two servers mounting at once, the second reads

@@ -63,13 +63,6 @@ enum : uint32_t {
   // kcont do not own (a library's callback threads); Debug builds assert
   // that no other back end does.
   VBC_FOREIGN_COMPLETION = 1u << 2,
-  // Its calls wait on a network round trip (a cluster's servers), not on
-  // this machine's CPUs or disks: what bounds it is how many calls are in
-  // flight, and a blocked worker costs no CPU.  Its file system's share of
-  // thread context is every lane but mount_share's worth (unless the
-  // export sets threads=), and while one is mounted a vfs_start with
-  // lanes_per_cpu 0 makes 16 lanes per CPU instead of 4.
-  VBC_REMOTE = 1u << 3,
 };
 
 // The attributes of a vnode as last read, and the epoch of that read: a
@@ -157,9 +150,8 @@ struct thread_share {
   vreq *wait_head = nullptr, *wait_tail = nullptr;
   uint64_t waits = 0;
   // Set at mount (vfs_set_device, vfs_set_thread_limit), read by
-  // share_limit: an explicit limit (0: none) and VBC_REMOTE of a mount.
+  // share_limit: an explicit limit (0: none, mount_share applies).
   uint32_t limit = 0;
-  bool remote = false;
   uint64_t dev = 0;    // the device (vfs_set_device), if keyed
   bool keyed = false;  // in the registry
   uint32_t refs = 0;   // mounts using it (keyed only)

@@ -13,9 +13,8 @@
 // file system that does not answer collects no more work behind it.  A file
 // system (every mount of one device: thread_share) may hold at most its
 // share's limit of requests in thread context at once (share_limit: the
-// export's `threads=`, else mount_share -- two per CPU by default -- or,
-// for a back end whose calls wait on a network (VBC_REMOTE), every lane
-// but mount_share's worth); more of its requests wait in the share's FIFO, taking
+// export's `threads=`, else mount_share -- two per CPU by default); more
+// of its requests wait in the share's FIFO, taking
 // no worker, and go as its running ones finish (on the finishing worker
 // itself when nothing else is queued on its lane) -- a hung file system
 // under one export, or under several, can tie up only its share, never
@@ -83,12 +82,12 @@ namespace {
 // registered (vfs_register_levels runs before the configuration is known);
 // vfs_start creates workers on the first g_sys.queues of them.
 constexpr int MAX_QUEUES = 16;
-constexpr int DEFAULT_QUEUES = 4, REMOTE_QUEUES = 16;
+constexpr int DEFAULT_QUEUES = 4;
 
 struct subsystem {
   std::mutex lock;
   int users = 0;
-  bufpool *pool = nullptr;
+  bufpool *pool = nullptr, *large_pool = nullptr;
   workqueue *wq[MAX_QUEUES] = {};
   std::atomic<uint32_t> rr{0};
   // Lane i is workqueue wq[i % queues] on CPU i / queues.
@@ -100,18 +99,13 @@ struct subsystem {
   uint32_t mount_share = 1;  // lanes' worth per file system without a limit of its own
 };
 subsystem g_sys;
-// Mounts of VBC_REMOTE back ends alive (vfs_mount / vfs_unmount): a
-// vfs_start with lanes_per_cpu 0 makes REMOTE_QUEUES lanes per CPU for them.
-std::atomic<int> g_remote_mounts{0};
-
 // The most requests share sh may have in thread context (see the top).
-// Under sh->lock or not: the fields it reads change only at mount.
+// Under sh->lock or not: limit changes only at mount.
 uint32_t share_limit(const thread_share *sh) {
-  if (sh->limit) return std::min(sh->limit, g_sys.lanes);
-  if (sh->remote) return std::max(g_sys.mount_share, g_sys.lanes - g_sys.mount_share);
-  return g_sys.mount_share;
+  return sh->limit ? std::min(sh->limit, g_sys.lanes) : g_sys.mount_share;
 }
-std::atomic<bufpool *> g_pool{nullptr};
+
+std::atomic<bufpool *> g_pool{nullptr}, g_large_pool{nullptr};
 
 const char *const op_names[size_t(vop::count_)] = {
     "getattr", "setattr", "lookup",  "access", "readlink", "read",  "write",
@@ -659,9 +653,7 @@ int vfs_start(const vfs_config &cfg, std::string *err) {
              std::to_string(MAX_QUEUES);
     return EINVAL;
   }
-  g_sys.queues = cfg.lanes_per_cpu            ? cfg.lanes_per_cpu
-                 : g_remote_mounts.load() > 0 ? uint32_t(REMOTE_QUEUES)
-                                              : uint32_t(DEFAULT_QUEUES);
+  g_sys.queues = cfg.lanes_per_cpu ? cfg.lanes_per_cpu : uint32_t(DEFAULT_QUEUES);
   g_sys.lanes = g_sys.queues * uint32_t(ncpu);
   g_sys.lane_load = std::make_unique<std::atomic<uint32_t>[]>(g_sys.lanes);
   g_sys.lane_started = std::make_unique<std::atomic<int64_t>[]>(g_sys.lanes);
@@ -672,6 +664,12 @@ int vfs_start(const vfs_config &cfg, std::string *err) {
                           : std::max<uint32_t>(1, std::min(g_sys.lanes / 2, 2 * uint32_t(ncpu)));
   g_sys.pool = bufpool_create(cfg.bufs, VFS_BUF_MAX, err);
   if (!g_sys.pool) return ENOMEM;
+  if (cfg.large_bufs &&
+      !(g_sys.large_pool = bufpool_create(cfg.large_bufs, VFS_LARGE_BUF_MAX, err))) {
+    bufpool_destroy(g_sys.pool);
+    g_sys.pool = nullptr;
+    return ENOMEM;
+  }
   for (uint32_t i = 0; i < g_sys.queues; i++) {
     char name[16];
     std::snprintf(name, sizeof name, "vfs%u", i);
@@ -689,11 +687,13 @@ int vfs_start(const vfs_config &cfg, std::string *err) {
         q = nullptr;
       }
       bufpool_destroy(g_sys.pool);
-      g_sys.pool = nullptr;
+      bufpool_destroy(g_sys.large_pool);
+      g_sys.pool = g_sys.large_pool = nullptr;
       return e;
     }
   }
   g_pool.store(g_sys.pool, std::memory_order_release);
+  g_large_pool.store(g_sys.large_pool, std::memory_order_release);
   g_sys.users = 1;
   return 0;
 }
@@ -706,20 +706,19 @@ void vfs_stop() {
     q = nullptr;
   }
   g_pool.store(nullptr, std::memory_order_release);
+  g_large_pool.store(nullptr, std::memory_order_release);
   if (g_sys.pool && bufpool_destroy(g_sys.pool) == 0) g_sys.pool = nullptr;
+  if (g_sys.large_pool && bufpool_destroy(g_sys.large_pool) == 0) g_sys.large_pool = nullptr;
 }
 
 bufpool *vfs_bufpool() { return g_pool.load(std::memory_order_acquire); }
+bufpool *vfs_large_bufpool() { return g_large_pool.load(std::memory_order_acquire); }
 
 // ---- mounts and the vnode cache ----------------------------------------------
 
 mount *vfs_alloc(const vfs_backend *be, size_t cache) {
   auto *fs = new mount;
   fs->be = be;
-  if (be->caps & VBC_REMOTE) {
-    fs->own_share.remote = true;
-    g_remote_mounts.fetch_add(1);
-  }
   fs->entries = std::vector<vnode>(std::max<size_t>(cache, 16));
   size_t b = 1;
   while (b < 2 * fs->entries.size()) b <<= 1;
@@ -748,7 +747,6 @@ void vfs_set_device(mount *fs, uint64_t dev) {
     sh = new thread_share;
     sh->dev = dev;
     sh->keyed = true;
-    sh->remote = fs->own_share.remote;
     g_shares.push_back(sh);
   }
   sh->refs++;
@@ -770,7 +768,6 @@ void vfs_unmount(mount *fs) {
     reclaim(fs, &held);
   }
   if (fs->be->unmount) fs->be->unmount(fs);
-  if (fs->be->caps & VBC_REMOTE) g_remote_mounts.fetch_sub(1);
   if (fs->share->keyed) {
     std::lock_guard<std::mutex> g(g_shares_mu);
     if (--fs->share->refs == 0) {

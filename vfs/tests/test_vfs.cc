@@ -2235,42 +2235,6 @@ TEST(VfsLanes, AWorkerRunsItsMountsParkedRequestsItself) {
   stop_lanes({fs});
 }
 
-// A back end whose calls wait on a network (VBC_REMOTE): mounted when
-// vfs_start runs, it gets 16 lanes per CPU, and its file system may hold
-// every lane but the default share -- which a local-like mount keeps, and
-// whose requests complete while the remote one is stuck.
-TEST(VfsLanes, ARemoteBackEndGetsMoreLanesAndLeavesTheDefaultShare) {
-  g_gate.reset();
-  const vfs_backend remote_gate = {"gate",   gate_vget,    gate_reclaim, gate_start,
-                                   gate_run, gate_unmount, VBC_REMOTE};
-  static int stuck_tag;
-  kc::vfs::mount *remote = test_mount(&remote_gate, &stuck_tag);  // before vfs_start
-  ASSERT_NO_FATAL_FAILURE(start_lanes(0));
-  kc::vfs::mount *healthy = test_mount(&gate_backend);
-  const int lanes = 16 * kcont_ncpus(), share = 2 * kcont_ncpus();
-  EXPECT_EQ(vfs_get_stats(remote).thread_share, uint32_t(lanes - share));
-  EXPECT_EQ(vfs_get_stats(healthy).thread_share, uint32_t(share));
-  gated_requests a, b;
-  a.start(remote, 2 * lanes);
-  ASSERT_TRUE(kctest::eventually([&] {
-    std::lock_guard<std::mutex> g(g_gate.mu);
-    return g_gate.running == lanes - share;
-  }));
-  b.start(healthy, 2 * lanes);
-  EXPECT_TRUE(kctest::eventually([&] { return b.done.load() == 2 * lanes; }))
-      << b.done.load() << " of " << 2 * lanes << " completed";
-  {
-    std::lock_guard<std::mutex> g(g_gate.mu);
-    EXPECT_EQ(g_gate.max_running, lanes - share);
-    g_gate.open = true;
-  }
-  g_gate.cv.notify_all();
-  EXPECT_TRUE(kctest::eventually([&] { return a.done.load() == 2 * lanes; }));
-  a.drain();
-  b.drain();
-  stop_lanes({remote, healthy});
-}
-
 // An export's threads= limit holds, is capped at the lanes there are, and
 // the larger of two mounts' limits is the file system's; lanes_per_cpu
 // above 16 is refused.

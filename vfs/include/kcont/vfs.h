@@ -84,6 +84,9 @@ inline constexpr uint32_t VFS_FHSIZE = 56;          // bytes of a backend handle
 inline constexpr uint32_t VFS_NAME_MAX = 255;       // bytes of a name, at most
 inline constexpr uint32_t VFS_MAX_GIDS = 16;        // supplementary groups of a credential
 inline constexpr uint32_t VFS_BUF_MAX = 64 * 1024;  // reads up to this size go through buf(9)
+// The largest READ a back end with no file to send from (ceph) answers in
+// one buffer of the large pool (vfs_large_bufpool).
+inline constexpr uint32_t VFS_LARGE_BUF_MAX = 1024 * 1024;
 
 struct mount;
 struct vnode;
@@ -304,18 +307,22 @@ int vfs_register_levels();
 
 struct vfs_config {
   uint32_t bufs = 256;  // buffers of VFS_BUF_MAX bytes for reads and writes
+  // Buffers of VFS_LARGE_BUF_MAX bytes: a READ larger than the caller's
+  // memory (vreq::dst_cap) from a back end that has no file extent to offer
+  // takes one (rd_where::buf) instead of answering short; with none free it
+  // answers short (the client asks for the rest).  Address space only
+  // until a READ touches one.  0: no large pool.
+  uint32_t large_bufs = 16;
   // Thread context has lanes_per_cpu x kcont_ncpus() lanes (a workqueue
-  // level on a CPU, one worker each).  0: 4 per CPU, or 16 when a file
-  // system whose calls wait on a network (a back end with VBC_REMOTE, as
-  // ceph) is mounted when vfs_start runs; at most 16 (EINVAL above).
+  // level on a CPU, one worker each).  0: 4 per CPU; at most 16 (EINVAL
+  // above).
   uint32_t lanes_per_cpu = 0;
   // One file system's requests (those of every mount of its device; a
   // memory mount is a file system of its own) may occupy at most this many
   // lanes at once (0: two per CPU, at most half the lanes, at least 1; at
   // most all of them); more wait in its share's FIFO without a worker, so a
   // file system that stops answering ties up only its share.  An export's
-  // `threads=N` sets its file system's own limit instead, and a VBC_REMOTE
-  // file system without one may occupy every lane but this many.
+  // `threads=N` sets its file system's own limit instead.
   uint32_t mount_share = 0;
 };
 
@@ -333,6 +340,9 @@ void vfs_stop();
 // The buffer pool (nullptr before vfs_start and after the last vfs_stop).
 // Any context.
 bufpool *vfs_bufpool();
+// The pool of VFS_LARGE_BUF_MAX buffers (vfs_config::large_bufs; nullptr
+// when there is none).  Any context; buf_get never waits.
+bufpool *vfs_large_bufpool();
 
 // ---- mounts ----------------------------------------------------------------
 
@@ -391,7 +401,7 @@ struct vfs_stats {
   uint64_t ops_interrupt[size_t(vop::count_)] = {};  // completed without a thread
   uint64_t ops_thread[size_t(vop::count_)] = {};     // ran in thread context
   // Thread context now: requests on lanes (at most thread_share, the file
-  // system's limit: threads=, mount_share or the VBC_REMOTE default) and
+  // system's limit: threads= or mount_share) and
   // parked in the FIFO -- of the mount's file system: every mount of one
   // device shares them, and shows the same figures; thread_waits counts
   // every parking.
