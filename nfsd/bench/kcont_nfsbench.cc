@@ -33,6 +33,9 @@
 //      sub-buckets per power of two, < 1.6% error); the histograms and
 //      counters live in shared memory and are merged by the parent.
 //   4. With --server-pid it samples the server at both ends of the window:
+//      (and with --extra-pid PID, repeatable, the summed CPU time of other
+//      processes the server depends on -- a Ceph cluster's daemons --, per
+//      op as extra_cpu_us_per_op; and the server's VmRSS at the end):
 //      context switches (voluntary + nonvoluntary of every thread in
 //      /proc/PID/task/*/status) and CPU time (utime + stime of /proc/PID/stat),
 //      reported per op.  The client processes measure their own CPU time over
@@ -123,6 +126,7 @@ struct Options {
   uint64_t file_size = 256ull << 20;
   std::string stable = "unstable";
   int server_pid = 0;
+  std::vector<int> extra_pids;  // --extra-pid: their CPU is summed and reported beside the server's
   std::string json;
   std::string run;  // --run: the shell command to measure the server under
   bool quiet = false;
@@ -949,6 +953,31 @@ double server_cpu_s(int pid) {
   return double(ut + stime) / double(sysconf(_SC_CLK_TCK));
 }
 
+// The sum of server_cpu_s over pids; -1 if any cannot be read.
+double pids_cpu_s(const std::vector<int> &pids) {
+  double sum = 0;
+  for (int pid : pids) {
+    double s = server_cpu_s(pid);
+    if (s < 0) return -1;
+    sum += s;
+  }
+  return sum;
+}
+
+// The process's resident set (VmRSS) in KiB, or -1.
+long rss_kib(int pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  char line[256];
+  long kib = -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmRSS: %ld", &kib) == 1) break;
+  fclose(f);
+  return kib;
+}
+
 // Context switches (voluntary + nonvoluntary) of all of a process's threads
 // over an interval.  Threads come and go (NFS-Ganesha grows and shrinks its
 // pools) and an exited thread's counts vanish from /proc, so the parent
@@ -1170,6 +1199,9 @@ int main(int argc, char **argv) {
       ->check(CLI::IsMember({"unstable", "file_sync"}))
       ->capture_default_str();
   app.add_option("--server-pid", o.server_pid, "Server PID: report its csw/op and CPU/op");
+  app.add_option("--extra-pid", o.extra_pids,
+                 "Another process whose CPU per op is reported beside the server's (e.g. a Ceph "
+                 "daemon; repeatable, summed)");
   app.add_option("--json", o.json, "Also write the results as JSON to this file");
   app.add_flag("--quiet", o.quiet, "No progress line");
   CLI11_PARSE(app, argc, argv);
@@ -1195,6 +1227,12 @@ int main(int argc, char **argv) {
   if (o.server_pid > 0 && kill(o.server_pid, 0) != 0 && errno == ESRCH) {
     fprintf(stderr, "kcont-nfsbench: --server-pid %d: no such process\n", o.server_pid);
     return 2;
+  }
+  for (int pid : o.extra_pids) {
+    if (pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH)) {
+      fprintf(stderr, "kcont-nfsbench: --extra-pid %d: no such process\n", pid);
+      return 2;
+    }
   }
 
   uint64_t fsize = 0;
@@ -1277,7 +1315,8 @@ int main(int argc, char **argv) {
   bool tty = isatty(2);
   bool progress = !o.quiet;
   CswTracker csw;
-  double srv_cpu0 = -1, srv_cpu1 = -1;
+  double srv_cpu0 = -1, srv_cpu1 = -1, extra_cpu0 = -1, extra_cpu1 = -1;
+  long srv_rss = -1;
   bool srv_ok = o.server_pid > 0;
   constexpr int64_t kCswEvery = 100'000'000;
   int64_t next_csw = 0;
@@ -1306,6 +1345,7 @@ int main(int argc, char **argv) {
         srv_ok = srv_cpu0 >= 0 && csw.sample(o.server_pid);
         next_csw = t + kCswEvery;
       }
+      if (!o.extra_pids.empty()) extra_cpu0 = pids_cpu_s(o.extra_pids);
       m0 = sample_machine();
       sampled0 = true;
       live(&base_ops, &base_bytes);
@@ -1315,7 +1355,9 @@ int main(int argc, char **argv) {
       if (srv_ok) {
         srv_cpu1 = server_cpu_s(o.server_pid);
         srv_ok = srv_cpu1 >= 0 && csw.sample(o.server_pid);
+        srv_rss = rss_kib(o.server_pid);
       }
+      if (!o.extra_pids.empty() && extra_cpu0 >= 0) extra_cpu1 = pids_cpu_s(o.extra_pids);
       m1 = sample_machine();
       sampled1 = true;
     } else if (sampled0 && srv_ok && t >= next_csw) {
@@ -1389,6 +1431,10 @@ int main(int argc, char **argv) {
   double srv_csw_op = have_srv && ops ? srv_csw / double(ops) : 0;
   double srv_vcsw_op = have_srv && ops ? double(csw.voluntary()) / double(ops) : 0;
   double srv_us_op = have_srv && ops ? srv_cpu * 1e6 / double(ops) : 0;
+  const bool have_extra = extra_cpu0 >= 0 && extra_cpu1 >= 0;
+  if (!o.extra_pids.empty() && !have_extra)
+    fprintf(stderr, "kcont-nfsbench: an --extra-pid could not be sampled (gone?)\n");
+  double extra_us_op = have_extra && ops ? (extra_cpu1 - extra_cpu0) * 1e6 / double(ops) : 0;
   double busy = m1.total > m0.total ? double(m1.busy - m0.busy) / double(m1.total - m0.total) : 0;
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -1406,6 +1452,8 @@ int main(int argc, char **argv) {
          o.op.c_str(), o.size, o.depth, o.conns, o.procs, o.pattern.c_str(), ops_s, mb_s, p50, p99,
          p999, errors, csw_s, vcsw_s, srv_s, client_us_op, busy * 100);
   if (commits) printf("commits: %" PRIu64 "\n", commits);
+  if (have_extra) printf("extra processes' CPU: %.2f us/op\n", extra_us_op);
+  if (have_srv && srv_rss >= 0) printf("server RSS: %.1f MB\n", double(srv_rss) / 1024);
 
   if (!o.json.empty()) {
     FILE *f = open_json(o);
@@ -1430,14 +1478,19 @@ int main(int argc, char **argv) {
               " \"server_pid\": %d, \"server_csw\": %.0f, \"server_csw_per_op\": %.5f,"
               " \"server_voluntary_csw_per_op\": %.5f,"
               " \"server_cpu_s\": %.4f, \"server_cpu_us_per_op\": %.3f,"
-              " \"server_cpu_share\": %.4f,\n",
-              o.server_pid, srv_csw, srv_csw_op, srv_vcsw_op, srv_cpu, srv_us_op, srv_cpu / secs);
+              " \"server_cpu_share\": %.4f, \"server_rss_kib\": %ld,\n",
+              o.server_pid, srv_csw, srv_csw_op, srv_vcsw_op, srv_cpu, srv_us_op, srv_cpu / secs,
+              srv_rss);
     else
       fprintf(f,
               " \"server_pid\": null, \"server_csw\": null, \"server_csw_per_op\": null,"
               " \"server_voluntary_csw_per_op\": null,"
               " \"server_cpu_s\": null, \"server_cpu_us_per_op\": null,"
-              " \"server_cpu_share\": null,\n");
+              " \"server_cpu_share\": null, \"server_rss_kib\": null,\n");
+    if (have_extra)
+      fprintf(f, " \"extra_cpu_us_per_op\": %.3f,\n", extra_us_op);
+    else
+      fprintf(f, " \"extra_cpu_us_per_op\": null,\n");
     fprintf(f,
             " \"client_cpu_s\": %.4f, \"client_cpu_us_per_op\": %.3f, \"client_cpu_share\": %.4f,"
             " \"machine_busy_frac\": %.4f, \"machine_cpus\": %ld}\n",
