@@ -150,8 +150,10 @@ struct thread_share {
   vreq *wait_head = nullptr, *wait_tail = nullptr;
   uint64_t waits = 0;
   // Set at mount (vfs_set_device, vfs_set_thread_limit), read by
-  // share_limit: an explicit limit (0: none, mount_share applies).
-  uint32_t limit = 0;
+  // share_limit: an explicit limit (0: none, mount_share applies).  Atomic
+  // (relaxed): a later mount of the file system may raise it while
+  // requests of an earlier one read it.
+  std::atomic<uint32_t> limit{0};
   uint64_t dev = 0;    // the device (vfs_set_device), if keyed
   bool keyed = false;  // in the registry
   uint32_t refs = 0;   // mounts using it (keyed only)

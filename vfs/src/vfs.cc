@@ -102,7 +102,8 @@ subsystem g_sys;
 // The most requests share sh may have in thread context (see the top).
 // Under sh->lock or not: limit changes only at mount.
 uint32_t share_limit(const thread_share *sh) {
-  return sh->limit ? std::min(sh->limit, g_sys.lanes) : g_sys.mount_share;
+  const uint32_t limit = sh->limit.load(std::memory_order_relaxed);
+  return limit ? std::min(limit, g_sys.lanes) : g_sys.mount_share;
 }
 
 std::atomic<bufpool *> g_pool{nullptr}, g_large_pool{nullptr};
@@ -750,14 +751,14 @@ void vfs_set_device(mount *fs, uint64_t dev) {
     g_shares.push_back(sh);
   }
   sh->refs++;
-  sh->limit = std::max(sh->limit, fs->own_share.limit);
+  sh->limit.store(std::max(sh->limit.load(), fs->own_share.limit.load()));
   fs->share = sh;
 }
 
 void vfs_set_thread_limit(mount *fs, uint32_t n) {
   std::lock_guard<std::mutex> g(g_shares_mu);
   KC_ASSERT(n >= 1, "a thread limit of 0");
-  fs->share->limit = std::max(fs->share->limit, n);
+  fs->share->limit.store(std::max(fs->share->limit.load(), n));
 }
 
 void vfs_unmount(mount *fs) {

@@ -2493,7 +2493,7 @@ TEST(VfsMountOptions, ThreadsIsEveryBackEndsAndChecked) {
   std::string err;
   kc::vfs::mount *m = vfs_mount("memory", {{"size", "1M"}, {"threads", "3"}}, &err);
   ASSERT_NE(m, nullptr) << err;
-  EXPECT_EQ(m->share->limit, 3u);
+  EXPECT_EQ(m->share->limit.load(), 3u);
   vfs_unmount(m);
   for (const char *bad : {"0", "x", "4097", "-1", "2K", ""}) {
     err.clear();
