@@ -630,8 +630,8 @@ int vfs_register_levels() {
     std::snprintf(name, sizeof name, "vfs%d", i);
     level l;
     if (kcont_level_lookup(name, &l)) continue;
-    // Ranks 45..48 for the first four (as before there were more), 49 for
-    // the rest: all below bio (50), above softserial (40).
+    // Ranks 45..48 for the first four (unchanged since there were only
+    // four), 49 for the rest: all below bio (50), above softserial (40).
     if (int e = kcont_level_register(name, 45 + std::min(i, 4), &l)) return e;
   }
   return 0;
@@ -659,7 +659,8 @@ int vfs_start(const vfs_config &cfg, std::string *err) {
   g_sys.lane_load = std::make_unique<std::atomic<uint32_t>[]>(g_sys.lanes);
   g_sys.lane_started = std::make_unique<std::atomic<int64_t>[]>(g_sys.lanes);
   // Default: two lanes per CPU (half of DEFAULT_QUEUES), whatever the
-  // number of lanes -- more lanes are for back ends that wait on a network.
+  // number of lanes: more lanes (--vfs-lanes) are for file systems given a
+  // larger limit of their own (threads=), not for every one.
   g_sys.mount_share = cfg.mount_share
                           ? std::min(cfg.mount_share, g_sys.lanes)
                           : std::max<uint32_t>(1, std::min(g_sys.lanes / 2, 2 * uint32_t(ncpu)));
