@@ -214,8 +214,9 @@ bool vfs_options_unknown(const vfs_options &opts, std::initializer_list<const ch
 // context (mount time).
 std::string vfs_instance();
 
-// Lanes whose worker has been in one request for STALL_MS or more (taken
-// last by new requests).  For tests and diagnostics; any context.
+// Lanes whose worker has been in one request for STALL_MS or more (stuck
+// in a file system that does not answer, most likely).  For tests and
+// diagnostics; any context.
 inline constexpr int64_t STALL_MS = 100;
 uint32_t vfs_lanes_stalled();
 

@@ -5,18 +5,19 @@
 // Model: vop_start resolves the request's handles from the mount's vnode
 // cache and lets the backend try the operation in the caller's interrupt
 // context (backend->start).  A cache miss, or a backend that answers
-// VB_BLOCK, sends the request to thread context: it is enqueued on one of
+// VB_BLOCK, sends the request to thread context: it is handed to one of
 // the VFS's *lanes* -- a workqueue level ("vfs0".."vfs3" by default, up to
 // "vfs15": vfs_config::lanes_per_cpu) on one CPU, each served by one worker
-// thread -- a free one first, one whose worker has
-// been in a request for STALL_MS last (lane_rank), so a worker stuck in a
-// file system that does not answer collects no more work behind it.  A file
-// system (every mount of one device: thread_share) may hold at most its
-// share's limit of requests in thread context at once (share_limit: the
-// export's `threads=`, else mount_share -- two per CPU by default); more
-// of its requests wait in the share's FIFO, taking
-// no worker, and go as its running ones finish (on the finishing worker
-// itself when nothing else is queued on its lane) -- a hung file system
+// thread -- but only to a free one: with every lane busy it waits in the
+// subsystem's ready FIFO, and the next worker to finish takes it.  No
+// request ever waits behind a worker that is in another request, so a
+// worker stuck in a file system that does not answer holds that request
+// and nothing more.  A file system (every mount of one device:
+// thread_share) may hold at most its share's limit of requests in thread
+// context at once (share_limit: the export's `threads=`, else mount_share
+// -- two per CPU by default); more of its requests wait in the share's
+// FIFO, taking no worker, and go as its running ones finish (behind the
+// ready FIFO's, on the finishing worker itself) -- a hung file system
 // under one export, or under several, can tie up only its share, never
 // another file system.  There a worker resolves the handles
 // (open_by_handle_at may read the disk), switches its filesystem identity
@@ -46,10 +47,11 @@
 // evicted or forgotten vnode holds is reclaimed after the lock is dropped.
 // The subsystem's state (workqueues, buffer pool, start count) is written
 // only by vfs_start/vfs_stop under a mutex, in thread context; the lanes'
-// loads and start times and the round-robin counter are atomics, written by
-// every request sent to thread context; a share's count and FIFO are under
-// its own spinlock (never held with a mount's), the registry of shares
-// under a mutex (mount and unmount only), as are the loaded back-end
+// start times are atomics, written by their workers; which lanes are busy,
+// the ready FIFO and the round-robin counter are under the subsystem's
+// run_lock, a share's count and FIFO under its own spinlock (no two of
+// these are ever held together, nor with a mount's); the registry of shares
+// is under a mutex (mount and unmount only), as are the loaded back-end
 // modules (vfs_mount; never unloaded) and the instance name.
 #include <dirent.h>
 #include <dlfcn.h>
@@ -89,12 +91,18 @@ struct subsystem {
   int users = 0;
   bufpool *pool = nullptr, *large_pool = nullptr;
   workqueue *wq[MAX_QUEUES] = {};
-  std::atomic<uint32_t> rr{0};
   // Lane i is workqueue wq[i % queues] on CPU i / queues.
   uint32_t queues = DEFAULT_QUEUES, lanes = 0;
-  std::unique_ptr<std::atomic<uint32_t>[]> lane_load;  // requests queued or running
-  // When the lane's worker began its current request (coarse monotonic
-  // ms): a lane busy with one request for STALL_MS is taken last.
+  // Under run_lock (dispatch, next_for_lane): which lanes are busy (1: a
+  // request handed to the lane's worker and not yet finished; read without
+  // the lock for statistics), the round-robin counter, and the ready FIFO
+  // of requests that found every lane busy.
+  std::atomic<uint32_t> run_lock{0};
+  std::unique_ptr<std::atomic<uint32_t>[]> lane_load;
+  uint32_t rr = 0;
+  vreq *ready_head = nullptr, *ready_tail = nullptr;
+  uint64_t ready_waits = 0;
+  // When the lane's worker began its current request (coarse monotonic ms).
   std::unique_ptr<std::atomic<int64_t>[]> lane_started;
   uint32_t mount_share = 1;  // lanes' worth per file system without a limit of its own
 };
@@ -272,44 +280,48 @@ int64_t coarse_ms() {
   return int64_t(t.tv_sec) * 1000 + t.tv_nsec / 1000000;
 }
 
-// Where a lane stands for a new request, best first: a lane whose worker
-// has been in one request for STALL_MS (a file system that does not
-// answer, most likely) after every other, and of those the one stalled
-// longest last; otherwise the fewest requests, then the worker that began
-// its request last (the likeliest to finish first).
-struct lane_rank {
-  bool stalled;
-  uint32_t load;
-  int64_t since;
-  bool better_than(const lane_rank &o) const {
-    if (stalled != o.stalled) return !stalled;
-    if (!stalled && load != o.load) return load < o.load;
-    return since > o.since;
-  }
-};
-
-lane_rank rank_of(uint32_t lane, int64_t now) {
-  uint32_t load = g_sys.lane_load[lane].load(std::memory_order_relaxed);
-  int64_t since = g_sys.lane_started[lane].load(std::memory_order_relaxed);
-  return {load > 0 && now - since >= STALL_MS, load, since};
+// A lane counts as stalled when its worker has been in one request for
+// STALL_MS (a file system that does not answer, most likely): for
+// vfs_lanes_stalled and the operator, not for the choice of a lane -- a
+// request only ever goes to a free lane.
+bool lane_stalled(uint32_t lane, int64_t now) {
+  return g_sys.lane_load[lane].load(std::memory_order_relaxed) > 0 &&
+         now - g_sys.lane_started[lane].load(std::memory_order_relaxed) >= STALL_MS;
 }
 
-// Enqueues r on the best lane (lane_rank; ties: round robin).  A free lane
-// is always taken first, and no request queues behind a stalled worker
-// while another lane is not stalled.
+// Hands r to a free lane -- the one whose worker began a request last (the
+// likeliest still on a CPU), ties round robin -- or, with every lane busy,
+// appends it to the subsystem's ready FIFO, which the next worker to finish
+// takes from.  No request ever waits behind a worker that is in another
+// request: a worker stuck in a file system that does not answer holds
+// that request, nothing more.  Any context.
 void dispatch(vreq *r) {
-  uint32_t n = g_sys.lanes, best = g_sys.rr.fetch_add(1, std::memory_order_relaxed) % n;
-  const int64_t now = coarse_ms();
-  lane_rank best_rank = rank_of(best, now);
-  for (uint32_t k = 1; k < n && best_rank.load > 0; k++) {
-    uint32_t j = (best + k) % n;
-    lane_rank rank = rank_of(j, now);
-    if (rank.better_than(best_rank)) {
-      best = j;
-      best_rank = rank;
+  uint32_t best = UINT32_MAX;
+  {
+    spinlock g(g_sys.run_lock);
+    const uint32_t n = g_sys.lanes, first = g_sys.rr++ % n;
+    int64_t best_since = 0;
+    for (uint32_t k = 0; k < n; k++) {
+      const uint32_t j = (first + k) % n;
+      if (g_sys.lane_load[j].load(std::memory_order_relaxed) != 0) continue;
+      const int64_t since = g_sys.lane_started[j].load(std::memory_order_relaxed);
+      if (best == UINT32_MAX || since > best_since) {
+        best = j;
+        best_since = since;
+      }
     }
+    if (best == UINT32_MAX) {
+      r->wait_next = nullptr;
+      if (g_sys.ready_tail)
+        g_sys.ready_tail->wait_next = r;
+      else
+        g_sys.ready_head = r;
+      g_sys.ready_tail = r;
+      g_sys.ready_waits++;
+      return;
+    }
+    g_sys.lane_load[best].store(1, std::memory_order_relaxed);
   }
-  g_sys.lane_load[best].fetch_add(1, std::memory_order_relaxed);
   r->lane = uint16_t(best);
   workqueue_enqueue(g_sys.wq[best % g_sys.queues], &r->wk, int(best / g_sys.queues));
 }
@@ -336,12 +348,36 @@ void to_thread(vreq *r) {
   dispatch(r);
 }
 
-// A lane's worker.  When its request is done, the share's next parked
-// request (of any mount of the file system) takes that request's place in
-// the share; if nothing else is queued on this lane the worker runs it
-// itself -- it is awake and its file system just answered, where handing it
-// to another lane would wake a sleeping worker (two context switches) while
-// this one goes to sleep.
+// What a lane's worker runs after its request is done: the oldest request
+// waiting for a lane, where `parked` -- the share's next request, which has
+// just taken the finished one's place in the share, or nullptr -- queues
+// behind those already waiting; nullptr, with the lane marked free, when
+// nothing waits.  The finishing worker runs it itself: it is awake, where
+// handing it to another lane would wake a sleeping worker (two context
+// switches) while this one goes to sleep.
+vreq *next_for_lane(uint32_t lane, vreq *parked) {
+  spinlock g(g_sys.run_lock);
+  vreq *head = g_sys.ready_head;
+  if (!head) {
+    if (!parked) g_sys.lane_load[lane].store(0, std::memory_order_relaxed);
+    return parked;
+  }
+  g_sys.ready_head = head->wait_next;
+  if (!g_sys.ready_head) g_sys.ready_tail = nullptr;
+  if (parked) {
+    parked->wait_next = nullptr;
+    if (g_sys.ready_tail)
+      g_sys.ready_tail->wait_next = parked;
+    else
+      g_sys.ready_head = parked;
+    g_sys.ready_tail = parked;
+  }
+  return head;
+}
+
+// A lane's worker: runs its request, passes the request's place in the
+// share to the share's next parked request (of any mount of the file
+// system), completes it, and goes on with what next_for_lane gives it.
 void worker(work *wk, void *) {
   vreq *r = reinterpret_cast<vreq *>(reinterpret_cast<char *>(wk) - offsetof(vreq, wk));
   const uint16_t lane = r->lane;
@@ -350,31 +386,20 @@ void worker(work *wk, void *) {
     g_sys.lane_started[lane].store(coarse_ms(), std::memory_order_relaxed);
     run_here(r);
     thread_share *sh = r->fs->share;
-    vreq *next = nullptr;
+    vreq *parked = nullptr;
     {
       spinlock g(sh->lock);
-      if ((next = sh->wait_head) != nullptr) {
-        sh->wait_head = next->wait_next;
+      if ((parked = sh->wait_head) != nullptr) {
+        sh->wait_head = parked->wait_next;
         if (!sh->wait_head) sh->wait_tail = nullptr;
         sh->waiting--;
       } else {
-        // The lane is free before the share's place is: a request that
-        // takes the place next finds this lane free, never only lanes in
-        // use (some of them maybe stuck).
-        g_sys.lane_load[lane].fetch_sub(1, std::memory_order_relaxed);
         sh->in_thread--;
       }
     }
     vop_complete(r);  // r belongs to its caller from here on
-    if (!next) return;
-    if (g_sys.lane_load[lane].load(std::memory_order_relaxed) == 1) {
-      next->lane = lane;  // r's count on this lane passes to next
-      r = next;
-      continue;
-    }
-    g_sys.lane_load[lane].fetch_sub(1, std::memory_order_relaxed);
-    dispatch(next);
-    return;
+    if ((r = next_for_lane(lane, parked)) == nullptr) return;
+    r->lane = lane;
   }
 }
 
@@ -732,7 +757,7 @@ mount *vfs_alloc(const vfs_backend *be, size_t cache) {
 uint32_t vfs_lanes_stalled() {
   uint32_t n = 0;
   const int64_t now = coarse_ms();
-  for (uint32_t i = 0; i < g_sys.lanes; i++) n += rank_of(i, now).stalled;
+  for (uint32_t i = 0; i < g_sys.lanes; i++) n += lane_stalled(i, now);
   return n;
 }
 

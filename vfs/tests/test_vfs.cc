@@ -2168,6 +2168,42 @@ TEST(VfsLanes, NoRequestQueuesBehindAStalledWorker) {
   stop_lanes({stuck, slow, third});
 }
 
+// One file system allowed every lane but one (threads=) hangs in all of
+// them; another mount's requests, many more than the one free lane, all
+// complete -- at once, not after its stuck neighbours have been in their
+// requests for STALL_MS.  Before, a request that found every lane busy
+// queued on the busy lane whose worker began last, which here is a stuck
+// one: it waited for the hung file system (seen 1 run in 40 with 6 of 8
+// lanes stuck; with every lane but one, most runs).
+TEST(VfsLanes, NoRequestWaitsBehindAStuckWorkerEvenBeforeItCountsAsStalled) {
+  g_gate.reset();
+  ASSERT_NO_FATAL_FAILURE(start_lanes(0));
+  const int lanes = 4 * kcont_ncpus(), stuck_lanes = lanes - 1;
+  static int stuck_tag;
+  kc::vfs::mount *stuck = test_mount(&gate_backend, &stuck_tag),
+                 *healthy = test_mount(&gate_backend);
+  vfs_set_thread_limit(stuck, uint32_t(stuck_lanes));
+  gated_requests a, b;
+  a.start(stuck, stuck_lanes);
+  ASSERT_TRUE(kctest::eventually([&] {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    return g_gate.running == stuck_lanes;
+  }));
+  b.start(healthy, 8 * lanes);
+  EXPECT_TRUE(kctest::eventually([&] { return b.done.load() == 8 * lanes; }))
+      << b.done.load() << " of " << 8 * lanes << " completed: the rest wait behind a stuck worker";
+  EXPECT_EQ(a.done.load(), 0);
+  {
+    std::lock_guard<std::mutex> g(g_gate.mu);
+    g_gate.open = true;
+  }
+  g_gate.cv.notify_all();
+  EXPECT_TRUE(kctest::eventually([&] { return a.done.load() == stuck_lanes; }));
+  a.drain();
+  b.drain();
+  stop_lanes({stuck, healthy});
+}
+
 // Which worker threads ran a mount's requests: the first one waits for the
 // gate while the rest park in the mount's FIFO (share 1).
 struct chain_state {
