@@ -184,7 +184,7 @@ static int run_server(int argc, char **argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
   app.add_option("--vfs-lanes", vfs_lanes,
-                 "Thread-context lanes per CPU (kcont model; vfs(9)); 0 = 4")
+                 "Thread-context lanes per CPU (kcont model; vfs(9)); 0 = 4, 16 with a Ceph export")
       ->capture_default_str()
       ->check(CLI::Range(0, 16));
   app.add_option("--metrics", metrics,

@@ -36,12 +36,13 @@
 // starts (MNT of an export root, from the handle the request holds: no
 // call at all) and sends everything else to thread context, where the
 // mount's thread share bounds what a stalled cluster can hold: a SIGSTOPped
-// OSD blocks this mount's lanes, never another export's.  A data call's
-// time is mostly a wait for an OSD, so READ throughput follows the calls in
+// OSD blocks this mount's lanes, never another export's.  A call's time is
+// mostly a wait for an OSD or the MDS, so throughput follows the calls in
 // flight (measured, 8 KiB random READs with 128 outstanding: 4 in flight
-// 7.0-7.4k READs/s, 8: 8.1k, 28: 10.5-10.7k; docs/benchmarks.md); an export
-// may widen its share with threads= and the server's lanes with
-// --vfs-lanes, at the cost of that isolation.  Pacific's client
+// 7.0-7.4k READs/s, 8: 8.1k, 28: 10.5-10.7k; docs/benchmarks.md): the back
+// end declares VBC_REMOTE, and while its calls wait (REMOTE_WAIT_US on
+// average) its share is every lane but the others' mount_share, of 16 lanes
+// per CPU; an export may set its own with threads=.  Pacific's client
 // has no non-blocking data calls; Reef's ceph_ll_nonblocking_readv_writev
 // (a completion callback on the client's own thread) would slot in as a
 // VB_PENDING read and write in `start`, with VBC_FOREIGN_COMPLETION, and
@@ -995,8 +996,13 @@ void ceph_unmount_fs(mount *fs) {
   fs->priv = nullptr;
 }
 
-const vfs_backend ceph_backend = {"ceph",   ceph_vget,       ceph_reclaim,       ceph_start,
-                                  ceph_run, ceph_unmount_fs, VBC_OWN_CREDENTIALS};
+const vfs_backend ceph_backend = {"ceph",
+                                  ceph_vget,
+                                  ceph_reclaim,
+                                  ceph_start,
+                                  ceph_run,
+                                  ceph_unmount_fs,
+                                  VBC_OWN_CREDENTIALS | VBC_REMOTE};
 
 // Reads the export's handle key from its root, or makes one and stores it
 // there (XATTR_CREATE: of two servers mounting at once, the second reads

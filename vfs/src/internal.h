@@ -63,6 +63,13 @@ enum : uint32_t {
   // kcont do not own (a library's callback threads); Debug builds assert
   // that no other back end does.
   VBC_FOREIGN_COMPLETION = 1u << 2,
+  // Its calls mostly wait on a network (a cluster's servers), so its
+  // throughput follows the calls in flight: while its requests take
+  // REMOTE_WAIT_US or more on average in thread context, its file system's
+  // share (without a threads= of its own) is every lane but mount_share's
+  // worth, and a vfs_start with lanes_per_cpu 0 after such a mount makes
+  // REMOTE_LANES_PER_CPU lanes per CPU (vfs.cc, share_limit).
+  VBC_REMOTE = 1u << 3,
 };
 
 // The attributes of a vnode as last read, and the epoch of that read: a
@@ -154,6 +161,12 @@ struct thread_share {
   // (relaxed): a later mount of the file system may raise it while
   // requests of an earlier one read it.
   std::atomic<uint32_t> limit{0};
+  // A VBC_REMOTE back end's (set at mount): share_limit widens it while
+  // run_us, the moving average of its requests' time in thread context
+  // (microseconds; written by the workers that ran them, a hint read
+  // without the lock), is REMOTE_WAIT_US or more.
+  bool remote = false;
+  std::atomic<uint32_t> run_us{0};
   uint64_t dev = 0;    // the device (vfs_set_device), if keyed
   bool keyed = false;  // in the registry
   uint32_t refs = 0;   // mounts using it (keyed only)
@@ -218,6 +231,16 @@ std::string vfs_instance();
 // in a file system that does not answer, most likely).  For tests and
 // diagnostics; any context.
 inline constexpr int64_t STALL_MS = 100;
+
+// Lanes per CPU that vfs_start makes, with lanes_per_cpu 0, when a
+// VBC_REMOTE back end is mounted (4 otherwise).
+inline constexpr uint32_t REMOTE_LANES_PER_CPU = 16;
+// A VBC_REMOTE file system whose requests take at least this long in thread
+// context on average is waiting on its network and may have many in
+// flight; below it (answers from the client library's cache: a Ceph
+// GETATTR under capabilities, 5-20 us) a few workers running the share's
+// FIFO back to back beat waking a sleeping worker per request.
+inline constexpr uint32_t REMOTE_WAIT_US = 100;
 uint32_t vfs_lanes_stalled();
 
 // Says which file system (device) fs is on: every mount of one device then

@@ -111,7 +111,29 @@ subsystem g_sys;
 // Under sh->lock or not: limit changes only at mount.
 uint32_t share_limit(const thread_share *sh) {
   const uint32_t limit = sh->limit.load(std::memory_order_relaxed);
-  return limit ? std::min(limit, g_sys.lanes) : g_sys.mount_share;
+  if (limit) return std::min(limit, g_sys.lanes);
+  if (sh->remote && sh->run_us.load(std::memory_order_relaxed) >= REMOTE_WAIT_US)
+    return std::max(g_sys.mount_share, g_sys.lanes - g_sys.mount_share);
+  return g_sys.mount_share;
+}
+
+// Mounts of VBC_REMOTE back ends alive (vfs_mount .. vfs_unmount): a
+// vfs_start with lanes_per_cpu 0 makes REMOTE_LANES_PER_CPU lanes per CPU
+// while there are any.
+std::atomic<int> g_remote_mounts{0};
+
+int64_t monotonic_us() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return int64_t(t.tv_sec) * 1000000 + t.tv_nsec / 1000;
+}
+
+// Folds one request's time in thread context into a remote share's moving
+// average (weight 1/8; a racing update may be lost -- it is a hint).
+void note_run_time(thread_share *sh, int64_t us) {
+  const uint32_t avg = sh->run_us.load(std::memory_order_relaxed);
+  const auto sample = uint32_t(std::clamp<int64_t>(us, 0, 1000000));
+  sh->run_us.store(avg - avg / 8 + sample / 8, std::memory_order_relaxed);
 }
 
 std::atomic<bufpool *> g_pool{nullptr}, g_large_pool{nullptr};
@@ -384,8 +406,10 @@ void worker(work *wk, void *) {
   for (;;) {
     r->used_thread = true;
     g_sys.lane_started[lane].store(coarse_ms(), std::memory_order_relaxed);
-    run_here(r);
     thread_share *sh = r->fs->share;
+    const int64_t began = sh->remote ? monotonic_us() : 0;
+    run_here(r);
+    if (sh->remote) note_run_time(sh, monotonic_us() - began);
     vreq *parked = nullptr;
     {
       spinlock g(sh->lock);
@@ -679,7 +703,9 @@ int vfs_start(const vfs_config &cfg, std::string *err) {
              std::to_string(MAX_QUEUES);
     return EINVAL;
   }
-  g_sys.queues = cfg.lanes_per_cpu ? cfg.lanes_per_cpu : uint32_t(DEFAULT_QUEUES);
+  g_sys.queues = cfg.lanes_per_cpu            ? cfg.lanes_per_cpu
+                 : g_remote_mounts.load() > 0 ? REMOTE_LANES_PER_CPU
+                                              : uint32_t(DEFAULT_QUEUES);
   g_sys.lanes = g_sys.queues * uint32_t(ncpu);
   g_sys.lane_load = std::make_unique<std::atomic<uint32_t>[]>(g_sys.lanes);
   g_sys.lane_started = std::make_unique<std::atomic<int64_t>[]>(g_sys.lanes);
@@ -746,6 +772,10 @@ bufpool *vfs_large_bufpool() { return g_large_pool.load(std::memory_order_acquir
 mount *vfs_alloc(const vfs_backend *be, size_t cache) {
   auto *fs = new mount;
   fs->be = be;
+  if (be->caps & VBC_REMOTE) {
+    fs->own_share.remote = true;
+    g_remote_mounts.fetch_add(1);
+  }
   fs->entries = std::vector<vnode>(std::max<size_t>(cache, 16));
   size_t b = 1;
   while (b < 2 * fs->entries.size()) b <<= 1;
@@ -778,6 +808,9 @@ void vfs_set_device(mount *fs, uint64_t dev) {
   }
   sh->refs++;
   sh->limit.store(std::max(sh->limit.load(), fs->own_share.limit.load()));
+  // Written only by the first mount of a remote file system (one device is
+  // one back end's), before any request of it reads the flag.
+  if (fs->own_share.remote && !sh->remote) sh->remote = true;
   fs->share = sh;
 }
 
@@ -795,6 +828,7 @@ void vfs_unmount(mount *fs) {
     reclaim(fs, &held);
   }
   if (fs->be->unmount) fs->be->unmount(fs);
+  if (fs->be->caps & VBC_REMOTE) g_remote_mounts.fetch_sub(1);
   if (fs->share->keyed) {
     std::lock_guard<std::mutex> g(g_shares_mu);
     if (--fs->share->refs == 0) {

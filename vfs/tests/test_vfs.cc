@@ -2204,6 +2204,45 @@ TEST(VfsLanes, NoRequestWaitsBehindAStuckWorkerEvenBeforeItCountsAsStalled) {
   stop_lanes({stuck, healthy});
 }
 
+// A back end whose calls wait on a network (VBC_REMOTE): each call takes
+// at least a millisecond (a sleep never ends early) while g_remote_waits,
+// none otherwise.
+std::atomic<bool> g_remote_waits{false};
+void remote_run(vreq *) {
+  if (g_remote_waits.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+const vfs_backend remote_backend = {"remote",   gate_vget,    gate_reclaim, gate_start,
+                                    remote_run, gate_unmount, VBC_REMOTE};
+
+// Mounted before vfs_start, a remote back end gets 16 lanes per CPU; its
+// share is mount_share while its calls answer at once, every lane but
+// mount_share's worth while they wait, and narrows again when they stop
+// waiting.
+TEST(VfsLanes, ARemoteFileSystemsShareWidensWhileItsCallsWait) {
+  g_remote_waits = true;
+  kc::vfs::mount *fs = test_mount(&remote_backend);
+  ASSERT_NO_FATAL_FAILURE(start_lanes(0));
+  const uint32_t lanes = REMOTE_LANES_PER_CPU * uint32_t(kcont_ncpus()),
+                 narrow = std::min(lanes / 2, 2 * uint32_t(kcont_ncpus()));
+  EXPECT_EQ(vfs_get_stats(fs).thread_share, narrow);
+  {
+    gated_requests slow;
+    slow.start(fs, 16);
+    EXPECT_TRUE(kctest::eventually([&] { return slow.done.load() == 16; }));
+    slow.drain();
+  }
+  EXPECT_EQ(vfs_get_stats(fs).thread_share, lanes - narrow);
+  g_remote_waits = false;
+  EXPECT_TRUE(kctest::eventually([&] {
+    gated_requests quick;
+    quick.start(fs, 64);
+    const bool all = kctest::eventually([&] { return quick.done.load() == 64; });
+    quick.drain();
+    return all && vfs_get_stats(fs).thread_share == narrow;
+  }));
+  stop_lanes({fs});
+}
+
 // Which worker threads ran a mount's requests: the first one waits for the
 // gate while the rest park in the mount's FIFO (share 1).
 struct chain_state {

@@ -314,7 +314,8 @@ struct vfs_config {
   // until a READ touches one.  0: no large pool.
   uint32_t large_bufs = 16;
   // Thread context has lanes_per_cpu x kcont_ncpus() lanes (a workqueue
-  // level on a CPU, one worker each).  0: 4 per CPU; at most 16 (EINVAL
+  // level on a CPU, one worker each).  0: 4 per CPU, 16 if a back end
+  // whose calls wait on a network (Ceph) is mounted; at most 16 (EINVAL
   // above).
   uint32_t lanes_per_cpu = 0;
   // One file system's requests (those of every mount of its device; a
@@ -322,7 +323,9 @@ struct vfs_config {
   // lanes at once (0: two per CPU, at most half the lanes, at least 1; at
   // most all of them); more wait in its share's FIFO without a worker, so a
   // file system that stops answering ties up only its share.  An export's
-  // `threads=N` sets its file system's own limit instead.
+  // `threads=N` sets its file system's own limit instead; a file system
+  // whose calls wait on a network (Ceph) has every lane but mount_share's
+  // worth while they do (vfs(9), THE BACKEND INTERFACE).
   uint32_t mount_share = 0;
 };
 
