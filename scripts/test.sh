@@ -41,16 +41,33 @@ kcont_ensure_deps
 stages=${KCONT_TEST_STAGES:-"lint debug asan tsan ceph loaded fuzz install package soak"}
 ok=0
 fail=0
+failed=()  # "stage: what failed", printed again at the very end
+# passed / failed NAME [DETAIL]: counts a stage's result.
+passed() { ok=$((ok + 1)); }
+failed() {
+  fail=$((fail + 1))
+  failed+=("$1${2:+: $2}")
+}
+# The tests ctest saw fail in build directory $1 since clear_failures $1,
+# on one line.
+clear_failures() { rm -f "$1/Testing/Temporary/LastTestsFailed.log"; }
+ctest_failures() {
+  local log=$1/Testing/Temporary/LastTestsFailed.log
+  [ -s "$log" ] && cut -d: -f2- "$log" | tr '\n' ' '
+  return 0
+}
 run_stage() {
   local name=$1 dir=$2
   shift 2
   echo "=== kcont tests: $name ==="
   cmake -S . -B "$dir" -G Ninja -DKCONT_BENCH=OFF "$@" >/dev/null
-  ninja -C "$dir" -j"$(kcont_jobs)"
-  if ctest --test-dir "$dir" --output-on-failure -j1 -LE ceph; then
-    ok=$((ok + 1))
+  clear_failures "$dir"
+  if ! ninja -C "$dir" -j"$(kcont_jobs)"; then
+    failed "$name" "the build"
+  elif ctest --test-dir "$dir" --output-on-failure -j1 -LE ceph; then
+    passed
   else
-    fail=$((fail + 1))
+    failed "$name" "$(ctest_failures "$dir")"
   fi
 }
 for s in $stages; do
@@ -58,11 +75,7 @@ for s in $stages; do
     lint)
       echo "=== kcont tests: lint (clang-format, shellcheck, clang-tidy) ==="
       cmake -S . -B build-debug -G Ninja -DKCONT_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
-      if BUILD_DIR=build-debug bash scripts/lint.sh; then
-        ok=$((ok + 1))
-      else
-        fail=$((fail + 1))
-      fi
+      if BUILD_DIR=build-debug bash scripts/lint.sh; then passed; else failed lint; fi
       ;;
     debug) run_stage debug build-debug -DCMAKE_BUILD_TYPE=Debug ;;
     asan) UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
@@ -72,10 +85,11 @@ for s in $stages; do
           run_stage tsan build-tsan -DCMAKE_BUILD_TYPE=Debug -DKCONT_SANITIZE=thread ;;
     ceph)
       echo "=== kcont tests: ceph (a single-node cluster, the tests labelled ceph) ==="
+      clear_failures build-debug
       if bash scripts/test-ceph.sh build-debug; then
-        ok=$((ok + 1))
+        passed
       else
-        fail=$((fail + 1))
+        failed ceph "$(ctest_failures build-debug)"
       fi
       ;;
     loaded)
@@ -85,21 +99,18 @@ for s in $stages; do
       ninja -C build-debug -j"$(kcont_jobs)"
       stress-ng --cpu "$(kcont_jobs)" --cpu-method int64 --quiet &
       stress_pid=$!
+      clear_failures build-debug
       if ctest --test-dir build-debug --output-on-failure -j1 -R "${KCONT_LOADED_TESTS:-^Kcont}"; then
-        ok=$((ok + 1))
+        passed
       else
-        fail=$((fail + 1))
+        failed loaded "$(ctest_failures build-debug)"
       fi
       kill "$stress_pid" 2>/dev/null || true
       wait "$stress_pid" 2>/dev/null || true
       ;;
     fuzz)
       echo "=== kcont tests: fuzz ==="
-      if bash scripts/fuzz.sh "${KCONT_FUZZ_SECONDS:-60}"; then
-        ok=$((ok + 1))
-      else
-        fail=$((fail + 1))
-      fi
+      if bash scripts/fuzz.sh "${KCONT_FUZZ_SECONDS:-60}"; then passed; else failed fuzz; fi
       ;;
     install)
       echo "=== kcont tests: install (find_package and pkg-config consumers) ==="
@@ -107,26 +118,22 @@ for s in $stages; do
       cmake -S . -B build-install -G Ninja -DCMAKE_BUILD_TYPE=Release -DKCONT_TESTS=OFF \
         -DKCONT_BENCH=OFF >/dev/null
       if ninja -C build-install -j"$(kcont_jobs)" && bash packaging/test-install.sh build-install; then
-        ok=$((ok + 1))
+        passed
       else
-        fail=$((fail + 1))
+        failed install
       fi
       ;;
     package)
       echo "=== kcont tests: Debian packages (build, dpkg -i, serve, dpkg -P) ==="
-      if bash packaging/test-deb.sh; then
-        ok=$((ok + 1))
-      else
-        fail=$((fail + 1))
-      fi
+      if bash packaging/test-deb.sh; then passed; else failed package; fi
       ;;
     soak)
       for model in kcont threads; do
         echo "=== kcont tests: soak ($model model, ${KCONT_SOAK_MINUTES:-2} min) ==="
         if ROUND=30 KILL_EVERY=2 bash scripts/soak.sh "${KCONT_SOAK_MINUTES:-2}" "$model"; then
-          ok=$((ok + 1))
+          passed
         else
-          fail=$((fail + 1))
+          failed "soak ($model model)"
         fi
       done
       ;;
@@ -134,4 +141,5 @@ for s in $stages; do
   esac
 done
 echo "test stages: $ok passed, $fail failed"
+for f in "${failed[@]}"; do echo "FAILED: $f"; done
 [ "$fail" -eq 0 ]
