@@ -354,6 +354,23 @@ uint32_t get32(const uint8_t *p) {
   return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
 }
 
+// connect(2) that a signal does not end (libFuzzer's SIGALRM for its
+// -timeout check interrupts a connect that has to wait, and the connection
+// then completes in the background): waits for it and returns its result.
+int connect_retrying(int fd, const sockaddr_in &addr) {
+  if (connect(fd, reinterpret_cast<const sockaddr *>(&addr), sizeof addr) == 0) return 0;
+  if (errno != EINTR) return -1;
+  pollfd p{fd, POLLOUT, 0};
+  int n;
+  while ((n = poll(&p, 1, -1)) < 0 && errno == EINTR) {
+  }
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return -1;
+  errno = err;
+  return err == 0 ? 0 : -1;
+}
+
 // Sends w.sent through the kcont transport on a new connection, cut into
 // fragments by rng, half-closes it and checks every reply until the
 // server closes.
@@ -361,8 +378,7 @@ void through_kcont(world &w, uint64_t &rng) {
   if (w.sent.empty()) return;
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) die("socket");
-  if (connect(fd, reinterpret_cast<const sockaddr *>(&w.kaddr), sizeof w.kaddr) != 0)
-    die("connect to the kcont transport");
+  if (connect_retrying(fd, w.kaddr) != 0) die("connect to the kcont transport");
   std::vector<uint8_t> stream;
   std::set<uint32_t> xids;
   for (const auto &rec : w.sent) {
