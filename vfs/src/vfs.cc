@@ -302,6 +302,22 @@ int64_t coarse_ms() {
   return int64_t(t.tv_sec) * 1000 + t.tv_nsec / 1000000;
 }
 
+// The FIFOs of requests waiting for thread context (a share's, the ready
+// one), linked through vreq::wait_next; under the lock of their owner.
+void fifo_push(vreq **head, vreq **tail, vreq *r) {
+  r->wait_next = nullptr;
+  if (*tail)
+    (*tail)->wait_next = r;
+  else
+    *head = r;
+  *tail = r;
+}
+vreq *fifo_pop(vreq **head, vreq **tail) {
+  vreq *r = *head;
+  if (r && !(*head = r->wait_next)) *tail = nullptr;
+  return r;
+}
+
 // A lane counts as stalled when its worker has been in one request for
 // STALL_MS (a file system that does not answer, most likely): for
 // vfs_lanes_stalled and the operator, not for the choice of a lane -- a
@@ -333,12 +349,7 @@ void dispatch(vreq *r) {
       }
     }
     if (best == UINT32_MAX) {
-      r->wait_next = nullptr;
-      if (g_sys.ready_tail)
-        g_sys.ready_tail->wait_next = r;
-      else
-        g_sys.ready_head = r;
-      g_sys.ready_tail = r;
+      fifo_push(&g_sys.ready_head, &g_sys.ready_tail, r);
       g_sys.ready_waits++;
       return;
     }
@@ -355,12 +366,7 @@ void to_thread(vreq *r) {
   {
     spinlock g(sh->lock);
     if (sh->in_thread >= share_limit(sh)) {
-      r->wait_next = nullptr;
-      if (sh->wait_tail)
-        sh->wait_tail->wait_next = r;
-      else
-        sh->wait_head = r;
-      sh->wait_tail = r;
+      fifo_push(&sh->wait_head, &sh->wait_tail, r);
       sh->waiting++;
       sh->waits++;
       return;
@@ -379,21 +385,12 @@ void to_thread(vreq *r) {
 // switches) while this one goes to sleep.
 vreq *next_for_lane(uint32_t lane, vreq *parked) {
   spinlock g(g_sys.run_lock);
-  vreq *head = g_sys.ready_head;
+  vreq *head = fifo_pop(&g_sys.ready_head, &g_sys.ready_tail);
   if (!head) {
     if (!parked) g_sys.lane_load[lane].store(0, std::memory_order_relaxed);
     return parked;
   }
-  g_sys.ready_head = head->wait_next;
-  if (!g_sys.ready_head) g_sys.ready_tail = nullptr;
-  if (parked) {
-    parked->wait_next = nullptr;
-    if (g_sys.ready_tail)
-      g_sys.ready_tail->wait_next = parked;
-    else
-      g_sys.ready_head = parked;
-    g_sys.ready_tail = parked;
-  }
+  if (parked) fifo_push(&g_sys.ready_head, &g_sys.ready_tail, parked);
   return head;
 }
 
@@ -413,9 +410,7 @@ void worker(work *wk, void *) {
     vreq *parked = nullptr;
     {
       spinlock g(sh->lock);
-      if ((parked = sh->wait_head) != nullptr) {
-        sh->wait_head = parked->wait_next;
-        if (!sh->wait_head) sh->wait_tail = nullptr;
+      if ((parked = fifo_pop(&sh->wait_head, &sh->wait_tail)) != nullptr) {
         sh->waiting--;
       } else {
         sh->in_thread--;
