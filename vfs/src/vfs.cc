@@ -98,10 +98,9 @@ struct subsystem {
   // the lock for statistics), the round-robin counter, and the ready FIFO
   // of requests that found every lane busy.
   std::atomic<uint32_t> run_lock{0};
-  std::unique_ptr<std::atomic<uint32_t>[]> lane_load;
+  std::unique_ptr<std::atomic<uint32_t>[]> lane_busy;
   uint32_t rr = 0;
   vreq *ready_head = nullptr, *ready_tail = nullptr;
-  uint64_t ready_waits = 0;
   // When the lane's worker began its current request (coarse monotonic ms).
   std::unique_ptr<std::atomic<int64_t>[]> lane_started;
   uint32_t mount_share = 1;  // lanes' worth per file system without a limit of its own
@@ -323,7 +322,7 @@ vreq *fifo_pop(vreq **head, vreq **tail) {
 // vfs_lanes_stalled and the operator, not for the choice of a lane -- a
 // request only ever goes to a free lane.
 bool lane_stalled(uint32_t lane, int64_t now) {
-  return g_sys.lane_load[lane].load(std::memory_order_relaxed) > 0 &&
+  return g_sys.lane_busy[lane].load(std::memory_order_relaxed) > 0 &&
          now - g_sys.lane_started[lane].load(std::memory_order_relaxed) >= STALL_MS;
 }
 
@@ -341,7 +340,7 @@ void dispatch(vreq *r) {
     int64_t best_since = 0;
     for (uint32_t k = 0; k < n; k++) {
       const uint32_t j = (first + k) % n;
-      if (g_sys.lane_load[j].load(std::memory_order_relaxed) != 0) continue;
+      if (g_sys.lane_busy[j].load(std::memory_order_relaxed) != 0) continue;
       const int64_t since = g_sys.lane_started[j].load(std::memory_order_relaxed);
       if (best == UINT32_MAX || since > best_since) {
         best = j;
@@ -350,10 +349,9 @@ void dispatch(vreq *r) {
     }
     if (best == UINT32_MAX) {
       fifo_push(&g_sys.ready_head, &g_sys.ready_tail, r);
-      g_sys.ready_waits++;
       return;
     }
-    g_sys.lane_load[best].store(1, std::memory_order_relaxed);
+    g_sys.lane_busy[best].store(1, std::memory_order_relaxed);
   }
   r->lane = uint16_t(best);
   workqueue_enqueue(g_sys.wq[best % g_sys.queues], &r->wk, int(best / g_sys.queues));
@@ -387,7 +385,7 @@ vreq *next_for_lane(uint32_t lane, vreq *parked) {
   spinlock g(g_sys.run_lock);
   vreq *head = fifo_pop(&g_sys.ready_head, &g_sys.ready_tail);
   if (!head) {
-    if (!parked) g_sys.lane_load[lane].store(0, std::memory_order_relaxed);
+    if (!parked) g_sys.lane_busy[lane].store(0, std::memory_order_relaxed);
     return parked;
   }
   if (parked) fifo_push(&g_sys.ready_head, &g_sys.ready_tail, parked);
@@ -702,7 +700,7 @@ int vfs_start(const vfs_config &cfg, std::string *err) {
                  : g_remote_mounts.load() > 0 ? REMOTE_LANES_PER_CPU
                                               : uint32_t(DEFAULT_QUEUES);
   g_sys.lanes = g_sys.queues * uint32_t(ncpu);
-  g_sys.lane_load = std::make_unique<std::atomic<uint32_t>[]>(g_sys.lanes);
+  g_sys.lane_busy = std::make_unique<std::atomic<uint32_t>[]>(g_sys.lanes);
   g_sys.lane_started = std::make_unique<std::atomic<int64_t>[]>(g_sys.lanes);
   // Default: two lanes per CPU (half of DEFAULT_QUEUES), whatever the
   // number of lanes: more lanes (--vfs-lanes) are for file systems given a
