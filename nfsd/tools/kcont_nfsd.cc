@@ -16,6 +16,7 @@
 // no-op outside a Type=notify unit).
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -28,9 +29,11 @@
 #endif
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -46,6 +49,25 @@ using namespace kc;
 using namespace kc::nfs;
 
 namespace {
+
+// Caps glibc's malloc arenas at the number of online CPUs (glibc's default
+// is eight per CPU), unless the environment chooses (MALLOC_ARENA_MAX, or
+// arena_max in GLIBC_TUNABLES).  The server's own request path does not
+// allocate, but a library behind the VFS may: libcephfs copies every WRITE
+// into buffers allocated on the lane's thread and freed on its own threads,
+// and with an arena per allocating thread the freed pages scatter over a
+// dozen heaps that each keep what they once held (after 64 KiB WRITEs to a
+// Ceph export: 423-476 MiB of RSS with glibc's default, 249-262 MiB with
+// two arenas on two CPUs, throughput within the runs' spread;
+// docs/benchmarks.md).  Returns the cap set, 0 when the environment's holds.
+// Call before the first thread starts.
+int cap_malloc_arenas() {
+  const char *tunables = std::getenv("GLIBC_TUNABLES");
+  if (std::getenv("MALLOC_ARENA_MAX") || (tunables && std::strstr(tunables, "arena_max"))) return 0;
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  int cap = int(std::clamp<long>(cpus, 1, 64));
+  return mallopt(M_ARENA_MAX, cap) == 1 ? cap : 0;
+}
 
 // Tells systemd about the service's state (READY=1, RELOADING=1,
 // STOPPING=1); nothing without libsystemd or outside a notify unit.
@@ -208,6 +230,8 @@ static int run_server(int argc, char **argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("kcont-nfsd: [%H:%M:%S.%e] %^%l%$: %v");
   spdlog::set_level(spdlog::level::from_str(log_level));
+  if (int cap = cap_malloc_arenas())
+    spdlog::debug("malloc arenas: at most {} (MALLOC_ARENA_MAX overrides)", cap);
 
   // Identity: every request runs as its client, or the operator said
   // otherwise.
