@@ -905,6 +905,21 @@ void ceph_reclaim(vnode *vp) {
   release_now(m->cm, v);
 }
 
+constexpr auto ceph_vops = [] {
+  vop_vector<> v;
+  v.set(vop::getattr, do_getattr).set(vop::setattr, do_setattr).set(vop::lookup, do_lookup);
+  v.set(vop::access, do_access).set(vop::readlink, do_readlink).set(vop::read, do_read);
+  v.set(vop::write, do_write).set(vop::create, do_create).set(vop::mkdir, do_mkdir);
+  v.set(vop::symlink, do_symlink).set(vop::mknod, do_mknod);
+  v.set(vop::remove, [](vreq *r) { do_remove(r, false); });
+  v.set(vop::rmdir, [](vreq *r) { do_remove(r, true); });
+  v.set(vop::rename, do_rename).set(vop::link, do_link).set(vop::readdir, do_readdir);
+  v.set(vop::fsstat, do_fsstat).set(vop::fsinfo, do_fsinfo).set(vop::commit, do_commit);
+  v.set(vop::walk, do_walk);
+  return v;
+}();
+static_assert(ceph_vops.complete());
+
 void ceph_run(vreq *r) {
   release_deferred(cms(r->fs));
   if (r->error != 0) {  // refused already (EROFS): the attributes it reports
@@ -912,71 +927,7 @@ void ceph_run(vreq *r) {
     if (r->op == vop::rename || r->op == vop::link) post2(r);
     return;
   }
-  switch (r->op) {
-    case vop::getattr:
-      do_getattr(r);
-      break;
-    case vop::setattr:
-      do_setattr(r);
-      break;
-    case vop::lookup:
-      do_lookup(r);
-      break;
-    case vop::access:
-      do_access(r);
-      break;
-    case vop::readlink:
-      do_readlink(r);
-      break;
-    case vop::read:
-      do_read(r);
-      break;
-    case vop::write:
-      do_write(r);
-      break;
-    case vop::create:
-      do_create(r);
-      break;
-    case vop::mkdir:
-      do_mkdir(r);
-      break;
-    case vop::symlink:
-      do_symlink(r);
-      break;
-    case vop::mknod:
-      do_mknod(r);
-      break;
-    case vop::remove:
-      do_remove(r, false);
-      break;
-    case vop::rmdir:
-      do_remove(r, true);
-      break;
-    case vop::rename:
-      do_rename(r);
-      break;
-    case vop::link:
-      do_link(r);
-      break;
-    case vop::readdir:
-      do_readdir(r);
-      break;
-    case vop::fsstat:
-      do_fsstat(r);
-      break;
-    case vop::fsinfo:
-      do_fsinfo(r);
-      break;
-    case vop::commit:
-      do_commit(r);
-      break;
-    case vop::walk:
-      do_walk(r);
-      break;
-    case vop::count_:
-      r->error = EINVAL;
-      break;
-  }
+  ceph_vops.call(r);
 }
 
 void shut_down(ceph_mount_state *m) {

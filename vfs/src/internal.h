@@ -310,6 +310,37 @@ bool data_access_allowed(const vattr &a, const vcred &c, int want);
 // Whether r modifies the file system (refused with EROFS on VREQ_RDONLY).
 bool vop_modifies(vop op);
 
+// A back end's thread-context operations, one entry per vop: the vnode
+// operations vector of BSD's vnodeopv_desc.  A back end builds its vector
+// once, at compile time (set), asserts that it is complete, and its run()
+// calls it; an entry takes the request and what that run() passes along
+// (Extra: the memory back end's mount and aftermath).  call() answers
+// EINVAL for an entry that is missing and for an op out of range.  Any
+// context the entries allow.
+template <class... Extra>
+struct vop_vector {
+  using op_fn = void (*)(vreq *, Extra...);
+  op_fn ops[size_t(vop::count_)] = {};
+
+  constexpr vop_vector &set(vop op, op_fn fn) {
+    ops[size_t(op)] = fn;
+    return *this;
+  }
+  constexpr bool complete() const {
+    for (op_fn fn : ops)
+      if (!fn) return false;
+    return true;
+  }
+  void call(vreq *r, Extra... extra) const {
+    size_t i = size_t(r->op);
+    if (i >= size_t(vop::count_) || !ops[i]) {
+      r->error = EINVAL;
+      return;
+    }
+    ops[i](r, extra...);
+  }
+};
+
 // Validates a name (r->name, and r->name2 when the operation uses it):
 // non-empty, no '/', not longer than VFS_NAME_MAX.  Returns 0 or an errno.
 int check_name(const char *name);

@@ -1154,73 +1154,26 @@ int local_start(vreq *r) {
   }
 }
 
-void local_run(vreq *r) {
-  switch (r->op) {
-    case vop::getattr:
-      current(r);
-      if (!r->obj.have_post) r->error = errno;
-      break;
-    case vop::setattr:
-      do_setattr(r);
-      break;
-    case vop::lookup:
-      do_lookup(r);
-      break;
-    case vop::access:
-      do_access(r);
-      break;
-    case vop::readlink:
-      do_readlink(r);
-      break;
-    case vop::read:
-      do_read(r);
-      break;
-    case vop::write:
-      do_write(r);
-      break;
-    case vop::create:
-      do_create(r);
-      break;
-    case vop::mkdir:
-      do_mkdir(r);
-      break;
-    case vop::symlink:
-      do_symlink(r);
-      break;
-    case vop::mknod:
-      do_mknod(r);
-      break;
-    case vop::remove:
-      do_remove(r, false);
-      break;
-    case vop::rmdir:
-      do_remove(r, true);
-      break;
-    case vop::rename:
-      do_rename(r);
-      break;
-    case vop::link:
-      do_link(r);
-      break;
-    case vop::readdir:
-      do_readdir(r);
-      break;
-    case vop::fsstat:
-      do_fsstat(r);
-      break;
-    case vop::fsinfo:
-      do_fsinfo(r);
-      break;
-    case vop::commit:
-      do_commit(r);
-      break;
-    case vop::walk:
-      do_walk(r);
-      break;
-    default:
-      r->error = EINVAL;
-  }
-}
+constexpr auto local_vops = [] {
+  vop_vector<> v;
+  v.set(vop::getattr, [](vreq *r) {
+    current(r);
+    if (!r->obj.have_post) r->error = errno;
+  });
+  v.set(vop::setattr, do_setattr).set(vop::lookup, do_lookup).set(vop::access, do_access);
+  v.set(vop::readlink, do_readlink).set(vop::read, do_read).set(vop::write, do_write);
+  v.set(vop::create, do_create).set(vop::mkdir, do_mkdir).set(vop::symlink, do_symlink);
+  v.set(vop::mknod, do_mknod);
+  v.set(vop::remove, [](vreq *r) { do_remove(r, false); });
+  v.set(vop::rmdir, [](vreq *r) { do_remove(r, true); });
+  v.set(vop::rename, do_rename).set(vop::link, do_link).set(vop::readdir, do_readdir);
+  v.set(vop::fsstat, do_fsstat).set(vop::fsinfo, do_fsinfo).set(vop::commit, do_commit);
+  v.set(vop::walk, do_walk);
+  return v;
+}();
+static_assert(local_vops.complete());
+
+void local_run(vreq *r) { local_vops.call(r); }
 
 void local_unmount(mount *fs) {
   local_mount *m = lm(fs);

@@ -982,6 +982,33 @@ int mem_start(vreq *r) {
   }
 }
 
+// Thread context: every operation, under the mount's lock (mem_run).
+constexpr auto mem_vops = [] {
+  vop_vector<mem_mount &, aftermath *> v;
+  v.set(vop::getattr, [](vreq *r, mem_mount &, aftermath *) { post(r); });
+  v.set(vop::setattr, [](vreq *r, mem_mount &m, aftermath *) { op_setattr(m, r); });
+  v.set(vop::lookup, [](vreq *r, mem_mount &m, aftermath *) { op_lookup(m, r); });
+  v.set(vop::access, [](vreq *r, mem_mount &, aftermath *) { op_access(r); });
+  v.set(vop::readlink, [](vreq *r, mem_mount &, aftermath *) { op_readlink(r); });
+  v.set(vop::read, [](vreq *r, mem_mount &, aftermath *) { op_read(r, false); });
+  v.set(vop::write, [](vreq *r, mem_mount &m, aftermath *) { op_write(m, r); });
+  v.set(vop::create, [](vreq *r, mem_mount &m, aftermath *) { op_create(m, r); });
+  v.set(vop::mkdir, [](vreq *r, mem_mount &m, aftermath *) { op_mkdir(m, r); });
+  v.set(vop::symlink, [](vreq *r, mem_mount &m, aftermath *) { op_symlink(m, r); });
+  v.set(vop::mknod, [](vreq *r, mem_mount &m, aftermath *) { op_mknod(m, r); });
+  v.set(vop::remove, [](vreq *r, mem_mount &m, aftermath *a) { op_remove(m, r, false, a); });
+  v.set(vop::rmdir, [](vreq *r, mem_mount &m, aftermath *a) { op_remove(m, r, true, a); });
+  v.set(vop::rename, [](vreq *r, mem_mount &m, aftermath *a) { op_rename(m, r, a); });
+  v.set(vop::link, [](vreq *r, mem_mount &, aftermath *) { op_link(r); });
+  v.set(vop::readdir, [](vreq *r, mem_mount &m, aftermath *) { op_readdir(m, r); });
+  v.set(vop::fsstat, [](vreq *r, mem_mount &m, aftermath *) { op_fsstat(m, r); });
+  v.set(vop::fsinfo, [](vreq *r, mem_mount &m, aftermath *) { op_fsinfo(m, r); });
+  v.set(vop::commit, [](vreq *r, mem_mount &, aftermath *) { op_commit(r); });
+  v.set(vop::walk, [](vreq *r, mem_mount &m, aftermath *) { op_walk(m, r); });
+  return v;
+}();
+static_assert(mem_vops.complete());
+
 void mem_run(vreq *r) {
   mem_mount &m = *mm(r->fs);
   aftermath after;
@@ -992,70 +1019,7 @@ void mem_run(vreq *r) {
     if (r->error && vop_modifies(r->op)) {
       refused(r);
     } else {
-      switch (r->op) {
-        case vop::getattr:
-          post(r);
-          break;
-        case vop::setattr:
-          op_setattr(m, r);
-          break;
-        case vop::lookup:
-          op_lookup(m, r);
-          break;
-        case vop::access:
-          op_access(r);
-          break;
-        case vop::readlink:
-          op_readlink(r);
-          break;
-        case vop::read:
-          op_read(r, false);
-          break;
-        case vop::write:
-          op_write(m, r);
-          break;
-        case vop::create:
-          op_create(m, r);
-          break;
-        case vop::mkdir:
-          op_mkdir(m, r);
-          break;
-        case vop::symlink:
-          op_symlink(m, r);
-          break;
-        case vop::mknod:
-          op_mknod(m, r);
-          break;
-        case vop::remove:
-          op_remove(m, r, false, &after);
-          break;
-        case vop::rmdir:
-          op_remove(m, r, true, &after);
-          break;
-        case vop::rename:
-          op_rename(m, r, &after);
-          break;
-        case vop::link:
-          op_link(r);
-          break;
-        case vop::readdir:
-          op_readdir(m, r);
-          break;
-        case vop::fsstat:
-          op_fsstat(m, r);
-          break;
-        case vop::fsinfo:
-          op_fsinfo(m, r);
-          break;
-        case vop::commit:
-          op_commit(r);
-          break;
-        case vop::walk:
-          op_walk(m, r);
-          break;
-        default:
-          r->error = EINVAL;
-      }
+      mem_vops.call(r, m, &after);
     }
   } catch (const std::bad_alloc &) {
     r->error = ENOMEM;
