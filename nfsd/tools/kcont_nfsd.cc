@@ -62,11 +62,14 @@ namespace {
 // docs/benchmarks.md).  Returns the cap set, 0 when the environment's holds.
 // Call before the first thread starts.
 int cap_malloc_arenas() {
+  // NOLINTBEGIN(concurrency-mt-unsafe): one thread yet, and nothing in this
+  // program sets the environment
   const char *tunables = std::getenv("GLIBC_TUNABLES");
   if (std::getenv("MALLOC_ARENA_MAX") || (tunables && std::strstr(tunables, "arena_max"))) return 0;
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   int cap = int(std::clamp<long>(cpus, 1, 64));
   return mallopt(M_ARENA_MAX, cap) == 1 ? cap : 0;
+  // NOLINTEND(concurrency-mt-unsafe)
 }
 
 // Tells systemd about the service's state (READY=1, RELOADING=1,
