@@ -57,7 +57,7 @@ namespace {
 // into buffers allocated on the lane's thread and freed on its own threads,
 // and with an arena per allocating thread the freed pages scatter over a
 // dozen heaps that each keep what they once held (after 64 KiB WRITEs to a
-// Ceph export: 423-476 MiB of RSS with glibc's default, 249-262 MiB with
+// Ceph export: 413-464 MiB of RSS with glibc's default, 243-255 MiB with
 // two arenas on two CPUs, throughput within the runs' spread;
 // docs/benchmarks.md).  Returns the cap set, 0 when the environment's holds.
 // Call before the first thread starts.

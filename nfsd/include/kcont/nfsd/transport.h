@@ -37,7 +37,7 @@ struct transport_config {
   uint32_t idle_timeout_ms = 360000;   // close a connection idle this long; 0: never
   uint32_t record_timeout_ms = 30000;  // reset one whose request (or reply) takes longer
   uint32_t threads = 8;                // threads model: worker threads
-  uint32_t vfs_lanes_per_cpu = 0;      // kcont model: vfs_config::lanes_per_cpu (0: 4)
+  uint32_t vfs_lanes_per_cpu = 0;      // kcont model: vfs_config::lanes_per_cpu (0: its default)
   uint32_t grace_ms = 5000;            // stop(): how long in-flight requests may take
   uint64_t max_memory = 0;             // request/reply buffer budget; 0: 1 GiB or RAM/4
 };
