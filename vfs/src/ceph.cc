@@ -64,7 +64,10 @@
 // Memory: libcephfs caches inodes (client_cache_size) and file data
 // (client_oc_size): both are set from the mount's options, so the server's
 // memory is bounded by --max-memory plus oc_size plus libcephfs's cached
-// inodes (vfs(9), BACKENDS).
+// inodes (vfs(9), BACKENDS).  The client's in-memory debug log is quieted
+// (0/0) for every subsystem the conf file leaves at Ceph's default: it
+// costs a formatted message and a wake-up of libcephfs's log thread per
+// call even when nothing is printed.
 //
 // Locking: per request, but the vnode's Fh (installed once with a
 // compare-and-swap; a racing opener closes its own) and the mount's queue
@@ -84,6 +87,7 @@
 #include <sys/xattr.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -990,6 +994,39 @@ bool set_conf(ceph_mount_info *cm, const char *name, const std::string &value, s
   return rc >= 0;
 }
 
+// The debug subsystems a libcephfs client writes to.  Ceph gathers their
+// messages up to the second level of `debug_X = LOG/GATHER` in memory, for
+// a crash report, even when it prints none: a 0/5 client formats a message
+// and wakes its log thread several times per READ (measured: 6-15 us and
+// ~1.7 context switches per 8 KiB READ on this back end's lanes).
+constexpr const char *CLIENT_LOG_SUBSYS[] = {
+    "debug_client", "debug_objectcacher", "debug_objecter",    "debug_ms",
+    "debug_monc",   "debug_auth",         "debug_finisher",    "debug_context",
+    "debug_buffer", "debug_timer",        "debug_filer",       "debug_striper",
+    "debug_asok",   "debug_throttle",     "debug_perfcounter", "debug_crypto",
+};
+constexpr size_t N_LOG_SUBSYS = sizeof CLIENT_LOG_SUBSYS / sizeof CLIENT_LOG_SUBSYS[0];
+using log_levels = std::array<std::array<char, 32>, N_LOG_SUBSYS>;
+
+// The client's current debug levels, before or after its conf is read.
+log_levels read_log_levels(ceph_mount_info *cm) {
+  log_levels v{};
+  for (size_t i = 0; i < N_LOG_SUBSYS; i++)
+    if (ceph_conf_get(cm, CLIENT_LOG_SUBSYS[i], v[i].data(), v[i].size() - 1) < 0) v[i][0] = 0;
+  return v;
+}
+
+// Quiets (0/0) every subsystem whose level the conf file left at Ceph's
+// default (`before`); a level the file sets is the operator's and stays.
+bool quiet_client_log(ceph_mount_info *cm, const log_levels &before, std::string *err) {
+  const log_levels now = read_log_levels(cm);
+  for (size_t i = 0; i < N_LOG_SUBSYS; i++)
+    if (std::strcmp(now[i].data(), before[i].data()) == 0 && now[i][0] &&
+        !set_conf(cm, CLIENT_LOG_SUBSYS[i], "0/0", err))
+      return false;
+  return true;
+}
+
 }  // namespace
 
 // vfs_mount's "ceph" (vfs(9), BACKENDS).
@@ -1029,9 +1066,11 @@ mount *ceph_mount_options(const vfs_options &opts, std::string *err) {
     m->cm = nullptr;
     return fail("ceph_create", rc);
   }
+  const log_levels default_log = read_log_levels(m->cm);
   rc = ceph_conf_read_file(m->cm, conf.empty() ? nullptr : conf.c_str());
   if (rc < 0)
     return fail("reading " + (conf.empty() ? std::string("the default ceph.conf") : conf), rc);
+  if (!quiet_client_log(m->cm, default_log, err)) return fail("", 0);
   // The client's caches are this server's memory: bounded from the options.
   // POSIX ACLs off: mode bits are then the whole permission decision, in
   // libcephfs as in this back end's ACCESS, READ and WRITE.

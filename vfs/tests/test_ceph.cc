@@ -5,9 +5,12 @@
 // that survive a remount and are refused when forged or another export's,
 // a directory moved out of the export, two clients of one file system
 // (close-to-open through COMMIT), READDIR cookies over a large directory,
-// and a quota that runs out.  Each test works in a directory of its own,
-// made through a mount of the file system's root.
+// a quota that runs out, and the client's in-memory log quieted.  Each test works in a directory of
+// its own, made through a mount of the file system's root.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -288,7 +291,68 @@ TEST(VfsCeph, AWriteBeyondAQuotaIsEdquot) {
   EXPECT_EQ(e, EDQUOT) << std::strerror(e);
 }
 
+// What the client's admin socket at `sock` answers for `config get VAR`
+// (the value, or "" when the socket does not answer).  The protocol: the
+// command as JSON with a NUL, then a 32-bit big-endian length and the reply.
+std::string client_config(const std::string &sock, const char *var) {
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock.c_str());
+  std::string out;
+  if (connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa) == 0) {
+    const std::string cmd =
+        std::string(R"({"prefix": "config get", "var": ")") + var + R"("})" + '\0';
+    uint32_t len = 0;
+    if (write(fd, cmd.data(), cmd.size()) == ssize_t(cmd.size()) &&
+        read(fd, &len, sizeof len) == ssize_t(sizeof len)) {
+      std::string reply(ntohl(len), '\0');
+      size_t got = 0;
+      for (ssize_t n; got < reply.size() && (n = read(fd, &reply[got], reply.size() - got)) > 0;)
+        got += size_t(n);
+      // {"debug_client": "0/0"}: the last quoted string.
+      size_t end = reply.rfind('"'),
+             start = end == std::string::npos ? end : reply.rfind('"', end - 1);
+      if (start != std::string::npos) out = reply.substr(start + 1, end - start - 1);
+    }
+  }
+  close(fd);
+  return out;
+}
+
 }  // namespace
+
+// libcephfs gathers its debug messages in memory up to each subsystem's
+// second level, and wakes its log thread for them, even when it prints
+// none: the back end quiets (0/0) every level the conf file leaves at
+// Ceph's default, and keeps one the file sets.
+TEST(VfsCeph, TheClientsInMemoryLogIsQuietUnlessTheConfSetsIt) {
+  NEED_CEPH();
+  char dir[] = "/tmp/kcont-ceph-log-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string conf = std::string(dir) + "/ceph.conf", sock = std::string(dir) + "/c.asok";
+  {
+    FILE *in = std::fopen(ceph_conf(), "r");
+    FILE *out = std::fopen(conf.c_str(), "w");
+    ASSERT_TRUE(in && out);
+    char line[4096];
+    while (std::fgets(line, sizeof line, in)) std::fputs(line, out);
+    std::fprintf(out, "\n[client.kctest]\nadmin_socket = %s\ndebug_objecter = 1/3\n", sock.c_str());
+    std::fclose(in);
+    std::fclose(out);
+  }
+  std::string err;
+  mount *fs = vfs_mount("ceph", {{"conf", conf}, {"id", "kctest"}, {"path", "/"}}, &err);
+  ASSERT_NE(fs, nullptr) << err;
+  EXPECT_EQ(client_config(sock, "debug_client"), "0/0");
+  EXPECT_EQ(client_config(sock, "debug_objectcacher"), "0/0");
+  EXPECT_EQ(client_config(sock, "debug_objecter"), "1/3");
+  vfs_unmount(fs);
+  std::remove(conf.c_str());
+  std::remove(sock.c_str());
+  rmdir(dir);
+}
 
 // A READ larger than the caller's memory (the kcont model's 64 KiB reply
 // buffer) is answered whole from the large pool, not short: before it,
