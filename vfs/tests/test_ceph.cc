@@ -5,8 +5,9 @@
 // that survive a remount and are refused when forged or another export's,
 // a directory moved out of the export, two clients of one file system
 // (close-to-open through COMMIT), READDIR cookies over a large directory,
-// a quota that runs out, and the client's in-memory log quieted.  Each test works in a directory of
-// its own, made through a mount of the file system's root.
+// a quota that runs out, and the client's in-memory log quieted.  Each
+// test works in a directory of its own, made through a mount of the file
+// system's root.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
