@@ -1959,6 +1959,15 @@ struct gate_state {
     open = held_open = false;
     running = max_running = held = 0;
   }
+  // Lets the requests waiting on `flag` (open: the stuck ones, held_open:
+  // the slow ones) answer.
+  void release(bool gate_state::*flag) {
+    {
+      std::lock_guard<std::mutex> g(mu);
+      this->*flag = true;
+    }
+    cv.notify_all();
+  }
 };
 gate_state g_gate;
 
@@ -2148,19 +2157,11 @@ TEST(VfsLanes, NoRequestQueuesBehindAStalledWorker) {
     return g_gate.held == share;
   }));
   c.start(third, 4 * lanes);
-  {
-    std::lock_guard<std::mutex> g(g_gate.mu);
-    g_gate.held_open = true;  // the slow file system answers
-  }
-  g_gate.cv.notify_all();
+  g_gate.release(&gate_state::held_open);  // the slow file system answers
   EXPECT_TRUE(kctest::eventually([&] { return c.done.load() == 4 * lanes; }))
       << c.done.load() << " of " << 4 * lanes << " completed: the rest wait behind a stuck worker";
   EXPECT_EQ(a.done.load(), 0);
-  {
-    std::lock_guard<std::mutex> g(g_gate.mu);
-    g_gate.open = true;
-  }
-  g_gate.cv.notify_all();
+  g_gate.release(&gate_state::open);
   EXPECT_TRUE(kctest::eventually([&] { return a.done.load() == share; }));
   a.drain();
   b.drain();
@@ -2193,11 +2194,7 @@ TEST(VfsLanes, NoRequestWaitsBehindAStuckWorkerEvenBeforeItCountsAsStalled) {
   EXPECT_TRUE(kctest::eventually([&] { return b.done.load() == 8 * lanes; }))
       << b.done.load() << " of " << 8 * lanes << " completed: the rest wait behind a stuck worker";
   EXPECT_EQ(a.done.load(), 0);
-  {
-    std::lock_guard<std::mutex> g(g_gate.mu);
-    g_gate.open = true;
-  }
-  g_gate.cv.notify_all();
+  g_gate.release(&gate_state::open);
   EXPECT_TRUE(kctest::eventually([&] { return a.done.load() == stuck_lanes; }));
   a.drain();
   b.drain();
